@@ -1,0 +1,24 @@
+//! ferry's domain: the pure core.
+//!
+//! Value objects that are valid by construction ([`SourceUrl`], [`ObjectKey`],
+//! [`Checksum`], [`ByteSize`]), the ports the application drives
+//! ([`ports`]) and the error classification every adapter maps into
+//! ([`ErrorClass`]).
+//!
+//! Architecture invariant: nothing here performs I/O or names an adapter
+//! technology (no tokio I/O, aws-sdk, hyper, reqwest or sqlx types).
+
+pub mod checksum;
+pub mod error;
+pub mod key;
+pub mod ports;
+pub mod size;
+pub mod source;
+pub mod stream;
+
+pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
+pub use error::ErrorClass;
+pub use key::{InvalidKey, ObjectKey};
+pub use size::{ByteSize, InvalidByteSize};
+pub use source::{InvalidSource, SourceScheme, SourceUrl};
+pub use stream::ByteStream;

@@ -1,0 +1,193 @@
+//! Reading a source: `HttpDownloadPort`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::error::{BoxError, ErrorClass};
+use crate::source::SourceUrl;
+use crate::stream::ByteStream;
+
+/// A validator for a conditional range request (sent as `If-Range`), so a
+/// resumed read fails over to the full body if the source changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validator {
+    ETag(String),
+    LastModified(String),
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct DownloadRequest {
+    pub source: SourceUrl,
+    /// First byte wanted; 0 reads the whole resource.
+    pub offset: u64,
+    /// Sent with a non-zero offset so the source answers with the whole body
+    /// (offset 0 in [`SourceMeta`]) if it changed.
+    pub if_range: Option<Validator>,
+}
+
+impl DownloadRequest {
+    pub fn whole(source: SourceUrl) -> Self {
+        Self {
+            source,
+            offset: 0,
+            if_range: None,
+        }
+    }
+}
+
+/// What the source said about the resource before its body was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMeta {
+    /// Total length of the resource, when known (not only of this body).
+    pub total_length: Option<u64>,
+    /// The offset the body starts at. It is 0 when a range was asked for but
+    /// the source sent the whole resource.
+    pub offset: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub accepts_ranges: bool,
+    /// The URL finally read, after redirects.
+    pub final_url: SourceUrl,
+}
+
+impl SourceMeta {
+    /// Bytes the body should carry, when known.
+    pub fn body_length(&self) -> Option<u64> {
+        self.total_length.map(|t| t.saturating_sub(self.offset))
+    }
+
+    /// The best validator to resume this resource with.
+    pub fn validator(&self) -> Option<Validator> {
+        match (&self.etag, &self.last_modified) {
+            // Weak ETags cannot be used with If-Range.
+            (Some(etag), _) if !etag.starts_with("W/") => Some(Validator::ETag(etag.clone())),
+            (_, Some(lm)) => Some(Validator::LastModified(lm.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// An open source: its metadata and its body.
+pub struct Download {
+    pub meta: SourceMeta,
+    pub body: ByteStream<DownloadError>,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+/// Why a source could not be read. URLs in these errors are redacted.
+#[derive(Debug, Error)]
+pub enum DownloadError {
+    #[error("the source {url} answered HTTP {status}{}", retry_hint(*.status))]
+    Status { url: String, status: u16 },
+    #[error("could not connect to the source {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the source {url} sent no data for {} s; it may be overloaded or the connection stalled", .idle.as_secs())]
+    Stalled { url: String, idle: Duration },
+    #[error("the connection to the source {url} broke during the body: {reason}")]
+    Interrupted { url: String, reason: String },
+    #[error("the source {url} redirected more than {max} times")]
+    TooManyRedirects { url: String, max: usize },
+    #[error("the source {url} does not exist")]
+    NotFound { url: String },
+    #[error("the source {url} cannot be read: permission denied")]
+    PermissionDenied { url: String },
+    #[error("the source {url} changed while it was being read ({detail}); the transfer restarts from zero")]
+    SourceChanged { url: String, detail: String },
+    #[error("unexpected error reading the source {url}: {source}")]
+    Unexpected {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn retry_hint(status: u16) -> &'static str {
+    match status {
+        404 => " (not found): check the URL",
+        401 | 403 => " (access denied): check the URL's credentials or signature",
+        416 => " (range not satisfiable)",
+        429 => " (too many requests): retried with backoff",
+        500..=599 => " (server error)",
+        _ => "",
+    }
+}
+
+impl DownloadError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DownloadError::Status { status, .. } => match status {
+                408 | 425 | 429 | 500..=599 => ErrorClass::Transient,
+                _ => ErrorClass::Client,
+            },
+            DownloadError::Connect { .. }
+            | DownloadError::Stalled { .. }
+            | DownloadError::Interrupted { .. } => ErrorClass::Transient,
+            DownloadError::TooManyRedirects { .. }
+            | DownloadError::NotFound { .. }
+            | DownloadError::PermissionDenied { .. } => ErrorClass::Client,
+            DownloadError::SourceChanged { .. } => ErrorClass::SourceChanged,
+            DownloadError::Unexpected { .. } => ErrorClass::Internal,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.class().is_retryable()
+    }
+}
+
+/// Opens a source for streaming. Implemented by the pooled HTTP client and by
+/// the local-file reader.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait HttpDownloadPort: Send + Sync + 'static {
+    /// Opens the source. Non-success answers fail here, before any body byte.
+    async fn open(&self, request: DownloadRequest) -> Result<Download, DownloadError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        let s = |status| DownloadError::Status {
+            url: "http://h/x".into(),
+            status,
+        };
+        assert!(s(503).is_retryable());
+        assert!(s(429).is_retryable());
+        assert!(!s(404).is_retryable());
+        assert!(!s(403).is_retryable());
+        assert!(s(404).to_string().contains("HTTP 404 (not found)"));
+    }
+
+    #[test]
+    fn validator_prefers_strong_etag() {
+        let meta = |etag: Option<&str>, lm: Option<&str>| SourceMeta {
+            total_length: Some(10),
+            offset: 4,
+            etag: etag.map(str::to_owned),
+            last_modified: lm.map(str::to_owned),
+            accepts_ranges: true,
+            final_url: SourceUrl::parse("http://h/x").unwrap(),
+        };
+        assert_eq!(
+            meta(Some("\"e1\""), Some("d")).validator(),
+            Some(Validator::ETag("\"e1\"".into()))
+        );
+        assert_eq!(
+            meta(Some("W/\"e1\""), Some("d")).validator(),
+            Some(Validator::LastModified("d".into()))
+        );
+        assert_eq!(meta(None, None).validator(), None);
+        assert_eq!(meta(None, None).body_length(), Some(6));
+    }
+}

@@ -1,0 +1,18 @@
+//! The ports: what the application needs from the outside world (driven
+//! ports) and what it offers to it (driving ports). Each port has its own
+//! error enum with the business cases plus one `Unexpected` carrying the
+//! source, and a `class()` that says whether a retry can help.
+
+pub mod download;
+pub mod process;
+pub mod progress;
+pub mod storage;
+
+pub use download::{Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator};
+pub use process::{
+    LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+};
+pub use progress::{NoProgress, ProgressPort};
+pub use storage::{
+    CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
+};

@@ -1,0 +1,204 @@
+//! The driving port of the core use case: `ProcessFilePort`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::error::ErrorClass;
+use crate::key::ObjectKey;
+use crate::ports::download::DownloadError;
+use crate::ports::progress::ProgressPort;
+use crate::ports::storage::StorageError;
+use crate::size::ByteSize;
+use crate::source::SourceUrl;
+
+/// Default largest file accepted.
+pub const DEFAULT_MAX_SIZE: ByteSize = ByteSize::gib(5);
+
+/// Copy one source into storage under one key.
+#[derive(Clone)]
+pub struct ProcessFileCommand {
+    pub source: SourceUrl,
+    pub key: ObjectKey,
+    /// Checked before the object is committed; at most one per algorithm.
+    pub expected: Vec<Checksum>,
+    /// The exact size the caller expects, if it knows it.
+    pub expected_size: Option<u64>,
+    pub max_size: ByteSize,
+    /// Compute MD5 even when no MD5 is expected.
+    pub compute_md5: bool,
+    pub progress: Arc<dyn ProgressPort>,
+}
+
+impl ProcessFileCommand {
+    pub fn new(source: SourceUrl, key: ObjectKey) -> Self {
+        Self {
+            source,
+            key,
+            expected: Vec::new(),
+            expected_size: None,
+            max_size: DEFAULT_MAX_SIZE,
+            compute_md5: false,
+            progress: Arc::new(crate::ports::progress::NoProgress),
+        }
+    }
+
+    pub fn expected_for(&self, algorithm: ChecksumAlgorithm) -> Option<&Checksum> {
+        self.expected.iter().find(|c| c.algorithm() == algorithm)
+    }
+}
+
+impl std::fmt::Debug for ProcessFileCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessFileCommand")
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .field("expected", &self.expected)
+            .field("expected_size", &self.expected_size)
+            .field("max_size", &self.max_size)
+            .field("compute_md5", &self.compute_md5)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a successful copy produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessFileResult {
+    pub key: ObjectKey,
+    pub location: String,
+    pub bytes: u64,
+    pub sha256: Checksum,
+    pub md5: Option<Checksum>,
+    pub duration: Duration,
+    /// Redacted URL actually read, after redirects.
+    pub final_url: String,
+}
+
+impl ProcessFileResult {
+    /// Average throughput in bytes per second.
+    pub fn throughput(&self) -> f64 {
+        let secs = self.duration.as_secs_f64();
+        if secs > 0.0 {
+            // Precision loss above 2^53 bytes is irrelevant for a rate.
+            #[allow(clippy::cast_precision_loss)]
+            let bytes = self.bytes as f64;
+            bytes / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How a body's length disagreed with what was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthProblem {
+    /// The body ended before its declared length.
+    Short,
+    /// The body went past its declared length.
+    Long,
+}
+
+/// Why a copy failed. In every case nothing became visible at the destination.
+#[derive(Debug, Error)]
+pub enum ProcessFileError {
+    #[error(transparent)]
+    Source(#[from] DownloadError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the source is {} but the limit is {limit}; raise --max-size if this is expected", ByteSize::new(*.size))]
+    TooLarge { limit: ByteSize, size: u64 },
+    #[error("the source sent more than the {limit} limit and was stopped; raise --max-size if this is expected")]
+    LimitExceeded { limit: ByteSize },
+    #[error("the source declared {declared} bytes but sent {}{received}; it was cut off or is misbehaving", match .problem { LengthProblem::Short => "only ", LengthProblem::Long => "at least " })]
+    LengthMismatch {
+        declared: u64,
+        received: u64,
+        problem: LengthProblem,
+    },
+    #[error("expected {expected} bytes but the source {}", match .problem { LengthProblem::Short => format!("has {actual}"), LengthProblem::Long => format!("sent more ({actual} so far)") })]
+    UnexpectedSize {
+        expected: u64,
+        actual: u64,
+        problem: LengthProblem,
+    },
+    #[error("{algorithm} mismatch: expected {expected}, got {actual}; the file was not stored")]
+    ChecksumMismatch {
+        algorithm: ChecksumAlgorithm,
+        expected: String,
+        actual: String,
+    },
+}
+
+impl ProcessFileError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ProcessFileError::Source(e) => e.class(),
+            ProcessFileError::Storage(e) => e.class(),
+            // A body cut short is a network failure: a retry can succeed.
+            ProcessFileError::LengthMismatch {
+                problem: LengthProblem::Short,
+                ..
+            } => ErrorClass::Transient,
+            ProcessFileError::LengthMismatch { .. }
+            | ProcessFileError::TooLarge { .. }
+            | ProcessFileError::LimitExceeded { .. }
+            | ProcessFileError::UnexpectedSize { .. }
+            | ProcessFileError::ChecksumMismatch { .. } => ErrorClass::Client,
+        }
+    }
+
+    /// A stable snake_case code for JSON output and events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProcessFileError::Source(_) => "source_error",
+            ProcessFileError::Storage(_) => "storage_error",
+            ProcessFileError::TooLarge { .. } | ProcessFileError::LimitExceeded { .. } => {
+                "size_limit_exceeded"
+            }
+            ProcessFileError::LengthMismatch { .. } => "length_mismatch",
+            ProcessFileError::UnexpectedSize { .. } => "size_mismatch",
+            ProcessFileError::ChecksumMismatch { .. } => "checksum_mismatch",
+        }
+    }
+}
+
+/// Copies one file from a source to storage in one streaming pass.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ProcessFilePort: Send + Sync + 'static {
+    async fn process(&self, command: ProcessFileCommand) -> Result<ProcessFileResult, ProcessFileError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = ProcessFileError::TooLarge {
+            limit: ByteSize::gib(5),
+            size: 6 << 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the source is 6 GiB but the limit is 5 GiB; raise --max-size if this is expected"
+        );
+        let short = ProcessFileError::LengthMismatch {
+            declared: 10,
+            received: 4,
+            problem: LengthProblem::Short,
+        };
+        assert!(short.to_string().contains("sent only 4"), "{short}");
+        assert!(short.class().is_retryable());
+        let mismatch = ProcessFileError::ChecksumMismatch {
+            algorithm: ChecksumAlgorithm::Sha256,
+            expected: "aa".into(),
+            actual: "bb".into(),
+        };
+        assert_eq!(mismatch.code(), "checksum_mismatch");
+        assert!(!mismatch.class().is_retryable());
+    }
+}

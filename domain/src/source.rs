@@ -1,0 +1,278 @@
+//! Where a file comes from: an `http://`, `https://` or `file://` URL.
+//!
+//! A [`SourceUrl`] may carry secrets (userinfo, presigned query strings). Its
+//! `Display` and `Debug` forms are always redacted; only [`SourceUrl::expose`]
+//! gives the full URL, for the adapter that must send it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use thiserror::Error;
+use url::Url;
+
+/// Longest source URL accepted, in bytes.
+pub const MAX_SOURCE_URL_LEN: usize = 8192;
+
+/// The schemes ferry can read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceScheme {
+    Http,
+    Https,
+    File,
+}
+
+/// Why a string is not a usable source.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidSource {
+    #[error("the source is empty: give an http://, https:// or file:// URL")]
+    Empty,
+    #[error("the source is {len} bytes long; at most {MAX_SOURCE_URL_LEN} are accepted")]
+    TooLong { len: usize },
+    // The input is deliberately not echoed: it may hold credentials.
+    #[error("the source is not a valid URL ({reason}); give an http://, https:// or file:// URL")]
+    Malformed { reason: String },
+    #[error("the source scheme `{scheme}` is not supported; use http://, https:// or file://")]
+    UnsupportedScheme { scheme: String },
+    #[error("the source URL has no host; write it as scheme://host/path")]
+    MissingHost,
+    #[error("a file:// source must be an absolute local path, e.g. file:///data/big.bin")]
+    BadFilePath,
+}
+
+/// A validated source location.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SourceUrl {
+    url: Url,
+    scheme: SourceScheme,
+}
+
+impl SourceUrl {
+    /// Parses and validates a source URL.
+    pub fn parse(raw: &str) -> Result<Self, InvalidSource> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(InvalidSource::Empty);
+        }
+        if raw.len() > MAX_SOURCE_URL_LEN {
+            return Err(InvalidSource::TooLong { len: raw.len() });
+        }
+        let url = Url::parse(raw).map_err(|e| InvalidSource::Malformed {
+            reason: e.to_string(),
+        })?;
+        Self::from_url(url)
+    }
+
+    /// Validates an already parsed URL (e.g. the target of a redirect).
+    pub fn from_url(url: Url) -> Result<Self, InvalidSource> {
+        let scheme = match url.scheme() {
+            "http" => SourceScheme::Http,
+            "https" => SourceScheme::Https,
+            "file" => SourceScheme::File,
+            other => {
+                return Err(InvalidSource::UnsupportedScheme {
+                    scheme: other.to_owned(),
+                });
+            }
+        };
+        match scheme {
+            SourceScheme::Http | SourceScheme::Https => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(InvalidSource::MissingHost);
+                }
+            }
+            SourceScheme::File => {
+                let local_host = matches!(url.host_str(), None | Some("") | Some("localhost"));
+                if !local_host || url.to_file_path().is_err() {
+                    return Err(InvalidSource::BadFilePath);
+                }
+            }
+        }
+        Ok(Self { url, scheme })
+    }
+
+    pub fn scheme(&self) -> SourceScheme {
+        self.scheme
+    }
+
+    /// The full URL, secrets included. Only for the adapter that sends it.
+    pub fn expose(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The local path of a `file://` source.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        match self.scheme {
+            SourceScheme::File => self.url.to_file_path().ok(),
+            _ => None,
+        }
+    }
+
+    /// The last non-empty path segment, percent-decoded, if it is a usable
+    /// file name (used to name the destination when DEST is a directory).
+    pub fn file_name(&self) -> Option<String> {
+        let segment = self.url.path_segments()?.rev().find(|s| !s.is_empty())?;
+        let decoded = percent_decode(segment)?;
+        if decoded.is_empty()
+            || decoded == "."
+            || decoded == ".."
+            || decoded.contains('/')
+            || decoded.chars().any(char::is_control)
+        {
+            return None;
+        }
+        Some(decoded)
+    }
+
+    /// The URL with userinfo removed and every query value replaced, safe for
+    /// logs, errors, events and API responses.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Redacts an arbitrary URL: userinfo dropped, query values and fragment
+/// replaced by `REDACTED`.
+pub fn redact_url(url: &Url) -> String {
+    let mut copy = url.clone();
+    // Both setters only fail for URLs that cannot carry credentials at all.
+    let _ = copy.set_username("");
+    let _ = copy.set_password(None);
+    if url.query().is_some() {
+        let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        if names.is_empty() {
+            copy.set_query(Some("REDACTED"));
+        } else {
+            let redacted: Vec<String> = names.iter().map(|k| format!("{k}=REDACTED")).collect();
+            copy.set_query(Some(&redacted.join("&")));
+        }
+    }
+    if url.fragment().is_some() {
+        copy.set_fragment(Some("REDACTED"));
+    }
+    copy.to_string()
+}
+
+/// Redacts whatever looks like a URL inside free text (e.g. an error message
+/// from a library that embeds the URL it was given).
+pub fn redact_text(text: &str) -> String {
+    text.split_inclusive(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '"')
+        .map(|piece| {
+            let trimmed = piece.trim_end_matches(|c: char| {
+                c.is_whitespace() || c == '(' || c == ')' || c == '"'
+            });
+            let tail = &piece[trimmed.len()..];
+            match Url::parse(trimmed) {
+                Ok(url) if url.has_host() => format!("{}{tail}", redact_url(&url)),
+                _ => piece.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SourceUrl").field(&self.redacted()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_three_schemes() {
+        assert_eq!(
+            SourceUrl::parse("http://example.com/a.bin").unwrap().scheme(),
+            SourceScheme::Http
+        );
+        assert_eq!(
+            SourceUrl::parse("https://example.com/a.bin").unwrap().scheme(),
+            SourceScheme::Https
+        );
+        let file = SourceUrl::parse("file:///tmp/a.bin").unwrap();
+        assert_eq!(file.scheme(), SourceScheme::File);
+        assert_eq!(file.file_path().unwrap(), PathBuf::from("/tmp/a.bin"));
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        assert_eq!(SourceUrl::parse("  "), Err(InvalidSource::Empty));
+        assert!(matches!(
+            SourceUrl::parse("ftp://example.com/x"),
+            Err(InvalidSource::UnsupportedScheme { scheme }) if scheme == "ftp"
+        ));
+        assert!(matches!(SourceUrl::parse("not a url"), Err(InvalidSource::Malformed { .. })));
+        assert!(matches!(
+            SourceUrl::parse("file://otherhost/x"),
+            Err(InvalidSource::BadFilePath)
+        ));
+        let long = format!("http://example.com/{}", "a".repeat(MAX_SOURCE_URL_LEN));
+        assert!(matches!(SourceUrl::parse(&long), Err(InvalidSource::TooLong { .. })));
+    }
+
+    #[test]
+    fn malformed_error_never_echoes_the_input() {
+        let err = SourceUrl::parse("http://user:hunter2@[bad/x").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn display_and_debug_are_redacted() {
+        let src = SourceUrl::parse(
+            "https://alice:s3cret@bucket.example.com/k.bin?X-Amz-Signature=abc123&X-Amz-Credential=AKIA#frag",
+        )
+        .unwrap();
+        for shown in [src.to_string(), format!("{src:?}"), src.redacted()] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("alice"), "{shown}");
+            assert!(!shown.contains("abc123"), "{shown}");
+            assert!(!shown.contains("AKIA"), "{shown}");
+            assert!(shown.contains("bucket.example.com/k.bin"), "{shown}");
+        }
+        assert!(src.expose().contains("s3cret"));
+    }
+
+    #[test]
+    fn redacts_urls_inside_text() {
+        let text = "error sending request for url (http://u:pw@h.example/x?token=t0k): boom";
+        let out = redact_text(text);
+        assert!(!out.contains("pw@"), "{out}");
+        assert!(!out.contains("t0k"), "{out}");
+        assert!(out.contains("boom"));
+        assert!(out.contains("h.example/x?token=REDACTED"), "{out}");
+    }
+
+    #[test]
+    fn file_name_is_the_decoded_last_segment() {
+        let src = SourceUrl::parse("http://h/dir/my%20file.bin?x=1").unwrap();
+        assert_eq!(src.file_name().as_deref(), Some("my file.bin"));
+        let dir = SourceUrl::parse("http://h/dir/").unwrap();
+        assert_eq!(dir.file_name().as_deref(), Some("dir"));
+        assert_eq!(SourceUrl::parse("http://h/").unwrap().file_name(), None);
+        assert_eq!(SourceUrl::parse("http://h/a%2Fb").unwrap().file_name(), None);
+        assert_eq!(SourceUrl::parse("http://h/%0a").unwrap().file_name(), None);
+    }
+}
