@@ -1,0 +1,178 @@
+//! SHA-256 (always) and MD5 (optionally) computed in flight, with a state
+//! that can be captured at any offset and restored later (resume).
+
+use ferry_domain::{Checksum, ChecksumAlgorithm};
+use md5::Md5;
+use sha2::Sha256;
+use sha2::digest::Digest;
+use sha2::digest::common::hazmat::SerializableState;
+use thiserror::Error;
+
+/// The running digests of one transfer.
+#[derive(Clone)]
+pub struct StreamHasher {
+    sha256: Sha256,
+    md5: Option<Md5>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for StreamHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHasher")
+            .field("bytes", &self.bytes)
+            .field("md5", &self.md5.is_some())
+            .finish()
+    }
+}
+
+/// A serialized hasher state at a byte offset (about 100 bytes each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashState {
+    pub bytes: u64,
+    pub sha256: Vec<u8>,
+    pub md5: Option<Vec<u8>>,
+}
+
+/// A stored hash state that cannot be restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("the saved {algorithm} state is corrupt or from an incompatible version")]
+pub struct InvalidHashState {
+    pub algorithm: ChecksumAlgorithm,
+}
+
+impl StreamHasher {
+    pub fn new(with_md5: bool) -> Self {
+        Self {
+            sha256: Sha256::new(),
+            md5: with_md5.then(Md5::new),
+            bytes: 0,
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.sha256.update(chunk);
+        if let Some(md5) = &mut self.md5 {
+            md5.update(chunk);
+        }
+        self.bytes += chunk.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Captures the state at the current offset.
+    pub fn snapshot(&self) -> HashState {
+        HashState {
+            bytes: self.bytes,
+            sha256: self.sha256.serialize().to_vec(),
+            md5: self.md5.as_ref().map(|m| m.serialize().to_vec()),
+        }
+    }
+
+    /// Rebuilds a hasher from a snapshot.
+    pub fn restore(state: &HashState) -> Result<Self, InvalidHashState> {
+        let sha256 = deserialize::<Sha256>(&state.sha256, ChecksumAlgorithm::Sha256)?;
+        let md5 = state
+            .md5
+            .as_deref()
+            .map(|raw| deserialize::<Md5>(raw, ChecksumAlgorithm::Md5))
+            .transpose()?;
+        Ok(Self {
+            sha256,
+            md5,
+            bytes: state.bytes,
+        })
+    }
+
+    /// Finishes: the SHA-256 and, if computed, the MD5.
+    pub fn finalize(self) -> (Checksum, Option<Checksum>) {
+        let sha = self.sha256.finalize();
+        let md5 = self.md5.map(Md5::finalize);
+        // Digest lengths are fixed by the algorithms, so these cannot fail;
+        // fall back to a checksum that will never match rather than panic.
+        let sha = Checksum::from_digest(ChecksumAlgorithm::Sha256, &sha)
+            .unwrap_or_else(|_| unreachable_checksum(ChecksumAlgorithm::Sha256));
+        let md5 = md5.map(|d| {
+            Checksum::from_digest(ChecksumAlgorithm::Md5, &d)
+                .unwrap_or_else(|_| unreachable_checksum(ChecksumAlgorithm::Md5))
+        });
+        (sha, md5)
+    }
+}
+
+fn deserialize<T: SerializableState>(
+    raw: &[u8],
+    algorithm: ChecksumAlgorithm,
+) -> Result<T, InvalidHashState> {
+    let array = raw.try_into().map_err(|_| InvalidHashState { algorithm })?;
+    T::deserialize(array).map_err(|_| InvalidHashState { algorithm })
+}
+
+fn unreachable_checksum(algorithm: ChecksumAlgorithm) -> Checksum {
+    let zeros = "0".repeat(algorithm.hex_len());
+    match Checksum::new(algorithm, &zeros) {
+        Ok(c) => c,
+        Err(_) => unreachable_checksum(algorithm),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests() {
+        let mut h = StreamHasher::new(true);
+        h.update(b"te");
+        h.update(b"st");
+        let (sha, md5) = h.finalize();
+        assert_eq!(
+            sha.hex(),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+        assert_eq!(md5.unwrap().hex(), "098f6bcd4621d373cade4e832627b4f6");
+    }
+
+    #[test]
+    fn md5_only_when_asked() {
+        let (_, md5) = StreamHasher::new(false).finalize();
+        assert!(md5.is_none());
+    }
+
+    #[test]
+    fn snapshot_restores_at_any_offset() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut whole = StreamHasher::new(true);
+        whole.update(&data);
+        let want = whole.finalize();
+        for cut in [0, 1, 63, 64, 65, 4_999, 10_000] {
+            let mut first = StreamHasher::new(true);
+            first.update(&data[..cut]);
+            let state = first.snapshot();
+            assert_eq!(state.bytes, cut as u64);
+            assert!(state.sha256.len() < 128, "{}", state.sha256.len());
+            let mut resumed = StreamHasher::restore(&state).unwrap();
+            resumed.update(&data[cut..]);
+            assert_eq!(resumed.bytes(), 10_000);
+            assert_eq!(resumed.finalize(), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_panic() {
+        let mut state = StreamHasher::new(true).snapshot();
+        state.sha256.truncate(3);
+        assert_eq!(
+            StreamHasher::restore(&state).unwrap_err().algorithm,
+            ChecksumAlgorithm::Sha256
+        );
+        let mut state = StreamHasher::new(true).snapshot();
+        state.md5 = Some(vec![1, 2]);
+        assert_eq!(
+            StreamHasher::restore(&state).unwrap_err().algorithm,
+            ChecksumAlgorithm::Md5
+        );
+    }
+}

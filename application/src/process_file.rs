@@ -1,0 +1,231 @@
+//! The ProcessFile use case: source -> chunking -> size guard -> hashing ->
+//! staged storage write, in one pass, verified before commit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use ferry_domain::ChecksumAlgorithm;
+use ferry_domain::ports::{
+    CommitInfo, DownloadError, DownloadRequest, FileStoragePort, HttpDownloadPort, LengthProblem,
+    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, SourceMeta,
+    StagedWrite, WriteRequest,
+};
+
+use crate::chunking::{Rechunker, chunk_size_for};
+use crate::hashing::StreamHasher;
+use crate::size_guard::SizeGuard;
+
+/// Tuning of the use case.
+#[derive(Debug, Clone)]
+pub struct ProcessFileConfig {
+    /// How many times a body that fails mid-way with a transient error is
+    /// re-requested from the failed offset (needs a source with ranges and a
+    /// validator). 0 disables in-flight resume.
+    pub resume_attempts: u32,
+    /// Compute MD5 for every file, not only when one is expected or asked.
+    pub always_md5: bool,
+}
+
+impl Default for ProcessFileConfig {
+    fn default() -> Self {
+        Self {
+            resume_attempts: 3,
+            always_md5: false,
+        }
+    }
+}
+
+/// Copies one source into one storage destination.
+pub struct ProcessFile {
+    downloader: Arc<dyn HttpDownloadPort>,
+    storage: Arc<dyn FileStoragePort>,
+    config: ProcessFileConfig,
+}
+
+impl std::fmt::Debug for ProcessFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessFile")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessFile {
+    pub fn new(
+        downloader: Arc<dyn HttpDownloadPort>,
+        storage: Arc<dyn FileStoragePort>,
+        config: ProcessFileConfig,
+    ) -> Self {
+        Self {
+            downloader,
+            storage,
+            config,
+        }
+    }
+
+    /// Streams the body into `writer`, resuming in flight where possible.
+    async fn pump(
+        &self,
+        command: &ProcessFileCommand,
+        meta: &SourceMeta,
+        body: ferry_domain::ByteStream<DownloadError>,
+        writer: &mut dyn StagedWrite,
+        hasher: &mut StreamHasher,
+        guard: &mut SizeGuard,
+    ) -> Result<(), ProcessFileError> {
+        let target = chunk_size_for(meta.total_length);
+        let mut body = Rechunker::new(body, target);
+        let mut resumes_left = self.config.resume_attempts;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    guard.add(chunk.len() as u64)?;
+                    hasher.update(&chunk);
+                    writer.write(chunk).await?;
+                    command.progress.advanced(hasher.bytes());
+                }
+                Err(error) => {
+                    let offset = hasher.bytes();
+                    let resumable = error.is_retryable()
+                        && resumes_left > 0
+                        && meta.accepts_ranges
+                        && meta.total_length.is_some();
+                    let validator = meta.validator();
+                    if !resumable || validator.is_none() {
+                        return Err(body_error(error, meta, offset));
+                    }
+                    resumes_left -= 1;
+                    warn!(source = %command.source, offset, %error, "source failed mid-body; resuming from offset");
+                    let request = DownloadRequest {
+                        source: command.source.clone(),
+                        offset,
+                        if_range: validator,
+                    };
+                    let reopened = self.downloader.open(request).await?;
+                    if reopened.meta.offset != offset
+                        || reopened.meta.total_length != meta.total_length
+                    {
+                        return Err(DownloadError::SourceChanged {
+                            url: command.source.redacted(),
+                            detail: format!(
+                                "asked for bytes from {offset}, got a body from {} of total {:?}",
+                                reopened.meta.offset, reopened.meta.total_length
+                            ),
+                        }
+                        .into());
+                    }
+                    body = Rechunker::new(reopened.body, target);
+                }
+            }
+        }
+        guard.finish()?;
+        Ok(())
+    }
+}
+
+/// A body that broke before its declared end is reported as cut short.
+fn body_error(error: DownloadError, meta: &SourceMeta, offset: u64) -> ProcessFileError {
+    match (&error, meta.total_length) {
+        (DownloadError::Interrupted { .. }, Some(total)) if offset < total => {
+            ProcessFileError::LengthMismatch {
+                declared: total,
+                received: offset,
+                problem: LengthProblem::Short,
+            }
+        }
+        _ => error.into(),
+    }
+}
+
+#[async_trait]
+impl ProcessFilePort for ProcessFile {
+    async fn process(
+        &self,
+        command: ProcessFileCommand,
+    ) -> Result<ProcessFileResult, ProcessFileError> {
+        let started = Instant::now();
+        let download = self
+            .downloader
+            .open(DownloadRequest::whole(command.source.clone()))
+            .await?;
+        let meta = download.meta;
+        let mut guard = SizeGuard::new(command.max_size, command.expected_size);
+        guard.declare(meta.total_length)?;
+
+        let with_md5 = command.compute_md5
+            || self.config.always_md5
+            || command.expected_for(ChecksumAlgorithm::Md5).is_some();
+        let mut hasher = StreamHasher::new(with_md5);
+        let mut writer = self
+            .storage
+            .begin_write(WriteRequest {
+                key: command.key.clone(),
+                size_hint: meta.total_length,
+            })
+            .await?;
+        command.progress.started(meta.total_length);
+
+        let pumped = self
+            .pump(&command, &meta, download.body, writer.as_mut(), &mut hasher, &mut guard)
+            .await;
+        if let Err(error) = pumped {
+            abort(writer, &command).await;
+            command.progress.finished(false);
+            return Err(error);
+        }
+
+        let bytes = hasher.bytes();
+        let (sha256, md5) = hasher.finalize();
+        for expected in &command.expected {
+            let actual = match expected.algorithm() {
+                ChecksumAlgorithm::Sha256 => Some(&sha256),
+                ChecksumAlgorithm::Md5 => md5.as_ref(),
+            };
+            if let Some(actual) = actual
+                && actual != expected
+            {
+                abort(writer, &command).await;
+                command.progress.finished(false);
+                return Err(ProcessFileError::ChecksumMismatch {
+                    algorithm: expected.algorithm(),
+                    expected: expected.hex().to_owned(),
+                    actual: actual.hex().to_owned(),
+                });
+            }
+        }
+
+        let stored = writer
+            .commit(CommitInfo {
+                size: bytes,
+                sha256_hex: sha256.hex().to_owned(),
+                md5_hex: md5.as_ref().map(|c| c.hex().to_owned()),
+            })
+            .await;
+        command.progress.finished(stored.is_ok());
+        let stored = stored?;
+        debug!(key = %stored.key, bytes, "file stored");
+        Ok(ProcessFileResult {
+            key: stored.key,
+            location: stored.location,
+            bytes,
+            sha256,
+            md5,
+            duration: started.elapsed(),
+            final_url: meta.final_url.redacted(),
+        })
+    }
+}
+
+async fn abort(writer: Box<dyn StagedWrite>, command: &ProcessFileCommand) {
+    if let Err(error) = writer.abort().await {
+        warn!(key = %command.key, %error, "aborting the staged write failed");
+    }
+}
+
+#[cfg(test)]
+#[path = "process_file_tests.rs"]
+mod tests;

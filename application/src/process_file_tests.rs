@@ -1,0 +1,295 @@
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream;
+use mockall::predicate::always;
+
+use ferry_domain::ports::download::MockHttpDownloadPort;
+use ferry_domain::ports::progress::MockProgressPort;
+use ferry_domain::ports::storage::{MockFileStoragePort, MockStagedWrite};
+use ferry_domain::ports::{Download, StoredObject, Validator};
+use ferry_domain::{ByteSize, Checksum, ObjectKey, SourceUrl};
+
+use super::*;
+
+const TEST_SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const TEST_MD5: &str = "098f6bcd4621d373cade4e832627b4f6";
+
+fn meta(total: Option<u64>, offset: u64, ranges: bool) -> SourceMeta {
+    SourceMeta {
+        total_length: total,
+        offset,
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+        accepts_ranges: ranges,
+        final_url: SourceUrl::parse("http://origin.test/f.bin").unwrap(),
+    }
+}
+
+fn download(meta: SourceMeta, items: Vec<Result<&'static [u8], DownloadError>>) -> Download {
+    let items: Vec<Result<Bytes, DownloadError>> = items
+        .into_iter()
+        .map(|i| i.map(Bytes::from_static))
+        .collect();
+    Download {
+        meta,
+        body: Box::pin(stream::iter(items)),
+    }
+}
+
+fn command() -> ProcessFileCommand {
+    ProcessFileCommand::new(
+        SourceUrl::parse("http://origin.test/f.bin").unwrap(),
+        ObjectKey::parse("out/f.bin").unwrap(),
+    )
+}
+
+/// What the mock storage saw.
+#[derive(Default)]
+struct Seen {
+    written: Vec<u8>,
+    committed: Option<CommitInfo>,
+    aborted: bool,
+}
+
+fn storage(seen: Arc<Mutex<Seen>>) -> MockFileStoragePort {
+    let mut storage = MockFileStoragePort::new();
+    storage.expect_begin_write().returning(move |_| {
+        let mut w = MockStagedWrite::new();
+        let s = seen.clone();
+        w.expect_write().returning(move |chunk| {
+            s.lock().unwrap().written.extend_from_slice(&chunk);
+            Ok(())
+        });
+        let s = seen.clone();
+        w.expect_commit().returning(move |info| {
+            s.lock().unwrap().committed = Some(info.clone());
+            Ok(StoredObject {
+                key: ObjectKey::parse("out/f.bin").unwrap(),
+                size: info.size,
+                location: "mem://out/f.bin".into(),
+            })
+        });
+        let s = seen.clone();
+        w.expect_abort().returning(move || {
+            s.lock().unwrap().aborted = true;
+            Ok(())
+        });
+        Ok(Box::new(w))
+    });
+    storage
+}
+
+fn use_case(downloader: MockHttpDownloadPort, storage: MockFileStoragePort) -> ProcessFile {
+    ProcessFile::new(
+        Arc::new(downloader),
+        Arc::new(storage),
+        ProcessFileConfig::default(),
+    )
+}
+
+fn interrupted() -> DownloadError {
+    DownloadError::Interrupted {
+        url: "http://origin.test/f.bin".into(),
+        reason: "connection reset".into(),
+    }
+}
+
+#[tokio::test]
+async fn copies_hashes_and_commits_with_both_digests() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .times(1)
+        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"te"), Ok(b"st")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut cmd = command();
+    cmd.expected = vec![
+        Checksum::sha256(TEST_SHA256).unwrap(),
+        Checksum::md5(TEST_MD5).unwrap(),
+    ];
+    let mut progress = MockProgressPort::new();
+    progress.expect_started().with(mockall::predicate::eq(Some(4))).times(1).return_const(());
+    progress.expect_advanced().times(1..).return_const(());
+    progress.expect_finished().with(mockall::predicate::eq(true)).times(1).return_const(());
+    cmd.progress = Arc::new(progress);
+
+    let result = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap();
+
+    assert_eq!(result.bytes, 4);
+    assert_eq!(result.sha256.hex(), TEST_SHA256);
+    assert_eq!(result.md5.unwrap().hex(), TEST_MD5);
+    assert_eq!(result.location, "mem://out/f.bin");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.written, b"test");
+    assert!(!seen.aborted);
+    let info = seen.committed.clone().unwrap();
+    assert_eq!(info.size, 4);
+    assert_eq!(info.sha256_hex, TEST_SHA256);
+    assert_eq!(info.md5_hex.as_deref(), Some(TEST_MD5));
+}
+
+#[tokio::test]
+async fn checksum_mismatch_aborts_and_never_commits() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"tent")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut cmd = command();
+    cmd.expected = vec![Checksum::sha256(TEST_SHA256).unwrap()];
+
+    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
+
+    match err {
+        ProcessFileError::ChecksumMismatch {
+            algorithm,
+            expected,
+            actual,
+        } => {
+            assert_eq!(algorithm, ChecksumAlgorithm::Sha256);
+            assert_eq!(expected, TEST_SHA256);
+            assert_ne!(actual, TEST_SHA256);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.aborted);
+    assert!(seen.committed.is_none());
+}
+
+#[tokio::test]
+async fn md5_mismatch_is_caught_too() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"test")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut cmd = command();
+    cmd.expected = vec![Checksum::md5(&"0".repeat(32)).unwrap()];
+    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ProcessFileError::ChecksumMismatch { algorithm: ChecksumAlgorithm::Md5, .. }
+    ));
+    assert!(seen.lock().unwrap().committed.is_none());
+}
+
+#[tokio::test]
+async fn declared_length_over_limit_fails_before_any_write() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .returning(|_| Ok(download(meta(Some(11), 0, false), vec![Ok(b"never read")])));
+    let mut storage = MockFileStoragePort::new();
+    storage.expect_begin_write().never();
+    let mut cmd = command();
+    cmd.max_size = ByteSize::new(10);
+    let err = use_case(dl, storage).process(cmd).await.unwrap_err();
+    assert!(matches!(err, ProcessFileError::TooLarge { size: 11, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn undeclared_body_over_limit_is_stopped_and_aborted() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open().returning(|_| {
+        Ok(download(meta(None, 0, false), vec![Ok(b"12345"), Ok(b"67890"), Ok(b"X"), Ok(b"Y")]))
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut cmd = command();
+    cmd.max_size = ByteSize::new(10);
+    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
+    assert!(matches!(err, ProcessFileError::LimitExceeded { .. }), "{err:?}");
+    let seen = seen.lock().unwrap();
+    assert!(seen.aborted);
+    assert!(seen.committed.is_none());
+    assert!(seen.written.len() <= 10, "wrote {} bytes past the limit", seen.written.len());
+}
+
+#[tokio::test]
+async fn body_longer_than_declared_is_rejected() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"test"), Ok(b"!")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    assert!(
+        matches!(err, ProcessFileError::LengthMismatch { problem: LengthProblem::Long, .. }),
+        "{err:?}"
+    );
+    assert!(seen.lock().unwrap().aborted);
+}
+
+#[tokio::test]
+async fn body_cut_short_without_ranges_fails_as_short() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open().times(1).returning(|_| {
+        Ok(download(meta(Some(8), 0, false), vec![Ok(b"tes"), Err(interrupted())]))
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessFileError::LengthMismatch { declared: 8, received: 3, problem: LengthProblem::Short }
+        ),
+        "{err:?}"
+    );
+    assert!(err.class().is_retryable());
+    assert!(seen.lock().unwrap().aborted);
+}
+
+#[tokio::test]
+async fn mid_body_failure_resumes_from_the_exact_offset() {
+    let mut dl = MockHttpDownloadPort::new();
+    let mut seq = mockall::Sequence::new();
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|r| r.offset == 0 && r.if_range.is_none())
+        .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"te"), Err(interrupted())])));
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|r| r.offset == 2 && r.if_range == Some(Validator::ETag("\"v1\"".into())))
+        .returning(|_| Ok(download(meta(Some(4), 2, true), vec![Ok(b"st")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut cmd = command();
+    cmd.expected = vec![Checksum::sha256(TEST_SHA256).unwrap()];
+    let result = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap();
+    assert_eq!(result.sha256.hex(), TEST_SHA256);
+    assert_eq!(seen.lock().unwrap().written, b"test");
+}
+
+#[tokio::test]
+async fn source_that_changed_on_resume_fails_without_commit() {
+    let mut dl = MockHttpDownloadPort::new();
+    let mut seq = mockall::Sequence::new();
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"te"), Err(interrupted())])));
+    // If-Range did not match: the source sends the whole (new) body.
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"new!")])));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    assert_eq!(err.class(), ferry_domain::ErrorClass::SourceChanged);
+    let seen = seen.lock().unwrap();
+    assert!(seen.aborted);
+    assert!(seen.committed.is_none());
+}
+
+#[tokio::test]
+async fn permanent_source_error_fails_before_storage() {
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open().with(always()).returning(|_| {
+        Err(DownloadError::Status {
+            url: "http://origin.test/f.bin".into(),
+            status: 404,
+        })
+    });
+    let mut storage = MockFileStoragePort::new();
+    storage.expect_begin_write().never();
+    let err = use_case(dl, storage).process(command()).await.unwrap_err();
+    assert_eq!(err.code(), "source_error");
+    assert!(!err.class().is_retryable());
+}
