@@ -1,1 +1,20 @@
+//! ferry's adapters: the outside world behind the domain's ports.
+//!
+//! - [`http::PooledHttpClient`]: `HttpDownloadPort` over hyper (through
+//!   reqwest), with a per-host connection limit, retries and stall detection.
+//! - [`local_file::LocalFileSource`]: `HttpDownloadPort` for `file://`.
+//! - [`source_router::SourceRouter`]: picks one of the two by scheme.
+//! - [`filesystem::FilesystemStorage`]: `FileStoragePort` on a directory.
+//!
+//! Architecture invariant: adapter error types never cross the port; every
+//! failure is mapped to the port's error enum here, keeping its class.
 
+pub mod filesystem;
+pub mod http;
+pub mod local_file;
+pub mod source_router;
+
+pub use filesystem::FilesystemStorage;
+pub use http::{HttpClientConfig, PooledHttpClient};
+pub use local_file::LocalFileSource;
+pub use source_router::SourceRouter;

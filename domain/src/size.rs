@@ -102,7 +102,7 @@ impl ByteSize {
             .and_then(|w| w.checked_add(frac_value))
             .and_then(|v| v.checked_mul(multiplier))
             .ok_or_else(too_large)?;
-        if total_scaled % scale != 0 {
+        if !total_scaled.is_multiple_of(scale) {
             return Err(InvalidByteSize::FractionalBytes {
                 input: input.to_owned(),
             });
@@ -138,7 +138,7 @@ impl fmt::Display for ByteSize {
         ];
         for (name, size) in UNITS {
             if self.0 >= size {
-                if self.0 % size == 0 {
+                if self.0.is_multiple_of(size) {
                     return write!(f, "{} {name}", self.0 / size);
                 }
                 // Display only: precision loss above 2^53 bytes is irrelevant.

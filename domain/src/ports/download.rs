@@ -99,6 +99,8 @@ pub enum DownloadError {
     NotFound { url: String },
     #[error("the source {url} cannot be read: permission denied")]
     PermissionDenied { url: String },
+    #[error("the source {url} is not allowed: {reason}")]
+    Forbidden { url: String, reason: String },
     #[error("the source {url} changed while it was being read ({detail}); the transfer restarts from zero")]
     SourceChanged { url: String, detail: String },
     #[error("unexpected error reading the source {url}: {source}")]
@@ -132,7 +134,8 @@ impl DownloadError {
             | DownloadError::Interrupted { .. } => ErrorClass::Transient,
             DownloadError::TooManyRedirects { .. }
             | DownloadError::NotFound { .. }
-            | DownloadError::PermissionDenied { .. } => ErrorClass::Client,
+            | DownloadError::PermissionDenied { .. }
+            | DownloadError::Forbidden { .. } => ErrorClass::Client,
             DownloadError::SourceChanged { .. } => ErrorClass::SourceChanged,
             DownloadError::Unexpected { .. } => ErrorClass::Internal,
         }

@@ -1,0 +1,407 @@
+//! `FileStoragePort` on a local directory.
+//!
+//! Keys map to paths under the root and can never leave it (keys are
+//! validated, and every parent directory is resolved through symlinks and
+//! checked to still be under the root). A write goes to a temporary file in
+//! the destination's own directory (`.NAME.ferry-tmp.PID.RANDOM`), is
+//! flushed and fsynced, then renamed over the final name: a reader sees the
+//! old object or the whole new one, never a part. Abort, drop and crashes
+//! leave no visible file; temp files of dead processes are removed by
+//! [`FilesystemStorage::remove_stale_temp_files`] (run at startup).
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+use tracing::{debug, warn};
+
+use ferry_domain::ObjectKey;
+use ferry_domain::ports::{
+    CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
+};
+use ferry_domain::stream::ByteStream;
+
+/// Marker in temp file names.
+pub const TEMP_MARKER: &str = ".ferry-tmp.";
+/// Age after which a temp file is stale even if its owner cannot be checked.
+const STALE_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Storage in a directory.
+#[derive(Debug, Clone)]
+pub struct FilesystemStorage {
+    root: PathBuf,
+}
+
+fn io_error(location: &str, e: std::io::Error) -> StorageError {
+    match e.kind() {
+        ErrorKind::NotFound => StorageError::NotFound {
+            location: location.to_owned(),
+        },
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            StorageError::PermissionDenied {
+                location: location.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageError::StorageFull {
+            location: location.to_owned(),
+        },
+        ErrorKind::IsADirectory | ErrorKind::NotADirectory | ErrorKind::InvalidFilename => {
+            StorageError::InvalidDestination {
+                location: location.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+        _ => StorageError::Unexpected {
+            location: location.to_owned(),
+            source: Box::new(e),
+        },
+    }
+}
+
+impl FilesystemStorage {
+    /// Uses `root` (created if missing) as the storage root.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let root = root.as_ref();
+        let shown = root.display().to_string();
+        std::fs::create_dir_all(root).map_err(|e| io_error(&shown, e))?;
+        let root = root.canonicalize().map_err(|e| io_error(&shown, e))?;
+        if !root.is_dir() {
+            return Err(StorageError::InvalidDestination {
+                location: shown,
+                reason: "it is not a directory".into(),
+            });
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_for(&self, key: &ObjectKey) -> PathBuf {
+        let mut path = self.root.clone();
+        for segment in key.segments() {
+            path.push(segment);
+        }
+        path
+    }
+
+    /// Creates the key's parent directories and checks, through symlinks,
+    /// that they are still under the root.
+    async fn confined_parent(&self, key: &ObjectKey) -> Result<PathBuf, StorageError> {
+        let path = self.path_for(key);
+        let location = path.display().to_string();
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        let real = tokio::fs::canonicalize(&parent)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        if !real.starts_with(&self.root) {
+            return Err(StorageError::InvalidDestination {
+                location,
+                reason: "a symlink leads outside the storage root".into(),
+            });
+        }
+        Ok(real.join(key.file_name()))
+    }
+
+    /// Removes temp files left by processes that are no longer running (or
+    /// older than a day where that cannot be checked). Returns how many.
+    pub async fn remove_stale_temp_files(&self) -> Result<usize, StorageError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || sweep(&root))
+            .await
+            .map_err(|e| StorageError::Unexpected {
+                location: "temp file sweep".into(),
+                source: Box::new(e),
+            })
+    }
+}
+
+fn sweep(root: &Path) -> usize {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() && is_stale_temp(&path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) => warn!(path = %path.display(), error = %e, "could not remove stale temp file"),
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn is_stale_temp(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some((_, rest)) = name.split_once(TEMP_MARKER) else {
+        return false;
+    };
+    let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+    if Path::new("/proc/self").exists()
+        && let Some(pid) = pid
+    {
+        return !Path::new(&format!("/proc/{pid}")).exists();
+    }
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > STALE_AGE)
+}
+
+/// A write in progress into a temp file.
+struct FsStagedWrite {
+    key: ObjectKey,
+    temp: PathBuf,
+    target: PathBuf,
+    file: Option<tokio::fs::File>,
+    written: u64,
+    finished: bool,
+}
+
+impl FsStagedWrite {
+    fn location(&self) -> String {
+        self.target.display().to_string()
+    }
+
+    fn remove_temp(&mut self) {
+        self.finished = true;
+        self.file = None;
+        if let Err(e) = std::fs::remove_file(&self.temp)
+            && e.kind() != ErrorKind::NotFound
+        {
+            warn!(path = %self.temp.display(), error = %e, "could not remove temp file");
+        }
+    }
+}
+
+impl Drop for FsStagedWrite {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.remove_temp();
+        }
+    }
+}
+
+#[async_trait]
+impl StagedWrite for FsStagedWrite {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        let location = self.location();
+        let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
+            location: location.clone(),
+            source: "write after the file was closed".into(),
+        })?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError> {
+        let location = self.location();
+        let result = async {
+            let mut file = self.file.take().ok_or_else(|| StorageError::Unexpected {
+                location: location.clone(),
+                source: "commit after the file was closed".into(),
+            })?;
+            file.flush().await.map_err(|e| io_error(&location, e))?;
+            file.sync_all().await.map_err(|e| io_error(&location, e))?;
+            drop(file);
+            if self.written != info.size {
+                return Err(StorageError::Unexpected {
+                    location: location.clone(),
+                    source: format!("wrote {} bytes but {} were committed", self.written, info.size)
+                        .into(),
+                });
+            }
+            tokio::fs::rename(&self.temp, &self.target)
+                .await
+                .map_err(|e| io_error(&location, e))?;
+            self.finished = true;
+            if let Some(dir) = self.target.parent() {
+                // Make the rename itself durable.
+                let dir = dir.to_path_buf();
+                let synced = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+                    .await;
+                if let Ok(Err(e)) = synced {
+                    warn!(error = %e, "could not fsync the destination directory");
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                debug!(path = %location, bytes = info.size, "committed");
+                Ok(StoredObject {
+                    key: self.key.clone(),
+                    size: info.size,
+                    location,
+                })
+            }
+            Err(e) => {
+                self.remove_temp();
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.file = None;
+        self.finished = true;
+        match tokio::fs::remove_file(&self.temp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&self.temp.display().to_string(), e)),
+        }
+    }
+}
+
+#[async_trait]
+impl FileStoragePort for FilesystemStorage {
+    fn location(&self, key: &ObjectKey) -> String {
+        self.path_for(key).display().to_string()
+    }
+
+    async fn begin_write(&self, request: WriteRequest) -> Result<Box<dyn StagedWrite>, StorageError> {
+        let target = self.confined_parent(&request.key).await?;
+        let location = target.display().to_string();
+        if tokio::fs::symlink_metadata(&target)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(StorageError::InvalidDestination {
+                location,
+                reason: "a directory already has that name".into(),
+            });
+        }
+        let suffix: u64 = rand::rng().random();
+        let temp = target.with_file_name(format!(
+            ".{}{TEMP_MARKER}{}.{suffix:016x}",
+            request.key.file_name(),
+            std::process::id()
+        ));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        if let Some(size) = request.size_hint {
+            // Reserve nothing, but fail early on an impossible size.
+            if size > i64::MAX as u64 {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(StorageError::InvalidDestination {
+                    location,
+                    reason: "the size is larger than a file can be".into(),
+                });
+            }
+        }
+        Ok(Box::new(FsStagedWrite {
+            key: request.key,
+            temp,
+            target,
+            file: Some(file),
+            written: 0,
+            finished: false,
+        }))
+    }
+
+    async fn read(&self, key: &ObjectKey) -> Result<ByteStream<StorageError>, StorageError> {
+        let path = self.path_for(key);
+        let location = path.display().to_string();
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        let stream = ReaderStream::with_capacity(file, 256 * 1024)
+            .map(move |r| r.map_err(|e| io_error(&location, e)));
+        Ok(Box::pin(stream))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self.path_for(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&path.display().to_string(), e)),
+        }
+    }
+
+    async fn metadata(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        let path = self.path_for(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(md) if md.is_file() => Ok(Some(ObjectMeta {
+                size: md.len(),
+                last_modified: md.modified().ok(),
+                sha256_hex: None,
+                md5_hex: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path.display().to_string(), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_detection_reads_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir
+            .path()
+            .join(format!(".a{TEMP_MARKER}{}.00", std::process::id()));
+        let dead = dir.path().join(format!(".a{TEMP_MARKER}{}.00", u32::MAX - 1));
+        let other = dir.path().join("a.bin");
+        for p in [&live, &dead, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert!(!is_stale_temp(&live));
+        assert!(is_stale_temp(&dead));
+        assert!(!is_stale_temp(&other));
+        assert_eq!(sweep(dir.path()), 1);
+        assert!(live.exists() && other.exists() && !dead.exists());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlink_out_of_root_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        let key = ObjectKey::parse("escape/pwned.bin").unwrap();
+        let err = storage
+            .begin_write(WriteRequest {
+                key,
+                size_hint: None,
+            })
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StorageError::InvalidDestination { .. }), "{err:?}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+}

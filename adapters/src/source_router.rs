@@ -1,0 +1,44 @@
+//! Routes a download to the HTTP client or the local-file reader by scheme.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_domain::SourceScheme;
+use ferry_domain::ports::{Download, DownloadError, DownloadRequest, HttpDownloadPort};
+
+/// `HttpDownloadPort` that dispatches on the source's scheme.
+pub struct SourceRouter {
+    http: Arc<dyn HttpDownloadPort>,
+    file: Option<Arc<dyn HttpDownloadPort>>,
+}
+
+impl std::fmt::Debug for SourceRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceRouter")
+            .field("file_enabled", &self.file.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceRouter {
+    /// `file` is `None` where local files must not be readable (the API).
+    pub fn new(http: Arc<dyn HttpDownloadPort>, file: Option<Arc<dyn HttpDownloadPort>>) -> Self {
+        Self { http, file }
+    }
+}
+
+#[async_trait]
+impl HttpDownloadPort for SourceRouter {
+    async fn open(&self, request: DownloadRequest) -> Result<Download, DownloadError> {
+        match request.source.scheme() {
+            SourceScheme::Http | SourceScheme::Https => self.http.open(request).await,
+            SourceScheme::File => match &self.file {
+                Some(file) => file.open(request).await,
+                None => Err(DownloadError::Forbidden {
+                    url: request.source.redacted(),
+                    reason: "file:// sources are disabled here".into(),
+                }),
+            },
+        }
+    }
+}
