@@ -1,1 +1,31 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+//! Shared test support: a real HTTP origin with fault injection, and the
+//! storage conformance suite every `FileStoragePort` adapter must pass.
+
+pub mod conformance;
+pub mod origin;
+
+use sha2::Digest;
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no fixtures.
+pub fn generate(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}

@@ -1,1 +1,7 @@
+//! Integration tests over real sockets and real files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli;
+mod http_client;
+mod pipeline;
+mod storage_fs;

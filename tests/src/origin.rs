@@ -1,0 +1,372 @@
+//! A real HTTP/1.1 origin on loopback (hyper), serving in-memory or on-disk
+//! files with scripted faults: chunked bodies, bodies cut short, stalls,
+//! resets, 503 bursts, redirects, and full Range/If-Range support.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::io::ReaderStream;
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// How a route misbehaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// Content-Length, ETag, Accept-Ranges; honours Range and If-Range.
+    Normal,
+    /// No Content-Length (chunked transfer encoding), no ranges.
+    Chunked,
+    /// Declares the full length, sends `send` bytes, then breaks the
+    /// connection. No ranges advertised.
+    Short { send: usize },
+    /// Answers `status` (with `Retry-After: 0`) to the first `times` requests.
+    FailFirst { times: usize, status: u16 },
+    /// Sends `after` bytes, then nothing ever again.
+    Stall { after: usize },
+    /// The first `times` responses break after `after` bytes; ranges work.
+    ResetAfter { after: usize, times: usize },
+    /// Redirects (302) to another path.
+    Redirect { to: String },
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    content: Content,
+    behavior: Behavior,
+    etag: String,
+    hits: usize,
+}
+
+/// A request the origin received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub path: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub accept_encoding: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    routes: HashMap<String, Route>,
+    dir: Option<PathBuf>,
+    log: Vec<Recorded>,
+    connections: usize,
+}
+
+/// A running origin; stops when dropped.
+#[derive(Debug)]
+pub struct Origin {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// Starts on 127.0.0.1 with a random port.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?, None).await
+    }
+
+    /// Starts on `addr`, also serving files under `dir` (if given).
+    pub async fn bind(addr: SocketAddr, dir: Option<PathBuf>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State {
+            dir,
+            ..State::default()
+        }));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                if let Ok(mut s) = shared.lock() {
+                    s.connections += 1;
+                }
+                let st = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn serve(&self, path: &str, data: impl Into<Bytes>, behavior: Behavior) {
+        self.add(path, Content::Memory(data.into()), behavior);
+    }
+
+    pub fn serve_file(&self, path: &str, file: PathBuf, behavior: Behavior) {
+        self.add(path, Content::File(file), behavior);
+    }
+
+    fn add(&self, path: &str, content: Content, behavior: Behavior) {
+        if let Ok(mut s) = self.state.lock() {
+            let etag = format!("\"{}-{}\"", path.len(), s.routes.len() + 1);
+            s.routes.insert(
+                path.to_owned(),
+                Route {
+                    content,
+                    behavior,
+                    etag,
+                    hits: 0,
+                },
+            );
+        }
+    }
+
+    /// Replaces a route's content (and ETag), as if the file changed.
+    pub fn change(&self, path: &str, data: impl Into<Bytes>) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(r) = s.routes.get_mut(path)
+        {
+            r.content = Content::Memory(data.into());
+            r.etag = format!("\"changed-{}\"", r.hits);
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().map(|s| s.log.clone()).unwrap_or_default()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.lock().map(|s| s.connections).unwrap_or_default()
+    }
+}
+
+fn full(data: Bytes) -> Body {
+    http_body_util::Full::new(data)
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+fn header_of(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A body of `data` from `start`, in 16 KiB frames, ending per `end`.
+enum End {
+    Clean,
+    Break,
+    Stall,
+}
+
+fn body_of(data: Bytes, end: End) -> Body {
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = data
+        .chunks(16 * 1024)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let tail = stream::once(async move {
+        match end {
+            End::Clean => None,
+            End::Break => {
+                // Let the headers and the bytes before the break reach the
+                // client first, as with a real connection reset.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some(Err(std::io::Error::other("scripted connection break")))
+            }
+            End::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                None
+            }
+        }
+    })
+    .filter_map(|x| async move { x });
+    BodyExt::boxed_unsync(StreamBody::new(stream::iter(frames).chain(tail)))
+}
+
+fn file_body(path: PathBuf, start: u64) -> Body {
+    let s = stream::once(async move {
+        use tokio::io::AsyncSeekExt;
+        let mut f = tokio::fs::File::open(path).await?;
+        f.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok::<_, std::io::Error>(ReaderStream::with_capacity(f, 256 * 1024))
+    })
+    .map(|r| match r {
+        Ok(s) => s.boxed(),
+        Err(e) => stream::once(async move { Err(e) }).boxed(),
+    })
+    .flatten()
+    .map(|r| r.map(Frame::data));
+    BodyExt::boxed_unsync(StreamBody::new(s))
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let range = header_of(&req, header::RANGE);
+    let if_range = header_of(&req, header::IF_RANGE);
+    let route = {
+        let Ok(mut s) = state.lock() else {
+            return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
+        };
+        s.log.push(Recorded {
+            path: path.clone(),
+            range: range.clone(),
+            if_range: if_range.clone(),
+            accept_encoding: header_of(&req, header::ACCEPT_ENCODING),
+        });
+        let dir = s.dir.clone();
+        match s.routes.get_mut(&path) {
+            Some(r) => {
+                r.hits += 1;
+                Some((r.clone(), r.hits))
+            }
+            None => dir.and_then(|d| {
+                let rel = path.trim_start_matches('/');
+                if rel.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+                    return None;
+                }
+                let file = d.join(rel);
+                file.is_file().then(|| {
+                    let etag = format!("\"file-{}\"", rel.len());
+                    (
+                        Route {
+                            content: Content::File(file),
+                            behavior: Behavior::Normal,
+                            etag,
+                            hits: 1,
+                        },
+                        1,
+                    )
+                })
+            }),
+        }
+    };
+    let Some((route, hits)) = route else {
+        return Ok(status(StatusCode::NOT_FOUND));
+    };
+    let total = match &route.content {
+        Content::Memory(b) => b.len() as u64,
+        Content::File(p) => match tokio::fs::metadata(p).await {
+            Ok(m) => m.len(),
+            Err(_) => return Ok(status(StatusCode::NOT_FOUND)),
+        },
+    };
+    let ranges_ok = matches!(route.behavior, Behavior::Normal | Behavior::ResetAfter { .. });
+    let mut start = 0u64;
+    if ranges_ok
+        && let Some(r) = &range
+        && if_range.as_ref().is_none_or(|v| v == &route.etag)
+    {
+        let Some(s) = r
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return Ok(status(StatusCode::RANGE_NOT_SATISFIABLE));
+        };
+        if s >= total {
+            return Ok(status(StatusCode::RANGE_NOT_SATISFIABLE));
+        }
+        start = s;
+    }
+    let partial = start > 0;
+
+    let mut builder = Response::builder();
+    if ranges_ok {
+        builder = builder
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::ETAG, route.etag.clone());
+    }
+    builder = builder.header(header::CONTENT_TYPE, "application/octet-stream");
+
+    let memory = |start: u64| match &route.content {
+        Content::Memory(b) => b.slice(usize::try_from(start).unwrap_or(0)..),
+        Content::File(_) => Bytes::new(),
+    };
+    let response = match &route.behavior {
+        Behavior::Redirect { to } => builder
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, to.clone())
+            .body(full(Bytes::new())),
+        Behavior::FailFirst { times, status: code } if hits <= *times => builder
+            .status(StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
+            .header(header::RETRY_AFTER, "0")
+            .body(full(Bytes::new())),
+        Behavior::Chunked => builder.body(body_of(memory(0), End::Clean)),
+        Behavior::Short { send } => {
+            let data = memory(0);
+            let cut = data.slice(..(*send).min(data.len()));
+            builder
+                .header(header::CONTENT_LENGTH, total)
+                .body(body_of(cut, End::Break))
+        }
+        Behavior::Stall { after } => {
+            let data = memory(0);
+            let cut = data.slice(..(*after).min(data.len()));
+            builder
+                .header(header::CONTENT_LENGTH, total)
+                .body(body_of(cut, End::Stall))
+        }
+        other => {
+            let len = total - start;
+            if partial {
+                builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{}/{total}", total - 1),
+                );
+            }
+            builder = builder.header(header::CONTENT_LENGTH, len);
+            let breaks = matches!(other, Behavior::ResetAfter { times, .. } if hits <= *times);
+            match (&route.content, other) {
+                (Content::File(p), _) => builder.body(file_body(p.clone(), start)),
+                (_, Behavior::ResetAfter { after, .. }) if breaks => {
+                    let data = memory(start);
+                    let cut = data.slice(..(*after).min(data.len()));
+                    builder.body(body_of(cut, End::Break))
+                }
+                _ => builder.body(body_of(memory(start), End::Clean)),
+            }
+        }
+    };
+    Ok(response.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)))
+}
