@@ -127,7 +127,23 @@ impl FilesystemStorage {
     }
 }
 
+impl FilesystemStorage {
+    /// Like [`Self::remove_stale_temp_files`], but only in the directory the
+    /// key would land in (not recursive): cheap enough for every CLI copy.
+    pub async fn remove_stale_temp_files_near(&self, key: &ObjectKey) -> usize {
+        let path = self.path_for(key);
+        let Some(dir) = path.parent().map(Path::to_path_buf) else { return 0 };
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, false))
+            .await
+            .unwrap_or(0)
+    }
+}
+
 fn sweep(root: &Path) -> usize {
+    sweep_dir(root, true)
+}
+
+fn sweep_dir(root: &Path, recursive: bool) -> usize {
     let mut removed = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -136,7 +152,9 @@ fn sweep(root: &Path) -> usize {
             let Ok(kind) = entry.file_type() else { continue };
             let path = entry.path();
             if kind.is_dir() {
-                dirs.push(path);
+                if recursive {
+                    dirs.push(path);
+                }
             } else if kind.is_file() && is_stale_temp(&path) {
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed += 1,

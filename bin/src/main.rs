@@ -1,1 +1,34 @@
-fn main() {}
+//! The `ferry` binary: reads config, wires adapters, runs the command.
+//! No business logic lives here.
+
+mod cli;
+mod copy;
+mod exit;
+mod logging;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::report_parse_error(&e),
+    };
+    logging::init(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Copy(args) => copy::run(args).await,
+        }
+    })
+}

@@ -1,7 +1,6 @@
 //! Integration tests over real sockets and real files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod cli;
 mod http_client;
 mod pipeline;
 mod storage_fs;

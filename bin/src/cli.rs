@@ -1,0 +1,144 @@
+//! Command-line surface. Every flag can also come from `FERRY_<FLAG>`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use ferry_domain::{ByteSize, Checksum};
+
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Moves files from URLs into storage in one streaming pass, verified before they become visible."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy one file: SOURCE (http://, https://, file:// or a local path)
+    /// into DEST (a directory, ending in `/` or existing, or a file path).
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// http://, https:// or file:// URL, or a local path.
+    pub source: String,
+    /// A directory (the file keeps the source's name) or a file path.
+    pub dest: String,
+    /// Expected SHA-256 (hex); the file is not stored if it differs.
+    #[arg(long, env = "FERRY_SHA256", value_parser = parse_sha256)]
+    pub sha256: Option<Checksum>,
+    /// Expected MD5 (hex); the file is not stored if it differs.
+    #[arg(long, env = "FERRY_MD5", value_parser = parse_md5)]
+    pub md5: Option<Checksum>,
+    /// Largest file accepted, e.g. 5GiB, 100MB, 4096.
+    #[arg(long, env = "FERRY_MAX_SIZE", default_value = "5GiB", value_parser = parse_size)]
+    pub max_size: ByteSize,
+    /// Compute MD5 too, even when no --md5 is given.
+    #[arg(long, env = "FERRY_COMPUTE_MD5")]
+    pub compute_md5: bool,
+    /// Print one JSON object with the result (the default when stdout is not a terminal).
+    #[arg(long, env = "FERRY_JSON")]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long, env = "FERRY_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+fn parse_sha256(s: &str) -> Result<Checksum, String> {
+    Checksum::sha256(s).map_err(|e| e.to_string())
+}
+
+fn parse_md5(s: &str) -> Result<Checksum, String> {
+    Checksum::md5(s).map_err(|e| e.to_string())
+}
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    ByteSize::parse(s).map_err(|e| e.to_string())
+}
+
+/// Help and version print as usual; any other parse error becomes one line.
+pub fn report_parse_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("ferry: error: {first} (see ferry --help)");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_copy_flags() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "copy",
+            "http://h/f.bin",
+            "out/",
+            "--max-size",
+            "10MB",
+            "--sha256",
+            &"AB".repeat(32),
+        ])
+        .unwrap();
+        let Command::Copy(args) = cli.command;
+        assert_eq!(args.max_size, ByteSize::new(10_000_000));
+        assert_eq!(args.sha256.unwrap().hex(), "ab".repeat(32));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_reason() {
+        let err = Cli::try_parse_from(["ferry", "copy", "a", "b", "--sha256", "xyz"]).unwrap_err();
+        assert!(err.to_string().contains("64 hex characters"), "{err}");
+        let err = Cli::try_parse_from(["ferry", "copy", "a", "b", "--max-size", "5XB"]).unwrap_err();
+        assert!(err.to_string().contains("unknown unit"), "{err}");
+    }
+}

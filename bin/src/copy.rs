@@ -1,0 +1,220 @@
+//! `ferry copy SOURCE DEST`: wiring and output. The work is the ProcessFile
+//! use case.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use ferry_adapters::{FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter};
+use ferry_application::{ProcessFile, ProcessFileConfig};
+use ferry_domain::ports::{ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult};
+use ferry_domain::{ByteSize, ObjectKey, SourceUrl};
+
+use crate::cli::CopyArgs;
+use crate::exit;
+use crate::progress::TerminalProgress;
+
+/// A problem with the arguments, reported before any transfer starts.
+struct UsageError(String);
+
+/// Where a copy goes: a storage root and a key under it.
+struct Destination {
+    root: PathBuf,
+    key: ObjectKey,
+}
+
+fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
+    if raw.contains("://") {
+        return SourceUrl::parse(raw).map_err(|e| UsageError(format!("SOURCE: {e}")));
+    }
+    // A plain local path.
+    let path = Path::new(raw);
+    let absolute = std::fs::canonicalize(path).map_err(|e| {
+        UsageError(format!(
+            "SOURCE `{raw}` is not a URL and not a readable local file ({e}); give an http://, https:// or file:// URL or an existing path"
+        ))
+    })?;
+    let url = format!("file://{}", absolute.display());
+    SourceUrl::parse(&url).map_err(|e| UsageError(format!("SOURCE: {e}")))
+}
+
+fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> {
+    if raw.starts_with("s3://") {
+        return Err(UsageError(
+            "DEST: s3:// destinations are not available in this build yet; give a directory or a file path".into(),
+        ));
+    }
+    if raw.contains("://") {
+        return Err(UsageError(format!(
+            "DEST `{raw}` is not a local path; give a directory (ending in /) or a file path"
+        )));
+    }
+    let path = Path::new(raw);
+    let is_dir = raw.ends_with('/') || raw == "." || raw == ".." || path.is_dir();
+    if is_dir {
+        let name = source.file_name().ok_or_else(|| {
+            UsageError(format!(
+                "cannot name the file from SOURCE {source}: its URL has no file name; give DEST as a file path, e.g. {raw}/file.bin"
+            ))
+        })?;
+        let key = ObjectKey::parse(&name)
+            .map_err(|e| UsageError(format!("the source's file name `{name}` cannot be used: {e}")))?;
+        return Ok(Destination {
+            root: path.to_path_buf(),
+            key,
+        });
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| UsageError(format!("DEST `{raw}` has no file name")))?;
+    let key = ObjectKey::parse(name).map_err(|e| UsageError(format!("DEST file name: {e}")))?;
+    let root = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(Destination { root, key })
+}
+
+#[derive(Serialize)]
+struct JsonSuccess<'a> {
+    status: &'static str,
+    source: String,
+    destination: &'a str,
+    bytes: u64,
+    sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    md5: Option<&'a str>,
+    duration_seconds: f64,
+    throughput_bytes_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    status: &'static str,
+    code: &'a str,
+    class: &'a str,
+    retryable: bool,
+    message: &'a str,
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("ferry: error: cannot encode the result as JSON: {e}"),
+    }
+}
+
+fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
+    if json {
+        print_json(&JsonSuccess {
+            status: "ok",
+            source: source.redacted(),
+            destination: &result.location,
+            bytes: result.bytes,
+            sha256: result.sha256.hex(),
+            md5: result.md5.as_ref().map(|c| c.hex()),
+            duration_seconds: result.duration.as_secs_f64(),
+            throughput_bytes_per_second: result.throughput(),
+        });
+    } else {
+        // Display only: precision loss is irrelevant for a rate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let rate = ByteSize::new(result.throughput() as u64);
+        println!(
+            "copied {} to {} in {:.1}s ({rate}/s)",
+            ByteSize::new(result.bytes),
+            result.location,
+            result.duration.as_secs_f64()
+        );
+        println!("sha256 {}", result.sha256.hex());
+        if let Some(md5) = &result.md5 {
+            println!("md5    {}", md5.hex());
+        }
+    }
+}
+
+fn report_failure(error: &ProcessFileError, json: bool) -> ExitCode {
+    let message = error.to_string();
+    eprintln!("ferry: error: {message}");
+    if json {
+        print_json(&JsonFailure {
+            status: "error",
+            code: error.code(),
+            class: error.class().as_str(),
+            retryable: error.class().is_retryable(),
+            message: &message,
+        });
+    }
+    ExitCode::from(exit::for_error(error))
+}
+
+fn usage(e: &UsageError, json: bool) -> ExitCode {
+    eprintln!("ferry: error: {}", e.0);
+    if json {
+        print_json(&JsonFailure {
+            status: "error",
+            code: "usage",
+            class: "client",
+            retryable: false,
+            message: &e.0,
+        });
+    }
+    ExitCode::from(exit::USAGE)
+}
+
+pub async fn run(args: CopyArgs) -> ExitCode {
+    let json = args.json || !std::io::stdout().is_terminal();
+    let source = match parse_source(&args.source) {
+        Ok(s) => s,
+        Err(e) => return usage(&e, json),
+    };
+    let dest = match parse_dest(&args.dest, &source) {
+        Ok(d) => d,
+        Err(e) => return usage(&e, json),
+    };
+    let storage = match FilesystemStorage::new(&dest.root) {
+        Ok(s) => s,
+        Err(e) => return usage(&UsageError(format!("DEST: {e}")), json),
+    };
+    storage.remove_stale_temp_files_near(&dest.key).await;
+    let http = match PooledHttpClient::new(HttpClientConfig::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferry: error: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
+    let use_case = ProcessFile::new(Arc::new(downloader), Arc::new(storage), ProcessFileConfig::default());
+
+    let mut command = ProcessFileCommand::new(source.clone(), dest.key);
+    command.expected = [args.sha256, args.md5].into_iter().flatten().collect();
+    command.max_size = args.max_size;
+    command.compute_md5 = args.compute_md5;
+    if !args.no_progress && !args.json && std::io::stderr().is_terminal() {
+        command.progress = Arc::new(TerminalProgress::new(
+            source.file_name().unwrap_or_else(|| "download".into()),
+        ));
+    }
+
+    let outcome = tokio::select! {
+        r = use_case.process(command) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match outcome {
+        Some(Ok(result)) => {
+            report_success(&result, &source, json);
+            ExitCode::from(exit::OK)
+        }
+        Some(Err(error)) => report_failure(&error, json),
+        None => {
+            // Dropping the transfer removed its temp file: nothing is visible.
+            eprintln!("ferry: interrupted; nothing was stored");
+            ExitCode::from(130)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Exit codes, documented in README.md. Scripts rely on them: never renumber.
+
+use ferry_domain::ErrorClass;
+use ferry_domain::ports::ProcessFileError;
+
+pub const OK: u8 = 0;
+/// A bug or an unclassified failure.
+pub const INTERNAL: u8 = 1;
+/// Bad flags, arguments or configuration.
+pub const USAGE: u8 = 2;
+/// The content did not match an expected checksum.
+pub const CHECKSUM_MISMATCH: u8 = 3;
+/// The source is larger than allowed, or not the expected size.
+pub const SIZE_LIMIT: u8 = 4;
+/// The source could not be read (network, HTTP status, cut short, changed).
+pub const SOURCE: u8 = 5;
+/// The destination could not be written.
+pub const STORAGE: u8 = 6;
+
+pub fn for_error(error: &ProcessFileError) -> u8 {
+    match error {
+        ProcessFileError::ChecksumMismatch { .. } => CHECKSUM_MISMATCH,
+        ProcessFileError::TooLarge { .. }
+        | ProcessFileError::LimitExceeded { .. }
+        | ProcessFileError::UnexpectedSize { .. } => SIZE_LIMIT,
+        ProcessFileError::Source(e) if e.class() == ErrorClass::Internal => INTERNAL,
+        ProcessFileError::Source(_) | ProcessFileError::LengthMismatch { .. } => SOURCE,
+        ProcessFileError::Storage(e) if e.class() == ErrorClass::Internal => INTERNAL,
+        ProcessFileError::Storage(_) => STORAGE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_domain::ChecksumAlgorithm;
+
+    #[test]
+    fn codes_are_distinct_per_outcome() {
+        let mismatch = ProcessFileError::ChecksumMismatch {
+            algorithm: ChecksumAlgorithm::Sha256,
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        let limit = ProcessFileError::LimitExceeded {
+            limit: ferry_domain::ByteSize::new(1),
+        };
+        let codes = [OK, INTERNAL, USAGE, CHECKSUM_MISMATCH, SIZE_LIMIT, SOURCE, STORAGE];
+        let mut sorted = codes.to_vec();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len());
+        assert_eq!(for_error(&mismatch), CHECKSUM_MISMATCH);
+        assert_eq!(for_error(&limit), SIZE_LIMIT);
+    }
+}
