@@ -132,7 +132,9 @@ impl FilesystemStorage {
     /// key would land in (not recursive): cheap enough for every CLI copy.
     pub async fn remove_stale_temp_files_near(&self, key: &ObjectKey) -> usize {
         let path = self.path_for(key);
-        let Some(dir) = path.parent().map(Path::to_path_buf) else { return 0 };
+        let Some(dir) = path.parent().map(Path::to_path_buf) else {
+            return 0;
+        };
         tokio::task::spawn_blocking(move || sweep_dir(&dir, false))
             .await
             .unwrap_or(0)
@@ -147,9 +149,13 @@ fn sweep_dir(root: &Path, recursive: bool) -> usize {
     let mut removed = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let path = entry.path();
             if kind.is_dir() {
                 if recursive {
@@ -158,7 +164,9 @@ fn sweep_dir(root: &Path, recursive: bool) -> usize {
             } else if kind.is_file() && is_stale_temp(&path) {
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed += 1,
-                    Err(e) => warn!(path = %path.display(), error = %e, "could not remove stale temp file"),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "could not remove stale temp file")
+                    }
                 }
             }
         }
@@ -248,8 +256,11 @@ impl StagedWrite for FsStagedWrite {
             if self.written != info.size {
                 return Err(StorageError::Unexpected {
                     location: location.clone(),
-                    source: format!("wrote {} bytes but {} were committed", self.written, info.size)
-                        .into(),
+                    source: format!(
+                        "wrote {} bytes but {} were committed",
+                        self.written, info.size
+                    )
+                    .into(),
                 });
             }
             tokio::fs::rename(&self.temp, &self.target)
@@ -259,8 +270,8 @@ impl StagedWrite for FsStagedWrite {
             if let Some(dir) = self.target.parent() {
                 // Make the rename itself durable.
                 let dir = dir.to_path_buf();
-                let synced = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-                    .await;
+                let synced =
+                    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await;
                 if let Ok(Err(e)) = synced {
                     warn!(error = %e, "could not fsync the destination directory");
                 }
@@ -301,7 +312,10 @@ impl FileStoragePort for FilesystemStorage {
         self.path_for(key).display().to_string()
     }
 
-    async fn begin_write(&self, request: WriteRequest) -> Result<Box<dyn StagedWrite>, StorageError> {
+    async fn begin_write(
+        &self,
+        request: WriteRequest,
+    ) -> Result<Box<dyn StagedWrite>, StorageError> {
         let target = self.confined_parent(&request.key).await?;
         let location = target.display().to_string();
         if tokio::fs::symlink_metadata(&target)
@@ -391,7 +405,9 @@ mod tests {
         let live = dir
             .path()
             .join(format!(".a{TEMP_MARKER}{}.00", std::process::id()));
-        let dead = dir.path().join(format!(".a{TEMP_MARKER}{}.00", u32::MAX - 1));
+        let dead = dir
+            .path()
+            .join(format!(".a{TEMP_MARKER}{}.00", u32::MAX - 1));
         let other = dir.path().join("a.bin");
         for p in [&live, &dead, &other] {
             std::fs::write(p, b"x").unwrap();
@@ -419,7 +435,10 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(matches!(err, StorageError::InvalidDestination { .. }), "{err:?}");
+        assert!(
+            matches!(err, StorageError::InvalidDestination { .. }),
+            "{err:?}"
+        );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

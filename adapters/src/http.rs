@@ -213,7 +213,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -301,8 +304,8 @@ impl HttpDownloadPort for PooledHttpClient {
         };
         let accepts_ranges = response.status() == StatusCode::PARTIAL_CONTENT
             || header_str(headers, header::ACCEPT_RANGES).is_some_and(|v| v.contains("bytes"));
-        let final_url = SourceUrl::from_url(response.url().clone())
-            .unwrap_or_else(|_| request.source.clone());
+        let final_url =
+            SourceUrl::from_url(response.url().clone()).unwrap_or_else(|_| request.source.clone());
         let meta = SourceMeta {
             total_length,
             offset,
@@ -385,9 +388,15 @@ mod tests {
     #[test]
     fn parses_content_range() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/1000"));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/1000"),
+        );
         assert_eq!(content_range(&h), Some((100, Some(1000))));
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/*"));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 5-9/*"),
+        );
         assert_eq!(content_range(&h), Some((5, None)));
         h.insert(header::CONTENT_RANGE, HeaderValue::from_static("garbage"));
         assert_eq!(content_range(&h), None);
@@ -398,7 +407,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);

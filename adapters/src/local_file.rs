@@ -27,8 +27,12 @@ impl LocalFileSource {
 
 fn io_error(url: &str, e: std::io::Error) -> DownloadError {
     match e.kind() {
-        ErrorKind::NotFound => DownloadError::NotFound { url: url.to_owned() },
-        ErrorKind::PermissionDenied => DownloadError::PermissionDenied { url: url.to_owned() },
+        ErrorKind::NotFound => DownloadError::NotFound {
+            url: url.to_owned(),
+        },
+        ErrorKind::PermissionDenied => DownloadError::PermissionDenied {
+            url: url.to_owned(),
+        },
         _ => DownloadError::Unexpected {
             url: url.to_owned(),
             source: Box::new(e),
@@ -40,11 +44,16 @@ fn io_error(url: &str, e: std::io::Error) -> DownloadError {
 impl HttpDownloadPort for LocalFileSource {
     async fn open(&self, request: DownloadRequest) -> Result<Download, DownloadError> {
         let url = request.source.redacted();
-        let path = request.source.file_path().ok_or_else(|| DownloadError::Forbidden {
-            url: url.clone(),
-            reason: "not a file:// source".into(),
-        })?;
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_error(&url, e))?;
+        let path = request
+            .source
+            .file_path()
+            .ok_or_else(|| DownloadError::Forbidden {
+                url: url.clone(),
+                reason: "not a file:// source".into(),
+            })?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(&url, e))?;
         let md = file.metadata().await.map_err(|e| io_error(&url, e))?;
         if !md.is_file() {
             return Err(DownloadError::Forbidden {

@@ -160,7 +160,14 @@ mod tests {
 
     #[test]
     fn recuts_small_and_large_frames_preserving_bytes() {
-        for sizes in [&[3, 3, 3, 3][..], &[10], &[1, 25, 2], &[8, 8], &[], &[0, 0, 5]] {
+        for sizes in [
+            &[3, 3, 3, 3][..],
+            &[10],
+            &[1, 25, 2],
+            &[8, 8],
+            &[],
+            &[0, 0, 5],
+        ] {
             let want: Vec<u8> = frames(sizes)
                 .into_iter()
                 .flat_map(|f| f.unwrap().to_vec())

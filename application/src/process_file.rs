@@ -170,7 +170,14 @@ impl ProcessFilePort for ProcessFile {
         command.progress.started(meta.total_length);
 
         let pumped = self
-            .pump(&command, &meta, download.body, writer.as_mut(), &mut hasher, &mut guard)
+            .pump(
+                &command,
+                &meta,
+                download.body,
+                writer.as_mut(),
+                &mut hasher,
+                &mut guard,
+            )
             .await;
         if let Err(error) = pumped {
             abort(writer, &command).await;

@@ -98,9 +98,12 @@ fn interrupted() -> DownloadError {
 #[tokio::test]
 async fn copies_hashes_and_commits_with_both_digests() {
     let mut dl = MockHttpDownloadPort::new();
-    dl.expect_open()
-        .times(1)
-        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"te"), Ok(b"st")])));
+    dl.expect_open().times(1).returning(|_| {
+        Ok(download(
+            meta(Some(4), 0, false),
+            vec![Ok(b"te"), Ok(b"st")],
+        ))
+    });
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut cmd = command();
     cmd.expected = vec![
@@ -108,12 +111,23 @@ async fn copies_hashes_and_commits_with_both_digests() {
         Checksum::md5(TEST_MD5).unwrap(),
     ];
     let mut progress = MockProgressPort::new();
-    progress.expect_started().with(mockall::predicate::eq(Some(4))).times(1).return_const(());
+    progress
+        .expect_started()
+        .with(mockall::predicate::eq(Some(4)))
+        .times(1)
+        .return_const(());
     progress.expect_advanced().times(1..).return_const(());
-    progress.expect_finished().with(mockall::predicate::eq(true)).times(1).return_const(());
+    progress
+        .expect_finished()
+        .with(mockall::predicate::eq(true))
+        .times(1)
+        .return_const(());
     cmd.progress = Arc::new(progress);
 
-    let result = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap();
+    let result = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap();
 
     assert_eq!(result.bytes, 4);
     assert_eq!(result.sha256.hex(), TEST_SHA256);
@@ -137,7 +151,10 @@ async fn checksum_mismatch_aborts_and_never_commits() {
     let mut cmd = command();
     cmd.expected = vec![Checksum::sha256(TEST_SHA256).unwrap()];
 
-    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
+    let err = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap_err();
 
     match err {
         ProcessFileError::ChecksumMismatch {
@@ -164,10 +181,16 @@ async fn md5_mismatch_is_caught_too() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut cmd = command();
     cmd.expected = vec![Checksum::md5(&"0".repeat(32)).unwrap()];
-    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
+    let err = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
-        ProcessFileError::ChecksumMismatch { algorithm: ChecksumAlgorithm::Md5, .. }
+        ProcessFileError::ChecksumMismatch {
+            algorithm: ChecksumAlgorithm::Md5,
+            ..
+        }
     ));
     assert!(seen.lock().unwrap().committed.is_none());
 }
@@ -182,35 +205,64 @@ async fn declared_length_over_limit_fails_before_any_write() {
     let mut cmd = command();
     cmd.max_size = ByteSize::new(10);
     let err = use_case(dl, storage).process(cmd).await.unwrap_err();
-    assert!(matches!(err, ProcessFileError::TooLarge { size: 11, .. }), "{err:?}");
+    assert!(
+        matches!(err, ProcessFileError::TooLarge { size: 11, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn undeclared_body_over_limit_is_stopped_and_aborted() {
     let mut dl = MockHttpDownloadPort::new();
     dl.expect_open().returning(|_| {
-        Ok(download(meta(None, 0, false), vec![Ok(b"12345"), Ok(b"67890"), Ok(b"X"), Ok(b"Y")]))
+        Ok(download(
+            meta(None, 0, false),
+            vec![Ok(b"12345"), Ok(b"67890"), Ok(b"X"), Ok(b"Y")],
+        ))
     });
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut cmd = command();
     cmd.max_size = ByteSize::new(10);
-    let err = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap_err();
-    assert!(matches!(err, ProcessFileError::LimitExceeded { .. }), "{err:?}");
+    let err = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProcessFileError::LimitExceeded { .. }),
+        "{err:?}"
+    );
     let seen = seen.lock().unwrap();
     assert!(seen.aborted);
     assert!(seen.committed.is_none());
-    assert!(seen.written.len() <= 10, "wrote {} bytes past the limit", seen.written.len());
+    assert!(
+        seen.written.len() <= 10,
+        "wrote {} bytes past the limit",
+        seen.written.len()
+    );
 }
 
 #[tokio::test]
 async fn body_longer_than_declared_is_rejected() {
     let mut dl = MockHttpDownloadPort::new();
-    dl.expect_open()
-        .returning(|_| Ok(download(meta(Some(4), 0, false), vec![Ok(b"test"), Ok(b"!")])));
+    dl.expect_open().returning(|_| {
+        Ok(download(
+            meta(Some(4), 0, false),
+            vec![Ok(b"test"), Ok(b"!")],
+        ))
+    });
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    let err = use_case(dl, storage(seen.clone()))
+        .process(command())
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, ProcessFileError::LengthMismatch { problem: LengthProblem::Long, .. }),
+        matches!(
+            err,
+            ProcessFileError::LengthMismatch {
+                problem: LengthProblem::Long,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(seen.lock().unwrap().aborted);
@@ -220,14 +272,24 @@ async fn body_longer_than_declared_is_rejected() {
 async fn body_cut_short_without_ranges_fails_as_short() {
     let mut dl = MockHttpDownloadPort::new();
     dl.expect_open().times(1).returning(|_| {
-        Ok(download(meta(Some(8), 0, false), vec![Ok(b"tes"), Err(interrupted())]))
+        Ok(download(
+            meta(Some(8), 0, false),
+            vec![Ok(b"tes"), Err(interrupted())],
+        ))
     });
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    let err = use_case(dl, storage(seen.clone()))
+        .process(command())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
-            ProcessFileError::LengthMismatch { declared: 8, received: 3, problem: LengthProblem::Short }
+            ProcessFileError::LengthMismatch {
+                declared: 8,
+                received: 3,
+                problem: LengthProblem::Short
+            }
         ),
         "{err:?}"
     );
@@ -243,7 +305,12 @@ async fn mid_body_failure_resumes_from_the_exact_offset() {
         .times(1)
         .in_sequence(&mut seq)
         .withf(|r| r.offset == 0 && r.if_range.is_none())
-        .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"te"), Err(interrupted())])));
+        .returning(|_| {
+            Ok(download(
+                meta(Some(4), 0, true),
+                vec![Ok(b"te"), Err(interrupted())],
+            ))
+        });
     dl.expect_open()
         .times(1)
         .in_sequence(&mut seq)
@@ -252,7 +319,10 @@ async fn mid_body_failure_resumes_from_the_exact_offset() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut cmd = command();
     cmd.expected = vec![Checksum::sha256(TEST_SHA256).unwrap()];
-    let result = use_case(dl, storage(seen.clone())).process(cmd).await.unwrap();
+    let result = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap();
     assert_eq!(result.sha256.hex(), TEST_SHA256);
     assert_eq!(seen.lock().unwrap().written, b"test");
 }
@@ -264,14 +334,22 @@ async fn source_that_changed_on_resume_fails_without_commit() {
     dl.expect_open()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"te"), Err(interrupted())])));
+        .returning(|_| {
+            Ok(download(
+                meta(Some(4), 0, true),
+                vec![Ok(b"te"), Err(interrupted())],
+            ))
+        });
     // If-Range did not match: the source sends the whole (new) body.
     dl.expect_open()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(download(meta(Some(4), 0, true), vec![Ok(b"new!")])));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let err = use_case(dl, storage(seen.clone())).process(command()).await.unwrap_err();
+    let err = use_case(dl, storage(seen.clone()))
+        .process(command())
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ferry_domain::ErrorClass::SourceChanged);
     let seen = seen.lock().unwrap();
     assert!(seen.aborted);

@@ -125,7 +125,10 @@ mod tests {
         g.declare(None).unwrap();
         g.add(6).unwrap();
         g.add(4).unwrap();
-        assert!(matches!(g.add(1), Err(ProcessFileError::LimitExceeded { .. })));
+        assert!(matches!(
+            g.add(1),
+            Err(ProcessFileError::LimitExceeded { .. })
+        ));
     }
 
     #[test]
@@ -135,14 +138,22 @@ mod tests {
         g.add(10).unwrap();
         assert!(matches!(
             g.add(1),
-            Err(ProcessFileError::LengthMismatch { problem: LengthProblem::Long, received: 11, .. })
+            Err(ProcessFileError::LengthMismatch {
+                problem: LengthProblem::Long,
+                received: 11,
+                ..
+            })
         ));
         let mut g = SizeGuard::new(ByteSize::new(1000), None);
         g.declare(Some(10)).unwrap();
         g.add(4).unwrap();
         assert!(matches!(
             g.finish(),
-            Err(ProcessFileError::LengthMismatch { problem: LengthProblem::Short, received: 4, .. })
+            Err(ProcessFileError::LengthMismatch {
+                problem: LengthProblem::Short,
+                received: 4,
+                ..
+            })
         ));
     }
 

@@ -138,7 +138,8 @@ mod tests {
     fn bad_values_are_rejected_with_the_reason() {
         let err = Cli::try_parse_from(["ferry", "copy", "a", "b", "--sha256", "xyz"]).unwrap_err();
         assert!(err.to_string().contains("64 hex characters"), "{err}");
-        let err = Cli::try_parse_from(["ferry", "copy", "a", "b", "--max-size", "5XB"]).unwrap_err();
+        let err =
+            Cli::try_parse_from(["ferry", "copy", "a", "b", "--max-size", "5XB"]).unwrap_err();
         assert!(err.to_string().contains("unknown unit"), "{err}");
     }
 }

@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use ferry_adapters::{FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter};
+use ferry_adapters::{
+    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
+};
 use ferry_application::{ProcessFile, ProcessFileConfig};
-use ferry_domain::ports::{ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult};
+use ferry_domain::ports::{
+    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+};
 use ferry_domain::{ByteSize, ObjectKey, SourceUrl};
 
 use crate::cli::CopyArgs;
@@ -60,8 +64,11 @@ fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> 
                 "cannot name the file from SOURCE {source}: its URL has no file name; give DEST as a file path, e.g. {raw}/file.bin"
             ))
         })?;
-        let key = ObjectKey::parse(&name)
-            .map_err(|e| UsageError(format!("the source's file name `{name}` cannot be used: {e}")))?;
+        let key = ObjectKey::parse(&name).map_err(|e| {
+            UsageError(format!(
+                "the source's file name `{name}` cannot be used: {e}"
+            ))
+        })?;
         return Ok(Destination {
             root: path.to_path_buf(),
             key,
@@ -189,7 +196,11 @@ pub async fn run(args: CopyArgs) -> ExitCode {
         }
     };
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
-    let use_case = ProcessFile::new(Arc::new(downloader), Arc::new(storage), ProcessFileConfig::default());
+    let use_case = ProcessFile::new(
+        Arc::new(downloader),
+        Arc::new(storage),
+        ProcessFileConfig::default(),
+    );
 
     let mut command = ProcessFileCommand::new(source.clone(), dest.key);
     command.expected = [args.sha256, args.md5].into_iter().flatten().collect();

@@ -45,7 +45,15 @@ mod tests {
         let limit = ProcessFileError::LimitExceeded {
             limit: ferry_domain::ByteSize::new(1),
         };
-        let codes = [OK, INTERNAL, USAGE, CHECKSUM_MISMATCH, SIZE_LIMIT, SOURCE, STORAGE];
+        let codes = [
+            OK,
+            INTERNAL,
+            USAGE,
+            CHECKSUM_MISMATCH,
+            SIZE_LIMIT,
+            SOURCE,
+            STORAGE,
+        ];
         let mut sorted = codes.to_vec();
         sorted.dedup();
         assert_eq!(sorted.len(), codes.len());

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
         Err(e) => return cli::report_parse_error(&e),
     };
     logging::init(cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: error: cannot start the async runtime: {e}");

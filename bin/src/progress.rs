@@ -29,7 +29,9 @@ impl ProgressPort for TerminalProgress {
                     "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                 )
             }
-            None => ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}"),
+            None => ProgressStyle::with_template(
+                "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed}",
+            ),
         };
         if let Ok(style) = style {
             self.bar.set_style(style.progress_chars("=> "));

@@ -23,7 +23,10 @@ fn json(out: &Output) -> serde_json::Value {
 
 fn entries(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -39,17 +42,29 @@ async fn copy_into_a_directory_keeps_the_name_and_reports_json() {
     let out = tokio::task::spawn_blocking({
         let cwd = work.path().to_path_buf();
         let sha = sha.clone();
-        move || ferry(&["copy", &url, "out/", "--sha256", &sha, "--compute-md5"], &cwd)
+        move || {
+            ferry(
+                &["copy", &url, "out/", "--sha256", &sha, "--compute-md5"],
+                &cwd,
+            )
+        }
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out);
     assert_eq!(v["status"], "ok");
     assert_eq!(v["bytes"], 1_500_000);
     assert_eq!(v["sha256"], sha);
     assert_eq!(v["md5"], ferry_tests::md5_hex(&data));
-    assert_eq!(std::fs::read(work.path().join("out/data.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(work.path().join("out/data.bin")).unwrap(),
+        data
+    );
 }
 
 #[tokio::test]
@@ -63,7 +78,11 @@ async fn copy_to_a_file_path() {
     let out = tokio::task::spawn_blocking(move || ferry(&["copy", &url, "named.bin"], &cwd))
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(work.path().join("named.bin")).unwrap(), data);
 }
 
@@ -77,12 +96,50 @@ async fn exit_codes_and_single_line_errors_leave_nothing_behind() {
     let cwd = work.path().to_path_buf();
     let wrong = "0".repeat(64);
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
-        (vec!["copy".into(), url.clone(), "out/".into(), "--sha256".into(), wrong], 3, "sha256 mismatch"),
-        (vec!["copy".into(), url.clone(), "out/".into(), "--max-size".into(), "100KiB".into()], 4, "limit"),
+        (
+            vec![
+                "copy".into(),
+                url.clone(),
+                "out/".into(),
+                "--sha256".into(),
+                wrong,
+            ],
+            3,
+            "sha256 mismatch",
+        ),
+        (
+            vec![
+                "copy".into(),
+                url.clone(),
+                "out/".into(),
+                "--max-size".into(),
+                "100KiB".into(),
+            ],
+            4,
+            "limit",
+        ),
         (vec!["copy".into(), missing, "out/".into()], 5, "HTTP 404"),
-        (vec!["copy".into(), "ftp://x/y".into(), "out/".into()], 2, "scheme `ftp`"),
-        (vec!["copy".into(), url.clone(), "out/".into(), "--bogus".into()], 2, "--bogus"),
-        (vec!["copy".into(), url, "out/".into(), "--md5".into(), "zz".into()], 2, "32 hex characters"),
+        (
+            vec!["copy".into(), "ftp://x/y".into(), "out/".into()],
+            2,
+            "scheme `ftp`",
+        ),
+        (
+            vec!["copy".into(), url.clone(), "out/".into(), "--bogus".into()],
+            2,
+            "--bogus",
+        ),
+        (
+            vec![
+                "copy".into(),
+                url,
+                "out/".into(),
+                "--md5".into(),
+                "zz".into(),
+            ],
+            2,
+            "32 hex characters",
+        ),
     ];
     for (args, code, needle) in cases {
         let cwd = cwd.clone();
@@ -97,22 +154,39 @@ async fn exit_codes_and_single_line_errors_leave_nothing_behind() {
         assert_eq!(out.status.code(), Some(code), "{shown}: {stderr}");
         let last = stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with("ferry: error: "), "{shown}: {stderr}");
-        assert!(last.contains(needle), "{shown}: wanted `{needle}` in {last}");
+        assert!(
+            last.contains(needle),
+            "{shown}: wanted `{needle}` in {last}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    assert!(entries(&work.path().join("out")).is_empty(), "{:?}", entries(&work.path().join("out")));
+    assert!(
+        entries(&work.path().join("out")).is_empty(),
+        "{:?}",
+        entries(&work.path().join("out"))
+    );
 }
 
 #[tokio::test]
 async fn secrets_in_the_source_never_reach_the_output() {
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://admin:hunter2@127.0.0.1:{port}/f.bin?X-Amz-Signature=deadbeef&token=t0psecret");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "http://admin:hunter2@127.0.0.1:{port}/f.bin?X-Amz-Signature=deadbeef&token=t0psecret"
+    );
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || ferry(&["copy", &url, "out/", "--json"], &cwd))
         .await
         .unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(5), "{all}");
     for secret in ["hunter2", "deadbeef", "t0psecret", "admin"] {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
@@ -128,6 +202,13 @@ async fn local_paths_work_as_sources() {
     let out = tokio::task::spawn_blocking(move || ferry(&["copy", "in.bin", "copy/"], &cwd))
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(work.path().join("copy/in.bin")).unwrap(), data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(work.path().join("copy/in.bin")).unwrap(),
+        data
+    );
 }

@@ -110,7 +110,10 @@ impl Checksum {
     }
 
     /// Builds a checksum from raw digest bytes.
-    pub fn from_digest(algorithm: ChecksumAlgorithm, digest: &[u8]) -> Result<Self, InvalidChecksum> {
+    pub fn from_digest(
+        algorithm: ChecksumAlgorithm,
+        digest: &[u8],
+    ) -> Result<Self, InvalidChecksum> {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         Self::new(algorithm, &hex)
     }
@@ -178,13 +181,20 @@ mod tests {
         let bad = format!("{}g", &SHA[..63]);
         assert!(matches!(
             Checksum::sha256(&bad),
-            Err(InvalidChecksum::NotHex { found: 'g', index: 63, .. })
+            Err(InvalidChecksum::NotHex {
+                found: 'g',
+                index: 63,
+                ..
+            })
         ));
         assert!(matches!(
             "crc32:abcd".parse::<Checksum>(),
             Err(InvalidChecksum::UnknownAlgorithm { .. })
         ));
-        assert_eq!("abcd".parse::<Checksum>(), Err(InvalidChecksum::MissingAlgorithm));
+        assert_eq!(
+            "abcd".parse::<Checksum>(),
+            Err(InvalidChecksum::MissingAlgorithm)
+        );
     }
 
     #[test]

@@ -123,9 +123,14 @@ mod tests {
         assert_eq!(ObjectKey::parse(""), Err(InvalidKey::Empty));
         assert_eq!(
             ObjectKey::parse(&"k".repeat(MAX_KEY_LEN + 1)),
-            Err(InvalidKey::TooLong { len: MAX_KEY_LEN + 1 })
+            Err(InvalidKey::TooLong {
+                len: MAX_KEY_LEN + 1
+            })
         );
-        assert_eq!(ObjectKey::parse("/etc/passwd"), Err(InvalidKey::LeadingSlash));
+        assert_eq!(
+            ObjectKey::parse("/etc/passwd"),
+            Err(InvalidKey::LeadingSlash)
+        );
         for bad in ["..", "../x", "a/../b", "a/..", "./a", "a/./b"] {
             assert!(
                 matches!(ObjectKey::parse(bad), Err(InvalidKey::DotSegment { .. })),
@@ -133,11 +138,18 @@ mod tests {
             );
         }
         for bad in ["a//b", "a/", "a/b/"] {
-            assert_eq!(ObjectKey::parse(bad), Err(InvalidKey::EmptySegment), "{bad}");
+            assert_eq!(
+                ObjectKey::parse(bad),
+                Err(InvalidKey::EmptySegment),
+                "{bad}"
+            );
         }
         assert_eq!(
             ObjectKey::parse("a\r\nx-amz-acl: public"),
-            Err(InvalidKey::ControlCharacter { index: 1, code: 0x0d })
+            Err(InvalidKey::ControlCharacter {
+                index: 1,
+                code: 0x0d
+            })
         );
         assert!(matches!(
             ObjectKey::parse("a\u{0}b"),
@@ -169,7 +181,10 @@ mod tests {
     fn prefix_join() {
         assert_eq!(ObjectKey::with_prefix("", "f").unwrap().as_str(), "f");
         assert_eq!(ObjectKey::with_prefix("p/", "f").unwrap().as_str(), "p/f");
-        assert_eq!(ObjectKey::with_prefix("p/q", "f").unwrap().as_str(), "p/q/f");
+        assert_eq!(
+            ObjectKey::with_prefix("p/q", "f").unwrap().as_str(),
+            "p/q/f"
+        );
         assert!(ObjectKey::with_prefix("p", "..").is_err());
     }
 }

@@ -12,7 +12,9 @@ pub enum InvalidByteSize {
     Empty,
     #[error("`{input}` is not a size; write a number and a unit, e.g. 5GiB, 100MB or 4096")]
     NotANumber { input: String },
-    #[error("unknown unit `{unit}`; use B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)")]
+    #[error(
+        "unknown unit `{unit}`; use B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
+    )]
     UnknownUnit { unit: String },
     #[error("`{input}` is larger than ferry can count (2^64 bytes)")]
     TooLarge { input: String },
@@ -179,10 +181,22 @@ mod tests {
     #[test]
     fn rejects_bad_sizes() {
         assert_eq!(ByteSize::parse(""), Err(InvalidByteSize::Empty));
-        assert!(matches!(ByteSize::parse("GiB"), Err(InvalidByteSize::NotANumber { .. })));
-        assert!(matches!(ByteSize::parse("1.2.3MB"), Err(InvalidByteSize::NotANumber { .. })));
-        assert!(matches!(ByteSize::parse("-5MB"), Err(InvalidByteSize::UnknownUnit { .. })));
-        assert!(matches!(ByteSize::parse("5 parsecs"), Err(InvalidByteSize::UnknownUnit { .. })));
+        assert!(matches!(
+            ByteSize::parse("GiB"),
+            Err(InvalidByteSize::NotANumber { .. })
+        ));
+        assert!(matches!(
+            ByteSize::parse("1.2.3MB"),
+            Err(InvalidByteSize::NotANumber { .. })
+        ));
+        assert!(matches!(
+            ByteSize::parse("-5MB"),
+            Err(InvalidByteSize::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            ByteSize::parse("5 parsecs"),
+            Err(InvalidByteSize::UnknownUnit { .. })
+        ));
         assert!(matches!(
             ByteSize::parse("99999999999TiB"),
             Err(InvalidByteSize::TooLarge { .. })

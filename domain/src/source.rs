@@ -157,9 +157,8 @@ pub fn redact_url(url: &Url) -> String {
 pub fn redact_text(text: &str) -> String {
     text.split_inclusive(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '"')
         .map(|piece| {
-            let trimmed = piece.trim_end_matches(|c: char| {
-                c.is_whitespace() || c == '(' || c == ')' || c == '"'
-            });
+            let trimmed = piece
+                .trim_end_matches(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '"');
             let tail = &piece[trimmed.len()..];
             match Url::parse(trimmed) {
                 Ok(url) if url.has_host() => format!("{}{tail}", redact_url(&url)),
@@ -205,11 +204,15 @@ mod tests {
     #[test]
     fn accepts_the_three_schemes() {
         assert_eq!(
-            SourceUrl::parse("http://example.com/a.bin").unwrap().scheme(),
+            SourceUrl::parse("http://example.com/a.bin")
+                .unwrap()
+                .scheme(),
             SourceScheme::Http
         );
         assert_eq!(
-            SourceUrl::parse("https://example.com/a.bin").unwrap().scheme(),
+            SourceUrl::parse("https://example.com/a.bin")
+                .unwrap()
+                .scheme(),
             SourceScheme::Https
         );
         let file = SourceUrl::parse("file:///tmp/a.bin").unwrap();
@@ -224,13 +227,19 @@ mod tests {
             SourceUrl::parse("ftp://example.com/x"),
             Err(InvalidSource::UnsupportedScheme { scheme }) if scheme == "ftp"
         ));
-        assert!(matches!(SourceUrl::parse("not a url"), Err(InvalidSource::Malformed { .. })));
+        assert!(matches!(
+            SourceUrl::parse("not a url"),
+            Err(InvalidSource::Malformed { .. })
+        ));
         assert!(matches!(
             SourceUrl::parse("file://otherhost/x"),
             Err(InvalidSource::BadFilePath)
         ));
         let long = format!("http://example.com/{}", "a".repeat(MAX_SOURCE_URL_LEN));
-        assert!(matches!(SourceUrl::parse(&long), Err(InvalidSource::TooLong { .. })));
+        assert!(matches!(
+            SourceUrl::parse(&long),
+            Err(InvalidSource::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -272,7 +281,10 @@ mod tests {
         let dir = SourceUrl::parse("http://h/dir/").unwrap();
         assert_eq!(dir.file_name().as_deref(), Some("dir"));
         assert_eq!(SourceUrl::parse("http://h/").unwrap().file_name(), None);
-        assert_eq!(SourceUrl::parse("http://h/a%2Fb").unwrap().file_name(), None);
+        assert_eq!(
+            SourceUrl::parse("http://h/a%2Fb").unwrap().file_name(),
+            None
+        );
         assert_eq!(SourceUrl::parse("http://h/%0a").unwrap().file_name(), None);
     }
 }

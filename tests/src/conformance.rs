@@ -41,7 +41,13 @@ pub async fn put(storage: &dyn FileStoragePort, key: &ObjectKey, data: &[u8], ch
 }
 
 pub async fn get(storage: &dyn FileStoragePort, key: &ObjectKey) -> Vec<u8> {
-    let chunks: Vec<Bytes> = storage.read(key).await.unwrap().try_collect().await.unwrap();
+    let chunks: Vec<Bytes> = storage
+        .read(key)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     chunks.concat()
 }
 
@@ -61,7 +67,11 @@ async fn put_get_metadata_delete(storage: &dyn FileStoragePort, prefix: &str) {
     let data = generate(300_000, 1);
     let k = key(prefix, "nested/dir/file.bin");
     put(storage, &k, &data, 64 * 1024).await;
-    let meta = storage.metadata(&k).await.unwrap().expect("committed object exists");
+    let meta = storage
+        .metadata(&k)
+        .await
+        .unwrap()
+        .expect("committed object exists");
     assert_eq!(meta.size, data.len() as u64);
     if let Some(sha) = meta.sha256_hex {
         assert_eq!(sha, sha256_hex(&data), "recorded sha256");

@@ -104,7 +104,9 @@ impl Origin {
         let shared = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
                 if let Ok(mut s) = shared.lock() {
                     s.connections += 1;
                 }
@@ -291,7 +293,10 @@ async fn handle(
             Err(_) => return Ok(status(StatusCode::NOT_FOUND)),
         },
     };
-    let ranges_ok = matches!(route.behavior, Behavior::Normal | Behavior::ResetAfter { .. });
+    let ranges_ok = matches!(
+        route.behavior,
+        Behavior::Normal | Behavior::ResetAfter { .. }
+    );
     let mut start = 0u64;
     if ranges_ok
         && let Some(r) = &range
@@ -328,7 +333,10 @@ async fn handle(
             .status(StatusCode::FOUND)
             .header(header::LOCATION, to.clone())
             .body(full(Bytes::new())),
-        Behavior::FailFirst { times, status: code } if hits <= *times => builder
+        Behavior::FailFirst {
+            times,
+            status: code,
+        } if hits <= *times => builder
             .status(StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
             .header(header::RETRY_AFTER, "0")
             .body(full(Bytes::new())),

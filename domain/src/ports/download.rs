@@ -78,7 +78,9 @@ pub struct Download {
 
 impl std::fmt::Debug for Download {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Download").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("Download")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,7 +103,9 @@ pub enum DownloadError {
     PermissionDenied { url: String },
     #[error("the source {url} is not allowed: {reason}")]
     Forbidden { url: String, reason: String },
-    #[error("the source {url} changed while it was being read ({detail}); the transfer restarts from zero")]
+    #[error(
+        "the source {url} changed while it was being read ({detail}); the transfer restarts from zero"
+    )]
     SourceChanged { url: String, detail: String },
     #[error("unexpected error reading the source {url}: {source}")]
     Unexpected {

@@ -8,7 +8,9 @@ pub mod process;
 pub mod progress;
 pub mod storage;
 
-pub use download::{Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator};
+pub use download::{
+    Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
+};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };

@@ -110,7 +110,9 @@ pub enum ProcessFileError {
     Storage(#[from] StorageError),
     #[error("the source is {} but the limit is {limit}; raise --max-size if this is expected", ByteSize::new(*.size))]
     TooLarge { limit: ByteSize, size: u64 },
-    #[error("the source sent more than the {limit} limit and was stopped; raise --max-size if this is expected")]
+    #[error(
+        "the source sent more than the {limit} limit and was stopped; raise --max-size if this is expected"
+    )]
     LimitExceeded { limit: ByteSize },
     #[error("the source declared {declared} bytes but sent {}{received}; it was cut off or is misbehaving", match .problem { LengthProblem::Short => "only ", LengthProblem::Long => "at least " })]
     LengthMismatch {
@@ -169,7 +171,10 @@ impl ProcessFileError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ProcessFilePort: Send + Sync + 'static {
-    async fn process(&self, command: ProcessFileCommand) -> Result<ProcessFileResult, ProcessFileError>;
+    async fn process(
+        &self,
+        command: ProcessFileCommand,
+    ) -> Result<ProcessFileResult, ProcessFileError>;
 }
 
 #[cfg(test)]

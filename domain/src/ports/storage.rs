@@ -108,7 +108,10 @@ pub trait FileStoragePort: Send + Sync + 'static {
     /// Where `key` lands, for messages (`/data/out/a.bin`, `s3://b/p/a.bin`).
     fn location(&self, key: &ObjectKey) -> String;
     /// Starts a staged write.
-    async fn begin_write(&self, request: WriteRequest) -> Result<Box<dyn StagedWrite>, StorageError>;
+    async fn begin_write(
+        &self,
+        request: WriteRequest,
+    ) -> Result<Box<dyn StagedWrite>, StorageError>;
     /// Streams an object's bytes.
     async fn read(&self, key: &ObjectKey) -> Result<ByteStream<StorageError>, StorageError>;
     /// Deletes an object; deleting a missing object succeeds.

@@ -39,7 +39,10 @@ async fn known_length_body_and_metadata() {
     assert!(d.meta.etag.is_some());
     assert_eq!(body(d).await.unwrap(), data);
     // No automatic decompression is negotiated.
-    assert_eq!(origin.requests()[0].accept_encoding.as_deref(), Some("identity"));
+    assert_eq!(
+        origin.requests()[0].accept_encoding.as_deref(),
+        Some("identity")
+    );
 }
 
 #[tokio::test]
@@ -83,7 +86,11 @@ async fn range_with_matching_and_stale_validator() {
 #[tokio::test]
 async fn body_shorter_than_content_length_fails() {
     let origin = Origin::start().await.unwrap();
-    origin.serve("/s.bin", generate(100_000, 13), Behavior::Short { send: 40_000 });
+    origin.serve(
+        "/s.bin",
+        generate(100_000, 13),
+        Behavior::Short { send: 40_000 },
+    );
     let d = client().open(whole(&origin.url("/s.bin"))).await.unwrap();
     assert_eq!(d.meta.total_length, Some(100_000));
     let err = body(d).await.unwrap_err();
@@ -95,8 +102,18 @@ async fn body_shorter_than_content_length_fails() {
 async fn retries_503_then_succeeds() {
     let origin = Origin::start().await.unwrap();
     let data = generate(1000, 14);
-    origin.serve("/busy.bin", data.clone(), Behavior::FailFirst { times: 2, status: 503 });
-    let d = client().open(whole(&origin.url("/busy.bin"))).await.unwrap();
+    origin.serve(
+        "/busy.bin",
+        data.clone(),
+        Behavior::FailFirst {
+            times: 2,
+            status: 503,
+        },
+    );
+    let d = client()
+        .open(whole(&origin.url("/busy.bin")))
+        .await
+        .unwrap();
     assert_eq!(body(d).await.unwrap(), data);
     assert_eq!(origin.requests().len(), 3);
 }
@@ -104,7 +121,14 @@ async fn retries_503_then_succeeds() {
 #[tokio::test]
 async fn gives_up_after_the_retry_budget_with_the_status() {
     let origin = Origin::start().await.unwrap();
-    origin.serve("/down.bin", generate(10, 15), Behavior::FailFirst { times: 100, status: 503 });
+    origin.serve(
+        "/down.bin",
+        generate(10, 15),
+        Behavior::FailFirst {
+            times: 100,
+            status: 503,
+        },
+    );
     let c = PooledHttpClient::new(HttpClientConfig {
         retries: 2,
         retry_base_delay: Duration::from_millis(1),
@@ -112,15 +136,24 @@ async fn gives_up_after_the_retry_budget_with_the_status() {
     })
     .unwrap();
     let err = c.open(whole(&origin.url("/down.bin"))).await.unwrap_err();
-    assert!(matches!(err, DownloadError::Status { status: 503, .. }), "{err:?}");
+    assert!(
+        matches!(err, DownloadError::Status { status: 503, .. }),
+        "{err:?}"
+    );
     assert_eq!(origin.requests().len(), 3);
 }
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let origin = Origin::start().await.unwrap();
-    let err = client().open(whole(&origin.url("/missing"))).await.unwrap_err();
-    assert!(matches!(err, DownloadError::Status { status: 404, .. }), "{err:?}");
+    let err = client()
+        .open(whole(&origin.url("/missing")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DownloadError::Status { status: 404, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("HTTP 404"));
     assert_eq!(origin.requests().len(), 1);
 }
@@ -128,9 +161,16 @@ async fn client_errors_are_not_retried() {
 #[tokio::test]
 async fn stalled_body_fails_after_the_idle_timeout() {
     let origin = Origin::start().await.unwrap();
-    origin.serve("/stall.bin", generate(100_000, 16), Behavior::Stall { after: 20_000 });
+    origin.serve(
+        "/stall.bin",
+        generate(100_000, 16),
+        Behavior::Stall { after: 20_000 },
+    );
     let started = std::time::Instant::now();
-    let d = client().open(whole(&origin.url("/stall.bin"))).await.unwrap();
+    let d = client()
+        .open(whole(&origin.url("/stall.bin")))
+        .await
+        .unwrap();
     let err = body(d).await.unwrap_err();
     assert!(matches!(err, DownloadError::Stalled { .. }), "{err:?}");
     assert!(err.is_retryable());
@@ -142,7 +182,13 @@ async fn follows_redirects_and_reports_the_final_url() {
     let origin = Origin::start().await.unwrap();
     let data = generate(5000, 17);
     origin.serve("/real.bin", data.clone(), Behavior::Normal);
-    origin.serve("/hop", Vec::new(), Behavior::Redirect { to: "/real.bin".into() });
+    origin.serve(
+        "/hop",
+        Vec::new(),
+        Behavior::Redirect {
+            to: "/real.bin".into(),
+        },
+    );
     let d = client().open(whole(&origin.url("/hop"))).await.unwrap();
     assert!(d.meta.final_url.expose().ends_with("/real.bin"));
     assert_eq!(body(d).await.unwrap(), data);
@@ -151,9 +197,19 @@ async fn follows_redirects_and_reports_the_final_url() {
 #[tokio::test]
 async fn redirect_loops_stop_after_five() {
     let origin = Origin::start().await.unwrap();
-    origin.serve("/loop", Vec::new(), Behavior::Redirect { to: "/loop".into() });
-    let err = client().open(whole(&origin.url("/loop"))).await.unwrap_err();
-    assert!(matches!(err, DownloadError::TooManyRedirects { max: 5, .. }), "{err:?}");
+    origin.serve(
+        "/loop",
+        Vec::new(),
+        Behavior::Redirect { to: "/loop".into() },
+    );
+    let err = client()
+        .open(whole(&origin.url("/loop")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DownloadError::TooManyRedirects { max: 5, .. }),
+        "{err:?}"
+    );
     assert_eq!(origin.requests().len(), 6);
 }
 
@@ -168,12 +224,18 @@ async fn per_host_limit_holds_while_bodies_are_open() {
     .unwrap();
     let a = c.open(whole(&origin.url("/p.bin"))).await.unwrap();
     let _b = c.open(whole(&origin.url("/p.bin"))).await.unwrap();
-    let third = tokio::time::timeout(Duration::from_millis(300), c.open(whole(&origin.url("/p.bin"))))
-        .await;
-    assert!(third.is_err(), "a third request went out while two bodies were open");
+    let third = tokio::time::timeout(
+        Duration::from_millis(300),
+        c.open(whole(&origin.url("/p.bin"))),
+    )
+    .await;
+    assert!(
+        third.is_err(),
+        "a third request went out while two bodies were open"
+    );
     drop(a);
-    let third = tokio::time::timeout(Duration::from_secs(5), c.open(whole(&origin.url("/p.bin"))))
-        .await;
+    let third =
+        tokio::time::timeout(Duration::from_secs(5), c.open(whole(&origin.url("/p.bin")))).await;
     assert!(third.is_ok_and(|r| r.is_ok()));
 }
 

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_adapters::{FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter};
+use ferry_adapters::{
+    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
+};
 use ferry_application::{ProcessFile, ProcessFileConfig};
 use ferry_domain::ports::{LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort};
 use ferry_domain::{ByteSize, Checksum, ObjectKey, SourceUrl};
@@ -29,7 +31,11 @@ async fn setup() -> Setup {
     .unwrap();
     let router = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
     let storage = FilesystemStorage::new(dir.path()).unwrap();
-    let use_case = ProcessFile::new(Arc::new(router), Arc::new(storage), ProcessFileConfig::default());
+    let use_case = ProcessFile::new(
+        Arc::new(router),
+        Arc::new(storage),
+        ProcessFileConfig::default(),
+    );
     Setup {
         origin,
         dir,
@@ -38,7 +44,10 @@ async fn setup() -> Setup {
 }
 
 fn command(url: &str, key: &str) -> ProcessFileCommand {
-    ProcessFileCommand::new(SourceUrl::parse(url).unwrap(), ObjectKey::parse(key).unwrap())
+    ProcessFileCommand::new(
+        SourceUrl::parse(url).unwrap(),
+        ObjectKey::parse(key).unwrap(),
+    )
 }
 
 impl Setup {
@@ -62,14 +71,18 @@ async fn copies_a_multi_megabyte_file_with_verified_checksums() {
     assert_eq!(result.bytes, 3_000_000);
     assert_eq!(result.sha256.hex(), sha256_hex(&data));
     assert_eq!(result.md5.unwrap().hex(), md5_hex(&data));
-    assert_eq!(std::fs::read(s.dir.path().join("out/big.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(s.dir.path().join("out/big.bin")).unwrap(),
+        data
+    );
     assert!(temp_files(s.dir.path()).is_empty());
 }
 
 #[tokio::test]
 async fn checksum_mismatch_leaves_nothing() {
     let s = setup().await;
-    s.origin.serve("/f.bin", generate(500_000, 21), Behavior::Normal);
+    s.origin
+        .serve("/f.bin", generate(500_000, 21), Behavior::Normal);
     let mut cmd = command(&s.origin.url("/f.bin"), "f.bin");
     cmd.expected = vec![Checksum::sha256(&"ab".repeat(32)).unwrap()];
     let err = s.use_case.process(cmd).await.unwrap_err();
@@ -80,32 +93,61 @@ async fn checksum_mismatch_leaves_nothing() {
 #[tokio::test]
 async fn size_limit_by_header_reads_no_body() {
     let s = setup().await;
-    s.origin.serve("/f.bin", generate(2_000_000, 22), Behavior::Normal);
+    s.origin
+        .serve("/f.bin", generate(2_000_000, 22), Behavior::Normal);
     let mut cmd = command(&s.origin.url("/f.bin"), "f.bin");
     cmd.max_size = ByteSize::mib(1);
     let err = s.use_case.process(cmd).await.unwrap_err();
-    assert!(matches!(err, ProcessFileError::TooLarge { size: 2_000_000, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ProcessFileError::TooLarge {
+                size: 2_000_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     s.assert_nothing_at("f.bin");
 }
 
 #[tokio::test]
 async fn size_limit_by_counting_a_chunked_body() {
     let s = setup().await;
-    s.origin.serve("/c.bin", generate(2_000_000, 23), Behavior::Chunked);
+    s.origin
+        .serve("/c.bin", generate(2_000_000, 23), Behavior::Chunked);
     let mut cmd = command(&s.origin.url("/c.bin"), "c.bin");
     cmd.max_size = ByteSize::mib(1);
     let err = s.use_case.process(cmd).await.unwrap_err();
-    assert!(matches!(err, ProcessFileError::LimitExceeded { .. }), "{err:?}");
+    assert!(
+        matches!(err, ProcessFileError::LimitExceeded { .. }),
+        "{err:?}"
+    );
     s.assert_nothing_at("c.bin");
 }
 
 #[tokio::test]
 async fn short_body_fails_and_leaves_nothing() {
     let s = setup().await;
-    s.origin.serve("/s.bin", generate(1_000_000, 24), Behavior::Short { send: 300_000 });
-    let err = s.use_case.process(command(&s.origin.url("/s.bin"), "s.bin")).await.unwrap_err();
+    s.origin.serve(
+        "/s.bin",
+        generate(1_000_000, 24),
+        Behavior::Short { send: 300_000 },
+    );
+    let err = s
+        .use_case
+        .process(command(&s.origin.url("/s.bin"), "s.bin"))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, ProcessFileError::LengthMismatch { declared: 1_000_000, problem: LengthProblem::Short, .. }),
+        matches!(
+            err,
+            ProcessFileError::LengthMismatch {
+                declared: 1_000_000,
+                problem: LengthProblem::Short,
+                ..
+            }
+        ),
         "{err:?}"
     );
     s.assert_nothing_at("s.bin");
@@ -115,7 +157,14 @@ async fn short_body_fails_and_leaves_nothing() {
 async fn reset_mid_body_resumes_with_a_range_request() {
     let s = setup().await;
     let data = generate(2_000_000, 25);
-    s.origin.serve("/r.bin", data.clone(), Behavior::ResetAfter { after: 700_000, times: 1 });
+    s.origin.serve(
+        "/r.bin",
+        data.clone(),
+        Behavior::ResetAfter {
+            after: 700_000,
+            times: 1,
+        },
+    );
     let mut cmd = command(&s.origin.url("/r.bin"), "r.bin");
     cmd.expected = vec![Checksum::sha256(&sha256_hex(&data)).unwrap()];
     let result = s.use_case.process(cmd).await.unwrap();
@@ -124,7 +173,11 @@ async fn reset_mid_body_resumes_with_a_range_request() {
     let requests = s.origin.requests();
     assert_eq!(requests.len(), 2);
     let range = requests[1].range.clone().unwrap();
-    let from: u64 = range.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    let from: u64 = range
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
     assert!(from > 0 && from <= 700_000, "resumed from {from}");
     assert!(requests[1].if_range.is_some());
 }
@@ -132,7 +185,11 @@ async fn reset_mid_body_resumes_with_a_range_request() {
 #[tokio::test]
 async fn stalled_source_fails_without_leaving_a_file() {
     let s = setup().await;
-    s.origin.serve("/stall.bin", generate(1_000_000, 26), Behavior::Stall { after: 100_000 });
+    s.origin.serve(
+        "/stall.bin",
+        generate(1_000_000, 26),
+        Behavior::Stall { after: 100_000 },
+    );
     let mut cmd = command(&s.origin.url("/stall.bin"), "stall.bin");
     cmd.expected = vec![];
     let err = s.use_case.process(cmd).await.unwrap_err();
@@ -148,7 +205,14 @@ async fn local_file_source_copies_with_the_same_pipeline() {
     let path = src_dir.path().join("local.bin");
     std::fs::write(&path, &data).unwrap();
     let url = format!("file://{}", path.display());
-    let result = s.use_case.process(command(&url, "copied/local.bin")).await.unwrap();
+    let result = s
+        .use_case
+        .process(command(&url, "copied/local.bin"))
+        .await
+        .unwrap();
     assert_eq!(result.sha256.hex(), sha256_hex(&data));
-    assert_eq!(std::fs::read(s.dir.path().join("copied/local.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(s.dir.path().join("copied/local.bin")).unwrap(),
+        data
+    );
 }

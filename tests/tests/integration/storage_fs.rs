@@ -10,7 +10,10 @@ pub fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if p.to_string_lossy().contains(ferry_adapters::filesystem::TEMP_MARKER) {
+            } else if p
+                .to_string_lossy()
+                .contains(ferry_adapters::filesystem::TEMP_MARKER)
+            {
                 found.push(p);
             }
         }
@@ -23,5 +26,9 @@ async fn filesystem_storage_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let storage = FilesystemStorage::new(dir.path()).unwrap();
     conformance::run(&storage, "conformance").await;
-    assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
 }

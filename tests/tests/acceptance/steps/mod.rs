@@ -1,0 +1,5 @@
+//! One module per domain concept.
+mod checksums;
+mod sources;
+mod storage;
+mod transfers;

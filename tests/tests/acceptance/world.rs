@@ -1,0 +1,61 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cucumber::World;
+
+use ferry_adapters::{
+    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
+};
+use ferry_application::{ProcessFile, ProcessFileConfig};
+use ferry_domain::ports::{ProcessFileError, ProcessFileResult};
+use ferry_domain::{ByteSize, Checksum};
+use ferry_tests::origin::Origin;
+
+/// State shared by the steps of one scenario.
+#[derive(Debug, World)]
+#[world(init = Self::new)]
+pub struct FerryWorld {
+    pub origin: Origin,
+    pub dir: tempfile::TempDir,
+    pub files: HashMap<String, Vec<u8>>,
+    pub expected: Vec<Checksum>,
+    pub max_size: ByteSize,
+    pub outcome: Option<Result<ProcessFileResult, ProcessFileError>>,
+}
+
+impl FerryWorld {
+    async fn new() -> Self {
+        Self {
+            origin: Origin::start().await.expect("origin starts"),
+            dir: tempfile::tempdir().expect("temp dir"),
+            files: HashMap::new(),
+            expected: Vec::new(),
+            max_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
+            outcome: None,
+        }
+    }
+
+    /// The use case wired to the real adapters for this scenario.
+    pub fn process_file(&self) -> ProcessFile {
+        let http = PooledHttpClient::new(HttpClientConfig {
+            retry_base_delay: Duration::from_millis(5),
+            read_idle_timeout: Duration::from_secs(2),
+            ..HttpClientConfig::default()
+        })
+        .expect("http client");
+        let router = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
+        let storage = FilesystemStorage::new(self.dir.path()).expect("storage");
+        ProcessFile::new(
+            Arc::new(router),
+            Arc::new(storage),
+            ProcessFileConfig::default(),
+        )
+    }
+
+    pub fn file(&self, name: &str) -> &[u8] {
+        self.files
+            .get(name)
+            .unwrap_or_else(|| panic!("no source file named {name} in this scenario"))
+    }
+}
