@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark: URL -> local directory, ferry against `curl | tee | sha256sum`.
+#
+# Serves generated files from nginx on loopback (installed from Debian's
+# packages if missing; falls back to ferry's own test origin with
+# FERRY_BENCH_ORIGIN=own) and, for each size, reports throughput (MB/s,
+# 10^6 bytes per second) and peak RSS (/usr/bin/time -v) of:
+#   ferry copy URL DIR/ --sha256 HEX --compute-md5   (SHA-256 + MD5, verified)
+#   curl -s URL | tee FILE | sha256sum               (SHA-256 only, unverified)
+#
+# Usage: bench/copy.sh [SIZES_GIB...]   (default: 1 5)
+# Env:   FERRY_BENCH_DIR (scratch dir, default a temp dir; needs ~2x the
+#        largest size free), FERRY_BENCH_ORIGIN=nginx|own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("$@")
+[ ${#sizes[@]} -eq 0 ] && sizes=(1 5)
+
+scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
+mkdir -p "$scratch/srv" "$scratch/out"
+origin_kind="${FERRY_BENCH_ORIGIN:-nginx}"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$scratch/nginx.pid" ] && kill "$(cat "$scratch/nginx.pid")" 2>/dev/null || true
+  rm -rf "$scratch/out" "$scratch/srv"
+}
+trap cleanup EXIT
+
+cargo build --release --locked -p ferry -p ferry-tests --bins >&2
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+for g in "${sizes[@]}"; do
+  f="$scratch/srv/bench-${g}g.bin"
+  [ -f "$f" ] || head -c "$((g * 1024 * 1024 * 1024))" /dev/urandom > "$f"
+done
+
+port=18090
+if [ "$origin_kind" = nginx ]; then
+  if ! command -v nginx >/dev/null; then
+    echo "installing nginx from Debian's packages" >&2
+    apt-get install -y -q nginx-light >&2 || apt-get install -y -q nginx >&2
+  fi
+  cat > "$scratch/nginx.conf" <<CONF
+worker_processes 1;
+pid $scratch/nginx.pid;
+error_log $scratch/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  gzip off;
+  client_body_temp_path $scratch/tmp;
+  proxy_temp_path $scratch/tmp;
+  fastcgi_temp_path $scratch/tmp;
+  uwsgi_temp_path $scratch/tmp;
+  scgi_temp_path $scratch/tmp;
+  server { listen 127.0.0.1:$port; root $scratch/srv; }
+}
+CONF
+  mkdir -p "$scratch/tmp"
+  nginx -c "$scratch/nginx.conf"
+  origin_desc="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
+else
+  "$bin/ferry-test-origin" "$scratch/srv" "127.0.0.1:$port" > "$scratch/origin.out" &
+  pids+=($!)
+  origin_desc="ferry-test-origin"
+fi
+sleep 0.5
+
+# Runs a command under /usr/bin/time -v; prints "seconds peak_rss_kib".
+measure() {
+  local log="$scratch/time.log"
+  /usr/bin/time -v -o "$log" "$@" > /dev/null
+  local wall rss
+  wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
+  rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+  python3 -c "
+import sys
+parts=[float(p) for p in '$wall'.split(':')]
+secs=sum(p*60**i for i,p in enumerate(reversed(parts)))
+print(f'{secs:.3f} $rss')"
+}
+
+echo "origin: $origin_desc on 127.0.0.1:$port; cpus: $(nproc); $(date -u +%Y-%m-%dT%H:%MZ)"
+printf '%-6s %-34s %10s %10s %12s\n' size tool seconds MB/s peak_RSS_MiB
+for g in "${sizes[@]}"; do
+  name="bench-${g}g.bin"
+  url="http://127.0.0.1:$port/$name"
+  bytes=$((g * 1024 * 1024 * 1024))
+  sha=$(sha256sum "$scratch/srv/$name" | cut -d' ' -f1)
+
+  rm -f "$scratch/out/$name"
+  read -r secs rss < <(measure "$bin/ferry" copy "$url" "$scratch/out/" --sha256 "$sha" --compute-md5 --json)
+  got=$(sha256sum "$scratch/out/$name" | cut -d' ' -f1)
+  [ "$got" = "$sha" ] || { echo "ferry produced a wrong file" >&2; exit 1; }
+  printf '%-6s %-34s %10s %10.1f %12.1f\n' "${g}GiB" "ferry copy (sha256+md5, verified)" "$secs" \
+    "$(python3 -c "print($bytes/$secs/1e6)")" "$(python3 -c "print($rss/1024)")"
+
+  rm -f "$scratch/out/$name"
+  read -r secs rss < <(measure bash -c "curl -s '$url' | tee '$scratch/out/$name' | sha256sum")
+  printf '%-6s %-34s %10s %10.1f %12.1f\n' "${g}GiB" "curl | tee | sha256sum" "$secs" \
+    "$(python3 -c "print($bytes/$secs/1e6)")" "$(python3 -c "print($rss/1024)")"
+  rm -f "$scratch/out/$name"
+done
