@@ -243,6 +243,38 @@ impl StagedWrite for FsStagedWrite {
         Ok(())
     }
 
+    fn durable_offset(&self) -> u64 {
+        self.written
+    }
+
+    async fn rewind(&mut self, offset: u64) -> Result<(), StorageError> {
+        use tokio::io::AsyncSeekExt;
+        let location = self.location();
+        if offset > self.written {
+            return Err(StorageError::Unexpected {
+                location,
+                source: format!(
+                    "cannot rewind to {offset}: only {} bytes written",
+                    self.written
+                )
+                .into(),
+            });
+        }
+        let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
+            location: location.clone(),
+            source: "rewind after the file was closed".into(),
+        })?;
+        file.flush().await.map_err(|e| io_error(&location, e))?;
+        file.set_len(offset)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        self.written = offset;
+        Ok(())
+    }
+
     async fn commit(mut self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError> {
         let location = self.location();
         let result = async {
@@ -428,10 +460,7 @@ mod tests {
         let storage = FilesystemStorage::new(root.path()).unwrap();
         let key = ObjectKey::parse("escape/pwned.bin").unwrap();
         let err = storage
-            .begin_write(WriteRequest {
-                key,
-                size_hint: None,
-            })
+            .begin_write(WriteRequest::new(key, None))
             .await
             .err()
             .unwrap();

@@ -24,8 +24,11 @@ pub fn chunk_size_for(len: Option<u64>) -> usize {
     }
 }
 
-/// Re-cuts a byte stream into chunks of exactly `target` bytes (the last one
-/// may be shorter). Memory held: at most one chunk plus one inbound frame.
+/// Re-cuts a byte stream into chunks that end at multiples of `target` bytes
+/// of the absolute offset (so a stream resumed at an aligned offset, or a
+/// target changed mid-way, keeps every multiple of any larger power-of-two
+/// size, e.g. a 1 MiB part boundary, on a chunk boundary). The last chunk may
+/// be shorter. Memory held: at most one chunk plus one inbound frame.
 /// Bytes received before an error are yielded before the error, so a caller
 /// always knows the exact offset at which the source failed.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ pub struct Rechunker<S, E> {
     target: usize,
     buf: BytesMut,
     carry: Option<Bytes>,
+    /// Absolute offset of the first byte of `buf`.
+    offset: u64,
     pending_error: Option<E>,
     done: bool,
 }
@@ -43,11 +48,17 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     pub fn new(inner: S, target: usize) -> Self {
+        Self::starting_at(inner, target, 0)
+    }
+
+    /// A stream whose first byte is at absolute `offset`.
+    pub fn starting_at(inner: S, target: usize, offset: u64) -> Self {
         Self {
             inner,
             target: target.max(1),
             buf: BytesMut::new(),
             carry: None,
+            offset,
             pending_error: None,
             done: false,
         }
@@ -62,22 +73,36 @@ where
         self.target
     }
 
+    /// Length of the chunk that starts at the current offset.
+    fn chunk_len(&self) -> usize {
+        let target = self.target as u64;
+        // Below `target`, so it fits in usize.
+        usize::try_from(target - self.offset % target).unwrap_or(self.target)
+    }
+
+    fn emit(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.offset += chunk.len() as u64;
+        Some(chunk)
+    }
+
     /// Takes bytes from a frame: returns a full chunk if one is ready.
     fn absorb(&mut self, mut frame: Bytes) -> Option<Bytes> {
-        if self.buf.is_empty() && frame.len() >= self.target {
-            let chunk = frame.split_to(self.target);
+        let want = self.chunk_len();
+        if self.buf.is_empty() && frame.len() >= want {
+            let chunk = frame.split_to(want);
             if !frame.is_empty() {
                 self.carry = Some(frame);
             }
-            return Some(chunk);
+            return self.emit(chunk);
         }
-        let room = self.target - self.buf.len();
+        let room = want - self.buf.len();
         if frame.len() >= room {
             self.buf.extend_from_slice(&frame.split_to(room));
             if !frame.is_empty() {
                 self.carry = Some(frame);
             }
-            return Some(self.buf.split().freeze());
+            let chunk = self.buf.split().freeze();
+            return self.emit(chunk);
         }
         self.buf.extend_from_slice(&frame);
         None
@@ -101,7 +126,8 @@ where
             }
             if this.done || this.pending_error.is_some() {
                 if !this.buf.is_empty() {
-                    return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+                    let chunk = this.buf.split().freeze();
+                    return Poll::Ready(this.emit(chunk).map(Ok));
                 }
                 return Poll::Ready(this.pending_error.take().map(Err));
             }
@@ -180,6 +206,42 @@ mod tests {
                 assert!(full.iter().all(|&l| l == 4), "{sizes:?} -> {lens:?}");
                 assert!(*last >= 1 && *last <= 4);
             }
+        }
+    }
+
+    #[test]
+    fn chunks_end_on_multiples_of_the_target_from_any_start() {
+        let items: Vec<Result<Bytes, String>> = vec![
+            Ok(Bytes::from(vec![7u8; 10])),
+            Ok(Bytes::from(vec![8u8; 9])),
+        ];
+        let out: Vec<_> = block_on(Rechunker::starting_at(stream::iter(items), 4, 6).collect());
+        let lens: Vec<usize> = out.iter().map(|c| c.as_ref().unwrap().len()).collect();
+        // From offset 6: 2 bytes to reach 8, then 4, 4, 4, 4, and the rest.
+        assert_eq!(lens, vec![2, 4, 4, 4, 4, 1]);
+    }
+
+    #[test]
+    fn changing_the_target_keeps_large_boundaries_aligned() {
+        let frames = frames(&[100; 40]);
+        let mut r = Rechunker::new(stream::iter(frames), 32);
+        let mut offset = 0u64;
+        let mut ends = Vec::new();
+        block_on(async {
+            while let Some(chunk) = r.next().await {
+                offset += chunk.unwrap().len() as u64;
+                ends.push(offset);
+                // Flip between sizes as pressure would.
+                let next = if ends.len() % 3 == 0 { 256 } else { 32 };
+                r.set_target(next);
+            }
+        });
+        assert_eq!(offset, 4000);
+        for boundary in (1024..4000).step_by(1024) {
+            assert!(
+                ends.contains(&(boundary as u64)),
+                "{boundary} not a chunk end: {ends:?}"
+            );
         }
     }
 

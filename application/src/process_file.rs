@@ -1,6 +1,7 @@
 //! The ProcessFile use case: source -> chunking -> size guard -> hashing ->
 //! staged storage write, in one pass, verified before commit.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,11 +13,11 @@ use ferry_domain::ChecksumAlgorithm;
 use ferry_domain::ports::{
     CommitInfo, DownloadError, DownloadRequest, FileStoragePort, HttpDownloadPort, LengthProblem,
     ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, SourceMeta,
-    StagedWrite, WriteRequest,
+    StagedWrite, StorageError, WriteRequest,
 };
 
 use crate::chunking::{Rechunker, chunk_size_for};
-use crate::hashing::StreamHasher;
+use crate::hashing::{HashState, StreamHasher};
 use crate::size_guard::SizeGuard;
 
 /// Tuning of the use case.
@@ -67,7 +68,41 @@ impl ProcessFile {
         }
     }
 
-    /// Streams the body into `writer`, resuming in flight where possible.
+    /// Re-requests the source from `offset`, refusing a source that changed.
+    async fn reopen(
+        &self,
+        command: &ProcessFileCommand,
+        meta: &SourceMeta,
+        offset: u64,
+        target: usize,
+    ) -> Result<Rechunker<ferry_domain::ByteStream<DownloadError>, DownloadError>, ProcessFileError>
+    {
+        let request = DownloadRequest {
+            source: command.source.clone(),
+            offset,
+            if_range: meta.validator(),
+        };
+        let reopened = self.downloader.open(request).await?;
+        let changed = reopened.meta.offset != offset
+            || reopened.meta.total_length != meta.total_length
+            || (offset == 0 && reopened.meta.validator() != meta.validator());
+        if changed {
+            return Err(DownloadError::SourceChanged {
+                url: command.source.redacted(),
+                detail: format!(
+                    "asked for bytes from {offset} of {:?}, got a body from {} of {:?}",
+                    meta.total_length, reopened.meta.offset, reopened.meta.total_length
+                ),
+            }
+            .into());
+        }
+        Ok(Rechunker::starting_at(reopened.body, target, offset))
+    }
+
+    /// Streams the body into `writer`. A source that breaks mid-body is
+    /// re-requested from the failed offset; a storage write that fails
+    /// transiently is rewound to the storage's durable offset, the hash state
+    /// restored to that offset, and the source re-read from there.
     async fn pump(
         &self,
         command: &ProcessFileCommand,
@@ -78,53 +113,66 @@ impl ProcessFile {
         guard: &mut SizeGuard,
     ) -> Result<(), ProcessFileError> {
         let target = chunk_size_for(meta.total_length);
+        let replayable = is_replayable(meta);
         let mut body = Rechunker::new(body, target);
-        let mut resumes_left = self.config.resume_attempts;
+        let mut source_resumes = self.config.resume_attempts;
+        let mut write_retries = self.config.resume_attempts;
+        // Hash states at the start of each chunk not yet durable in storage.
+        let mut snapshots: VecDeque<HashState> = VecDeque::new();
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
+                    if replayable {
+                        snapshots.push_back(hasher.snapshot());
+                    }
                     guard.add(chunk.len() as u64)?;
                     hasher.update(&chunk);
-                    writer.write(chunk).await?;
+                    if let Err(error) = writer.write(chunk).await {
+                        if !(error.is_retryable() && replayable && write_retries > 0) {
+                            return Err(error.into());
+                        }
+                        write_retries -= 1;
+                        let durable = writer.durable_offset();
+                        let Some(state) = snapshots.iter().find(|s| s.bytes == durable) else {
+                            return Err(error.into());
+                        };
+                        *hasher =
+                            StreamHasher::restore(state).map_err(|e| StorageError::Unexpected {
+                                location: command.key.to_string(),
+                                source: Box::new(e),
+                            })?;
+                        guard.rewind_to(durable);
+                        warn!(key = %command.key, durable, %error, "storage write failed; re-reading the source from the durable offset");
+                        writer.rewind(durable).await?;
+                        snapshots.clear();
+                        body = self.reopen(command, meta, durable, target).await?;
+                        continue;
+                    }
+                    let durable = writer.durable_offset();
+                    while snapshots.front().is_some_and(|s| s.bytes < durable) {
+                        snapshots.pop_front();
+                    }
                     command.progress.advanced(hasher.bytes());
                 }
                 Err(error) => {
                     let offset = hasher.bytes();
-                    let resumable = error.is_retryable()
-                        && resumes_left > 0
-                        && meta.accepts_ranges
-                        && meta.total_length.is_some();
-                    let validator = meta.validator();
-                    if !resumable || validator.is_none() {
+                    if !(error.is_retryable() && replayable && source_resumes > 0) {
                         return Err(body_error(error, meta, offset));
                     }
-                    resumes_left -= 1;
+                    source_resumes -= 1;
                     warn!(source = %command.source, offset, %error, "source failed mid-body; resuming from offset");
-                    let request = DownloadRequest {
-                        source: command.source.clone(),
-                        offset,
-                        if_range: validator,
-                    };
-                    let reopened = self.downloader.open(request).await?;
-                    if reopened.meta.offset != offset
-                        || reopened.meta.total_length != meta.total_length
-                    {
-                        return Err(DownloadError::SourceChanged {
-                            url: command.source.redacted(),
-                            detail: format!(
-                                "asked for bytes from {offset}, got a body from {} of total {:?}",
-                                reopened.meta.offset, reopened.meta.total_length
-                            ),
-                        }
-                        .into());
-                    }
-                    body = Rechunker::new(reopened.body, target);
+                    body = self.reopen(command, meta, offset, target).await?;
                 }
             }
         }
         guard.finish()?;
         Ok(())
     }
+}
+
+/// The source can serve any range again and tell whether it changed.
+fn is_replayable(meta: &SourceMeta) -> bool {
+    meta.accepts_ranges && meta.total_length.is_some() && meta.validator().is_some()
 }
 
 /// A body that broke before its declared end is reported as cut short.
@@ -165,6 +213,13 @@ impl ProcessFilePort for ProcessFile {
             .begin_write(WriteRequest {
                 key: command.key.clone(),
                 size_hint: meta.total_length,
+                replayable: is_replayable(&meta),
+                expected_sha256_hex: command
+                    .expected_for(ChecksumAlgorithm::Sha256)
+                    .map(|c| c.hex().to_owned()),
+                expected_md5_hex: command
+                    .expected_for(ChecksumAlgorithm::Md5)
+                    .map(|c| c.hex().to_owned()),
             })
             .await?;
         command.progress.started(meta.total_length);

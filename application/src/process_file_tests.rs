@@ -7,7 +7,7 @@ use mockall::predicate::always;
 use ferry_domain::ports::download::MockHttpDownloadPort;
 use ferry_domain::ports::progress::MockProgressPort;
 use ferry_domain::ports::storage::{MockFileStoragePort, MockStagedWrite};
-use ferry_domain::ports::{Download, StoredObject, Validator};
+use ferry_domain::ports::{Download, StoredObject, Validator, WriteRequest};
 use ferry_domain::{ByteSize, Checksum, ObjectKey, SourceUrl};
 
 use super::*;
@@ -50,15 +50,51 @@ struct Seen {
     written: Vec<u8>,
     committed: Option<CommitInfo>,
     aborted: bool,
+    /// Durable offsets are multiples of this ("parts"); 0 means every byte.
+    part: usize,
+    /// Fail the write call with this index (0-based) once, transiently.
+    fail_write_at: Option<usize>,
+    writes: usize,
+    rewound_to: Vec<u64>,
+    request: Option<WriteRequest>,
+}
+
+impl Seen {
+    fn durable(&self) -> u64 {
+        let n = self.written.len();
+        let d = if self.part == 0 { n } else { n - n % self.part };
+        d as u64
+    }
 }
 
 fn storage(seen: Arc<Mutex<Seen>>) -> MockFileStoragePort {
     let mut storage = MockFileStoragePort::new();
-    storage.expect_begin_write().returning(move |_| {
+    storage.expect_begin_write().returning(move |request| {
+        seen.lock().unwrap().request = Some(request);
         let mut w = MockStagedWrite::new();
         let s = seen.clone();
         w.expect_write().returning(move |chunk| {
-            s.lock().unwrap().written.extend_from_slice(&chunk);
+            let mut s = s.lock().unwrap();
+            let call = s.writes;
+            s.writes += 1;
+            if s.fail_write_at == Some(call) {
+                s.fail_write_at = None;
+                return Err(ferry_domain::ports::StorageError::Unavailable {
+                    location: "mem".into(),
+                    reason: "part upload reset".into(),
+                });
+            }
+            s.written.extend_from_slice(&chunk);
+            Ok(())
+        });
+        let s = seen.clone();
+        w.expect_durable_offset()
+            .returning(move || s.lock().unwrap().durable());
+        let s = seen.clone();
+        w.expect_rewind().returning(move |offset| {
+            let mut s = s.lock().unwrap();
+            s.written.truncate(usize::try_from(offset).unwrap());
+            s.rewound_to.push(offset);
             Ok(())
         });
         let s = seen.clone();
@@ -370,4 +406,85 @@ async fn permanent_source_error_fails_before_storage() {
     let err = use_case(dl, storage).process(command()).await.unwrap_err();
     assert_eq!(err.code(), "source_error");
     assert!(!err.class().is_retryable());
+}
+
+const K32: usize = 32 * 1024;
+
+fn leaked(len: usize) -> &'static [u8] {
+    let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    Box::leak(v.into_boxed_slice())
+}
+
+#[tokio::test]
+async fn failed_storage_write_rewinds_to_the_durable_offset_and_rereads_the_source() {
+    // Three 32 KiB chunks; storage makes 64 KiB "parts" durable and fails
+    // the third write once: the use case must rewind to 64 KiB.
+    let data = leaked(3 * K32);
+    let total = data.len() as u64;
+    let mut dl = MockHttpDownloadPort::new();
+    let mut seq = mockall::Sequence::new();
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|r| r.offset == 0)
+        .returning(move |_| Ok(download(meta(Some(total), 0, true), vec![Ok(data)])));
+    dl.expect_open()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|r| {
+            r.offset == 2 * K32 as u64 && r.if_range == Some(Validator::ETag("\"v1\"".into()))
+        })
+        .returning(move |_| {
+            Ok(download(
+                meta(Some(total), 2 * K32 as u64, true),
+                vec![Ok(&data[2 * K32..])],
+            ))
+        });
+    let seen = Arc::new(Mutex::new(Seen {
+        part: 2 * K32,
+        fail_write_at: Some(2),
+        ..Seen::default()
+    }));
+    let mut whole = crate::hashing::StreamHasher::new(false);
+    whole.update(data);
+    let (want_sha, _) = whole.finalize();
+    let mut cmd = command();
+    cmd.expected = vec![want_sha.clone()];
+
+    let result = use_case(dl, storage(seen.clone()))
+        .process(cmd)
+        .await
+        .unwrap();
+
+    assert_eq!(result.sha256, want_sha);
+    assert_eq!(result.bytes, total);
+    let seen = seen.lock().unwrap();
+    assert!(seen.written == data, "stored bytes differ");
+    assert_eq!(seen.rewound_to, vec![2 * K32 as u64]);
+    let request = seen.request.clone().unwrap();
+    assert!(request.replayable);
+    assert_eq!(request.expected_sha256_hex.as_deref(), Some(want_sha.hex()));
+}
+
+#[tokio::test]
+async fn failed_write_without_a_replayable_source_fails_cleanly() {
+    // Unknown length: 64 KiB chunks, not replayable.
+    let data = leaked(4 * K32);
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open()
+        .times(1)
+        .returning(move |_| Ok(download(meta(None, 0, false), vec![Ok(data)])));
+    let seen = Arc::new(Mutex::new(Seen {
+        fail_write_at: Some(1),
+        ..Seen::default()
+    }));
+    let err = use_case(dl, storage(seen.clone()))
+        .process(command())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "storage_error");
+    let seen = seen.lock().unwrap();
+    assert!(seen.aborted);
+    assert!(seen.rewound_to.is_empty());
+    assert!(!seen.request.clone().unwrap().replayable);
 }

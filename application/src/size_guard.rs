@@ -99,6 +99,11 @@ impl SizeGuard {
         Ok(self.seen)
     }
 
+    /// Forgets everything counted after `offset` (a rewind).
+    pub fn rewind_to(&mut self, offset: u64) {
+        self.seen = self.seen.min(offset);
+    }
+
     pub fn seen(&self) -> u64 {
         self.seen
     }

@@ -26,10 +26,7 @@ fn info(data: &[u8]) -> CommitInfo {
 /// Writes `data` in `chunk`-sized pieces and commits it.
 pub async fn put(storage: &dyn FileStoragePort, key: &ObjectKey, data: &[u8], chunk: usize) {
     let mut w = storage
-        .begin_write(WriteRequest {
-            key: key.clone(),
-            size_hint: Some(data.len() as u64),
-        })
+        .begin_write(WriteRequest::new(key.clone(), Some(data.len() as u64)))
         .await
         .unwrap();
     for piece in data.chunks(chunk.max(1)) {
@@ -88,10 +85,7 @@ async fn invisible_until_commit(storage: &dyn FileStoragePort, prefix: &str) {
     let data = generate(100_000, 2);
     let k = key(prefix, "staged.bin");
     let mut w = storage
-        .begin_write(WriteRequest {
-            key: k.clone(),
-            size_hint: Some(data.len() as u64),
-        })
+        .begin_write(WriteRequest::new(k.clone(), Some(data.len() as u64)))
         .await
         .unwrap();
     w.write(Bytes::copy_from_slice(&data)).await.unwrap();
@@ -107,10 +101,7 @@ async fn invisible_until_commit(storage: &dyn FileStoragePort, prefix: &str) {
 async fn abort_leaves_nothing(storage: &dyn FileStoragePort, prefix: &str) {
     let k = key(prefix, "aborted.bin");
     let mut w = storage
-        .begin_write(WriteRequest {
-            key: k.clone(),
-            size_hint: None,
-        })
+        .begin_write(WriteRequest::new(k.clone(), None))
         .await
         .unwrap();
     w.write(Bytes::from(generate(50_000, 3))).await.unwrap();
@@ -122,10 +113,7 @@ async fn drop_leaves_nothing(storage: &dyn FileStoragePort, prefix: &str) {
     let k = key(prefix, "dropped.bin");
     {
         let mut w = storage
-            .begin_write(WriteRequest {
-                key: k.clone(),
-                size_hint: None,
-            })
+            .begin_write(WriteRequest::new(k.clone(), None))
             .await
             .unwrap();
         w.write(Bytes::from(generate(10_000, 4))).await.unwrap();

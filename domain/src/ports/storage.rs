@@ -20,6 +20,26 @@ pub struct WriteRequest {
     pub key: ObjectKey,
     /// Exact length when the source declared one.
     pub size_hint: Option<u64>,
+    /// The caller can re-read the source from any offset (ranges and a
+    /// validator): the storage may stream without keeping a copy and, when a
+    /// write fails, ask to be rewound to its durable offset.
+    pub replayable: bool,
+    /// Digests the caller will verify before commit, known up front; the
+    /// storage may record them when the write starts.
+    pub expected_sha256_hex: Option<String>,
+    pub expected_md5_hex: Option<String>,
+}
+
+impl WriteRequest {
+    pub fn new(key: ObjectKey, size_hint: Option<u64>) -> Self {
+        Self {
+            key,
+            size_hint,
+            replayable: false,
+            expected_sha256_hex: None,
+            expected_md5_hex: None,
+        }
+    }
 }
 
 /// Facts recorded with the object when it is committed.
@@ -93,8 +113,14 @@ impl StorageError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait StagedWrite: Send {
-    /// Appends bytes.
+    /// Appends bytes. A transient error may be recovered from with
+    /// [`StagedWrite::rewind`] to [`StagedWrite::durable_offset`].
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError>;
+    /// Bytes stored for good: a rewind never goes below this offset.
+    fn durable_offset(&self) -> u64;
+    /// Discards everything after `offset` (the durable offset) so that
+    /// writing resumes there.
+    async fn rewind(&mut self, offset: u64) -> Result<(), StorageError>;
     /// Makes the object visible under its key, atomically.
     async fn commit(self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError>;
     /// Discards everything written; nothing becomes visible.
