@@ -12,6 +12,7 @@
 pub mod filesystem;
 pub mod http;
 pub mod local_file;
+pub mod s3;
 pub mod source_router;
 
 pub use filesystem::FilesystemStorage;

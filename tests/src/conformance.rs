@@ -25,10 +25,20 @@ fn info(data: &[u8]) -> CommitInfo {
 
 /// Writes `data` in `chunk`-sized pieces and commits it.
 pub async fn put(storage: &dyn FileStoragePort, key: &ObjectKey, data: &[u8], chunk: usize) {
-    let mut w = storage
-        .begin_write(WriteRequest::new(key.clone(), Some(data.len() as u64)))
-        .await
-        .unwrap();
+    put_with(storage, key, data, chunk, false).await;
+}
+
+/// Like [`put`]; `replayable` tells the storage it may stream without a copy.
+pub async fn put_with(
+    storage: &dyn FileStoragePort,
+    key: &ObjectKey,
+    data: &[u8],
+    chunk: usize,
+    replayable: bool,
+) {
+    let mut request = WriteRequest::new(key.clone(), Some(data.len() as u64));
+    request.replayable = replayable;
+    let mut w = storage.begin_write(request).await.unwrap();
     for piece in data.chunks(chunk.max(1)) {
         w.write(Bytes::copy_from_slice(piece)).await.unwrap();
     }
@@ -61,9 +71,19 @@ pub async fn run(storage: &dyn FileStoragePort, prefix: &str) {
 }
 
 async fn put_get_metadata_delete(storage: &dyn FileStoragePort, prefix: &str) {
+    for replayable in [false, true] {
+        put_get_metadata_delete_with(storage, prefix, replayable).await;
+    }
+}
+
+async fn put_get_metadata_delete_with(
+    storage: &dyn FileStoragePort,
+    prefix: &str,
+    replayable: bool,
+) {
     let data = generate(300_000, 1);
     let k = key(prefix, "nested/dir/file.bin");
-    put(storage, &k, &data, 64 * 1024).await;
+    put_with(storage, &k, &data, 64 * 1024, replayable).await;
     let meta = storage
         .metadata(&k)
         .await
@@ -82,13 +102,24 @@ async fn put_get_metadata_delete(storage: &dyn FileStoragePort, prefix: &str) {
 }
 
 async fn invisible_until_commit(storage: &dyn FileStoragePort, prefix: &str) {
+    for replayable in [false, true] {
+        invisible_until_commit_with(storage, prefix, replayable).await;
+    }
+}
+
+async fn invisible_until_commit_with(
+    storage: &dyn FileStoragePort,
+    prefix: &str,
+    replayable: bool,
+) {
     let data = generate(100_000, 2);
     let k = key(prefix, "staged.bin");
-    let mut w = storage
-        .begin_write(WriteRequest::new(k.clone(), Some(data.len() as u64)))
-        .await
-        .unwrap();
-    w.write(Bytes::copy_from_slice(&data)).await.unwrap();
+    let mut request = WriteRequest::new(k.clone(), Some(data.len() as u64));
+    request.replayable = replayable;
+    let mut w = storage.begin_write(request).await.unwrap();
+    for piece in data.chunks(32 * 1024) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
     assert!(
         storage.metadata(&k).await.unwrap().is_none(),
         "object visible before commit"
@@ -118,6 +149,18 @@ async fn drop_leaves_nothing(storage: &dyn FileStoragePort, prefix: &str) {
             .unwrap();
         w.write(Bytes::from(generate(10_000, 4))).await.unwrap();
     }
+    assert!(storage.metadata(&k).await.unwrap().is_none());
+    // A streamed write dropped mid-way (all but the last bytes sent).
+    let data = generate(70_000, 7);
+    {
+        let mut request = WriteRequest::new(k.clone(), Some(data.len() as u64));
+        request.replayable = true;
+        let mut w = storage.begin_write(request).await.unwrap();
+        w.write(Bytes::copy_from_slice(&data[..60_000]))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(storage.metadata(&k).await.unwrap().is_none());
 }
 

@@ -4,7 +4,9 @@
 //! storage conformance suite every `FileStoragePort` adapter must pass.
 
 pub mod conformance;
+pub mod garage;
 pub mod origin;
+pub mod s3proxy;
 
 use sha2::Digest;
 

@@ -4,3 +4,4 @@
 mod http_client;
 mod pipeline;
 mod storage_fs;
+mod storage_s3;

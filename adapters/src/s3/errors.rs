@@ -1,0 +1,55 @@
+//! SDK errors mapped to `StorageError` at the edge, keeping the class.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use ferry_domain::ports::StorageError;
+
+/// Maps any S3 operation error. `location` names what was being accessed.
+pub fn map_sdk_error<E>(location: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let location = location.to_owned();
+    let reason = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            StorageError::Unavailable { location, reason }
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default().to_owned();
+            let message = service.err().message().unwrap_or_default().to_owned();
+            let status = service.raw().status().as_u16();
+            let reason = if message.is_empty() {
+                format!("{code} (HTTP {status})")
+            } else {
+                format!("{code}: {message} (HTTP {status})")
+            };
+            match (code.as_str(), status) {
+                ("NoSuchKey" | "NotFound" | "NoSuchUpload", _) | (_, 404)
+                    if code != "NoSuchBucket" =>
+                {
+                    StorageError::NotFound { location }
+                }
+                ("NoSuchBucket", _) => StorageError::InvalidDestination {
+                    location,
+                    reason: "the bucket does not exist".into(),
+                },
+                ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _)
+                | (_, 401 | 403) => StorageError::PermissionDenied { location, reason },
+                ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _)
+                | (_, 408 | 429 | 500..=599) => StorageError::Unavailable { location, reason },
+                ("EntityTooLarge" | "QuotaExceeded", _) => StorageError::StorageFull { location },
+                _ => StorageError::Unexpected {
+                    location,
+                    source: reason.into(),
+                },
+            }
+        }
+        _ => StorageError::Unexpected {
+            location,
+            source: Box::new(err),
+        },
+    }
+}

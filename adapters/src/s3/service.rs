@@ -1,0 +1,468 @@
+//! Spec 004's S3 surface, with the bucket given on every call (no hidden
+//! default bucket).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use bytes::Bytes;
+use futures::stream;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, warn};
+
+use ferry_domain::ports::{ObjectMeta, StorageError};
+use ferry_domain::stream::ByteStream;
+
+use super::errors::map_sdk_error;
+
+/// How to reach S3. Credentials come from the standard AWS chain
+/// (environment, profile, web identity, IMDS...).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// e.g. `http://127.0.0.1:3900`; `AWS_ENDPOINT_URL` is honoured too.
+    pub endpoint_url: Option<String>,
+    /// Falls back to the AWS chain, then `us-east-1`.
+    pub region: Option<String>,
+}
+
+/// Result of a batch delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchDeleteReport {
+    pub deleted: usize,
+    /// Keys that could not be deleted, with the server's reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// A multipart upload that was started and not completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+/// S3 operations, bucket per call.
+#[derive(Debug, Clone)]
+pub struct S3Service {
+    client: Client,
+}
+
+pub(crate) fn s3_location(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// Percent-encodes a key for `x-amz-copy-source` (keeps `/`).
+pub(crate) fn encode_copy_source(bucket: &str, key: &str) -> String {
+    let mut out = String::with_capacity(bucket.len() + key.len() + 1);
+    out.push_str(bucket);
+    out.push('/');
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl S3Service {
+    /// Builds a client from the standard AWS configuration chain.
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(endpoint) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let custom_endpoint = shared.endpoint_url().is_some();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .upload_enabled(false)
+                    .grace_period(Duration::from_secs(30))
+                    .build(),
+            );
+        if custom_endpoint {
+            builder = builder.force_path_style(true);
+        }
+        if shared.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+        }
+    }
+
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Uploads bytes already in memory (one PutObject, SDK retries).
+    pub async fn upload_buffer(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), StorageError> {
+        let len = data.len() as i64;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_length(len)
+            .set_metadata(Some(metadata))
+            .body(SdkByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&s3_location(bucket, key), e))?;
+        Ok(())
+    }
+
+    /// Streams an object's bytes.
+    pub async fn download_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ByteStream<StorageError>, StorageError> {
+        let location = s3_location(bucket, key);
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&location, e))?;
+        let body = stream::unfold((out.body, location), |(mut body, location)| async move {
+            match body.next().await {
+                Some(Ok(bytes)) => Some((Ok(bytes), (body, location))),
+                Some(Err(e)) => {
+                    let error = StorageError::Unavailable {
+                        location: location.clone(),
+                        reason: e.to_string(),
+                    };
+                    Some((Err(error), (body, location)))
+                }
+                None => None,
+            }
+        });
+        Ok(Box::pin(body))
+    }
+
+    /// Downloads to `path` atomically: a temp file beside it, fsync, rename.
+    pub async fn download_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+    ) -> Result<u64, StorageError> {
+        use futures::StreamExt;
+        let shown = path.display().to_string();
+        let io = |e: std::io::Error| StorageError::Unexpected {
+            location: shown.clone(),
+            source: Box::new(e),
+        };
+        let mut body = self.download_stream(bucket, key).await?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("download");
+        let temp = path.with_file_name(format!(".{name}.ferry-tmp.{}.dl", std::process::id()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+            let mut total = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.flush().await.map_err(io)?;
+            file.sync_all().await.map_err(io)?;
+            tokio::fs::rename(&temp, path).await.map_err(io)?;
+            Ok(total)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    /// An object's size and recorded digests, or `None`.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let meta = out.metadata.unwrap_or_default();
+                Ok(Some(ObjectMeta {
+                    size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
+                    last_modified: out.last_modified.and_then(|t| SystemTime::try_from(t).ok()),
+                    sha256_hex: meta.get("sha256").cloned(),
+                    md5_hex: meta.get("md5").cloned(),
+                }))
+            }
+            Err(e) => match map_sdk_error(&s3_location(bucket, key), e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_sdk_error(&s3_location(bucket, key), e) {
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Deletes many keys, 1,000 per request, reporting per-key failures.
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<BatchDeleteReport, StorageError> {
+        let mut report = BatchDeleteReport::default();
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::Unexpected {
+                    location: s3_location(bucket, ""),
+                    source: Box::new(e),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::Unexpected {
+                    location: s3_location(bucket, ""),
+                    source: Box::new(e),
+                })?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(&s3_location(bucket, ""), e))?;
+            let errors = out.errors.unwrap_or_default();
+            report.deleted += batch.len() - errors.len();
+            for e in errors {
+                report.failed.push((
+                    e.key.unwrap_or_default(),
+                    format!(
+                        "{}: {}",
+                        e.code.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// A presigned GET URL valid for `expires`. The URL is a secret: never
+    /// log it.
+    pub async fn presigned_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: Duration,
+    ) -> Result<String, StorageError> {
+        let location = s3_location(bucket, key);
+        let config = PresigningConfig::expires_in(expires).map_err(|e| {
+            StorageError::InvalidDestination {
+                location: location.clone(),
+                reason: format!("bad presign expiry: {e}"),
+            }
+        })?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| map_sdk_error(&location, e))?;
+        Ok(req.uri().to_owned())
+    }
+
+    /// Multipart uploads under `prefix` started more than `older_than` ago.
+    pub async fn list_incomplete_uploads(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+        older_than: Duration,
+    ) -> Result<Vec<IncompleteUpload>, StorageError> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut found = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .set_prefix(prefix.map(str::to_owned))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(&s3_location(bucket, prefix.unwrap_or("")), e))?;
+            for u in out.uploads.unwrap_or_default() {
+                let initiated = u.initiated.and_then(|t| SystemTime::try_from(t).ok());
+                if initiated.is_none_or(|t| t <= cutoff)
+                    && let (Some(key), Some(upload_id)) = (u.key, u.upload_id)
+                {
+                    found.push(IncompleteUpload {
+                        key,
+                        upload_id,
+                        initiated,
+                    });
+                }
+            }
+            if out.is_truncated != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker;
+            id_marker = out.next_upload_id_marker;
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Aborts an upload, repeating until ListParts no longer knows it (parts
+    /// in flight during an abort can otherwise survive it).
+    pub async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        let location = s3_location(bucket, key);
+        for attempt in 0..5u32 {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => match map_sdk_error(&location, e) {
+                    StorageError::NotFound { .. } => return Ok(()),
+                    other => warn!(%location, error = %other, attempt, "abort failed"),
+                },
+            }
+            let parts = self
+                .client
+                .list_parts()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await;
+            match parts {
+                Err(e) => match map_sdk_error(&location, e) {
+                    StorageError::NotFound { .. } => return Ok(()),
+                    other => debug!(%location, error = %other, "list parts after abort"),
+                },
+                Ok(out) if out.parts.as_ref().is_none_or(Vec::is_empty) => return Ok(()),
+                Ok(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+        }
+        Err(StorageError::Unavailable {
+            location,
+            reason: "the multipart upload could not be aborted".into(),
+        })
+    }
+
+    /// Aborts every incomplete upload under `prefix` older than `older_than`.
+    pub async fn abort_incomplete_uploads(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+        older_than: Duration,
+    ) -> Result<usize, StorageError> {
+        let uploads = self
+            .list_incomplete_uploads(bucket, prefix, older_than)
+            .await?;
+        for u in &uploads {
+            self.abort_upload(bucket, &u.key, &u.upload_id).await?;
+        }
+        Ok(uploads.len())
+    }
+
+    /// Replaces an object's user metadata (server-side self-copy).
+    pub async fn set_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), StorageError> {
+        self.client
+            .copy_object()
+            .bucket(bucket)
+            .key(key)
+            .copy_source(encode_copy_source(bucket, key))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .set_metadata(Some(metadata))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&s3_location(bucket, key), e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_is_percent_encoded() {
+        assert_eq!(encode_copy_source("b", "a/b c+d.bin"), "b/a/b%20c%2Bd.bin");
+        assert_eq!(encode_copy_source("b", "日"), "b/%E6%97%A5");
+    }
+}

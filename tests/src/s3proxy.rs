@@ -1,0 +1,179 @@
+//! A fault-injecting proxy in front of an S3 server (Garage). It forwards
+//! requests unchanged (the Host header the client signed included) and can
+//! fail the Nth UploadPart (or PutObject) with a 503 or a connection reset,
+//! or answer CompleteMultipartUpload with `200 OK` and an error body.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Status503,
+    Reset,
+}
+
+#[derive(Debug, Default)]
+struct Rules {
+    /// Fail the UploadPart / PutObject requests with these 1-based indexes.
+    fail_uploads: Vec<(usize, Fault)>,
+    uploads_seen: usize,
+    complete_with_error_body: bool,
+    log: Vec<String>,
+}
+
+/// A running proxy; stops when dropped.
+#[derive(Debug)]
+pub struct S3Proxy {
+    addr: SocketAddr,
+    rules: Arc<Mutex<Rules>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for S3Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn is_upload(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::PUT && !req.headers().contains_key("x-amz-copy-source")
+}
+
+fn is_complete(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId="))
+}
+
+impl S3Proxy {
+    /// Proxies to `upstream` (e.g. `http://127.0.0.1:3900`).
+    pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let upstream: Uri = upstream.parse().map_err(std::io::Error::other)?;
+        let rules = Arc::new(Mutex::new(Rules::default()));
+        let client: Client<HttpConnector, Incoming> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let shared = rules.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (client, rules, upstream) = (client.clone(), shared.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        forward(client.clone(), rules.clone(), upstream.clone(), req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, rules, task })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Fails the `n`th (1-based) upload request from now on with `fault`.
+    pub fn fail_upload(&self, n: usize, fault: Fault) {
+        if let Ok(mut r) = self.rules.lock() {
+            let base = r.uploads_seen;
+            r.fail_uploads.push((base + n, fault));
+        }
+    }
+
+    pub fn complete_with_error_body(&self, on: bool) {
+        if let Ok(mut r) = self.rules.lock() {
+            r.complete_with_error_body = on;
+        }
+    }
+
+    /// `METHOD path?query` of every request, in order.
+    pub fn log(&self) -> Vec<String> {
+        self.rules.lock().map(|r| r.log.clone()).unwrap_or_default()
+    }
+}
+
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    rules: Arc<Mutex<Rules>>,
+    upstream: Uri,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut fault = None;
+    let mut fake_complete = false;
+    if let Ok(mut r) = rules.lock() {
+        r.log.push(format!(
+            "{} {}",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        ));
+        if is_upload(&req) {
+            r.uploads_seen += 1;
+            let n = r.uploads_seen;
+            fault = r
+                .fail_uploads
+                .iter()
+                .find(|(i, _)| *i == n)
+                .map(|(_, f)| *f);
+        }
+        fake_complete = is_complete(&req) && r.complete_with_error_body;
+    }
+    match fault {
+        Some(Fault::Reset) => {
+            // Read a little of the body, then break the connection.
+            let _ = req.body_mut().frame().await;
+            return Err("injected connection reset".into());
+        }
+        Some(Fault::Status503) => {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+            let mut resp = Response::new(boxed(Full::new(Bytes::from_static(body.as_bytes()))));
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return Ok(resp);
+        }
+        None => {}
+    }
+    if fake_complete {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>injected error in a 200 answer</Message></Error>";
+        return Ok(Response::new(boxed(Full::new(Bytes::from_static(
+            body.as_bytes(),
+        )))));
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let mut parts = upstream.into_parts();
+    parts.path_and_query = Some(path.parse()?);
+    *req.uri_mut() = Uri::from_parts(parts)?;
+    let resp = client.request(req).await?;
+    Ok(resp.map(boxed))
+}
