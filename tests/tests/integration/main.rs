@@ -3,5 +3,6 @@
 
 mod http_client;
 mod pipeline;
+mod pipeline_s3;
 mod storage_fs;
 mod storage_s3;

@@ -1,0 +1,242 @@
+//! URL -> S3 end to end: real origin, real HTTP client, Garage (optionally
+//! behind the fault-injecting proxy).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_adapters::s3::{S3Storage, S3StorageConfig};
+use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
+use ferry_application::{ProcessFile, ProcessFileConfig};
+use ferry_domain::ports::{FileStoragePort, ProcessFileCommand, ProcessFilePort};
+use ferry_domain::{Checksum, ObjectKey, SourceUrl};
+use ferry_tests::garage::{garage, service, unique_prefix};
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::s3proxy::{Fault, S3Proxy};
+use ferry_tests::{conformance, generate, md5_hex, sha256_hex};
+
+use crate::storage_s3::incomplete_uploads;
+
+const MIB: usize = 1024 * 1024;
+
+struct Setup {
+    origin: Origin,
+    storage: Arc<S3Storage>,
+    prefix: String,
+    use_case: ProcessFile,
+}
+
+async fn setup(endpoint: &str, label: &str) -> Setup {
+    let origin = Origin::start().await.unwrap();
+    let prefix = unique_prefix(label);
+    let storage = Arc::new(S3Storage::new(
+        service(endpoint).await,
+        &garage().bucket,
+        &prefix,
+        S3StorageConfig {
+            part_size: 5 * MIB as u64,
+            ..S3StorageConfig::default()
+        },
+    ));
+    let http = PooledHttpClient::new(HttpClientConfig {
+        retry_base_delay: Duration::from_millis(5),
+        read_idle_timeout: Duration::from_secs(2),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let use_case = ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        storage.clone(),
+        ProcessFileConfig::default(),
+    );
+    Setup {
+        origin,
+        storage,
+        prefix,
+        use_case,
+    }
+}
+
+fn command(url: &str, key: &str) -> ProcessFileCommand {
+    ProcessFileCommand::new(
+        SourceUrl::parse(url).unwrap(),
+        ObjectKey::parse(key).unwrap(),
+    )
+}
+
+impl Setup {
+    async fn assert_nothing(&self, key: &str) {
+        let k = ObjectKey::parse(key).unwrap();
+        assert!(
+            self.storage.metadata(&k).await.unwrap().is_none(),
+            "{key} is visible"
+        );
+        assert_eq!(
+            incomplete_uploads(&self.prefix).await,
+            0,
+            "incomplete upload left"
+        );
+    }
+
+    async fn assert_stored(&self, key: &str, data: &[u8]) {
+        let k = ObjectKey::parse(key).unwrap();
+        let got = conformance::get(self.storage.as_ref(), &k).await;
+        assert!(
+            got == data,
+            "stored bytes differ ({} vs {})",
+            got.len(),
+            data.len()
+        );
+        let meta = self.storage.metadata(&k).await.unwrap().unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(data).as_str()));
+        assert_eq!(
+            incomplete_uploads(&self.prefix).await,
+            0,
+            "incomplete upload left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn multipart_upload_of_several_parts_with_metadata() {
+    let s = setup(&garage().endpoint, "multipart").await;
+    let data = generate(18 * MIB + 12_345, 60);
+    s.origin.serve("/big.bin", data.clone(), Behavior::Normal);
+    let mut cmd = command(&s.origin.url("/big.bin"), "big.bin");
+    cmd.compute_md5 = true;
+    let result = s.use_case.process(cmd).await.unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert!(result.location.starts_with("s3://"));
+    s.assert_stored("big.bin", &data).await;
+    let meta = s
+        .storage
+        .metadata(&ObjectKey::parse("big.bin").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.md5_hex.as_deref(), Some(md5_hex(&data).as_str()));
+}
+
+#[tokio::test]
+async fn expected_checksums_are_recorded_at_create_and_verified() {
+    let s = setup(&garage().endpoint, "expected").await;
+    let data = generate(11 * MIB, 61);
+    s.origin.serve("/f.bin", data.clone(), Behavior::Normal);
+    let mut cmd = command(&s.origin.url("/f.bin"), "f.bin");
+    cmd.expected = vec![
+        Checksum::sha256(&sha256_hex(&data)).unwrap(),
+        Checksum::md5(&md5_hex(&data)).unwrap(),
+    ];
+    s.use_case.process(cmd).await.unwrap();
+    s.assert_stored("f.bin", &data).await;
+}
+
+#[tokio::test]
+async fn checksum_mismatch_leaves_no_object_and_no_upload() {
+    let s = setup(&garage().endpoint, "mismatch").await;
+    for (name, len) in [("big.bin", 12 * MIB), ("small.bin", 100_000)] {
+        s.origin
+            .serve(&format!("/{name}"), generate(len, 62), Behavior::Normal);
+        let mut cmd = command(&s.origin.url(&format!("/{name}")), name);
+        cmd.expected = vec![Checksum::sha256(&"0".repeat(64)).unwrap()];
+        let err = s.use_case.process(cmd).await.unwrap_err();
+        assert_eq!(err.code(), "checksum_mismatch");
+        s.assert_nothing(name).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_part_is_reread_by_range_and_the_object_is_correct() {
+    for fault in [Fault::Status503, Fault::Reset] {
+        let proxy = S3Proxy::start(&garage().endpoint).await.unwrap();
+        let s = setup(&proxy.endpoint(), "partfail").await;
+        let data = generate(17 * MIB, 63);
+        s.origin.serve("/f.bin", data.clone(), Behavior::Normal);
+        proxy.fail_upload(2, fault);
+        let mut cmd = command(&s.origin.url("/f.bin"), "f.bin");
+        cmd.expected = vec![Checksum::sha256(&sha256_hex(&data)).unwrap()];
+        let result = s.use_case.process(cmd).await;
+        assert!(result.is_ok(), "{fault:?}: {result:?}");
+        s.assert_stored("f.bin", &data).await;
+        let ranges: Vec<String> = s
+            .origin
+            .requests()
+            .into_iter()
+            .filter_map(|r| r.range)
+            .collect();
+        // Part 2 starts at 5 MiB: exactly that range is fetched again.
+        assert_eq!(ranges, vec![format!("bytes={}-", 5 * MIB)], "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn complete_answering_200_with_an_error_body_leaves_nothing() {
+    let proxy = S3Proxy::start(&garage().endpoint).await.unwrap();
+    let s = setup(&proxy.endpoint(), "complete200").await;
+    s.origin
+        .serve("/f.bin", generate(11 * MIB, 64), Behavior::Normal);
+    proxy.complete_with_error_body(true);
+    let err = s
+        .use_case
+        .process(command(&s.origin.url("/f.bin"), "f.bin"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "storage_error", "{err}");
+    proxy.complete_with_error_body(false);
+    s.assert_nothing("f.bin").await;
+}
+
+#[tokio::test]
+async fn source_that_ends_early_leaves_nothing() {
+    let s = setup(&garage().endpoint, "short").await;
+    // No ranges advertised: nothing to resume from.
+    s.origin.serve(
+        "/f.bin",
+        generate(12 * MIB, 65),
+        Behavior::Short { send: 7 * MIB },
+    );
+    let err = s
+        .use_case
+        .process(command(&s.origin.url("/f.bin"), "f.bin"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "length_mismatch", "{err}");
+    s.assert_nothing("f.bin").await;
+}
+
+#[tokio::test]
+async fn unknown_length_source_is_uploaded_one_buffered_part_at_a_time() {
+    let s = setup(&garage().endpoint, "chunked").await;
+    let data = generate(13 * MIB + 7, 66);
+    s.origin.serve("/c.bin", data.clone(), Behavior::Chunked);
+    let result = s
+        .use_case
+        .process(command(&s.origin.url("/c.bin"), "c.bin"))
+        .await
+        .unwrap();
+    assert_eq!(result.bytes, data.len() as u64);
+    s.assert_stored("c.bin", &data).await;
+    // And a small one becomes a single PutObject.
+    let small = generate(300_000, 67);
+    s.origin.serve("/s.bin", small.clone(), Behavior::Chunked);
+    s.use_case
+        .process(command(&s.origin.url("/s.bin"), "s.bin"))
+        .await
+        .unwrap();
+    s.assert_stored("s.bin", &small).await;
+}
+
+#[tokio::test]
+async fn small_file_is_one_streamed_put_with_metadata() {
+    let proxy = S3Proxy::start(&garage().endpoint).await.unwrap();
+    let s = setup(&proxy.endpoint(), "single").await;
+    let data = generate(3 * MIB, 68);
+    s.origin.serve("/s.bin", data.clone(), Behavior::Normal);
+    s.use_case
+        .process(command(&s.origin.url("/s.bin"), "s.bin"))
+        .await
+        .unwrap();
+    s.assert_stored("s.bin", &data).await;
+    let log = proxy.log();
+    assert!(!log.iter().any(|l| l.contains("uploads")), "{log:?}");
+}
