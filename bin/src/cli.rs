@@ -23,6 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// S3 endpoint for s3:// destinations (e.g. http://127.0.0.1:3900);
+    /// defaults to AWS_ENDPOINT_URL, then AWS itself.
+    #[arg(long, global = true, env = "FERRY_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -37,7 +41,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy one file: SOURCE (http://, https://, file:// or a local path)
-    /// into DEST (a directory, ending in `/` or existing, or a file path).
+    /// into DEST: a directory (ending in `/` or existing), a file path,
+    /// s3://bucket/key or s3://bucket/prefix/.
     Copy(CopyArgs),
 }
 
@@ -56,6 +61,10 @@ pub struct CopyArgs {
     /// Largest file accepted, e.g. 5GiB, 100MB, 4096.
     #[arg(long, env = "FERRY_MAX_SIZE", default_value = "5GiB", value_parser = parse_size)]
     pub max_size: ByteSize,
+    /// S3 multipart part size (at least 5MiB; raised so a file needs at most
+    /// 10,000 parts).
+    #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub part_size: ByteSize,
     /// Compute MD5 too, even when no --md5 is given.
     #[arg(long, env = "FERRY_COMPUTE_MD5")]
     pub compute_md5: bool,

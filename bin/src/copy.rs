@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
     FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
 };
 use ferry_application::{ProcessFile, ProcessFileConfig};
 use ferry_domain::ports::{
-    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+    FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
 use ferry_domain::{ByteSize, ObjectKey, SourceUrl};
 
@@ -24,10 +25,17 @@ use crate::progress::TerminalProgress;
 /// A problem with the arguments, reported before any transfer starts.
 struct UsageError(String);
 
-/// Where a copy goes: a storage root and a key under it.
-struct Destination {
-    root: PathBuf,
-    key: ObjectKey,
+/// Where a copy goes: a storage and a key in it.
+enum Destination {
+    Directory {
+        root: PathBuf,
+        key: ObjectKey,
+    },
+    S3 {
+        bucket: String,
+        prefix: String,
+        key: ObjectKey,
+    },
 }
 
 fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
@@ -47,9 +55,22 @@ fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
 
 fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> {
     if raw.starts_with("s3://") {
-        return Err(UsageError(
-            "DEST: s3:// destinations are not available in this build yet; give a directory or a file path".into(),
-        ));
+        let target = S3Target::parse(raw).map_err(|e| UsageError(format!("DEST: {e}")))?;
+        if target.is_prefix {
+            let name = source_file_name(source, raw)?;
+            return Ok(Destination::S3 {
+                bucket: target.bucket,
+                prefix: target.prefix,
+                key: name,
+            });
+        }
+        let key = ObjectKey::parse(&target.prefix)
+            .map_err(|e| UsageError(format!("DEST key `{}`: {e}", target.prefix)))?;
+        return Ok(Destination::S3 {
+            bucket: target.bucket,
+            prefix: String::new(),
+            key,
+        });
     }
     if raw.contains("://") {
         return Err(UsageError(format!(
@@ -59,17 +80,8 @@ fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> 
     let path = Path::new(raw);
     let is_dir = raw.ends_with('/') || raw == "." || raw == ".." || path.is_dir();
     if is_dir {
-        let name = source.file_name().ok_or_else(|| {
-            UsageError(format!(
-                "cannot name the file from SOURCE {source}: its URL has no file name; give DEST as a file path, e.g. {raw}/file.bin"
-            ))
-        })?;
-        let key = ObjectKey::parse(&name).map_err(|e| {
-            UsageError(format!(
-                "the source's file name `{name}` cannot be used: {e}"
-            ))
-        })?;
-        return Ok(Destination {
+        let key = source_file_name(source, raw)?;
+        return Ok(Destination::Directory {
             root: path.to_path_buf(),
             key,
         });
@@ -83,7 +95,77 @@ fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> 
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(Destination { root, key })
+    Ok(Destination::Directory { root, key })
+}
+
+/// The key a "directory" destination gives the file: the source's name.
+fn source_file_name(source: &SourceUrl, raw: &str) -> Result<ObjectKey, UsageError> {
+    let name = source.file_name().ok_or_else(|| {
+        UsageError(format!(
+            "cannot name the file from SOURCE {source}: its URL has no file name; give DEST with a file name, e.g. {}file.bin",
+            if raw.ends_with('/') { raw.to_owned() } else { format!("{raw}/") }
+        ))
+    })?;
+    ObjectKey::parse(&name).map_err(|e| {
+        UsageError(format!(
+            "the source's file name `{name}` cannot be used: {e}"
+        ))
+    })
+}
+
+/// Why the destination could not be opened.
+enum OpenError {
+    Usage(UsageError),
+    Storage(ProcessFileError),
+}
+
+impl From<UsageError> for OpenError {
+    fn from(e: UsageError) -> Self {
+        OpenError::Usage(e)
+    }
+}
+
+/// Builds the storage adapter for the destination.
+async fn open_storage(
+    dest: &Destination,
+    endpoint_url: Option<String>,
+    part_size: ByteSize,
+) -> Result<Arc<dyn FileStoragePort>, OpenError> {
+    match dest {
+        Destination::Directory { root, key } => {
+            let storage =
+                FilesystemStorage::new(root).map_err(|e| UsageError(format!("DEST: {e}")))?;
+            storage.remove_stale_temp_files_near(key).await;
+            Ok(Arc::new(storage))
+        }
+        Destination::S3 { bucket, prefix, .. } => {
+            if part_size.as_u64() < 5 * 1024 * 1024 {
+                return Err(UsageError(format!(
+                    "--part-size {part_size} is below S3's 5 MiB minimum"
+                ))
+                .into());
+            }
+            let service = S3Service::connect(&S3Settings {
+                endpoint_url,
+                region: None,
+            })
+            .await;
+            service
+                .check_bucket(bucket)
+                .await
+                .map_err(|e| OpenError::Storage(e.into()))?;
+            let config = S3StorageConfig {
+                part_size: part_size.as_u64(),
+                ..S3StorageConfig::default()
+            };
+            Ok(Arc::new(S3Storage::new(
+                service,
+                bucket.clone(),
+                prefix,
+                config,
+            )))
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -173,7 +255,7 @@ fn usage(e: &UsageError, json: bool) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
-pub async fn run(args: CopyArgs) -> ExitCode {
+pub async fn run(args: CopyArgs, endpoint_url: Option<String>) -> ExitCode {
     let json = args.json || !std::io::stdout().is_terminal();
     let source = match parse_source(&args.source) {
         Ok(s) => s,
@@ -183,11 +265,14 @@ pub async fn run(args: CopyArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage(&e, json),
     };
-    let storage = match FilesystemStorage::new(&dest.root) {
+    let storage = match open_storage(&dest, endpoint_url, args.part_size).await {
         Ok(s) => s,
-        Err(e) => return usage(&UsageError(format!("DEST: {e}")), json),
+        Err(OpenError::Usage(e)) => return usage(&e, json),
+        Err(OpenError::Storage(e)) => return report_failure(&e, json),
     };
-    storage.remove_stale_temp_files_near(&dest.key).await;
+    let key = match dest {
+        Destination::Directory { key, .. } | Destination::S3 { key, .. } => key,
+    };
     let http = match PooledHttpClient::new(HttpClientConfig::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -196,13 +281,9 @@ pub async fn run(args: CopyArgs) -> ExitCode {
         }
     };
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
-    let use_case = ProcessFile::new(
-        Arc::new(downloader),
-        Arc::new(storage),
-        ProcessFileConfig::default(),
-    );
+    let use_case = ProcessFile::new(Arc::new(downloader), storage, ProcessFileConfig::default());
 
-    let mut command = ProcessFileCommand::new(source.clone(), dest.key);
+    let mut command = ProcessFileCommand::new(source.clone(), key);
     command.expected = [args.sha256, args.md5].into_iter().flatten().collect();
     command.max_size = args.max_size;
     command.compute_md5 = args.compute_md5;

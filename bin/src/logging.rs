@@ -1,12 +1,15 @@
 //! Structured logs through tracing, to stderr: human by default, or JSON.
-//! Level from `FERRY_LOG` (e.g. `info`, `ferry_adapters=debug`); `warn` if unset.
+//! Level from `FERRY_LOG` (e.g. `info`, `ferry_adapters=debug`); if unset,
+//! `warn` for ferry and `error` for the AWS SDK (whose warnings are Debug
+//! dumps of what ferry already reports as one clear error).
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Copy(args) => copy::run(args).await,
+            Command::Copy(args) => copy::run(args, cli.global.endpoint_url).await,
         }
     })
 }

@@ -212,3 +212,152 @@ async fn local_paths_work_as_sources() {
         data
     );
 }
+
+#[tokio::test]
+async fn copy_to_s3_prefix_and_key_with_metadata() {
+    let env = ferry_tests::garage::garage();
+    let origin = Origin::start().await.unwrap();
+    let data = generate(9 * 1024 * 1024 + 3, 44);
+    origin.serve("/s3/data.bin", data.clone(), Behavior::Normal);
+    let prefix = ferry_tests::garage::unique_prefix("cli");
+    let work = tempfile::tempdir().unwrap();
+    let sha = sha256_hex(&data);
+    let url = origin.url("/s3/data.bin");
+    let dest_prefix = format!("s3://{}/{prefix}/", env.bucket);
+    let dest_key = format!("s3://{}/{prefix}/named/copy.bin", env.bucket);
+    let cwd = work.path().to_path_buf();
+    let endpoint = env.endpoint.clone();
+    let (a, b, bad) = tokio::task::spawn_blocking(move || {
+        let a = ferry(
+            &[
+                "copy",
+                &url,
+                &dest_prefix,
+                "--sha256",
+                &sha,
+                "--endpoint-url",
+                &endpoint,
+            ],
+            &cwd,
+        );
+        let b = ferry(
+            &[
+                "copy",
+                &url,
+                &dest_key,
+                "--part-size",
+                "5MiB",
+                "--compute-md5",
+            ],
+            &cwd,
+        );
+        let bad = ferry(
+            &[
+                "copy",
+                &url,
+                &format!("{dest_prefix}bad.bin"),
+                "--sha256",
+                &"1".repeat(64),
+            ],
+            &cwd,
+        );
+        (a, b, bad)
+    })
+    .await
+    .unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(
+        json(&a)["destination"],
+        format!("s3://{}/{prefix}/data.bin", env.bucket)
+    );
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(bad.status.code(), Some(3));
+
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    for key in [
+        format!("{prefix}/data.bin"),
+        format!("{prefix}/named/copy.bin"),
+    ] {
+        let meta = svc
+            .head(&env.bucket, &key)
+            .await
+            .unwrap()
+            .expect("object exists");
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
+    }
+    assert!(
+        svc.head(&env.bucket, &format!("{prefix}/bad.bin"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let left = svc
+        .list_incomplete_uploads(&env.bucket, Some(&prefix), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn s3_destination_errors_are_clear() {
+    let env = ferry_tests::garage::garage();
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let endpoint = env.endpoint.clone();
+    let outs = tokio::task::spawn_blocking(move || {
+        vec![
+            (
+                ferry(
+                    &[
+                        "copy",
+                        "http://127.0.0.1:1/f.bin",
+                        "s3://no-such-bucket-ferry/x",
+                        "--endpoint-url",
+                        &endpoint,
+                    ],
+                    &cwd,
+                ),
+                6,
+                "bucket does not exist",
+            ),
+            (
+                ferry(
+                    &["copy", "http://127.0.0.1:1/f.bin", "s3://Bad_Bucket/x"],
+                    &cwd,
+                ),
+                2,
+                "not a valid bucket name",
+            ),
+            (
+                ferry(
+                    &[
+                        "copy",
+                        "http://127.0.0.1:1/f.bin",
+                        "s3://ferry-test/x",
+                        "--part-size",
+                        "1MiB",
+                    ],
+                    &cwd,
+                ),
+                2,
+                "5 MiB minimum",
+            ),
+            (
+                ferry(&["copy", "http://127.0.0.1:1/", "s3://ferry-test/p/"], &cwd),
+                2,
+                "no file name",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for (out, code, needle) in outs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(
+            stderr.lines().last().unwrap_or_default().contains(needle),
+            "{needle}: {stderr}"
+        );
+    }
+}

@@ -2,7 +2,6 @@
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use ferry_domain::ports::StorageError;
 
@@ -12,8 +11,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let location = location.to_owned();
-    let reason = DisplayErrorContext(&err).to_string();
+    let reason = error_chain(&err);
     match &err {
+        SdkError::DispatchFailure(_) if reason.contains("loading credentials") => {
+            StorageError::PermissionDenied {
+                location,
+                reason: "no usable AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".into(),
+            }
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             StorageError::Unavailable { location, reason }
         }
@@ -51,5 +56,34 @@ where
             location,
             source: Box::new(err),
         },
+    }
+}
+
+/// "outer: cause: root cause", each level once, no Debug dumps.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut current = err.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_lists_each_cause_once() {
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&e), "outer: connection refused");
     }
 }

@@ -113,6 +113,23 @@ impl S3Service {
         &self.client
     }
 
+    /// Fails early, with a clear reason, if `bucket` cannot be used.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| match map_sdk_error(&s3_location(bucket, ""), e) {
+                StorageError::NotFound { location } => StorageError::InvalidDestination {
+                    location,
+                    reason: "the bucket does not exist".into(),
+                },
+                other => other,
+            })?;
+        Ok(())
+    }
+
     /// Uploads bytes already in memory (one PutObject, SDK retries).
     pub async fn upload_buffer(
         &self,

@@ -588,14 +588,14 @@ impl S3Write {
         let covered = full_metadata
             .iter()
             .all(|(k, v)| self.create_metadata.get(k) == Some(v));
-        if !metadata_done && !covered {
-            if let Err(e) = self
+        if !metadata_done
+            && !covered
+            && let Err(e) = self
                 .service
                 .set_metadata(&self.bucket, &self.key, full_metadata)
                 .await
-            {
-                warn!(location = %self.location(), error = %e, "object stored, but its sha256/md5 metadata could not be attached");
-            }
+        {
+            warn!(location = %self.location(), error = %e, "object stored, but its sha256/md5 metadata could not be attached");
         }
         Ok(())
     }
