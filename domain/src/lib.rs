@@ -10,6 +10,7 @@
 
 pub mod checksum;
 pub mod error;
+pub mod job;
 pub mod key;
 pub mod ports;
 pub mod size;
@@ -18,6 +19,10 @@ pub mod stream;
 
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use error::ErrorClass;
+pub use job::{
+    FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
+    TransitionError,
+};
 pub use key::{InvalidKey, ObjectKey};
 pub use size::{ByteSize, InvalidByteSize};
 pub use source::{InvalidSource, SourceScheme, SourceUrl};
