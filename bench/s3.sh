@@ -5,8 +5,10 @@
 #   rclone copyurl URL garage:B/K                        (Debian's rclone)
 #   curl -s URL | aws s3 cp - s3://B/K                   (Debian's aws-cli)
 # For each size: wall time, MB/s (10^6 B/s), peak RSS. Then N concurrent
-# 1 GiB transfers per tool (separate processes): aggregate MB/s and total
-# peak RSS (the sum of each process's peak: an upper bound).
+# 1 GiB transfers per tool: ferry as one process (`ferry copy SRC... DEST/
+# --concurrency N`), each peer as N processes (they copy one URL per
+# process); aggregate MB/s and total peak RSS (for N processes, the sum of
+# each one's peak: an upper bound).
 #
 # Usage: bench/s3.sh [SIZES_GIB...]       (default: 1 5)
 # Env:   FERRY_BENCH_DIR (scratch), FERRY_BENCH_CONCURRENCY (default 10),
@@ -99,11 +101,23 @@ done
 
 name=bench-1g.bin
 sha256sum "$scratch/srv/$name" | cut -d' ' -f1 > "$scratch/srv/$name.sha256"
+urls=()
+for i in $(seq 1 "$conc"); do
+  ln -sf "$name" "$scratch/srv/c$i-$name"
+  urls+=("http://127.0.0.1:$port/c$i-$name")
+done
 for tool in $tools; do
   start=$(date +%s.%N)
-  for i in $(seq 1 "$conc"); do
-    timed "$scratch/times/$tool-c$i.log" "$tool" "$name" "$tool/c$i/$name" &
-  done
+  if [ "$tool" = ferry ]; then
+    # One process, N transfers at once (ferry copy SRC... s3://B/prefix/).
+    /usr/bin/time -v -o "$scratch/times/ferry-c1.log" "$ferry" copy "${urls[@]}" \
+      "s3://$bucket/ferry/conc/" --concurrency "$conc" --compute-md5 --json > /dev/null
+  else
+    # The peers copy one URL per process: N processes.
+    for i in $(seq 1 "$conc"); do
+      timed "$scratch/times/$tool-c$i.log" "$tool" "c$i-$name" "$tool/conc/c$i-$name" &
+    done
+  fi
   wait
   end=$(date +%s.%N)
   secs=$(echo "$end - $start" | bc -l)

@@ -40,18 +40,23 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy one file: SOURCE (http://, https://, file:// or a local path)
+    /// Copy files: each SOURCE (http://, https://, file:// or a local path)
     /// into DEST: a directory (ending in `/` or existing), a file path,
-    /// s3://bucket/key or s3://bucket/prefix/.
+    /// s3://bucket/key or s3://bucket/prefix/. With several sources DEST
+    /// must be a directory or a prefix; they run --concurrency at a time.
     Copy(CopyArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// http://, https:// or file:// URL, or a local path.
-    pub source: String,
-    /// A directory (the file keeps the source's name) or a file path.
-    pub dest: String,
+    /// SOURCE... DEST: one or more sources (URLs or local paths), then the
+    /// destination (a directory, a file path, s3://bucket/key or
+    /// s3://bucket/prefix/).
+    #[arg(value_name = "SOURCE... DEST", num_args = 2.., required = true)]
+    pub paths: Vec<String>,
+    /// Transfers run at once when several sources are given.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     /// Expected SHA-256 (hex); the file is not stored if it differs.
     #[arg(long, env = "FERRY_SHA256", value_parser = parse_sha256)]
     pub sha256: Option<Checksum>,
@@ -139,8 +144,24 @@ mod tests {
         ])
         .unwrap();
         let Command::Copy(args) = cli.command;
+        assert_eq!(
+            args.paths,
+            vec!["http://h/f.bin".to_owned(), "out/".to_owned()]
+        );
         assert_eq!(args.max_size, ByteSize::new(10_000_000));
         assert_eq!(args.sha256.unwrap().hex(), "ab".repeat(32));
+    }
+
+    #[test]
+    fn several_sources_then_dest() {
+        let cli =
+            Cli::try_parse_from(["ferry", "copy", "a", "b", "c", "out/", "--concurrency", "8"])
+                .unwrap();
+        let Command::Copy(args) = cli.command;
+        assert_eq!(args.paths.len(), 4);
+        assert_eq!(args.concurrency, 8);
+        assert!(Cli::try_parse_from(["ferry", "copy", "only-one"]).is_err());
+        assert!(Cli::try_parse_from(["ferry", "copy", "a", "b", "--concurrency", "0"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use futures::StreamExt;
+use indicatif::MultiProgress;
 use serde::Serialize;
 
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
@@ -184,6 +186,8 @@ struct JsonSuccess<'a> {
 #[derive(Serialize)]
 struct JsonFailure<'a> {
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
     code: &'a str,
     class: &'a str,
     retryable: bool,
@@ -227,11 +231,20 @@ fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
 }
 
 fn report_failure(error: &ProcessFileError, json: bool) -> ExitCode {
+    report_failure_of(error, json, None)
+}
+
+/// Reports a failure; `source` names the file when several are copied.
+fn report_failure_of(error: &ProcessFileError, json: bool, source: Option<&SourceUrl>) -> ExitCode {
     let message = error.to_string();
-    eprintln!("ferry: error: {message}");
+    match source {
+        Some(source) => eprintln!("ferry: error: {source}: {message}"),
+        None => eprintln!("ferry: error: {message}"),
+    }
     if json {
         print_json(&JsonFailure {
             status: "error",
+            source: source.map(SourceUrl::redacted),
             code: error.code(),
             class: error.class().as_str(),
             retryable: error.class().is_retryable(),
@@ -246,6 +259,7 @@ fn usage(e: &UsageError, json: bool) -> ExitCode {
     if json {
         print_json(&JsonFailure {
             status: "error",
+            source: None,
             code: "usage",
             class: "client",
             retryable: false,
@@ -255,23 +269,74 @@ fn usage(e: &UsageError, json: bool) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
+/// One planned transfer.
+struct Planned {
+    source: SourceUrl,
+    dest: Destination,
+}
+
+impl Destination {
+    fn key(&self) -> &ObjectKey {
+        match self {
+            Destination::Directory { key, .. } | Destination::S3 { key, .. } => key,
+        }
+    }
+}
+
+/// Parses every SOURCE against DEST; several sources need a directory or a
+/// prefix as DEST, and distinct file names.
+fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
+    let (dest_raw, sources) = args
+        .paths
+        .split_last()
+        .ok_or_else(|| UsageError("give at least one SOURCE and a DEST".into()))?;
+    let several = sources.len() > 1;
+    if several {
+        let is_dir_like = dest_raw.ends_with('/') || Path::new(dest_raw).is_dir();
+        if !is_dir_like {
+            return Err(UsageError(format!(
+                "with several sources, DEST must be a directory or an s3://bucket/prefix/ ending in `/` (got `{dest_raw}`)"
+            )));
+        }
+        if args.sha256.is_some() || args.md5.is_some() {
+            return Err(UsageError(
+                "--sha256 and --md5 name one file's digest: give them with a single SOURCE".into(),
+            ));
+        }
+    }
+    let mut planned: Vec<Planned> = Vec::with_capacity(sources.len());
+    for raw in sources {
+        let source = parse_source(raw)?;
+        let dest = parse_dest(dest_raw, &source)?;
+        if let Some(other) = planned.iter().find(|p| p.dest.key() == dest.key()) {
+            return Err(UsageError(format!(
+                "SOURCE {} and {} would both be stored as `{}`",
+                other.source,
+                source,
+                dest.key()
+            )));
+        }
+        planned.push(Planned { source, dest });
+    }
+    Ok(planned)
+}
+
 pub async fn run(args: CopyArgs, endpoint_url: Option<String>) -> ExitCode {
     let json = args.json || !std::io::stdout().is_terminal();
-    let source = match parse_source(&args.source) {
-        Ok(s) => s,
+    let planned = match plan(&args) {
+        Ok(p) => p,
         Err(e) => return usage(&e, json),
     };
-    let dest = match parse_dest(&args.dest, &source) {
-        Ok(d) => d,
-        Err(e) => return usage(&e, json),
+    let Some(first) = planned.first() else {
+        return usage(
+            &UsageError("give at least one SOURCE and a DEST".into()),
+            json,
+        );
     };
-    let storage = match open_storage(&dest, endpoint_url, args.part_size).await {
+    let storage = match open_storage(&first.dest, endpoint_url, args.part_size).await {
         Ok(s) => s,
         Err(OpenError::Usage(e)) => return usage(&e, json),
         Err(OpenError::Storage(e)) => return report_failure(&e, json),
-    };
-    let key = match dest {
-        Destination::Directory { key, .. } | Destination::S3 { key, .. } => key,
     };
     let http = match PooledHttpClient::new(HttpClientConfig::default()) {
         Ok(c) => c,
@@ -283,30 +348,60 @@ pub async fn run(args: CopyArgs, endpoint_url: Option<String>) -> ExitCode {
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
     let use_case = ProcessFile::new(Arc::new(downloader), storage, ProcessFileConfig::default());
 
-    let mut command = ProcessFileCommand::new(source.clone(), key);
-    command.expected = [args.sha256, args.md5].into_iter().flatten().collect();
-    command.max_size = args.max_size;
-    command.compute_md5 = args.compute_md5;
-    if !args.no_progress && !args.json && std::io::stderr().is_terminal() {
-        command.progress = Arc::new(TerminalProgress::new(
-            source.file_name().unwrap_or_else(|| "download".into()),
-        ));
-    }
+    let show_progress = !args.no_progress && !args.json && std::io::stderr().is_terminal();
+    let group = MultiProgress::new();
+    let expected: Vec<_> = [args.sha256.clone(), args.md5.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let commands: Vec<(SourceUrl, ProcessFileCommand)> = planned
+        .into_iter()
+        .map(|p| {
+            let mut command = ProcessFileCommand::new(p.source.clone(), p.dest.key().clone());
+            command.expected = expected.clone();
+            command.max_size = args.max_size;
+            command.compute_md5 = args.compute_md5;
+            if show_progress {
+                let label = p.source.file_name().unwrap_or_else(|| "download".into());
+                command.progress = Arc::new(TerminalProgress::in_group(label, &group));
+            }
+            (p.source, command)
+        })
+        .collect();
 
-    let outcome = tokio::select! {
-        r = use_case.process(command) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
+    let several = commands.len() > 1;
+    let use_case = &use_case;
+    let transfers = futures::stream::iter(commands.into_iter().enumerate())
+        .map(|(i, (source, command))| async move { (i, source, use_case.process(command).await) })
+        .buffer_unordered(usize::from(args.concurrency));
+    let mut outcomes = Vec::new();
+    let finished = async {
+        futures::pin_mut!(transfers);
+        while let Some((i, source, outcome)) = transfers.next().await {
+            match &outcome {
+                Ok(result) => report_success(result, &source, json),
+                Err(error) => {
+                    report_failure_of(error, json, several.then_some(&source));
+                }
+            }
+            outcomes.push((i, outcome));
+        }
     };
-    match outcome {
-        Some(Ok(result)) => {
-            report_success(&result, &source, json);
-            ExitCode::from(exit::OK)
-        }
-        Some(Err(error)) => report_failure(&error, json),
-        None => {
-            // Dropping the transfer removed its temp file: nothing is visible.
-            eprintln!("ferry: interrupted; nothing was stored");
-            ExitCode::from(130)
-        }
+    let interrupted = tokio::select! {
+        () = finished => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        // Dropping the transfers removed their temp files and aborted their
+        // uploads: nothing unfinished is visible.
+        eprintln!("ferry: interrupted; unfinished files were not stored");
+        return ExitCode::from(130);
     }
+    // The exit code of the first failed SOURCE, in command-line order.
+    outcomes.sort_by_key(|(i, _)| *i);
+    let code = outcomes
+        .iter()
+        .find_map(|(_, o)| o.as_ref().err().map(exit::for_error))
+        .unwrap_or(exit::OK);
+    ExitCode::from(code)
 }

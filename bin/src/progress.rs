@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use ferry_domain::ports::ProgressPort;
 
@@ -14,8 +14,10 @@ pub struct TerminalProgress {
 }
 
 impl TerminalProgress {
-    pub fn new(label: String) -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    /// One bar among those of `group` (one per concurrent transfer).
+    pub fn in_group(label: String, group: &MultiProgress) -> Self {
+        group.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let bar = group.add(ProgressBar::new_spinner());
         Self { bar, label }
     }
 }

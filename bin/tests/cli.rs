@@ -361,3 +361,97 @@ async fn s3_destination_errors_are_clear() {
         );
     }
 }
+
+#[tokio::test]
+async fn several_sources_into_a_directory_run_concurrently_with_one_result_each() {
+    let origin = Origin::start().await.unwrap();
+    let mut files = Vec::new();
+    for i in 0..5 {
+        let data = generate(200_000 + i * 1000, 45 + i as u64);
+        origin.serve(&format!("/m/f{i}.bin"), data.clone(), Behavior::Normal);
+        files.push(data);
+    }
+    origin.serve(
+        "/m/missing-later.bin",
+        Vec::new(),
+        Behavior::FailFirst {
+            times: 100,
+            status: 404,
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["copy".into()];
+    args.extend((0..5).map(|i| origin.url(&format!("/m/f{i}.bin"))));
+    args.push(origin.url("/m/missing-later.bin"));
+    args.extend(["out/".into(), "--concurrency".into(), "3".into()]);
+    let cwd = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ferry(&args, &cwd)
+    })
+    .await
+    .unwrap();
+    // One file failed (404): the exit code says so, the others are stored.
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.iter().filter(|v| v["status"] == "ok").count(), 5);
+    for (i, data) in files.iter().enumerate() {
+        assert_eq!(
+            &std::fs::read(work.path().join(format!("out/f{i}.bin"))).unwrap(),
+            data
+        );
+    }
+    assert!(!work.path().join("out/missing-later.bin").exists());
+}
+
+#[tokio::test]
+async fn several_sources_need_a_directory_and_distinct_names() {
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let outs = tokio::task::spawn_blocking(move || {
+        vec![
+            (
+                ferry(
+                    &["copy", "http://h/a.bin", "http://h/b.bin", "file.bin"],
+                    &cwd,
+                ),
+                "must be a directory",
+            ),
+            (
+                ferry(&["copy", "http://h/a.bin", "http://g/a.bin", "out/"], &cwd),
+                "both be stored as `a.bin`",
+            ),
+            (
+                ferry(
+                    &[
+                        "copy",
+                        "http://h/a.bin",
+                        "http://h/b.bin",
+                        "out/",
+                        "--sha256",
+                        &"a".repeat(64),
+                    ],
+                    &cwd,
+                ),
+                "single SOURCE",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for (out, needle) in outs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!work.path().join("out").exists() || entries(&work.path().join("out")).is_empty());
+}
