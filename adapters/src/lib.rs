@@ -11,6 +11,7 @@
 
 pub mod filesystem;
 pub mod http;
+pub mod job_store;
 pub mod local_file;
 pub mod s3;
 pub mod source_router;

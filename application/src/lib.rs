@@ -5,6 +5,7 @@
 
 pub mod chunking;
 pub mod hashing;
+pub mod jobs;
 pub mod process_file;
 pub mod size_guard;
 

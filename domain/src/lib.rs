@@ -9,6 +9,7 @@
 //! technology (no tokio I/O, aws-sdk, hyper, reqwest or sqlx types).
 
 pub mod checksum;
+pub mod destination;
 pub mod error;
 pub mod job;
 pub mod key;
@@ -18,6 +19,7 @@ pub mod source;
 pub mod stream;
 
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
+pub use destination::{Destination, InvalidDestination};
 pub use error::ErrorClass;
 pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod garage;
+pub mod job_store_conformance;
 pub mod origin;
 pub mod s3proxy;
 

@@ -4,13 +4,18 @@
 //! source, and a `class()` that says whether a retry can help.
 
 pub mod download;
+pub mod events;
+pub mod job_store;
 pub mod process;
 pub mod progress;
 pub mod storage;
+pub mod storage_resolver;
 
 pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };
+pub use events::{JobEvent, JobEventKind, JobEventsPort};
+pub use job_store::{JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
@@ -18,3 +23,4 @@ pub use progress::{NoProgress, ProgressPort};
 pub use storage::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
+pub use storage_resolver::StorageResolverPort;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod http_client;
+mod job_store;
 mod pipeline;
 mod pipeline_s3;
 mod storage_fs;

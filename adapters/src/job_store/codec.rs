@@ -1,0 +1,194 @@
+//! JSON form of job events, shared by the job store (payload column) and the
+//! HTTP API (event streams), so both always agree.
+
+use serde_json::{Value, json};
+
+use ferry_domain::ports::{JobEvent, JobEventKind};
+use ferry_domain::{JobId, JobStatus, JobSummary};
+
+pub fn summary_json(s: &JobSummary) -> Value {
+    json!({
+        "total": s.total, "queued": s.queued, "running": s.running,
+        "succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled,
+        "bytes_done": s.bytes_done,
+    })
+}
+
+fn summary_from(v: &Value) -> Option<JobSummary> {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64);
+    let u = |k: &str| n(k).and_then(|x| usize::try_from(x).ok());
+    Some(JobSummary {
+        total: u("total")?,
+        queued: u("queued")?,
+        running: u("running")?,
+        succeeded: u("succeeded")?,
+        failed: u("failed")?,
+        cancelled: u("cancelled")?,
+        bytes_done: n("bytes_done")?,
+    })
+}
+
+/// The kind-specific fields of an event.
+pub fn kind_payload(kind: &JobEventKind) -> Value {
+    match kind {
+        JobEventKind::JobCreated { files } => json!({ "files": files }),
+        JobEventKind::ExportReady { files } => json!({ "files": files }),
+        JobEventKind::FileStarted { index, attempt } => {
+            json!({ "index": index, "attempt": attempt })
+        }
+        JobEventKind::FileProgress {
+            index,
+            bytes_done,
+            total,
+        } => {
+            json!({ "index": index, "bytes_done": bytes_done, "total": total })
+        }
+        JobEventKind::FileSucceeded {
+            index,
+            bytes,
+            sha256,
+            md5,
+        } => {
+            json!({ "index": index, "bytes": bytes, "sha256": sha256, "md5": md5 })
+        }
+        JobEventKind::FileFailed {
+            index,
+            code,
+            class,
+            message,
+            will_retry,
+        } => json!({
+            "index": index, "code": code, "class": class, "message": message, "will_retry": will_retry
+        }),
+        JobEventKind::JobCompleted { status, summary } => {
+            json!({ "status": status.as_str(), "summary": summary_json(summary) })
+        }
+        JobEventKind::JobCancelled => json!({}),
+    }
+}
+
+/// Rebuilds a kind from its name and payload.
+pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
+    let u = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|x| usize::try_from(x).ok())
+    };
+    let n = |k: &str| p.get(k).and_then(Value::as_u64);
+    let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(match name {
+        "job_created" => JobEventKind::JobCreated { files: u("files")? },
+        "export_ready" => JobEventKind::ExportReady { files: u("files")? },
+        "file_started" => JobEventKind::FileStarted {
+            index: u("index")?,
+            attempt: u32::try_from(n("attempt")?).ok()?,
+        },
+        "file_progress" => JobEventKind::FileProgress {
+            index: u("index")?,
+            bytes_done: n("bytes_done")?,
+            total: n("total"),
+        },
+        "file_succeeded" => JobEventKind::FileSucceeded {
+            index: u("index")?,
+            bytes: n("bytes")?,
+            sha256: s("sha256")?,
+            md5: s("md5"),
+        },
+        "file_failed" => JobEventKind::FileFailed {
+            index: u("index")?,
+            code: s("code")?,
+            class: s("class")?,
+            message: s("message")?,
+            will_retry: p.get("will_retry").and_then(Value::as_bool)?,
+        },
+        "job_completed" => JobEventKind::JobCompleted {
+            status: JobStatus::parse(&s("status")?)?,
+            summary: summary_from(p.get("summary")?)?,
+        },
+        "job_cancelled" => JobEventKind::JobCancelled,
+        _ => return None,
+    })
+}
+
+/// The whole event as the API shows it:
+/// `{"seq":3,"job_id":"…","type":"file_started","at_ms":…, …fields}`.
+pub fn event_json(event: &JobEvent) -> Value {
+    let mut v = kind_payload(&event.kind);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("seq".into(), json!(event.seq));
+        obj.insert("job_id".into(), json!(event.job_id.as_str()));
+        obj.insert("type".into(), json!(event.kind.name()));
+        obj.insert("at_ms".into(), json!(event.at_ms));
+    }
+    v
+}
+
+/// Parses [`event_json`]'s output.
+pub fn event_from_json(v: &Value) -> Option<JobEvent> {
+    Some(JobEvent {
+        job_id: JobId::parse(v.get("job_id")?.as_str()?).ok()?,
+        seq: v.get("seq")?.as_u64()?,
+        at_ms: v.get("at_ms")?.as_i64()?,
+        kind: kind_from(v.get("type")?.as_str()?, v)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let kinds = vec![
+            JobEventKind::JobCreated { files: 3 },
+            JobEventKind::ExportReady { files: 2 },
+            JobEventKind::FileStarted {
+                index: 1,
+                attempt: 2,
+            },
+            JobEventKind::FileProgress {
+                index: 1,
+                bytes_done: 10,
+                total: Some(20),
+            },
+            JobEventKind::FileProgress {
+                index: 1,
+                bytes_done: 10,
+                total: None,
+            },
+            JobEventKind::FileSucceeded {
+                index: 0,
+                bytes: 5,
+                sha256: "ab".into(),
+                md5: None,
+            },
+            JobEventKind::FileFailed {
+                index: 0,
+                code: "checksum_mismatch".into(),
+                class: "client".into(),
+                message: "m".into(),
+                will_retry: false,
+            },
+            JobEventKind::JobCompleted {
+                status: JobStatus::CompletedWithErrors,
+                summary: JobSummary {
+                    total: 2,
+                    succeeded: 1,
+                    failed: 1,
+                    bytes_done: 9,
+                    ..JobSummary::default()
+                },
+            },
+            JobEventKind::JobCancelled,
+        ];
+        for kind in kinds {
+            let e = JobEvent {
+                job_id: JobId::parse("j1").unwrap(),
+                seq: 7,
+                at_ms: 123,
+                kind,
+            };
+            assert_eq!(event_from_json(&event_json(&e)), Some(e));
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The SQL job store. Placeholders are `$1, $2, …` in order of first use
+//! (portable between SQLite and PostgreSQL); integers are BIGINT; JSON is
+//! TEXT.
+
+use std::sync::Once;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tracing::info;
+
+use ferry_domain::ports::{JobEvent, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
+use ferry_domain::{
+    Checksum, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus, ObjectKey,
+    SourceUrl, TaskFailure, TaskStatus,
+};
+
+use super::codec;
+
+/// Schema versions, applied in order, each once.
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS ferry_jobs (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            task_token TEXT,
+            owner TEXT,
+            failure TEXT,
+            callback TEXT,
+            created_at_ms BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL,
+            next_seq BIGINT NOT NULL DEFAULT 0)",
+        "CREATE INDEX IF NOT EXISTS ferry_jobs_created ON ferry_jobs (created_at_ms, id)",
+        "CREATE INDEX IF NOT EXISTS ferry_jobs_status ON ferry_jobs (status)",
+        "CREATE TABLE IF NOT EXISTS ferry_tasks (
+            job_id TEXT NOT NULL REFERENCES ferry_jobs (id) ON DELETE CASCADE,
+            idx BIGINT NOT NULL,
+            source TEXT NOT NULL,
+            dest_key TEXT NOT NULL,
+            expected_size BIGINT,
+            expected_sha256 TEXT,
+            expected_md5 TEXT,
+            status TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            bytes_done BIGINT NOT NULL,
+            sha256 TEXT,
+            md5 TEXT,
+            error_class TEXT,
+            error_code TEXT,
+            error_message TEXT,
+            PRIMARY KEY (job_id, idx))",
+        "CREATE TABLE IF NOT EXISTS ferry_events (
+            job_id TEXT NOT NULL REFERENCES ferry_jobs (id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (job_id, seq))",
+    ],
+)];
+
+/// Job store on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlJobStore {
+    pool: AnyPool,
+}
+
+fn unavailable(e: sqlx::Error) -> JobStoreError {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => JobStoreError::Unavailable(e.to_string()),
+        other => JobStoreError::Unexpected(Box::new(other)),
+    }
+}
+
+fn corrupt(what: String) -> JobStoreError {
+    JobStoreError::Unexpected(format!("stored job data is not valid: {what}").into())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqlJobStore {
+    /// Connects (`sqlite://PATH?mode=rwc`, `postgres://…`) and migrates.
+    pub async fn connect(url: &str) -> Result<Self, JobStoreError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|e| JobStoreError::Unavailable(format!("cannot open the job store: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), JobStoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS ferry_schema (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM ferry_schema")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .try_get::<Option<i64>, _>("v")
+            .map_err(unavailable)?;
+        let current = current.unwrap_or(0);
+        for (version, statements) in MIGRATIONS {
+            if *version <= current {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            for &statement in *statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            sqlx::query("INSERT INTO ferry_schema (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            info!(version, "job store schema migrated");
+        }
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn tasks_of(&self, id: &JobId) -> Result<Vec<FileTask>, JobStoreError> {
+        let rows = sqlx::query("SELECT * FROM ferry_tasks WHERE job_id = $1 ORDER BY idx")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn record_from_row(&self, row: &AnyRow) -> Result<JobRecord, JobStoreError> {
+        let get = |c: &str| row.try_get::<String, _>(c).map_err(unavailable);
+        let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(unavailable);
+        let id = JobId::parse(&get("id")?).map_err(|e| corrupt(e.to_string()))?;
+        let status_raw = get("status")?;
+        let status = JobStatus::parse(&status_raw).ok_or_else(|| corrupt(status_raw))?;
+        let destination =
+            Destination::parse(&get("destination")?).map_err(|e| corrupt(e.to_string()))?;
+        let tasks = self.tasks_of(&id).await?;
+        Ok(JobRecord {
+            job: Job::restore(id, status, tasks, opt("failure")?),
+            destination,
+            task_token: opt("task_token")?,
+            owner: opt("owner")?,
+            created_at_ms: row.try_get("created_at_ms").map_err(unavailable)?,
+            updated_at_ms: row.try_get("updated_at_ms").map_err(unavailable)?,
+            callback: opt("callback")?,
+        })
+    }
+}
+
+fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
+    let get = |c: &str| row.try_get::<String, _>(c).map_err(unavailable);
+    let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(unavailable);
+    let int = |c: &str| row.try_get::<i64, _>(c).map_err(unavailable);
+    let index = usize::try_from(int("idx")?).map_err(|e| corrupt(e.to_string()))?;
+    let source = SourceUrl::parse(&get("source")?).map_err(|e| corrupt(e.to_string()))?;
+    let key = ObjectKey::parse(&get("dest_key")?).map_err(|e| corrupt(e.to_string()))?;
+    let mut expected = Vec::new();
+    if let Some(h) = opt("expected_sha256")? {
+        expected.push(Checksum::sha256(&h).map_err(|e| corrupt(e.to_string()))?);
+    }
+    if let Some(h) = opt("expected_md5")? {
+        expected.push(Checksum::md5(&h).map_err(|e| corrupt(e.to_string()))?);
+    }
+    let status_raw = get("status")?;
+    let status = TaskStatus::parse(&status_raw).ok_or_else(|| corrupt(status_raw))?;
+    let failure = match (
+        opt("error_class")?,
+        opt("error_code")?,
+        opt("error_message")?,
+    ) {
+        (Some(class), Some(code), Some(message)) => Some(TaskFailure {
+            class: class_from(&class),
+            code,
+            message,
+        }),
+        _ => None,
+    };
+    let sha256 = opt("sha256")?
+        .map(|h| Checksum::sha256(&h))
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let md5 = opt("md5")?
+        .map(|h| Checksum::md5(&h))
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(FileTask::restore(
+        index,
+        FileSpec {
+            source,
+            key,
+            expected_size: row
+                .try_get::<Option<i64>, _>("expected_size")
+                .map_err(unavailable)?
+                .map(to_u64),
+            expected,
+        },
+        status,
+        u32::try_from(int("attempts")?).unwrap_or(u32::MAX),
+        to_u64(int("bytes_done")?),
+        sha256,
+        md5,
+        failure,
+    ))
+}
+
+fn class_from(s: &str) -> ErrorClass {
+    match s {
+        "transient" => ErrorClass::Transient,
+        "source_changed" => ErrorClass::SourceChanged,
+        "client" => ErrorClass::Client,
+        "storage" => ErrorClass::Storage,
+        "cancelled" => ErrorClass::Cancelled,
+        _ => ErrorClass::Internal,
+    }
+}
+
+async fn upsert_task<'c, E>(exec: E, id: &JobId, t: &FileTask) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let expected = |alg| {
+        t.spec
+            .expected
+            .iter()
+            .find(|c| c.algorithm() == alg)
+            .map(|c| c.hex().to_owned())
+    };
+    let failure = t.failure();
+    sqlx::query(
+        "INSERT INTO ferry_tasks (job_id, idx, source, dest_key, expected_size, expected_sha256,
+            expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code, error_message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (job_id, idx) DO UPDATE SET status = excluded.status,
+            attempts = excluded.attempts, bytes_done = excluded.bytes_done,
+            sha256 = excluded.sha256, md5 = excluded.md5, error_class = excluded.error_class,
+            error_code = excluded.error_code, error_message = excluded.error_message",
+    )
+    .bind(id.as_str())
+    .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
+    .bind(t.spec.source.expose())
+    .bind(t.spec.key.as_str())
+    .bind(t.spec.expected_size.map(to_i64))
+    .bind(expected(ferry_domain::ChecksumAlgorithm::Sha256))
+    .bind(expected(ferry_domain::ChecksumAlgorithm::Md5))
+    .bind(t.status().as_str())
+    .bind(i64::from(t.attempts()))
+    .bind(to_i64(t.bytes_done()))
+    .bind(t.sha256().map(|c| c.hex().to_owned()))
+    .bind(t.md5().map(|c| c.hex().to_owned()))
+    .bind(failure.map(|f| f.class.as_str().to_owned()))
+    .bind(failure.map(|f| f.code.clone()))
+    .bind(failure.map(|f| f.message.clone()))
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl JobStorePort for SqlJobStore {
+    async fn create(&self, record: &JobRecord) -> Result<(), JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let inserted = sqlx::query(
+            "INSERT INTO ferry_jobs (id, status, destination, task_token, owner, failure, callback,
+                created_at_ms, updated_at_ms, next_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+        )
+        .bind(record.job.id.as_str())
+        .bind(record.job.status().as_str())
+        .bind(record.destination.to_string())
+        .bind(record.task_token.clone())
+        .bind(record.owner.clone())
+        .bind(record.job.failure().map(str::to_owned))
+        .bind(record.callback.clone())
+        .bind(record.created_at_ms)
+        .bind(record.updated_at_ms)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            let duplicate = e
+                .as_database_error()
+                .is_some_and(|d| d.is_unique_violation());
+            return Err(if duplicate {
+                JobStoreError::AlreadyExists(record.job.id.clone())
+            } else {
+                unavailable(e)
+            });
+        }
+        for task in record.job.tasks() {
+            upsert_task(&mut *tx, &record.job.id, task)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError> {
+        let row = sqlx::query("SELECT * FROM ferry_jobs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(row) => Ok(Some(self.record_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError> {
+        let limit = i64::from(filter.limit.clamp(1, 1000));
+        let (cursor_ms, cursor_id) = match &filter.cursor {
+            None => (i64::MAX, String::new()),
+            Some(c) => {
+                let (ms, id) = c.split_once('.').ok_or(JobStoreError::BadCursor)?;
+                (
+                    ms.parse().map_err(|_| JobStoreError::BadCursor)?,
+                    id.to_owned(),
+                )
+            }
+        };
+        let status = filter.status.map(|s| s.as_str().to_owned());
+        let rows = sqlx::query(
+            "SELECT * FROM ferry_jobs
+             WHERE (created_at_ms < $1 OR (created_at_ms = $1 AND id < $2 AND $2 <> ''))
+               AND ($3 IS NULL OR status = $3)
+             ORDER BY created_at_ms DESC, id DESC
+             LIMIT $4",
+        )
+        .bind(cursor_ms)
+        .bind(cursor_id)
+        .bind(status)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        let mut jobs = Vec::new();
+        for row in rows
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        {
+            jobs.push(self.record_from_row(row).await?);
+        }
+        let next_cursor = if more {
+            jobs.last()
+                .map(|r| format!("{}.{}", r.created_at_ms, r.job.id))
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
+        let done = sqlx::query(
+            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4
+             WHERE id = $5",
+        )
+        .bind(record.job.status().as_str())
+        .bind(record.job.failure().map(str::to_owned))
+        .bind(record.callback.clone())
+        .bind(record.updated_at_ms)
+        .bind(record.job.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            return Err(JobStoreError::NotFound(record.job.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn save_task(&self, id: &JobId, task: &FileTask) -> Result<(), JobStoreError> {
+        upsert_task(&self.pool, id, task).await.map_err(unavailable)
+    }
+
+    async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM ferry_tasks WHERE job_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        for task in tasks {
+            upsert_task(&mut *tx, id, task).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query(
+            "UPDATE ferry_jobs SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq",
+        )
+        .bind(event.job_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| JobStoreError::NotFound(event.job_id.clone()))?;
+        let seq: i64 = row.try_get("next_seq").map_err(unavailable)?;
+        sqlx::query("INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload) VALUES ($1, $2, $3, $4, $5)")
+            .bind(event.job_id.as_str())
+            .bind(seq)
+            .bind(event.at_ms)
+            .bind(event.kind.name())
+            .bind(codec::kind_payload(&event.kind).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(to_u64(seq))
+    }
+
+    async fn events_after(
+        &self,
+        id: &JobId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, kind, payload FROM ferry_events WHERE job_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(id.as_str())
+        .bind(to_i64(after))
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind").map_err(unavailable)?;
+                let payload: String = row.try_get("payload").map_err(unavailable)?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?;
+                Ok(JobEvent {
+                    job_id: id.clone(),
+                    seq: to_u64(row.try_get("seq").map_err(unavailable)?),
+                    at_ms: row.try_get("at_ms").map_err(unavailable)?,
+                    kind: codec::kind_from(&kind, &value).ok_or_else(|| corrupt(kind.clone()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM ferry_jobs WHERE status IN ('pending', 'exporting', 'downloading')
+             ORDER BY created_at_ms",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(unavailable)?;
+                JobId::parse(&id).map_err(|e| corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), JobStoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! Export jobs: submit (validate, persist, announce), run (dispatch the file
+//! tasks through ProcessFile with bounded concurrency and retries), complete,
+//! cancel, and resume after a restart.
+
+mod service;
+mod validate;
+
+pub use service::{JobCancelError, JobService, JobServiceConfig, SubmitError};
+pub use validate::{FileRequest, InvalidJobRequest, SubmitJobRequest, ValidatedJob, validate};

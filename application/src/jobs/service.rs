@@ -1,0 +1,514 @@
+//! The job use cases: StartExportJob (submit), DispatchDownloadTasks (run),
+//! ProcessFile (per task, through the ProcessFile use case), CompleteJob,
+//! cancel, and resume after a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::channel::mpsc;
+use futures::future::{AbortHandle, Abortable};
+use futures::{StreamExt, stream};
+use thiserror::Error;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use ferry_domain::ports::{
+    HttpDownloadPort, JobEvent, JobEventKind, JobEventsPort, JobFilter, JobPage, JobRecord,
+    JobStoreError, JobStorePort, ProcessFileCommand, ProcessFilePort, ProgressPort,
+    StorageResolverPort,
+};
+use ferry_domain::{ByteSize, Job, JobId, JobStatus, TaskFailure, TaskStatus};
+
+use super::validate::{InvalidJobRequest, SubmitJobRequest, validate};
+use crate::process_file::{ProcessFile, ProcessFileConfig};
+
+/// Tuning of the job runner.
+#[derive(Debug, Clone)]
+pub struct JobServiceConfig {
+    /// File tasks of one job running at once.
+    pub per_job_concurrency: usize,
+    /// File tasks running at once across all jobs.
+    pub global_concurrency: usize,
+    /// Attempts per file for retryable failures (1 = no retry).
+    pub max_attempts: u32,
+    pub retry_base_delay: Duration,
+    pub max_files_per_job: usize,
+    pub max_file_size: ByteSize,
+    /// At most one progress event per file per interval.
+    pub progress_interval: Duration,
+    pub allow_file_sources: bool,
+    pub process: ProcessFileConfig,
+}
+
+impl Default for JobServiceConfig {
+    fn default() -> Self {
+        Self {
+            per_job_concurrency: 4,
+            global_concurrency: 16,
+            max_attempts: 3,
+            retry_base_delay: Duration::from_secs(1),
+            max_files_per_job: 10_000,
+            max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
+            progress_interval: Duration::from_secs(1),
+            allow_file_sources: false,
+            process: ProcessFileConfig {
+                always_md5: true,
+                ..ProcessFileConfig::default()
+            },
+        }
+    }
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidJobRequest),
+    #[error(transparent)]
+    Store(#[from] JobStoreError),
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Error)]
+pub enum CancelError {
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+    #[error("job {id} already ended ({status})", status = .status.as_str())]
+    AlreadyEnded { id: JobId, status: JobStatus },
+    #[error(transparent)]
+    Store(#[from] JobStoreError),
+}
+
+struct Running {
+    abort: AbortHandle,
+    done: watch::Receiver<bool>,
+}
+
+/// The job use cases, shared by the API handlers and the runner.
+pub struct JobService {
+    store: Arc<dyn JobStorePort>,
+    downloader: Arc<dyn HttpDownloadPort>,
+    storages: Arc<dyn StorageResolverPort>,
+    events: Arc<dyn JobEventsPort>,
+    new_id: Box<dyn Fn() -> JobId + Send + Sync>,
+    config: JobServiceConfig,
+    global: Arc<Semaphore>,
+    running: Mutex<HashMap<JobId, Running>>,
+}
+
+impl std::fmt::Debug for JobService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Sends rate-limited progress from the (sync) ProgressPort to the job's
+/// event stream.
+struct EventProgress {
+    tx: mpsc::UnboundedSender<(u64, Option<u64>)>,
+    interval: Duration,
+    state: Mutex<(Option<Instant>, Option<u64>)>,
+}
+
+impl ProgressPort for EventProgress {
+    fn started(&self, total: Option<u64>) {
+        lock(&self.state).1 = total;
+    }
+
+    fn advanced(&self, done: u64) {
+        let mut st = lock(&self.state);
+        let due = st.0.is_none_or(|t| t.elapsed() >= self.interval);
+        if due {
+            st.0 = Some(Instant::now());
+            let _ = self.tx.unbounded_send((done, st.1));
+        }
+    }
+
+    fn finished(&self, _ok: bool) {}
+}
+
+impl JobService {
+    pub fn new(
+        store: Arc<dyn JobStorePort>,
+        downloader: Arc<dyn HttpDownloadPort>,
+        storages: Arc<dyn StorageResolverPort>,
+        events: Arc<dyn JobEventsPort>,
+        new_id: Box<dyn Fn() -> JobId + Send + Sync>,
+        config: JobServiceConfig,
+    ) -> Self {
+        let global = Arc::new(Semaphore::new(config.global_concurrency.max(1)));
+        Self {
+            store,
+            downloader,
+            storages,
+            events,
+            new_id,
+            config,
+            global,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &JobServiceConfig {
+        &self.config
+    }
+
+    /// Stores an event (assigning its sequence number) and publishes it.
+    async fn emit(&self, id: &JobId, kind: JobEventKind) {
+        let mut event = JobEvent {
+            job_id: id.clone(),
+            seq: 0,
+            at_ms: now_ms(),
+            kind,
+        };
+        match self.store.append_event(&event).await {
+            Ok(seq) => event.seq = seq,
+            Err(e) => warn!(job = %id, error = %e, "could not store an event"),
+        }
+        self.events.publish(&event).await;
+    }
+
+    /// StartExportJob: validates, stores durably, announces. Run it with
+    /// [`JobService::run_abortable`].
+    pub async fn submit(&self, request: SubmitJobRequest) -> Result<JobRecord, SubmitError> {
+        let valid = validate(
+            &request,
+            self.config.max_files_per_job,
+            self.config.allow_file_sources,
+        )?;
+        let files = valid.files.len();
+        let id = (self.new_id)();
+        let now = now_ms();
+        let record = JobRecord {
+            job: Job::new(id.clone(), valid.files),
+            destination: valid.destination,
+            task_token: request.task_token,
+            owner: request.owner,
+            created_at_ms: now,
+            updated_at_ms: now,
+            callback: None,
+        };
+        self.store.create(&record).await?;
+        info!(job = %id, files, "job accepted");
+        self.emit(&id, JobEventKind::JobCreated { files }).await;
+        Ok(record)
+    }
+
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError> {
+        self.store.get(id).await
+    }
+
+    pub async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError> {
+        self.store.list(filter).await
+    }
+
+    pub async fn events_after(
+        &self,
+        id: &JobId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>, JobStoreError> {
+        self.store.events_after(id, after, limit).await
+    }
+
+    pub async fn ping(&self) -> Result<(), JobStoreError> {
+        self.store.ping().await
+    }
+
+    /// Runs a job, registered so that [`JobService::cancel`] can stop it.
+    pub async fn run_abortable(self: Arc<Self>, id: JobId) {
+        let (abort, registration) = AbortHandle::new_pair();
+        let (done_tx, done_rx) = watch::channel(false);
+        lock(&self.running).insert(
+            id.clone(),
+            Running {
+                abort,
+                done: done_rx,
+            },
+        );
+        let outcome = Abortable::new(self.run(&id), registration).await;
+        match outcome {
+            Ok(Err(e)) => warn!(job = %id, error = %e, "job run failed"),
+            Ok(Ok(())) => {}
+            Err(_aborted) => info!(job = %id, "job run stopped"),
+        }
+        lock(&self.running).remove(&id);
+        let _ = done_tx.send(true);
+    }
+
+    /// DispatchDownloadTasks + CompleteJob.
+    pub async fn run(&self, id: &JobId) -> Result<(), JobStoreError> {
+        let mut record = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| JobStoreError::NotFound(id.clone()))?;
+        if record.job.status().is_terminal() {
+            return Ok(());
+        }
+        if record.job.status() == JobStatus::Pending {
+            record
+                .job
+                .start_downloading()
+                .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
+            record.updated_at_ms = now_ms();
+            self.store.save_job(&record).await?;
+        }
+        if record.job.requeue_running() > 0 {
+            self.store.replace_tasks(id, record.job.tasks()).await?;
+        }
+        let storage = match self.storages.resolve(&record.destination).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("the destination cannot be used: {e}");
+                if record.job.fail(reason).is_ok() {
+                    record.updated_at_ms = now_ms();
+                    self.store.save_job(&record).await?;
+                    self.store.replace_tasks(id, record.job.tasks()).await?;
+                    let summary = record.job.summary();
+                    self.emit(
+                        id,
+                        JobEventKind::JobCompleted {
+                            status: JobStatus::Failed,
+                            summary,
+                        },
+                    )
+                    .await;
+                }
+                return Ok(());
+            }
+        };
+        let process = ProcessFile::new(
+            self.downloader.clone(),
+            storage,
+            self.config.process.clone(),
+        );
+        let queued: Vec<usize> = record
+            .job
+            .tasks()
+            .iter()
+            .filter(|t| t.status() == TaskStatus::Queued)
+            .map(|t| t.index)
+            .collect();
+        let shared = Mutex::new(record);
+        stream::iter(queued)
+            .map(|i| self.run_task(&shared, &process, i))
+            .buffer_unordered(self.config.per_job_concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        self.complete(id, &shared).await
+    }
+
+    /// One file task, with retries for retryable failures.
+    async fn run_task(&self, shared: &Mutex<JobRecord>, process: &ProcessFile, index: usize) {
+        let id = lock(shared).job.id.clone();
+        loop {
+            let Ok(_permit) = self.global.acquire().await else {
+                return;
+            };
+            let started = {
+                let mut rec = lock(shared);
+                rec.job
+                    .task_mut(index)
+                    .and_then(|t| t.start().map(|()| t.clone()))
+            };
+            let task = match started {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(job = %id, index, error = %e, "task not started");
+                    return;
+                }
+            };
+            self.save_task(&id, &task).await;
+            self.emit(
+                &id,
+                JobEventKind::FileStarted {
+                    index,
+                    attempt: task.attempts(),
+                },
+            )
+            .await;
+
+            let (tx, mut rx) = mpsc::unbounded();
+            let mut command =
+                ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
+            command.expected = task.spec.expected.clone();
+            command.expected_size = task.spec.expected_size;
+            command.max_size = self.config.max_file_size;
+            command.progress = Arc::new(EventProgress {
+                tx,
+                interval: self.config.progress_interval,
+                state: Mutex::new((None, None)),
+            });
+            let forward = async {
+                while let Some((bytes_done, total)) = rx.next().await {
+                    let _ = lock(shared)
+                        .job
+                        .task_mut(index)
+                        .and_then(|t| t.progress(bytes_done));
+                    self.emit(
+                        &id,
+                        JobEventKind::FileProgress {
+                            index,
+                            bytes_done,
+                            total,
+                        },
+                    )
+                    .await;
+                }
+            };
+            // The command (and its progress sender) is dropped when the
+            // transfer ends, which ends the forwarder.
+            let (outcome, ()) = futures::join!(process.process(command), forward);
+
+            match outcome {
+                Ok(result) => {
+                    let done = {
+                        let mut rec = lock(shared);
+                        rec.job.task_mut(index).and_then(|t| {
+                            t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
+                                .map(|()| t.clone())
+                        })
+                    };
+                    if let Ok(t) = done {
+                        self.save_task(&id, &t).await;
+                    }
+                    self.emit(
+                        &id,
+                        JobEventKind::FileSucceeded {
+                            index,
+                            bytes: result.bytes,
+                            sha256: result.sha256.hex().to_owned(),
+                            md5: result.md5.map(|c| c.hex().to_owned()),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                Err(error) => {
+                    let retry =
+                        error.class().is_retryable() && task.attempts() < self.config.max_attempts;
+                    let failure = TaskFailure {
+                        class: error.class(),
+                        code: error.code().to_owned(),
+                        message: error.to_string(),
+                    };
+                    let updated = {
+                        let mut rec = lock(shared);
+                        rec.job.task_mut(index).and_then(|t| {
+                            if retry {
+                                t.requeue()
+                            } else {
+                                t.fail(failure.clone())
+                            }
+                            .map(|()| t.clone())
+                        })
+                    };
+                    if let Ok(t) = updated {
+                        self.save_task(&id, &t).await;
+                    }
+                    warn!(job = %id, index, code = failure.code, retry, error = %failure.message, "file failed");
+                    self.emit(
+                        &id,
+                        JobEventKind::FileFailed {
+                            index,
+                            code: failure.code,
+                            class: failure.class.as_str().to_owned(),
+                            message: failure.message,
+                            will_retry: retry,
+                        },
+                    )
+                    .await;
+                    if !retry {
+                        return;
+                    }
+                }
+            }
+            drop(_permit);
+            let exp = 2u32.saturating_pow(task.attempts().saturating_sub(1));
+            tokio::time::sleep(self.config.retry_base_delay.saturating_mul(exp)).await;
+        }
+    }
+
+    async fn save_task(&self, id: &JobId, task: &ferry_domain::FileTask) {
+        if let Err(e) = self.store.save_task(id, task).await {
+            warn!(job = %id, index = task.index, error = %e, "could not save a task");
+        }
+    }
+
+    /// CompleteJob: final status and summary, stored and announced.
+    async fn complete(&self, id: &JobId, shared: &Mutex<JobRecord>) -> Result<(), JobStoreError> {
+        let (record, status) = {
+            let mut rec = lock(shared);
+            match rec.job.complete() {
+                Ok(status) => {
+                    rec.updated_at_ms = now_ms();
+                    (rec.clone(), status)
+                }
+                Err(e) => {
+                    warn!(job = %id, error = %e, "job not completed");
+                    return Ok(());
+                }
+            }
+        };
+        self.store.save_job(&record).await?;
+        info!(job = %id, status = status.as_str(), "job finished");
+        let summary = record.job.summary();
+        self.emit(id, JobEventKind::JobCompleted { status, summary })
+            .await;
+        Ok(())
+    }
+
+    /// Cancels a job: its running transfers stop (temp files removed,
+    /// uploads aborted) and unfinished tasks become cancelled.
+    pub async fn cancel(&self, id: &JobId) -> Result<JobRecord, CancelError> {
+        let running = lock(&self.running).remove(id);
+        if let Some(mut running) = running {
+            running.abort.abort();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), running.done.wait_for(|d| *d)).await;
+        }
+        let mut record = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| CancelError::NotFound(id.clone()))?;
+        let status = record.job.status();
+        if record.job.cancel().is_err() {
+            return Err(CancelError::AlreadyEnded {
+                id: id.clone(),
+                status,
+            });
+        }
+        record.updated_at_ms = now_ms();
+        self.store.save_job(&record).await?;
+        self.store.replace_tasks(id, record.job.tasks()).await?;
+        self.emit(id, JobEventKind::JobCancelled).await;
+        Ok(record)
+    }
+
+    /// Jobs left unfinished by a previous process, their running tasks
+    /// re-queued; run each with [`JobService::run_abortable`].
+    pub async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError> {
+        self.store.unfinished().await
+    }
+}
+
+pub use CancelError as JobCancelError;

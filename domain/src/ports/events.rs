@@ -1,0 +1,91 @@
+//! What happens to jobs, published as it happens: `JobEventsPort`.
+
+use async_trait::async_trait;
+
+use crate::job::{JobId, JobStatus, JobSummary};
+
+/// One event of a job. `seq` is assigned by the job store (1, 2, ...); 0
+/// before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub kind: JobEventKind,
+}
+
+/// The kinds of events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEventKind {
+    JobCreated {
+        files: usize,
+    },
+    ExportReady {
+        files: usize,
+    },
+    FileStarted {
+        index: usize,
+        attempt: u32,
+    },
+    FileProgress {
+        index: usize,
+        bytes_done: u64,
+        total: Option<u64>,
+    },
+    FileSucceeded {
+        index: usize,
+        bytes: u64,
+        sha256: String,
+        md5: Option<String>,
+    },
+    FileFailed {
+        index: usize,
+        code: String,
+        class: String,
+        message: String,
+        will_retry: bool,
+    },
+    JobCompleted {
+        status: JobStatus,
+        summary: JobSummary,
+    },
+    JobCancelled,
+}
+
+impl JobEventKind {
+    /// Stable snake_case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobEventKind::JobCreated { .. } => "job_created",
+            JobEventKind::ExportReady { .. } => "export_ready",
+            JobEventKind::FileStarted { .. } => "file_started",
+            JobEventKind::FileProgress { .. } => "file_progress",
+            JobEventKind::FileSucceeded { .. } => "file_succeeded",
+            JobEventKind::FileFailed { .. } => "file_failed",
+            JobEventKind::JobCompleted { .. } => "job_completed",
+            JobEventKind::JobCancelled => "job_cancelled",
+        }
+    }
+
+    /// Lifecycle events are never dropped or coalesced; progress may be.
+    pub fn is_lifecycle(&self) -> bool {
+        !matches!(self, JobEventKind::FileProgress { .. })
+    }
+
+    /// The last event a job emits.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobEventKind::JobCompleted { .. } | JobEventKind::JobCancelled
+        )
+    }
+}
+
+/// Receives stored events (in-process broadcast, webhook, logs).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait JobEventsPort: Send + Sync + 'static {
+    /// Best effort: a sink that fails logs it; it never fails the job.
+    async fn publish(&self, event: &JobEvent);
+}

@@ -1,0 +1,98 @@
+//! Durable jobs: `JobStorePort`.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::destination::Destination;
+use crate::error::{BoxError, ErrorClass};
+use crate::job::{FileTask, Job, JobId, JobStatus};
+use crate::ports::events::JobEvent;
+
+/// A stored job with what the store keeps beside the state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub job: Job,
+    /// Where the files go.
+    pub destination: Destination,
+    /// AWS Step Functions task token to answer when the job ends.
+    pub task_token: Option<String>,
+    /// Who submitted it (a token's identity), when the API is authenticated.
+    pub owner: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// What happened to the workflow callback, if any.
+    pub callback: Option<String>,
+}
+
+/// Which jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub limit: u32,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Why the job store failed.
+#[derive(Debug, Error)]
+pub enum JobStoreError {
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+    #[error("job {0} already exists")]
+    AlreadyExists(JobId),
+    #[error("the cursor is not valid; start the listing again without it")]
+    BadCursor,
+    #[error("the job store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("unexpected job store error: {0}")]
+    Unexpected(#[source] BoxError),
+}
+
+impl JobStoreError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            JobStoreError::NotFound(_)
+            | JobStoreError::AlreadyExists(_)
+            | JobStoreError::BadCursor => ErrorClass::Client,
+            JobStoreError::Unavailable(_) => ErrorClass::Transient,
+            JobStoreError::Unexpected(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Persists jobs, their tasks and their events.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait JobStorePort: Send + Sync + 'static {
+    /// Stores a new job and its tasks atomically; durable when it returns.
+    async fn create(&self, record: &JobRecord) -> Result<(), JobStoreError>;
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError>;
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
+    /// Saves the job's status, failure and callback (not its tasks).
+    async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
+    /// Saves one task's state.
+    async fn save_task(&self, id: &JobId, task: &FileTask) -> Result<(), JobStoreError>;
+    /// Replaces all tasks (after an export's manifest arrives).
+    async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError>;
+    /// Appends an event, assigning the job's next sequence number (from 1).
+    async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError>;
+    /// Events of a job with a sequence number above `after`, in order.
+    async fn events_after(
+        &self,
+        id: &JobId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>, JobStoreError>;
+    /// Ids of jobs not in a terminal state (to resume after a restart).
+    async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError>;
+    /// Cheap reachability check (readiness).
+    async fn ping(&self) -> Result<(), JobStoreError>;
+}

@@ -1,0 +1,16 @@
+//! Opens the storage a job's destination names: `StorageResolverPort`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::destination::Destination;
+use crate::ports::storage::{FileStoragePort, StorageError};
+
+#[async_trait]
+pub trait StorageResolverPort: Send + Sync + 'static {
+    async fn resolve(
+        &self,
+        destination: &Destination,
+    ) -> Result<Arc<dyn FileStoragePort>, StorageError>;
+}

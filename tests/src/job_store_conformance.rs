@@ -1,0 +1,229 @@
+//! The job store conformance suite: the same assertions for every
+//! `JobStorePort` (SQLite, PostgreSQL).
+
+use ferry_domain::ports::{
+    JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError, JobStorePort,
+};
+use ferry_domain::{
+    Checksum, Destination, ErrorClass, FileSpec, Job, JobId, JobStatus, ObjectKey, SourceUrl,
+    TaskFailure, TaskStatus,
+};
+
+fn spec(i: usize) -> FileSpec {
+    FileSpec {
+        source: SourceUrl::parse(&format!("https://u:secret@origin.test/{i}.bin?sig=abc")).unwrap(),
+        key: ObjectKey::parse(&format!("out/{i}.bin")).unwrap(),
+        expected_size: Some(10 + i as u64),
+        expected: vec![Checksum::sha256(&"a".repeat(64)).unwrap()],
+    }
+}
+
+pub fn record(id: &str, files: usize, created_at_ms: i64) -> JobRecord {
+    JobRecord {
+        job: Job::new(JobId::parse(id).unwrap(), (0..files).map(spec).collect()),
+        destination: Destination::parse("s3://bucket/prefix").unwrap(),
+        task_token: Some("token-1".into()),
+        owner: Some("alice".into()),
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+        callback: None,
+    }
+}
+
+/// Runs every assertion; ids are prefixed with `ns` so that runs sharing a
+/// database never collide.
+pub async fn run(store: &dyn JobStorePort, ns: &str) {
+    let id = |s: &str| format!("{ns}-{s}");
+    store.ping().await.unwrap();
+
+    // Create and read back, secrets and all (the runner needs the full URL).
+    let rec = record(&id("a"), 3, 1_000);
+    store.create(&rec).await.unwrap();
+    let got = store.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(got, rec);
+    assert_eq!(
+        got.job.tasks()[2].spec.source.expose(),
+        rec.job.tasks()[2].spec.source.expose()
+    );
+    assert!(matches!(
+        store.create(&rec).await,
+        Err(JobStoreError::AlreadyExists(_))
+    ));
+    assert!(
+        store
+            .get(&JobId::parse(&id("missing")).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Task and job state survive a round trip.
+    let mut rec = got;
+    rec.job.start_downloading().unwrap();
+    {
+        let t = rec.job.task_mut(0).unwrap();
+        t.start().unwrap();
+        t.succeed(
+            10,
+            Checksum::sha256(&"b".repeat(64)).unwrap(),
+            Some(Checksum::md5(&"c".repeat(32)).unwrap()),
+        )
+        .unwrap();
+    }
+    {
+        let t = rec.job.task_mut(1).unwrap();
+        t.start().unwrap();
+        t.fail(TaskFailure {
+            class: ErrorClass::Client,
+            code: "checksum_mismatch".into(),
+            message: "bad".into(),
+        })
+        .unwrap();
+    }
+    rec.job.task_mut(2).unwrap().start().unwrap();
+    rec.updated_at_ms = 2_000;
+    store.save_job(&rec).await.unwrap();
+    for t in rec.job.tasks() {
+        store.save_task(&rec.job.id, t).await.unwrap();
+    }
+    let got = store.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(got, rec);
+    assert_eq!(
+        got.job.tasks()[1].failure().unwrap().code,
+        "checksum_mismatch"
+    );
+    assert_eq!(got.job.tasks()[2].status(), TaskStatus::Running);
+
+    // Unfinished jobs are found; terminal ones are not.
+    let done = {
+        let mut r = record(&id("done"), 1, 1_500);
+        r.job.cancel().unwrap();
+        r
+    };
+    store.create(&done).await.unwrap();
+    let unfinished = store.unfinished().await.unwrap();
+    assert!(unfinished.contains(&rec.job.id));
+    assert!(!unfinished.contains(&done.job.id));
+
+    // Replace tasks (a restart re-queues the running one).
+    let mut restarted = got.clone();
+    assert_eq!(restarted.job.requeue_running(), 1);
+    store
+        .replace_tasks(&restarted.job.id, restarted.job.tasks())
+        .await
+        .unwrap();
+    let got = store.get(&restarted.job.id).await.unwrap().unwrap();
+    assert_eq!(got.job.tasks()[2].status(), TaskStatus::Queued);
+    restarted.updated_at_ms = got.updated_at_ms;
+    assert_eq!(got, restarted);
+
+    // Events get consecutive sequence numbers per job and replay in order.
+    for k in 0..5u64 {
+        let e = JobEvent {
+            job_id: rec.job.id.clone(),
+            seq: 0,
+            at_ms: 3_000 + i64::try_from(k).unwrap(),
+            kind: JobEventKind::FileProgress {
+                index: 0,
+                bytes_done: k,
+                total: Some(10),
+            },
+        };
+        assert_eq!(store.append_event(&e).await.unwrap(), k + 1);
+    }
+    let other = JobEvent {
+        job_id: done.job.id.clone(),
+        seq: 0,
+        at_ms: 1,
+        kind: JobEventKind::JobCancelled,
+    };
+    assert_eq!(store.append_event(&other).await.unwrap(), 1);
+    let after2 = store.events_after(&rec.job.id, 2, 100).await.unwrap();
+    assert_eq!(
+        after2.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(
+        after2[0].kind,
+        JobEventKind::FileProgress {
+            index: 0,
+            bytes_done: 2,
+            total: Some(10)
+        }
+    );
+    assert_eq!(
+        store.events_after(&rec.job.id, 0, 2).await.unwrap().len(),
+        2
+    );
+    let ghost = JobEvent {
+        job_id: JobId::parse(&id("ghost")).unwrap(),
+        seq: 0,
+        at_ms: 1,
+        kind: JobEventKind::JobCancelled,
+    };
+    assert!(matches!(
+        store.append_event(&ghost).await,
+        Err(JobStoreError::NotFound(_))
+    ));
+
+    // Listing: newest first, paged by cursor, filtered by status.
+    for i in 0..5 {
+        store
+            .create(&record(&id(&format!("p{i}")), 1, 10_000 + i))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(&JobFilter {
+                status: Some(JobStatus::Pending),
+                limit: 2,
+                cursor: cursor.clone(),
+            })
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|r| r.job.id.to_string()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mine: Vec<String> = seen
+        .into_iter()
+        .filter(|s| s.starts_with(&id("p")))
+        .collect();
+    assert_eq!(
+        mine,
+        (0..5)
+            .rev()
+            .map(|i| id(&format!("p{i}")))
+            .collect::<Vec<_>>()
+    );
+    let cancelled = store
+        .list(&JobFilter {
+            status: Some(JobStatus::Cancelled),
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert!(cancelled.jobs.iter().any(|r| r.job.id == done.job.id));
+    assert!(
+        cancelled
+            .jobs
+            .iter()
+            .all(|r| r.job.status() == JobStatus::Cancelled)
+    );
+    assert!(matches!(
+        store
+            .list(&JobFilter {
+                status: None,
+                limit: 10,
+                cursor: Some("garbage".into())
+            })
+            .await,
+        Err(JobStoreError::BadCursor)
+    ));
+}
