@@ -9,12 +9,14 @@
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
+pub mod events;
 pub mod filesystem;
 pub mod http;
 pub mod job_store;
 pub mod local_file;
 pub mod s3;
 pub mod source_router;
+pub mod storage_resolver;
 
 pub use filesystem::FilesystemStorage;
 pub use http::{HttpClientConfig, PooledHttpClient};

@@ -40,6 +40,9 @@ pub enum Behavior {
     ResetAfter { after: usize, times: usize },
     /// Redirects (302) to another path.
     Redirect { to: String },
+    /// The first `times` responses are cut after `send` bytes (no ranges
+    /// advertised, so only a whole retry helps); then served normally.
+    ShortFirst { times: usize, send: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +344,13 @@ async fn handle(
             .header(header::RETRY_AFTER, "0")
             .body(full(Bytes::new())),
         Behavior::Chunked => builder.body(body_of(memory(0), End::Clean)),
+        Behavior::ShortFirst { times, send } if hits <= *times => {
+            let data = memory(0);
+            let cut = data.slice(..(*send).min(data.len()));
+            builder
+                .header(header::CONTENT_LENGTH, total)
+                .body(body_of(cut, End::Break))
+        }
         Behavior::Short { send } => {
             let data = memory(0);
             let cut = data.slice(..(*send).min(data.len()));

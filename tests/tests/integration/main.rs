@@ -3,6 +3,7 @@
 
 mod http_client;
 mod job_store;
+mod jobs;
 mod pipeline;
 mod pipeline_s3;
 mod storage_fs;

@@ -1,0 +1,67 @@
+//! Opens the storage for a job's destination: a directory under the
+//! server's files root, or an S3 bucket and prefix (one S3 client, created
+//! on first use and shared).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use ferry_domain::Destination;
+use ferry_domain::ports::{FileStoragePort, StorageError, StorageResolverPort};
+
+use crate::filesystem::FilesystemStorage;
+use crate::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig};
+
+/// Resolves destinations for the job runner.
+#[derive(Debug)]
+pub struct DefaultStorageResolver {
+    files_root: PathBuf,
+    s3_settings: S3Settings,
+    s3_config: S3StorageConfig,
+    s3: OnceCell<S3Service>,
+}
+
+impl DefaultStorageResolver {
+    pub fn new(files_root: PathBuf, s3_settings: S3Settings, s3_config: S3StorageConfig) -> Self {
+        Self {
+            files_root,
+            s3_settings,
+            s3_config,
+            s3: OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl StorageResolverPort for DefaultStorageResolver {
+    async fn resolve(
+        &self,
+        destination: &Destination,
+    ) -> Result<Arc<dyn FileStoragePort>, StorageError> {
+        match destination {
+            Destination::Directory { prefix } => {
+                let mut root = self.files_root.clone();
+                for segment in prefix.split('/').filter(|s| !s.is_empty()) {
+                    root.push(segment);
+                }
+                Ok(Arc::new(FilesystemStorage::new(root)?))
+            }
+            Destination::S3 { bucket, prefix } => {
+                let service = self
+                    .s3
+                    .get_or_init(|| S3Service::connect(&self.s3_settings))
+                    .await
+                    .clone();
+                service.check_bucket(bucket).await?;
+                Ok(Arc::new(S3Storage::new(
+                    service,
+                    bucket.clone(),
+                    prefix,
+                    self.s3_config.clone(),
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The job use cases end to end: real origin, real HTTP client, filesystem
+//! storage, SQL job store (SQLite, and PostgreSQL for the main scenario).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_adapters::events::BroadcastEvents;
+use ferry_adapters::job_store::SqlJobStore;
+use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::storage_resolver::DefaultStorageResolver;
+use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
+use ferry_application::jobs::{
+    FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
+};
+use ferry_domain::ports::{JobEventKind, JobFilter, JobStorePort};
+use ferry_domain::{JobId, JobStatus, TaskStatus};
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::{generate, sha256_hex};
+use tokio::sync::broadcast;
+
+use crate::job_store::PgDatabase;
+
+pub struct Harness {
+    pub origin: Origin,
+    pub files: tempfile::TempDir,
+    pub store: Arc<SqlJobStore>,
+    pub events: BroadcastEvents,
+    pub service: Arc<JobService>,
+    _db_dir: tempfile::TempDir,
+}
+
+pub fn service_on(
+    store: Arc<SqlJobStore>,
+    files_root: PathBuf,
+    events: BroadcastEvents,
+    config: JobServiceConfig,
+) -> Arc<JobService> {
+    let http = PooledHttpClient::new(HttpClientConfig {
+        retry_base_delay: Duration::from_millis(5),
+        read_idle_timeout: Duration::from_secs(20),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let resolver = DefaultStorageResolver::new(
+        files_root,
+        S3Settings::default(),
+        S3StorageConfig::default(),
+    );
+    Arc::new(JobService::new(
+        store,
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(resolver),
+        Arc::new(events),
+        Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
+        config,
+    ))
+}
+
+pub fn fast_config() -> JobServiceConfig {
+    JobServiceConfig {
+        retry_base_delay: Duration::from_millis(10),
+        progress_interval: Duration::from_millis(10),
+        ..JobServiceConfig::default()
+    }
+}
+
+impl Harness {
+    pub async fn sqlite() -> Self {
+        let db_dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            db_dir.path().join("jobs.db").display()
+        );
+        Self::with_store(Arc::new(SqlJobStore::connect(&url).await.unwrap()), db_dir).await
+    }
+
+    pub async fn with_store(store: Arc<SqlJobStore>, db_dir: tempfile::TempDir) -> Self {
+        let files = tempfile::tempdir().unwrap();
+        let events = BroadcastEvents::new(10_000);
+        let service = service_on(
+            store.clone(),
+            files.path().to_path_buf(),
+            events.clone(),
+            fast_config(),
+        );
+        Self {
+            origin: Origin::start().await.unwrap(),
+            files,
+            store,
+            events,
+            service,
+            _db_dir: db_dir,
+        }
+    }
+
+    pub fn file(&self, name: &str, len: usize, behavior: Behavior) -> (FileRequest, Vec<u8>) {
+        let data = generate(len, name.len() as u64 * 7 + len as u64);
+        self.origin
+            .serve(&format!("/{name}"), data.clone(), behavior);
+        let req = FileRequest {
+            source: self.origin.url(&format!("/{name}")),
+            key: format!("out/{name}"),
+            sha256: Some(sha256_hex(&data)),
+            ..FileRequest::default()
+        };
+        (req, data)
+    }
+}
+
+/// Collects a job's events until its terminal event.
+pub async fn events_until_end(
+    rx: &mut broadcast::Receiver<ferry_domain::ports::JobEvent>,
+    id: &JobId,
+) -> Vec<ferry_domain::ports::JobEvent> {
+    let mut out = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if &e.job_id != id {
+            continue;
+        }
+        let end = e.kind.is_terminal();
+        out.push(e);
+        if end {
+            return out;
+        }
+    }
+}
+
+async fn twenty_files_one_wrong_checksum(h: Harness) {
+    let mut files = Vec::new();
+    let mut datas = Vec::new();
+    for i in 0..20 {
+        let (mut f, data) = h.file(&format!("f{i:02}.bin"), 100_000 + i * 997, Behavior::Normal);
+        if i == 7 {
+            f.sha256 = Some("0".repeat(64));
+        }
+        files.push(f);
+        datas.push(data);
+    }
+    let mut rx = h.events.subscribe();
+    let record = h
+        .service
+        .submit(SubmitJobRequest {
+            files,
+            destination: "batch".into(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = record.job.id.clone();
+    // Durable before anyone is told: it is in the store already.
+    assert_eq!(
+        h.store.get(&id).await.unwrap().unwrap().job.status(),
+        JobStatus::Pending
+    );
+    h.service.clone().run_abortable(id.clone()).await;
+
+    let done = h.service.get(&id).await.unwrap().unwrap();
+    assert_eq!(done.job.status(), JobStatus::CompletedWithErrors);
+    let s = done.job.summary();
+    assert_eq!((s.total, s.succeeded, s.failed), (20, 19, 1));
+    for (i, t) in done.job.tasks().iter().enumerate() {
+        let path = h
+            .files
+            .path()
+            .join("batch/out")
+            .join(format!("f{i:02}.bin"));
+        if i == 7 {
+            assert_eq!(t.status(), TaskStatus::Failed);
+            assert_eq!(t.failure().unwrap().code, "checksum_mismatch");
+            assert_eq!(t.attempts(), 1, "a checksum mismatch is not retried");
+            assert!(!path.exists());
+        } else {
+            assert_eq!(t.status(), TaskStatus::Succeeded);
+            assert_eq!(t.sha256().unwrap().hex(), sha256_hex(&datas[i]));
+            assert!(t.md5().is_some());
+            assert_eq!(std::fs::read(&path).unwrap(), datas[i]);
+        }
+    }
+    let events = events_until_end(&mut rx, &id).await;
+    assert_eq!(
+        events.first().unwrap().kind,
+        JobEventKind::JobCreated { files: 20 }
+    );
+    assert!(matches!(
+        events.last().unwrap().kind,
+        JobEventKind::JobCompleted {
+            status: JobStatus::CompletedWithErrors,
+            ..
+        }
+    ));
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless, ordered"
+    );
+    let stored = h.store.events_after(&id, 0, 10_000).await.unwrap();
+    assert_eq!(stored, events, "every published event is stored for replay");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, JobEventKind::FileSucceeded { .. }))
+            .count(),
+        19
+    );
+}
+
+#[tokio::test]
+async fn a_twenty_file_job_with_one_bad_checksum_completes_with_errors_on_sqlite() {
+    twenty_files_one_wrong_checksum(Harness::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_twenty_file_job_with_one_bad_checksum_completes_with_errors_on_postgres() {
+    let db = PgDatabase::create().await;
+    let store = Arc::new(SqlJobStore::connect(&db.url).await.unwrap());
+    twenty_files_one_wrong_checksum(
+        Harness::with_store(store.clone(), tempfile::tempdir().unwrap()).await,
+    )
+    .await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_counted() {
+    let h = Harness::sqlite().await;
+    let (f, data) = h.file(
+        "flaky.bin",
+        300_000,
+        Behavior::ShortFirst {
+            times: 1,
+            send: 100_000,
+        },
+    );
+    let rec = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![f],
+            destination: String::new(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    let mut rx = h.events.subscribe();
+    h.service.clone().run_abortable(rec.job.id.clone()).await;
+    let done = h.service.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(done.job.status(), JobStatus::Completed);
+    assert_eq!(done.job.tasks()[0].attempts(), 2);
+    assert_eq!(
+        std::fs::read(h.files.path().join("out/flaky.bin")).unwrap(),
+        data
+    );
+    let events = events_until_end(&mut rx, &rec.job.id).await;
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        JobEventKind::FileFailed {
+            will_retry: true,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn cancelling_mid_transfer_stops_it_and_leaves_nothing() {
+    let h = Harness::sqlite().await;
+    let (stall, _) = h.file("stall.bin", 2_000_000, Behavior::Stall { after: 500_000 });
+    let rec = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![stall],
+            destination: "c".into(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = rec.job.id.clone();
+    let mut rx = h.events.subscribe();
+    let runner = tokio::spawn(h.service.clone().run_abortable(id.clone()));
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(e.kind, JobEventKind::FileProgress { .. }) {
+            break;
+        }
+    }
+    let cancelled = h.service.cancel(&id).await.unwrap();
+    assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
+    tokio::time::timeout(Duration::from_secs(5), runner)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = h.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(stored.job.status(), JobStatus::Cancelled);
+    assert_eq!(stored.job.tasks()[0].status(), TaskStatus::Cancelled);
+    let dir = h.files.path().join("c/out");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        h.service.cancel(&id).await.is_err(),
+        "a cancelled job cannot be cancelled again"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_unfinished_jobs() {
+    let h = Harness::sqlite().await;
+    let (a, data_a) = h.file("a.bin", 50_000, Behavior::Normal);
+    let (b, data_b) = h.file("b.bin", 60_000, Behavior::Normal);
+    let rec = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![a, b],
+            destination: "r".into(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    // The first process died with the job downloading and task 0 running.
+    let mut crashed = rec.clone();
+    crashed.job.start_downloading().unwrap();
+    crashed.job.task_mut(0).unwrap().start().unwrap();
+    h.store.save_job(&crashed).await.unwrap();
+    h.store
+        .replace_tasks(&crashed.job.id, crashed.job.tasks())
+        .await
+        .unwrap();
+
+    // A new process on the same store and files.
+    let fresh = service_on(
+        h.store.clone(),
+        h.files.path().to_path_buf(),
+        BroadcastEvents::new(100),
+        fast_config(),
+    );
+    let unfinished = fresh.unfinished().await.unwrap();
+    assert_eq!(unfinished, vec![rec.job.id.clone()]);
+    fresh.clone().run_abortable(rec.job.id.clone()).await;
+    let done = fresh.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(done.job.status(), JobStatus::Completed);
+    assert_eq!(
+        done.job.tasks()[0].attempts(),
+        2,
+        "the interrupted task ran again"
+    );
+    assert_eq!(
+        std::fs::read(h.files.path().join("r/out/a.bin")).unwrap(),
+        data_a
+    );
+    assert_eq!(
+        std::fs::read(h.files.path().join("r/out/b.bin")).unwrap(),
+        data_b
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
+    let h = Harness::sqlite().await;
+    let (good, _) = h.file("g.bin", 10, Behavior::Normal);
+    let mut bad = good.clone();
+    bad.key = "../escape".into();
+    let err = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![good, bad],
+            destination: String::new(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap_err();
+    match err {
+        SubmitError::Invalid(e) => assert_eq!(e.field, "files[1].key"),
+        other => panic!("{other:?}"),
+    }
+    let page = h
+        .service
+        .list(&JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.jobs.is_empty());
+}
