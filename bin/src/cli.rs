@@ -27,6 +27,10 @@ pub struct GlobalArgs {
     /// defaults to AWS_ENDPOINT_URL, then AWS itself.
     #[arg(long, global = true, env = "FERRY_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
+    /// Job store: postgres://… for a shared store; default: SQLite in the
+    /// data directory.
+    #[arg(long, global = true, env = "FERRY_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -45,6 +49,67 @@ pub enum Command {
     /// s3://bucket/key or s3://bucket/prefix/. With several sources DEST
     /// must be a directory or a prefix; they run --concurrency at a time.
     Copy(CopyArgs),
+    /// Run the job service: the HTTP API and the job runner.
+    Serve(ServeArgs),
+    /// Talk to a running `ferry serve`.
+    Job(JobArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Where the SQLite job store and directory destinations live.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Largest request body accepted (413 beyond).
+    #[arg(long, env = "FERRY_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: ByteSize,
+    /// Files of one job transferred at once.
+    #[arg(long, env = "FERRY_PER_JOB_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub per_job_concurrency: u16,
+    /// Files transferred at once across all jobs.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Most files one job may have.
+    #[arg(long, env = "FERRY_MAX_FILES_PER_JOB", default_value_t = 10_000)]
+    pub max_files_per_job: usize,
+    /// Largest file accepted.
+    #[arg(long, env = "FERRY_MAX_SIZE", default_value = "5GiB", value_parser = parse_size)]
+    pub max_size: ByteSize,
+    /// S3 multipart part size.
+    #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub part_size: ByteSize,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The ferry server.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job from a JSON file ({"files":[{"source","key","sha256"?}],"destination"?}).
+    Submit {
+        file: std::path::PathBuf,
+        /// Wait for the job to end, showing progress; the exit code tells how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a job.
+    Status { id: String },
+    /// Cancel a job.
+    Cancel { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -143,7 +208,9 @@ mod tests {
             &"AB".repeat(32),
         ])
         .unwrap();
-        let Command::Copy(args) = cli.command;
+        let Command::Copy(args) = cli.command else {
+            panic!("expected copy")
+        };
         assert_eq!(
             args.paths,
             vec!["http://h/f.bin".to_owned(), "out/".to_owned()]
@@ -157,7 +224,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ferry", "copy", "a", "b", "c", "out/", "--concurrency", "8"])
                 .unwrap();
-        let Command::Copy(args) = cli.command;
+        let Command::Copy(args) = cli.command else {
+            panic!("copy")
+        };
         assert_eq!(args.paths.len(), 4);
         assert_eq!(args.concurrency, 8);
         assert!(Cli::try_parse_from(["ferry", "copy", "only-one"]).is_err());

@@ -16,6 +16,12 @@ pub const SIZE_LIMIT: u8 = 4;
 pub const SOURCE: u8 = 5;
 /// The destination could not be written.
 pub const STORAGE: u8 = 6;
+/// `ferry job submit --wait`: the job finished, some files failed.
+pub const JOB_WITH_ERRORS: u8 = 7;
+/// `ferry job submit --wait`: the job failed or was cancelled.
+pub const JOB_FAILED: u8 = 8;
+/// The ferry server could not be reached or failed (job commands).
+pub const SERVER: u8 = 9;
 
 pub fn for_error(error: &ProcessFileError) -> u8 {
     match error {

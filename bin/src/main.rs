@@ -1,11 +1,14 @@
 //! The `ferry` binary: reads config, wires adapters, runs the command.
 //! No business logic lives here.
 
+mod api;
 mod cli;
 mod copy;
 mod exit;
+mod job_cmd;
 mod logging;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,8 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args, cli.global.endpoint_url).await,
+            Command::Serve(args) => serve::run(args, cli.global).await,
+            Command::Job(args) => job_cmd::run(args).await,
         }
     })
 }

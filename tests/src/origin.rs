@@ -40,6 +40,9 @@ pub enum Behavior {
     ResetAfter { after: usize, times: usize },
     /// Redirects (302) to another path.
     Redirect { to: String },
+    /// The first `times` responses send `after` bytes and then stall
+    /// forever; later ones are served normally.
+    StallFirst { times: usize, after: usize },
     /// The first `times` responses are cut after `send` bytes (no ranges
     /// advertised, so only a whole retry helps); then served normally.
     ShortFirst { times: usize, send: usize },
@@ -344,6 +347,13 @@ async fn handle(
             .header(header::RETRY_AFTER, "0")
             .body(full(Bytes::new())),
         Behavior::Chunked => builder.body(body_of(memory(0), End::Clean)),
+        Behavior::StallFirst { times, after } if hits <= *times => {
+            let data = memory(0);
+            let cut = data.slice(..(*after).min(data.len()));
+            builder
+                .header(header::CONTENT_LENGTH, total)
+                .body(body_of(cut, End::Stall))
+        }
         Behavior::ShortFirst { times, send } if hits <= *times => {
             let data = memory(0);
             let cut = data.slice(..(*send).min(data.len()));

@@ -95,6 +95,9 @@ pub struct JobService {
     config: JobServiceConfig,
     global: Arc<Semaphore>,
     running: Mutex<HashMap<JobId, Running>>,
+    /// Held across "store the event" and "publish it", so subscribers see
+    /// events in sequence order.
+    emit_order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for JobService {
@@ -163,6 +166,7 @@ impl JobService {
             config,
             global,
             running: Mutex::new(HashMap::new()),
+            emit_order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -172,6 +176,7 @@ impl JobService {
 
     /// Stores an event (assigning its sequence number) and publishes it.
     async fn emit(&self, id: &JobId, kind: JobEventKind) {
+        let _order = self.emit_order.lock().await;
         let mut event = JobEvent {
             job_id: id.clone(),
             seq: 0,

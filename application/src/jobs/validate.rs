@@ -149,7 +149,8 @@ mod tests {
 
     #[test]
     fn each_problem_names_its_field_and_index() {
-        let cases: Vec<(Box<dyn Fn(&mut SubmitJobRequest)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut SubmitJobRequest)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|r| r.files[1].source = "ftp://x/y".into()),
                 "files[1].source",

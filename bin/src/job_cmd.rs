@@ -1,0 +1,192 @@
+//! `ferry job submit|status|cancel`: a client of `ferry serve`'s API.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::cli::{JobArgs, JobCommand};
+use crate::exit;
+
+fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("ferry: error: {message}");
+    ExitCode::from(code)
+}
+
+/// Turns an API answer into JSON, or a one-line error with an exit code.
+async fn answer(
+    resp: Result<reqwest::Response, reqwest::Error>,
+    server: &str,
+) -> Result<Value, ExitCode> {
+    let resp = resp.map_err(|e| {
+        fail(
+            exit::SERVER,
+            format!(
+                "cannot reach the ferry server at {server}: {}",
+                e.without_url()
+            ),
+        )
+    })?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| {
+        fail(
+            exit::SERVER,
+            format!("the server's answer is not JSON: {}", e.without_url()),
+        )
+    })?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let err = &body["error"];
+    let message = err["message"].as_str().unwrap_or("request refused");
+    let shown = match err["field"].as_str() {
+        Some(field) => format!("{field}: {message}"),
+        None => message.to_owned(),
+    };
+    let code = if status.is_client_error() && status.as_u16() != 404 {
+        exit::USAGE
+    } else {
+        exit::SERVER
+    };
+    Err(fail(code, format!("{shown} (HTTP {})", status.as_u16())))
+}
+
+fn print(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("ferry: error: cannot print the answer: {e}"),
+    }
+}
+
+fn exit_for_status(status: &str) -> ExitCode {
+    ExitCode::from(match status {
+        "completed" => exit::OK,
+        "completed_with_errors" => exit::JOB_WITH_ERRORS,
+        _ => exit::JOB_FAILED,
+    })
+}
+
+fn is_terminal_status(s: &str) -> bool {
+    matches!(
+        s,
+        "completed" | "completed_with_errors" | "failed" | "cancelled"
+    )
+}
+
+async fn submit(client: &reqwest::Client, server: &str, file: &Path, wait: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(exit::USAGE, format!("cannot read {}: {e}", file.display())),
+    };
+    let body: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                exit::USAGE,
+                format!("{} is not valid JSON: {e}", file.display()),
+            );
+        }
+    };
+    let job = match answer(
+        client
+            .post(format!("{server}/v1/jobs"))
+            .json(&body)
+            .send()
+            .await,
+        server,
+    )
+    .await
+    {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let id = job["id"].as_str().unwrap_or_default().to_owned();
+    if !wait {
+        print(&job);
+        return ExitCode::from(exit::OK);
+    }
+    eprintln!("ferry: job {id} accepted; waiting for it to finish");
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(job["summary"]["total"].as_u64().unwrap_or(0));
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} files {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let job = match answer(
+            client.get(format!("{server}/v1/jobs/{id}")).send().await,
+            server,
+        )
+        .await
+        {
+            Ok(j) => j,
+            Err(code) => return code,
+        };
+        let status = job["status"].as_str().unwrap_or_default().to_owned();
+        if let Some(bar) = &bar {
+            let s = &job["summary"];
+            let finished = s["succeeded"].as_u64().unwrap_or(0) + s["failed"].as_u64().unwrap_or(0);
+            bar.set_position(finished);
+            bar.set_message(format!(
+                "{} bytes, {status}",
+                s["bytes_done"].as_u64().unwrap_or(0)
+            ));
+        }
+        if is_terminal_status(&status) {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            print(&job);
+            return exit_for_status(&status);
+        }
+    }
+}
+
+pub async fn run(args: JobArgs) -> ExitCode {
+    let server = args.server.trim_end_matches('/').to_owned();
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(exit::INTERNAL, format!("cannot build the HTTP client: {e}")),
+    };
+    match args.command {
+        JobCommand::Submit { file, wait } => submit(&client, &server, &file, wait).await,
+        JobCommand::Status { id } => {
+            match answer(
+                client.get(format!("{server}/v1/jobs/{id}")).send().await,
+                &server,
+            )
+            .await
+            {
+                Ok(job) => {
+                    print(&job);
+                    ExitCode::from(exit::OK)
+                }
+                Err(code) => code,
+            }
+        }
+        JobCommand::Cancel { id } => {
+            match answer(
+                client.delete(format!("{server}/v1/jobs/{id}")).send().await,
+                &server,
+            )
+            .await
+            {
+                Ok(job) => {
+                    print(&job);
+                    ExitCode::from(exit::OK)
+                }
+                Err(code) => code,
+            }
+        }
+    }
+}

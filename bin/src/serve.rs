@@ -1,0 +1,156 @@
+//! `ferry serve`: reads config, wires adapters, resumes unfinished jobs,
+//! serves the API until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ferry_adapters::events::{BroadcastEvents, FanoutEvents, LogEvents};
+use ferry_adapters::job_store::SqlJobStore;
+use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::storage_resolver::DefaultStorageResolver;
+use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, SourceRouter};
+use ferry_application::jobs::{JobService, JobServiceConfig};
+use ferry_domain::JobId;
+
+use crate::api::{AppState, router};
+use crate::cli::{GlobalArgs, ServeArgs};
+use crate::exit;
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("ferry: error: {message}");
+    ExitCode::from(exit::USAGE)
+}
+
+fn new_job_id() -> JobId {
+    let id = format!(
+        "job_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    );
+    // Always valid: letters, digits and `_` only.
+    JobId::parse(&id).unwrap_or_else(|_| new_job_id())
+}
+
+pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
+    let data_dir = args.data_dir.clone();
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        return fail(format!(
+            "--data-dir {}: cannot create it: {e}",
+            data_dir.display()
+        ));
+    }
+    let files_root: PathBuf = data_dir.join("files");
+    let files = match FilesystemStorage::new(&files_root) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("--data-dir: {e}")),
+    };
+    match files.remove_stale_temp_files().await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => tracing::info!(removed = n, "stale temp files removed"),
+    }
+    let database_url = global
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("ferry.db").display()));
+    let store = match SqlJobStore::connect(&database_url).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(format!("--database-url: {e}")),
+    };
+    let http = match PooledHttpClient::new(HttpClientConfig::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let resolver = DefaultStorageResolver::new(
+        files_root,
+        S3Settings {
+            endpoint_url: global.endpoint_url.clone(),
+            region: None,
+        },
+        S3StorageConfig {
+            part_size: args.part_size.as_u64(),
+            ..S3StorageConfig::default()
+        },
+    );
+    let broadcast = BroadcastEvents::new(4096);
+    let events = FanoutEvents(vec![Arc::new(broadcast.clone()), Arc::new(LogEvents)]);
+    let config = JobServiceConfig {
+        per_job_concurrency: usize::from(args.per_job_concurrency),
+        global_concurrency: usize::from(args.concurrency),
+        max_files_per_job: args.max_files_per_job,
+        max_file_size: args.max_size,
+        ..JobServiceConfig::default()
+    };
+    let jobs = Arc::new(JobService::new(
+        store,
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(resolver),
+        Arc::new(events),
+        Box::new(new_job_id),
+        config,
+    ));
+
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("--listen {}: {e}", args.listen)),
+    };
+    let addr: SocketAddr = listener.local_addr().unwrap_or(args.listen);
+
+    match jobs.unfinished().await {
+        Ok(ids) => {
+            for id in ids {
+                tracing::info!(job = %id, "resuming unfinished job");
+                tokio::spawn(jobs.clone().run_abortable(id));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
+    }
+
+    let app = router(
+        AppState { jobs },
+        args.max_body.as_u64().try_into().unwrap_or(usize::MAX),
+    );
+    eprintln!(
+        "ferry serve: listening on http://{addr} (data {}, job store {})",
+        data_dir.display(),
+        if database_url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    match served {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("ferry: error: the server stopped: {e}");
+            ExitCode::from(exit::INTERNAL)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("ferry serve: shutting down; unfinished jobs resume at the next start");
+}

@@ -1,0 +1,341 @@
+//! `ferry serve` as a process, driven over HTTP and by `ferry job`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::{generate, sha256_hex};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines.next().expect("server printed its address").unwrap();
+            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_terminal(client: &reqwest::Client, server: &str, id: &str) -> Value {
+    for _ in 0..600 {
+        let job: Value = client
+            .get(format!("{server}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            job["status"].as_str(),
+            Some("completed" | "completed_with_errors" | "failed" | "cancelled")
+        ) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+#[tokio::test]
+async fn api_runs_a_twenty_file_job_and_reports_per_file_results() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let data = generate(50_000 + i * 100, 70 + i as u64);
+        origin.serve(&format!("/j/{i}.bin"), data.clone(), Behavior::Normal);
+        let sha = if i == 13 {
+            "1".repeat(64)
+        } else {
+            sha256_hex(&data)
+        };
+        files.push(json!({ "source": origin.url(&format!("/j/{i}.bin")), "key": format!("f/{i}.bin"), "sha256": sha }));
+    }
+    let resp = client
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({ "files": files, "destination": "api" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = wait_terminal(&client, &server.url, &id).await;
+    assert_eq!(done["status"], "completed_with_errors");
+    assert_eq!(done["summary"]["succeeded"], 19);
+    assert_eq!(done["summary"]["failed"], 1);
+    assert_eq!(done["files"][13]["error"]["code"], "checksum_mismatch");
+    assert!(dir.path().join("files/api/f/0.bin").exists());
+    assert!(!dir.path().join("files/api/f/13.bin").exists());
+
+    let list: Value = client
+        .get(format!(
+            "{}/v1/jobs?status=completed_with_errors",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["jobs"][0]["id"], id.as_str());
+    let again = client
+        .delete(format!("{}/v1/jobs/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_naming_the_field_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-body", "4KiB"]);
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        client
+            .post(format!("{}/v1/jobs", server.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases = vec![
+        (json!({"files": [{"source": "http://h/a", "key": "../x"}]}).to_string(), 400, "files[0].key"),
+        (json!({"files": [{"source": "file:///etc/passwd", "key": "x"}]}).to_string(), 400, "files[0].source"),
+        (json!({"files": [{"source": "http://h/a", "key": "a"}, {"source": "http://h/b", "key": "a"}]}).to_string(), 400, "files[1].key"),
+        (json!({"files": [{"source": "http://h/a", "key": "a", "sha256": "xyz"}]}).to_string(), 400, "files[0].sha256"),
+        (json!({"files": []}).to_string(), 400, "files"),
+    ];
+    for (body, status, field) in cases {
+        let resp = post(body).await.unwrap();
+        assert_eq!(resp.status(), status);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["field"], field, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_request");
+    }
+    let huge = json!({"files": [{"source": format!("http://h/{}", "a".repeat(8000)), "key": "a"}]})
+        .to_string();
+    let resp = post(huge).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "body_too_large");
+    let resp = post("{not json".into()).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    let list: Value = client
+        .get(format!("{}/v1/jobs", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    let missing = client
+        .get(format!("{}/v1/jobs/job_missing", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let openapi: Value = client
+        .get(format!("{}/v1/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    assert!(openapi["paths"]["/v1/jobs/{id}"]["delete"].is_object());
+    let health: Value = client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_job_survives_kill_9_and_completes_after_restart() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = generate(300_000, 90);
+    let b = generate(400_000, 91);
+    origin.serve("/r/a.bin", a.clone(), Behavior::Normal);
+    // The first request for b stalls mid-body: the server is killed then.
+    origin.serve(
+        "/r/b.bin",
+        b.clone(),
+        Behavior::StallFirst {
+            times: 1,
+            after: 100_000,
+        },
+    );
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let job: Value = client
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({ "files": [
+            { "source": origin.url("/r/a.bin"), "key": "a.bin", "sha256": sha256_hex(&a) },
+            { "source": origin.url("/r/b.bin"), "key": "b.bin", "sha256": sha256_hex(&b) } ] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Wait until b is running and a is done.
+    for _ in 0..200 {
+        let j: Value = client
+            .get(format!("{}/v1/jobs/{id}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if j["files"][0]["status"] == "succeeded" && j["files"][1]["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill9();
+    assert!(!dir.path().join("files/b.bin").exists());
+
+    let server = Server::start(dir.path(), &[]);
+    let done = wait_terminal(&client, &server.url, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["files"][1]["attempts"], 2);
+    assert_eq!(std::fs::read(dir.path().join("files/a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.path().join("files/b.bin")).unwrap(), b);
+    let temps: Vec<_> = std::fs::read_dir(dir.path().join("files"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".ferry-tmp."))
+        .collect();
+    assert!(
+        temps.is_empty(),
+        "the killed process's temp file was swept: {temps:?}"
+    );
+}
+
+#[tokio::test]
+async fn job_cli_submits_waits_and_reports_through_exit_codes() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let data = generate(100_000, 92);
+    origin.serve("/c/ok.bin", data.clone(), Behavior::Normal);
+    let spec = dir.path().join("job.json");
+    let write = |sha: &str| {
+        std::fs::write(
+            &spec,
+            json!({ "files": [{ "source": origin.url("/c/ok.bin"), "key": "ok.bin", "sha256": sha }] }).to_string(),
+        )
+        .unwrap();
+    };
+    let server_url = server.url.clone();
+    let ferry = move |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("FERRY_SERVER", &server_url)
+            .output()
+            .unwrap()
+    };
+    write(&sha256_hex(&data));
+    let spec_s = spec.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let spec_s = spec_s.clone();
+        let ferry = ferry.clone();
+        move || ferry(&["job", "submit", &spec_s, "--wait"])
+    });
+    let out = out.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "completed");
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    write(&"2".repeat(64));
+    let bad = tokio::task::spawn_blocking(move || ferry(&["job", "submit", &spec_s, "--wait"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(8),
+        "every file failed: the job failed"
+    );
+
+    let status = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["job", "status", &id, "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let cancel = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["job", "cancel", &id, "--server", &server.url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        cancel.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cancel.stderr).contains("already ended"));
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["job", "status", "x", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(9));
+}
