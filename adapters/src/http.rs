@@ -5,7 +5,10 @@
 //! - at most `max_connections_per_host` requests in flight per host (a
 //!   semaphore per scheme+host+port whose permit lives as long as the body;
 //!   reqwest alone only caps *idle* connections);
-//! - keep-alive: idle connections are closed after `idle_timeout`;
+//! - keep-alive: idle connections are closed after `idle_timeout`, and no
+//!   connection takes a new request once it is `max_connection_age` old
+//!   (hyper's pool has no such limit, so the pool itself is renewed at that
+//!   age: old connections finish their bodies and close);
 //! - `connect_timeout`, and a read-idle timeout on the body
 //!   (`read_idle_timeout`) so a stalled source fails instead of hanging;
 //! - retries with exponential backoff and full jitter for connect errors,
@@ -17,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +42,9 @@ use ferry_domain::source::redact_text;
 pub struct HttpClientConfig {
     pub max_connections_per_host: usize,
     pub idle_timeout: Duration,
+    /// Maximum keep-alive: no connection is reused for a new request after
+    /// this age.
+    pub max_connection_age: Duration,
     pub connect_timeout: Duration,
     pub read_idle_timeout: Duration,
     pub max_redirects: usize,
@@ -54,6 +60,7 @@ impl Default for HttpClientConfig {
         Self {
             max_connections_per_host: 10,
             idle_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             read_idle_timeout: Duration::from_secs(30),
             max_redirects: 5,
@@ -67,7 +74,8 @@ impl Default for HttpClientConfig {
 
 /// `HttpDownloadPort` for `http://` and `https://` sources.
 pub struct PooledHttpClient {
-    client: reqwest::Client,
+    /// The current pool and when it was created.
+    pool: Mutex<(reqwest::Client, Instant)>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     config: HttpClientConfig,
 }
@@ -87,7 +95,16 @@ pub struct HttpClientInitError(String);
 
 impl PooledHttpClient {
     pub fn new(config: HttpClientConfig) -> Result<Self, HttpClientInitError> {
-        let client = reqwest::Client::builder()
+        let client = Self::build(&config)?;
+        Ok(Self {
+            pool: Mutex::new((client, Instant::now())),
+            hosts: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    fn build(config: &HttpClientConfig) -> Result<reqwest::Client, HttpClientInitError> {
+        reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(config.idle_timeout)
@@ -96,12 +113,21 @@ impl PooledHttpClient {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
             .build()
-            .map_err(|e| HttpClientInitError(e.without_url().to_string()))?;
-        Ok(Self {
-            client,
-            hosts: Mutex::new(HashMap::new()),
-            config,
-        })
+            .map_err(|e| HttpClientInitError(e.without_url().to_string()))
+    }
+
+    /// The pool to send through, renewed once it reaches the maximum age.
+    fn client(&self) -> reqwest::Client {
+        let mut pool = match self.pool.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if pool.1.elapsed() >= self.config.max_connection_age
+            && let Ok(fresh) = Self::build(&self.config)
+        {
+            *pool = (fresh, Instant::now());
+        }
+        pool.0.clone()
     }
 
     /// The per-host limiter, created on first use.
@@ -133,7 +159,7 @@ impl PooledHttpClient {
 
     async fn send_once(&self, request: &DownloadRequest) -> Result<Response, reqwest::Error> {
         let mut builder = self
-            .client
+            .client()
             .get(request.source.expose())
             .header(header::ACCEPT_ENCODING, "identity");
         if request.offset > 0 {

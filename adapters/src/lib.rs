@@ -14,6 +14,7 @@ pub mod filesystem;
 pub mod http;
 pub mod job_store;
 pub mod local_file;
+pub mod memory;
 pub mod s3;
 pub mod source_router;
 pub mod storage_resolver;

@@ -31,6 +31,11 @@ pub struct GlobalArgs {
     /// data directory.
     #[arg(long, global = true, env = "FERRY_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Memory for buffers that hold file bytes where a part must be kept
+    /// (S3 uploads of unknown-length or non-range sources); transfers wait
+    /// for it rather than exceed it.
+    #[arg(long, global = true, env = "FERRY_MEMORY_BUDGET", default_value = "64MiB", value_parser = parse_size)]
+    pub memory_budget: ByteSize,
     /// Log format on stderr.
     #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -135,6 +140,11 @@ pub struct CopyArgs {
     /// 10,000 parts).
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub part_size: ByteSize,
+    /// Check each S3 part's MD5 (computed in flight) against the ETag the
+    /// server returns: detects corruption on the way in, at the cost of one
+    /// more MD5 pass over the bytes.
+    #[arg(long, env = "FERRY_VERIFY_PARTS")]
+    pub verify_parts: bool,
     /// Compute MD5 too, even when no --md5 is given.
     #[arg(long, env = "FERRY_COMPUTE_MD5")]
     pub compute_md5: bool,

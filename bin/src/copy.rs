@@ -10,6 +10,7 @@ use futures::StreamExt;
 use indicatif::MultiProgress;
 use serde::Serialize;
 
+use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
     FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
@@ -132,6 +133,8 @@ async fn open_storage(
     dest: &Destination,
     endpoint_url: Option<String>,
     part_size: ByteSize,
+    verify_parts: bool,
+    memory: MemoryBudget,
 ) -> Result<Arc<dyn FileStoragePort>, OpenError> {
     match dest {
         Destination::Directory { root, key } => {
@@ -158,6 +161,8 @@ async fn open_storage(
                 .map_err(|e| OpenError::Storage(e.into()))?;
             let config = S3StorageConfig {
                 part_size: part_size.as_u64(),
+                verify_part_etags: verify_parts,
+                memory: Some(memory),
                 ..S3StorageConfig::default()
             };
             Ok(Arc::new(S3Storage::new(
@@ -321,7 +326,11 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
     Ok(planned)
 }
 
-pub async fn run(args: CopyArgs, endpoint_url: Option<String>) -> ExitCode {
+pub async fn run(
+    args: CopyArgs,
+    endpoint_url: Option<String>,
+    memory_budget: ByteSize,
+) -> ExitCode {
     let json = args.json || !std::io::stdout().is_terminal();
     let planned = match plan(&args) {
         Ok(p) => p,
@@ -333,7 +342,15 @@ pub async fn run(args: CopyArgs, endpoint_url: Option<String>) -> ExitCode {
             json,
         );
     };
-    let storage = match open_storage(&first.dest, endpoint_url, args.part_size).await {
+    let storage = match open_storage(
+        &first.dest,
+        endpoint_url,
+        args.part_size,
+        args.verify_parts,
+        MemoryBudget::new(memory_budget.as_u64()),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(OpenError::Usage(e)) => return usage(&e, json),
         Err(OpenError::Storage(e)) => return report_failure(&e, json),

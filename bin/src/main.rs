@@ -34,7 +34,9 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Copy(args) => copy::run(args, cli.global.endpoint_url).await,
+            Command::Copy(args) => {
+                copy::run(args, cli.global.endpoint_url, cli.global.memory_budget).await
+            }
             Command::Serve(args) => serve::run(args, cli.global).await,
             Command::Job(args) => job_cmd::run(args).await,
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferry_adapters::events::{BroadcastEvents, FanoutEvents, LogEvents};
 use ferry_adapters::job_store::SqlJobStore;
+use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, SourceRouter};
@@ -70,6 +71,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
+            memory: Some(MemoryBudget::new(global.memory_budget.as_u64())),
             ..S3StorageConfig::default()
         },
     );

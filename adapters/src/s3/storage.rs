@@ -43,6 +43,7 @@ use ferry_domain::stream::ByteStream;
 use super::body::channel_body;
 use super::errors::map_sdk_error;
 use super::service::{S3Service, s3_location};
+use crate::memory::{MemoryBudget, MemoryGrant};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's smallest part (except the last) and largest part count.
@@ -61,6 +62,9 @@ pub struct S3StorageConfig {
     pub verify_part_etags: bool,
     /// Chunks that may wait between the source and a part's request.
     pub channel_depth: usize,
+    /// Where buffered parts (unknown length, no ranges) take their memory
+    /// from; `None` leaves them unbounded.
+    pub memory: Option<MemoryBudget>,
 }
 
 impl Default for S3StorageConfig {
@@ -70,6 +74,7 @@ impl Default for S3StorageConfig {
             multipart_threshold: 8 * MIB,
             verify_part_etags: true,
             channel_depth: 2,
+            memory: None,
         }
     }
 }
@@ -197,6 +202,8 @@ enum Mode {
     Buffered {
         part_size: u64,
         buf: BytesMut,
+        /// The memory budget's share for `buf`, held while it fills.
+        grant: Option<MemoryGrant>,
     },
 }
 
@@ -211,6 +218,7 @@ struct S3Write {
     create_metadata: HashMap<String, String>,
     verify_etags: bool,
     depth: usize,
+    memory: Option<MemoryBudget>,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
     mode: Mode,
@@ -333,7 +341,11 @@ impl S3Write {
     async fn upload_buffered_part(&mut self, data: Bytes) -> Result<(), StorageError> {
         let upload_id = self.ensure_upload().await?;
         let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
-        let md5 = Md5::digest(&data);
+        let md5 = if self.verify_etags {
+            Md5::digest(&data)
+        } else {
+            Default::default()
+        };
         let len = data.len() as u64;
         let out = self
             .service
@@ -391,7 +403,9 @@ impl S3Write {
         let Mode::Single { tx, held, md5, .. } = &mut self.mode else {
             return Err(self.unexpected("wrong write mode".into()));
         };
-        md5.update(&chunk);
+        if self.verify_etags {
+            md5.update(&chunk);
+        }
         self.written = new_written;
         if new_written == size {
             // The last bytes wait for commit: nothing lands unverified.
@@ -460,7 +474,9 @@ impl S3Write {
             } else {
                 std::mem::take(&mut rest)
             };
-            part.md5.update(&piece);
+            if self.verify_etags {
+                part.md5.update(&piece);
+            }
             part.sent += piece.len() as u64;
             self.written += piece.len() as u64;
             let sent = match &part.tx {
@@ -485,7 +501,26 @@ impl S3Write {
     }
 
     async fn write_buffered(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        let Mode::Buffered { part_size, buf } = &mut self.mode else {
+        let needs_grant = matches!(&self.mode, Mode::Buffered { grant: None, .. });
+        if needs_grant && let Some(budget) = self.memory.clone() {
+            let Mode::Buffered { part_size, .. } = &self.mode else {
+                return Err(self.unexpected("wrong write mode".into()));
+            };
+            // One part plus one chunk of slack, taken before the buffer fills.
+            let wanted = *part_size + chunk.len() as u64;
+            let granted =
+                budget
+                    .acquire(wanted)
+                    .await
+                    .map_err(|e| StorageError::InvalidDestination {
+                        location: self.location(),
+                        reason: e.to_string(),
+                    })?;
+            if let Mode::Buffered { grant, .. } = &mut self.mode {
+                *grant = Some(granted);
+            }
+        }
+        let Mode::Buffered { part_size, buf, .. } = &mut self.mode else {
             return Err(self.unexpected("wrong write mode".into()));
         };
         let part_size = usize::try_from(*part_size).unwrap_or(usize::MAX);
@@ -498,6 +533,12 @@ impl S3Write {
         {
             let part = buf.split_to(part_size).freeze();
             self.upload_buffered_part(part).await?;
+        }
+        // The part went out: give its memory back until more bytes come.
+        if let Mode::Buffered { buf, grant, .. } = &mut self.mode
+            && buf.is_empty()
+        {
+            *grant = None;
         }
         Ok(())
     }
@@ -569,8 +610,9 @@ impl S3Write {
                 }
                 self.complete().await?;
             }
-            Mode::Buffered { buf, .. } => {
+            Mode::Buffered { buf, grant, .. } => {
                 let last = buf.split().freeze();
+                let _held_until_sent = grant.take();
                 if self.upload_id.is_none() {
                     self.service
                         .upload_buffer(&self.bucket, &self.key, last, full_metadata.clone())
@@ -608,7 +650,10 @@ impl S3Write {
                     part.task.abort();
                 }
             }
-            Mode::Buffered { buf, .. } => *buf = BytesMut::new(),
+            Mode::Buffered { buf, grant, .. } => {
+                *buf = BytesMut::new();
+                *grant = None;
+            }
         }
     }
 
@@ -718,6 +763,7 @@ impl FileStoragePort for S3Storage {
             (size, _) => Mode::Buffered {
                 part_size: part_size_for(size.unwrap_or(0), self.config.part_size),
                 buf: BytesMut::new(),
+                grant: None,
             },
         };
         Ok(Box::new(S3Write {
@@ -734,6 +780,7 @@ impl FileStoragePort for S3Storage {
             ),
             verify_etags: self.config.verify_part_etags,
             depth: self.config.channel_depth,
+            memory: self.config.memory.clone(),
             upload_id: None,
             parts: Vec::new(),
             mode,

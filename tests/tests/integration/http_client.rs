@@ -258,3 +258,27 @@ async fn connection_errors_never_show_credentials() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(!shown.contains("deadbeef"), "{shown}");
 }
+
+#[tokio::test]
+async fn connections_are_reused_but_not_past_the_maximum_age() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/k.bin", generate(1000, 19), Behavior::Normal);
+    let c = PooledHttpClient::new(HttpClientConfig {
+        max_connection_age: Duration::from_millis(300),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    for _ in 0..3 {
+        let d = c.open(whole(&origin.url("/k.bin"))).await.unwrap();
+        body(d).await.unwrap();
+    }
+    assert_eq!(origin.connections(), 1, "keep-alive reuses one connection");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let d = c.open(whole(&origin.url("/k.bin"))).await.unwrap();
+    body(d).await.unwrap();
+    assert_eq!(
+        origin.connections(),
+        2,
+        "an old connection takes no new request"
+    );
+}

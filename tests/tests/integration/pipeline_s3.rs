@@ -240,3 +240,67 @@ async fn small_file_is_one_streamed_put_with_metadata() {
     let log = proxy.log();
     assert!(!log.iter().any(|l| l.contains("uploads")), "{log:?}");
 }
+
+#[tokio::test]
+async fn buffered_parts_take_their_memory_from_the_budget_and_wait_for_it() {
+    use ferry_adapters::memory::MemoryBudget;
+    // Room for one 5 MiB part (plus a chunk) at a time: two unknown-length
+    // transfers must take turns, and both complete.
+    let budget = MemoryBudget::new(5 * MIB as u64 + 512 * 1024);
+    let origin = Origin::start().await.unwrap();
+    let prefix = unique_prefix("budget");
+    let storage = Arc::new(S3Storage::new(
+        service(&garage().endpoint).await,
+        &garage().bucket,
+        &prefix,
+        S3StorageConfig {
+            part_size: 5 * MIB as u64,
+            memory: Some(budget.clone()),
+            ..S3StorageConfig::default()
+        },
+    ));
+    let http = PooledHttpClient::new(HttpClientConfig::default()).unwrap();
+    let use_case = ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        storage.clone(),
+        ProcessFileConfig::default(),
+    );
+    let a = generate(11 * MIB, 69);
+    let b = generate(7 * MIB, 70);
+    origin.serve("/a.bin", a.clone(), Behavior::Chunked);
+    origin.serve("/b.bin", b.clone(), Behavior::Chunked);
+    let (ra, rb) = tokio::join!(
+        use_case.process(command(&origin.url("/a.bin"), "a.bin")),
+        use_case.process(command(&origin.url("/b.bin"), "b.bin")),
+    );
+    assert_eq!(ra.unwrap().sha256.hex(), sha256_hex(&a));
+    assert_eq!(rb.unwrap().sha256.hex(), sha256_hex(&b));
+    assert_eq!(budget.in_use(), 0, "every grant was returned");
+    assert_eq!(
+        conformance::get(storage.as_ref(), &ObjectKey::parse("a.bin").unwrap()).await,
+        a
+    );
+
+    // A part that can never fit fails at once with the flag to change.
+    let tiny = S3Storage::new(
+        service(&garage().endpoint).await,
+        &garage().bucket,
+        &prefix,
+        S3StorageConfig {
+            part_size: 5 * MIB as u64,
+            memory: Some(MemoryBudget::new(MIB as u64)),
+            ..S3StorageConfig::default()
+        },
+    );
+    let http = PooledHttpClient::new(HttpClientConfig::default()).unwrap();
+    let small = ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(tiny),
+        ProcessFileConfig::default(),
+    );
+    let err = small
+        .process(command(&origin.url("/b.bin"), "c.bin"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--memory-budget"), "{err}");
+}

@@ -1,0 +1,132 @@
+//! The process-wide memory budget for buffers that hold file bytes.
+//!
+//! A buffer is taken from the budget before it is filled and given back when
+//! its grant is dropped (RAII). A transfer that cannot get its buffer waits,
+//! so backpressure travels to its source instead of memory growing. Built on
+//! tokio's semaphore (permits are KiB), not a hand-rolled allocator.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+const UNIT: u64 = 1024;
+
+/// A share of memory for buffers.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    sem: Arc<Semaphore>,
+    total_units: u32,
+}
+
+/// Bytes taken from the budget; returned when dropped.
+#[derive(Debug)]
+pub struct MemoryGrant {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+}
+
+impl MemoryGrant {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// A request the budget can never satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error(
+    "a {asked}-byte buffer cannot fit in the {total}-byte memory budget; raise --memory-budget or lower --part-size"
+)]
+pub struct BudgetTooSmall {
+    pub asked: u64,
+    pub total: u64,
+}
+
+fn units(bytes: u64) -> u64 {
+    bytes.div_ceil(UNIT)
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (rounded up to whole KiB; at most 4 TiB).
+    pub fn new(bytes: u64) -> Self {
+        let total_units = u32::try_from(units(bytes)).unwrap_or(u32::MAX).max(1);
+        Self {
+            sem: Arc::new(Semaphore::new(total_units as usize)),
+            total_units,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        u64::from(self.total_units) * UNIT
+    }
+
+    /// Bytes not granted right now.
+    pub fn available(&self) -> u64 {
+        self.sem.available_permits() as u64 * UNIT
+    }
+
+    /// Bytes granted right now.
+    pub fn in_use(&self) -> u64 {
+        self.total() - self.available()
+    }
+
+    /// Takes `bytes`, waiting until they are free.
+    pub async fn acquire(&self, bytes: u64) -> Result<MemoryGrant, BudgetTooSmall> {
+        let needed = units(bytes).max(1);
+        let too_small = BudgetTooSmall {
+            asked: bytes,
+            total: self.total(),
+        };
+        let n = u32::try_from(needed).map_err(|_| too_small)?;
+        if n > self.total_units {
+            return Err(too_small);
+        }
+        let permit = self
+            .sem
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| too_small)?;
+        Ok(MemoryGrant {
+            _permit: permit,
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn grants_are_returned_on_drop() {
+        let budget = MemoryBudget::new(10 * 1024);
+        let a = budget.acquire(6 * 1024).await.unwrap();
+        assert_eq!(budget.in_use(), 6 * 1024);
+        assert_eq!(a.bytes(), 6 * 1024);
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_until_memory_is_free() {
+        let budget = MemoryBudget::new(8 * 1024);
+        let held = budget.acquire(6 * 1024).await.unwrap();
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), budget.acquire(4 * 1024)).await;
+        assert!(waiting.is_err(), "nothing may exceed the budget");
+        let b2 = budget.clone();
+        let pending = tokio::spawn(async move { b2.acquire(4 * 1024).await.map(|g| g.bytes()) });
+        drop(held);
+        assert_eq!(pending.await.unwrap().unwrap(), 4 * 1024);
+    }
+
+    #[tokio::test]
+    async fn impossible_requests_fail_at_once() {
+        let budget = MemoryBudget::new(4 * 1024);
+        let err = budget.acquire(5 * 1024).await.unwrap_err();
+        assert_eq!(err.total, 4 * 1024);
+        assert!(err.to_string().contains("--memory-budget"));
+    }
+}
