@@ -11,7 +11,9 @@
 # each one's peak: an upper bound).
 #
 # Usage: bench/s3.sh [SIZES_GIB...]       (default: 1 5)
-# Env:   FERRY_BENCH_DIR (scratch), FERRY_BENCH_CONCURRENCY (default 10),
+# Env:   FERRY_BENCH_DIR (scratch), FERRY_BENCH_CONCURRENCY (default 10;
+#        0 skips the concurrent case), FERRY_BENCH_SETTLE (seconds after
+#        each cleanup, default 20),
 #        FERRY_BENCH_TOOLS (default "ferry rclone awscli").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +84,12 @@ timed() {
 
 rss_mib() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1" | awk '{s+=$1} END {printf "%.1f", s/1024}'; }
 wall_s() { sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }'; }
-cleanup_bucket() { aws s3 rm "s3://$bucket/" --recursive --endpoint-url "$AWS_ENDPOINT_URL" --only-show-errors || true; }
+# Empty the bucket, then let Garage's background block GC settle so it does
+# not eat into the next tool's measurement.
+cleanup_bucket() {
+  aws s3 rm "s3://$bucket/" --recursive --endpoint-url "$AWS_ENDPOINT_URL" --only-show-errors || true
+  sleep "${FERRY_BENCH_SETTLE:-20}"
+}
 
 echo "origin: nginx on 127.0.0.1:$port; S3: Garage $(garage --version 2>/dev/null | awk '{print $2}') compression none; $(nproc) cpus; $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-10s %-8s %10s %10s %14s\n' case tool seconds MB/s peak_RSS_MiB
@@ -99,6 +106,7 @@ for g in "${sizes[@]}"; do
   done
 done
 
+[ "$conc" -gt 0 ] || exit 0
 name=bench-1g.bin
 sha256sum "$scratch/srv/$name" | cut -d' ' -f1 > "$scratch/srv/$name.sha256"
 urls=()
