@@ -149,6 +149,17 @@ async fn submit(client: &reqwest::Client, server: &str, file: &Path, wait: bool)
     }
 }
 
+/// Prints the job the server answered with.
+async fn show(resp: Result<reqwest::Response, reqwest::Error>, server: &str) -> ExitCode {
+    match answer(resp, server).await {
+        Ok(job) => {
+            print(&job);
+            ExitCode::from(exit::OK)
+        }
+        Err(code) => code,
+    }
+}
+
 pub async fn run(args: JobArgs) -> ExitCode {
     let server = args.server.trim_end_matches('/').to_owned();
     let client = match reqwest::Client::builder()
@@ -161,32 +172,18 @@ pub async fn run(args: JobArgs) -> ExitCode {
     match args.command {
         JobCommand::Submit { file, wait } => submit(&client, &server, &file, wait).await,
         JobCommand::Status { id } => {
-            match answer(
+            show(
                 client.get(format!("{server}/v1/jobs/{id}")).send().await,
                 &server,
             )
             .await
-            {
-                Ok(job) => {
-                    print(&job);
-                    ExitCode::from(exit::OK)
-                }
-                Err(code) => code,
-            }
         }
         JobCommand::Cancel { id } => {
-            match answer(
+            show(
                 client.delete(format!("{server}/v1/jobs/{id}")).send().await,
                 &server,
             )
             .await
-            {
-                Ok(job) => {
-                    print(&job);
-                    ExitCode::from(exit::OK)
-                }
-                Err(code) => code,
-            }
         }
     }
 }

@@ -470,11 +470,7 @@ impl Job {
         if self.status.is_terminal() {
             return Err(self.illegal(JobStatus::Failed));
         }
-        for task in &mut self.tasks {
-            if !task.status.is_terminal() {
-                task.status = TaskStatus::Cancelled;
-            }
-        }
+        self.cancel_unfinished_tasks();
         self.failure = Some(reason);
         self.status = JobStatus::Failed;
         Ok(())
@@ -485,13 +481,17 @@ impl Job {
         if self.status.is_terminal() {
             return Err(self.illegal(JobStatus::Cancelled));
         }
+        self.cancel_unfinished_tasks();
+        self.status = JobStatus::Cancelled;
+        Ok(())
+    }
+
+    fn cancel_unfinished_tasks(&mut self) {
         for task in &mut self.tasks {
             if !task.status.is_terminal() {
                 task.status = TaskStatus::Cancelled;
             }
         }
-        self.status = JobStatus::Cancelled;
-        Ok(())
     }
 
     /// After a restart: running tasks go back to the queue.

@@ -22,6 +22,8 @@ pub struct FerryWorld {
     pub expected: Vec<Checksum>,
     pub max_size: ByteSize,
     pub outcome: Option<Result<ProcessFileResult, ProcessFileError>>,
+    /// Set by the jobs steps.
+    pub jobs: Option<crate::steps::jobs::JobWorld>,
 }
 
 impl FerryWorld {
@@ -33,6 +35,7 @@ impl FerryWorld {
             expected: Vec::new(),
             max_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             outcome: None,
+            jobs: None,
         }
     }
 
