@@ -16,6 +16,7 @@ pub mod job_store;
 pub mod local_file;
 pub mod memory;
 pub mod s3;
+pub mod sfn;
 pub mod source_router;
 pub mod storage_resolver;
 

@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// S3 multipart part size.
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub part_size: ByteSize,
+    /// AWS Step Functions endpoint for task-token callbacks (default: AWS).
+    #[arg(long, env = "FERRY_SFN_ENDPOINT_URL")]
+    pub sfn_endpoint_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

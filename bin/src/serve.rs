@@ -10,6 +10,7 @@ use ferry_adapters::events::{BroadcastEvents, FanoutEvents, LogEvents};
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::sfn::StepFunctionsCallback;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::jobs::{JobService, JobServiceConfig};
@@ -84,14 +85,18 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         max_file_size: args.max_size,
         ..JobServiceConfig::default()
     };
-    let jobs = Arc::new(JobService::new(
-        store,
-        Arc::new(SourceRouter::new(Arc::new(http), None)),
-        Arc::new(resolver),
-        Arc::new(events),
-        Box::new(new_job_id),
-        config,
-    ));
+    let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
+    let jobs = Arc::new(
+        JobService::new(
+            store,
+            Arc::new(SourceRouter::new(Arc::new(http), None)),
+            Arc::new(resolver),
+            Arc::new(events),
+            Box::new(new_job_id),
+            config,
+        )
+        .with_callback(Arc::new(callback)),
+    );
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,

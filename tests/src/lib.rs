@@ -8,6 +8,7 @@ pub mod garage;
 pub mod job_store_conformance;
 pub mod origin;
 pub mod s3proxy;
+pub mod sfn_endpoint;
 
 use sha2::Digest;
 

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use ferry_domain::ports::{
     HttpDownloadPort, JobEvent, JobEventKind, JobEventsPort, JobFilter, JobPage, JobRecord,
     JobStoreError, JobStorePort, ProcessFileCommand, ProcessFilePort, ProgressPort,
-    StorageResolverPort,
+    StorageResolverPort, WorkflowCallbackPort,
 };
 use ferry_domain::{ByteSize, Job, JobId, JobStatus, TaskFailure, TaskStatus};
 
@@ -98,6 +98,8 @@ pub struct JobService {
     /// Held across "store the event" and "publish it", so subscribers see
     /// events in sequence order.
     emit_order: tokio::sync::Mutex<()>,
+    /// Told how jobs with a task token ended (AWS Step Functions).
+    callback: Option<Arc<dyn WorkflowCallbackPort>>,
 }
 
 impl std::fmt::Debug for JobService {
@@ -167,6 +169,62 @@ impl JobService {
             global,
             running: Mutex::new(HashMap::new()),
             emit_order: tokio::sync::Mutex::new(()),
+            callback: None,
+        }
+    }
+
+    /// Answers the task tokens of jobs through `callback` when they end.
+    #[must_use]
+    pub fn with_callback(mut self, callback: Arc<dyn WorkflowCallbackPort>) -> Self {
+        self.callback = Some(callback);
+        self
+    }
+
+    /// Tells the workflow how the job ended, if it carries a task token, and
+    /// records the outcome on the job. A failed callback never changes the
+    /// job's own result.
+    async fn notify_workflow(&self, record: &mut JobRecord) {
+        let (Some(callback), Some(token)) = (&self.callback, record.task_token.clone()) else {
+            return;
+        };
+        let summary = record.job.summary();
+        let status = record.job.status();
+        let outcome = match status {
+            JobStatus::Completed | JobStatus::CompletedWithErrors => {
+                let output = serde_json::json!({
+                    "job_id": record.job.id.as_str(),
+                    "status": status.as_str(),
+                    "destination": record.destination.to_string(),
+                    "files": { "total": summary.total, "succeeded": summary.succeeded, "failed": summary.failed },
+                    "bytes": summary.bytes_done,
+                });
+                callback
+                    .succeed(&token, &output.to_string())
+                    .await
+                    .map(|()| "task_success")
+            }
+            JobStatus::Cancelled => callback
+                .fail(&token, "ferry.JobCancelled", "the job was cancelled")
+                .await
+                .map(|()| "task_failure"),
+            _ => {
+                let cause = record.job.failure().unwrap_or("the job failed").to_owned();
+                callback
+                    .fail(&token, "ferry.JobFailed", &cause)
+                    .await
+                    .map(|()| "task_failure")
+            }
+        };
+        record.callback = Some(match outcome {
+            Ok(sent) => format!("sent {sent}"),
+            Err(e) => {
+                warn!(job = %record.job.id, error = %e, "workflow callback failed");
+                format!("failed: {e}")
+            }
+        });
+        record.updated_at_ms = now_ms();
+        if let Err(e) = self.store.save_job(record).await {
+            warn!(job = %record.job.id, error = %e, "could not record the callback outcome");
         }
     }
 
@@ -296,6 +354,7 @@ impl JobService {
                         },
                     )
                     .await;
+                    self.notify_workflow(&mut record).await;
                 }
                 return Ok(());
             }
@@ -460,7 +519,7 @@ impl JobService {
 
     /// CompleteJob: final status and summary, stored and announced.
     async fn complete(&self, id: &JobId, shared: &Mutex<JobRecord>) -> Result<(), JobStoreError> {
-        let (record, status) = {
+        let (mut record, status) = {
             let mut rec = lock(shared);
             match rec.job.complete() {
                 Ok(status) => {
@@ -478,6 +537,7 @@ impl JobService {
         let summary = record.job.summary();
         self.emit(id, JobEventKind::JobCompleted { status, summary })
             .await;
+        self.notify_workflow(&mut record).await;
         Ok(())
     }
 
@@ -506,6 +566,7 @@ impl JobService {
         self.store.save_job(&record).await?;
         self.store.replace_tasks(id, record.job.tasks()).await?;
         self.emit(id, JobEventKind::JobCancelled).await;
+        self.notify_workflow(&mut record).await;
         Ok(record)
     }
 

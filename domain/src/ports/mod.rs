@@ -10,6 +10,7 @@ pub mod process;
 pub mod progress;
 pub mod storage;
 pub mod storage_resolver;
+pub mod workflow;
 
 pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
@@ -24,3 +25,4 @@ pub use storage::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 pub use storage_resolver::StorageResolverPort;
+pub use workflow::{CallbackError, WorkflowCallbackPort};

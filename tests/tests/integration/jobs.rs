@@ -36,6 +36,15 @@ pub fn service_on(
     events: BroadcastEvents,
     config: JobServiceConfig,
 ) -> Arc<JobService> {
+    Arc::new(build_service(store, files_root, events, config))
+}
+
+pub fn build_service(
+    store: Arc<SqlJobStore>,
+    files_root: PathBuf,
+    events: BroadcastEvents,
+    config: JobServiceConfig,
+) -> JobService {
     let http = PooledHttpClient::new(HttpClientConfig {
         retry_base_delay: Duration::from_millis(5),
         read_idle_timeout: Duration::from_secs(20),
@@ -47,14 +56,14 @@ pub fn service_on(
         S3Settings::default(),
         S3StorageConfig::default(),
     );
-    Arc::new(JobService::new(
+    JobService::new(
         store,
         Arc::new(SourceRouter::new(Arc::new(http), None)),
         Arc::new(resolver),
         Arc::new(events),
         Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
         config,
-    ))
+    )
 }
 
 pub fn fast_config() -> JobServiceConfig {
@@ -389,4 +398,127 @@ async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
         .await
         .unwrap();
     assert!(page.jobs.is_empty());
+}
+
+mod step_functions {
+    use super::*;
+    use aws_sdk_sfn::config::retry::RetryConfig;
+    use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
+    use ferry_adapters::sfn::StepFunctionsCallback;
+    use ferry_tests::sfn_endpoint::SfnEndpoint;
+    use serde_json::Value;
+
+    async fn harness_with_callback(endpoint: &SfnEndpoint) -> Harness {
+        let mut h = Harness::sqlite().await;
+        let conf = aws_sdk_sfn::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDFERRYTEST",
+                "test-secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(endpoint.url())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(4)
+                    .with_initial_backoff(Duration::from_millis(5)),
+            )
+            .build();
+        let callback = StepFunctionsCallback::from_client(aws_sdk_sfn::Client::from_conf(conf));
+        h.service = Arc::new(
+            build_service(
+                h.store.clone(),
+                h.files.path().to_path_buf(),
+                h.events.clone(),
+                fast_config(),
+            )
+            .with_callback(Arc::new(callback)),
+        );
+        h
+    }
+
+    async fn run_job(h: &Harness, files: Vec<FileRequest>) -> ferry_domain::ports::JobRecord {
+        let rec = h
+            .service
+            .submit(SubmitJobRequest {
+                files,
+                destination: "sfn".into(),
+                task_token: Some("token-abc".into()),
+                ..SubmitJobRequest::default()
+            })
+            .await
+            .unwrap();
+        h.service.clone().run_abortable(rec.job.id.clone()).await;
+        h.store.get(&rec.job.id).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_sends_task_success_with_its_summary() {
+        let endpoint = SfnEndpoint::start().await.unwrap();
+        let h = harness_with_callback(&endpoint).await;
+        let (good, _) = h.file("s1.bin", 20_000, Behavior::Normal);
+        let (mut bad, _) = h.file("s2.bin", 20_000, Behavior::Normal);
+        bad.sha256 = Some("3".repeat(64));
+        let done = run_job(&h, vec![good, bad]).await;
+        assert_eq!(done.job.status(), JobStatus::CompletedWithErrors);
+        assert_eq!(done.callback.as_deref(), Some("sent task_success"));
+        let calls = endpoint.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].operation, "SendTaskSuccess");
+        assert!(calls[0].signed, "the real SDK signs the call");
+        assert_eq!(calls[0].body["taskToken"], "token-abc");
+        let output: Value =
+            serde_json::from_str(calls[0].body["output"].as_str().unwrap()).unwrap();
+        assert_eq!(output["status"], "completed_with_errors");
+        assert_eq!(output["files"]["succeeded"], 1);
+        assert_eq!(output["files"]["failed"], 1);
+        assert_eq!(output["job_id"], done.job.id.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_sends_task_failure_with_error_and_cause() {
+        let endpoint = SfnEndpoint::start().await.unwrap();
+        let h = harness_with_callback(&endpoint).await;
+        let (mut bad, _) = h.file("f.bin", 20_000, Behavior::Normal);
+        bad.sha256 = Some("4".repeat(64));
+        let done = run_job(&h, vec![bad]).await;
+        assert_eq!(done.job.status(), JobStatus::Failed);
+        let calls = endpoint.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].operation, "SendTaskFailure");
+        assert_eq!(calls[0].body["error"], "ferry.JobFailed");
+        assert!(calls[0].body["cause"].as_str().unwrap().contains("failed"));
+        assert_eq!(done.callback.as_deref(), Some("sent task_failure"));
+    }
+
+    #[tokio::test]
+    async fn callbacks_are_retried_and_a_lost_callback_never_loses_the_result() {
+        let endpoint = SfnEndpoint::start().await.unwrap();
+        let h = harness_with_callback(&endpoint).await;
+        endpoint.fail_next(2);
+        let (good, _) = h.file("r.bin", 20_000, Behavior::Normal);
+        let done = run_job(&h, vec![good]).await;
+        assert_eq!(done.callback.as_deref(), Some("sent task_success"));
+        assert_eq!(endpoint.calls().len(), 3, "two 500s, then success");
+
+        let endpoint2 = SfnEndpoint::start().await.unwrap();
+        let h2 = harness_with_callback(&endpoint2).await;
+        endpoint2.fail_next(100);
+        let (good, _) = h2.file("r2.bin", 20_000, Behavior::Normal);
+        let done = run_job(&h2, vec![good]).await;
+        assert_eq!(
+            done.job.status(),
+            JobStatus::Completed,
+            "the job's own result stands"
+        );
+        assert!(
+            done.callback.as_deref().unwrap().starts_with("failed:"),
+            "{:?}",
+            done.callback
+        );
+        assert_eq!(endpoint2.calls().len(), 4, "the SDK's 4 attempts");
+    }
 }
