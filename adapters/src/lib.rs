@@ -9,6 +9,7 @@
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
+mod error_text;
 pub mod events;
 pub mod filesystem;
 pub mod http;

@@ -8,6 +8,8 @@ use aws_sdk_sfn::config::retry::RetryConfig;
 
 use ferry_domain::ports::{CallbackError, WorkflowCallbackPort};
 
+use crate::error_text::error_chain;
+
 /// Step Functions' limits on a failure's fields.
 const MAX_ERROR: usize = 256;
 const MAX_CAUSE: usize = 32_768;
@@ -27,19 +29,6 @@ fn truncated(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
-}
-
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut current = err.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 impl StepFunctionsCallback {
@@ -73,7 +62,7 @@ impl WorkflowCallbackPort for StepFunctionsCallback {
             .output(output)
             .send()
             .await
-            .map_err(|e| CallbackError(chain(&e)))?;
+            .map_err(|e| CallbackError(error_chain(&e)))?;
         Ok(())
     }
 
@@ -85,7 +74,7 @@ impl WorkflowCallbackPort for StepFunctionsCallback {
             .cause(truncated(cause, MAX_CAUSE))
             .send()
             .await
-            .map_err(|e| CallbackError(chain(&e)))?;
+            .map_err(|e| CallbackError(error_chain(&e)))?;
         Ok(())
     }
 }
