@@ -20,6 +20,7 @@ pub mod s3;
 pub mod sfn;
 pub mod source_router;
 pub mod storage_resolver;
+pub mod webhook;
 
 pub use filesystem::FilesystemStorage;
 pub use http::{HttpClientConfig, PooledHttpClient};

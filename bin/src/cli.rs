@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// AWS Step Functions endpoint for task-token callbacks (default: AWS).
     #[arg(long, env = "FERRY_SFN_ENDPOINT_URL")]
     pub sfn_endpoint_url: Option<String>,
+    /// POST every job event there as JSON, signed (needs --webhook-secret).
+    #[arg(long, env = "FERRY_WEBHOOK_URL", requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the X-Ferry-Signature header of webhook calls.
+    #[arg(long, env = "FERRY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,11 @@ use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::sfn::StepFunctionsCallback;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
+use ferry_adapters::webhook::{WebhookConfig, WebhookEvents};
 use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::jobs::{JobService, JobServiceConfig};
 use ferry_domain::JobId;
+use ferry_domain::ports::JobEventsPort;
 
 use crate::api::{AppState, router};
 use crate::cli::{GlobalArgs, ServeArgs};
@@ -77,7 +79,18 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
     );
     let broadcast = BroadcastEvents::new(4096);
-    let events = FanoutEvents(vec![Arc::new(broadcast.clone()), Arc::new(LogEvents)]);
+    let mut sinks: Vec<Arc<dyn JobEventsPort>> =
+        vec![Arc::new(broadcast.clone()), Arc::new(LogEvents)];
+    if let (Some(url), Some(secret)) = (args.webhook_url.clone(), args.webhook_secret.clone()) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return fail("--webhook-url must be an http:// or https:// URL".into());
+        }
+        match WebhookEvents::start(WebhookConfig::new(url, secret.into_bytes())) {
+            Ok(w) => sinks.push(Arc::new(w)),
+            Err(e) => return fail(e),
+        }
+    }
+    let events = FanoutEvents(sinks);
     let config = JobServiceConfig {
         per_job_concurrency: usize::from(args.per_job_concurrency),
         global_concurrency: usize::from(args.concurrency),

@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod garage;
 pub mod job_store_conformance;
 pub mod origin;
+pub mod recorder;
 pub mod s3proxy;
 pub mod sfn_endpoint;
 

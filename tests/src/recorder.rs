@@ -1,0 +1,118 @@
+//! An HTTP receiver that records every request (headers and body) and can
+//! answer the next N with a 500: the webhook's counterpart in tests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// Whether it was answered with a 500.
+    pub refused: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    received: Vec<Received>,
+    refuse_next: usize,
+}
+
+/// A running receiver; stops when dropped.
+#[derive(Debug)]
+pub struct Recorder {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| record(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn refuse_next(&self, n: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.refuse_next = n;
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state
+            .lock()
+            .map(|s| s.received.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn record(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let headers = req.headers().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let refused = match state.lock() {
+        Ok(mut s) => {
+            let refused = s.refuse_next > 0;
+            if refused {
+                s.refuse_next -= 1;
+            }
+            s.received.push(Received {
+                headers,
+                body,
+                refused,
+            });
+            refused
+        }
+        Err(_) => true,
+    };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    if refused {
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    Ok(resp)
+}
