@@ -455,3 +455,16 @@ async fn several_sources_need_a_directory_and_distinct_names() {
     }
     assert!(!work.path().join("out").exists() || entries(&work.path().join("out")).is_empty());
 }
+
+#[test]
+fn a_missing_required_flag_is_named_on_the_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry(
+        &["serve", "--webhook-url", "http://127.0.0.1:1/h"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--webhook-secret"), "{stderr}");
+}
