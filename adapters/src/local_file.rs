@@ -1,7 +1,6 @@
 //! `file://` sources: a local file read in chunks, with seek for offsets.
 
 use std::io::{ErrorKind, SeekFrom};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -94,9 +93,4 @@ impl HttpDownloadPort for LocalFileSource {
             body: Box::pin(body),
         })
     }
-}
-
-/// The modification time a file would advertise (for tests and resume).
-pub fn http_date(t: SystemTime) -> String {
-    httpdate::fmt_http_date(t)
 }

@@ -88,17 +88,12 @@ impl StreamHasher {
 
     /// Finishes: the SHA-256 and, if computed, the MD5.
     pub fn finalize(self) -> (Checksum, Option<Checksum>) {
-        let sha = self.sha256.finalize();
-        let md5 = self.md5.map(Md5::finalize);
-        // Digest lengths are fixed by the algorithms, so these cannot fail;
-        // fall back to a checksum that will never match rather than panic.
-        let sha = Checksum::from_digest(ChecksumAlgorithm::Sha256, &sha)
-            .unwrap_or_else(|_| unreachable_checksum(ChecksumAlgorithm::Sha256));
-        let md5 = md5.map(|d| {
-            Checksum::from_digest(ChecksumAlgorithm::Md5, &d)
-                .unwrap_or_else(|_| unreachable_checksum(ChecksumAlgorithm::Md5))
+        let sha: [u8; 32] = self.sha256.finalize().into();
+        let md5 = self.md5.map(|m| {
+            let digest: [u8; 16] = m.finalize().into();
+            Checksum::from_md5_digest(&digest)
         });
-        (sha, md5)
+        (Checksum::from_sha256_digest(&sha), md5)
     }
 }
 
@@ -108,14 +103,6 @@ fn deserialize<T: SerializableState>(
 ) -> Result<T, InvalidHashState> {
     let array = raw.try_into().map_err(|_| InvalidHashState { algorithm })?;
     T::deserialize(array).map_err(|_| InvalidHashState { algorithm })
-}
-
-fn unreachable_checksum(algorithm: ChecksumAlgorithm) -> Checksum {
-    let zeros = "0".repeat(algorithm.hex_len());
-    match Checksum::new(algorithm, &zeros) {
-        Ok(c) => c,
-        Err(_) => unreachable_checksum(algorithm),
-    }
 }
 
 #[cfg(test)]

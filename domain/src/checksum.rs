@@ -109,13 +109,28 @@ impl Checksum {
         Self::new(ChecksumAlgorithm::Md5, hex)
     }
 
+    /// The checksum of a SHA-256 digest; infallible, the length is fixed.
+    pub fn from_sha256_digest(digest: &[u8; 32]) -> Self {
+        Self {
+            algorithm: ChecksumAlgorithm::Sha256,
+            hex: to_hex(digest),
+        }
+    }
+
+    /// The checksum of an MD5 digest; infallible, the length is fixed.
+    pub fn from_md5_digest(digest: &[u8; 16]) -> Self {
+        Self {
+            algorithm: ChecksumAlgorithm::Md5,
+            hex: to_hex(digest),
+        }
+    }
+
     /// Builds a checksum from raw digest bytes.
     pub fn from_digest(
         algorithm: ChecksumAlgorithm,
         digest: &[u8],
     ) -> Result<Self, InvalidChecksum> {
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Self::new(algorithm, &hex)
+        Self::new(algorithm, &to_hex(digest))
     }
 
     pub fn algorithm(&self) -> ChecksumAlgorithm {
@@ -125,6 +140,10 @@ impl Checksum {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FromStr for Checksum {
@@ -195,6 +214,14 @@ mod tests {
             "abcd".parse::<Checksum>(),
             Err(InvalidChecksum::MissingAlgorithm)
         );
+    }
+
+    #[test]
+    fn fixed_size_digests_need_no_validation() {
+        let s = Checksum::from_sha256_digest(&[0x0f; 32]);
+        assert_eq!(s, Checksum::sha256(&"0f".repeat(32)).unwrap());
+        let m = Checksum::from_md5_digest(&[0xa0; 16]);
+        assert_eq!(m, Checksum::md5(&"a0".repeat(16)).unwrap());
     }
 
     #[test]
