@@ -9,6 +9,7 @@ pub mod job_store_conformance;
 pub mod origin;
 pub mod recorder;
 pub mod s3proxy;
+pub mod server;
 pub mod sfn_endpoint;
 
 use sha2::Digest;

@@ -14,10 +14,10 @@ use futures::{StreamExt, stream};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::server::spawn_http1;
 use tokio_util::io::ReaderStream;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -107,24 +107,17 @@ impl Origin {
             dir,
             ..State::default()
         }));
+        let counter = state.clone();
         let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                if let Ok(mut s) = shared.lock() {
+        let task = spawn_http1(
+            listener,
+            move || {
+                if let Ok(mut s) = counter.lock() {
                     s.connections += 1;
                 }
-                let st = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+            },
+            move |req| handle(shared.clone(), req),
+        );
         Ok(Self { addr, state, task })
     }
 

@@ -10,12 +10,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::server::spawn_http1;
 
 type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -67,22 +68,11 @@ impl S3Proxy {
         let client: Client<HttpConnector, Incoming> =
             Client::builder(TokioExecutor::new()).build_http();
         let shared = rules.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (client, rules, upstream) = (client.clone(), shared.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        forward(client.clone(), rules.clone(), upstream.clone(), req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+        let task = spawn_http1(
+            listener,
+            || {},
+            move |req| forward(client.clone(), shared.clone(), upstream.clone(), req),
+        );
         Ok(Self { addr, rules, task })
     }
 

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::server::spawn_http1;
 
 /// One recorded call: the operation (from `X-Amz-Target`) and its body.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,20 +50,7 @@ impl SfnEndpoint {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+        let task = spawn_http1(listener, || {}, move |req| handle(shared.clone(), req));
         Ok(Self { addr, state, task })
     }
 
