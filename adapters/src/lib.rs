@@ -5,12 +5,14 @@
 //! - [`local_file::LocalFileSource`]: `HttpDownloadPort` for `file://`.
 //! - [`source_router::SourceRouter`]: picks one of the two by scheme.
 //! - [`filesystem::FilesystemStorage`]: `FileStoragePort` on a directory.
+//! - [`export_provider::HttpExportProvider`]: `ExportProviderPort` over HTTP+JSON.
 //!
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
 mod error_text;
 pub mod events;
+pub mod export_provider;
 pub mod filesystem;
 pub mod http;
 pub mod job_store;

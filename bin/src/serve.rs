@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ferry_adapters::events::{BroadcastEvents, FanoutEvents, LogEvents};
+use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
@@ -99,6 +100,10 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
+    let exports = match HttpExportProvider::new(ExportProviderConfig::default()) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
     let jobs = Arc::new(
         JobService::new(
             store,
@@ -108,7 +113,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             Box::new(new_job_id),
             config,
         )
-        .with_callback(Arc::new(callback)),
+        .with_callback(Arc::new(callback))
+        .with_export_provider(Arc::new(exports)),
     );
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

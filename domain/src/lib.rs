@@ -11,6 +11,7 @@
 pub mod checksum;
 pub mod destination;
 pub mod error;
+pub mod export;
 pub mod job;
 pub mod key;
 pub mod ports;
@@ -21,6 +22,7 @@ pub mod stream;
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use destination::{Destination, InvalidDestination};
 pub use error::ErrorClass;
+pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
 pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
     TransitionError,

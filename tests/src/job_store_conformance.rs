@@ -4,9 +4,11 @@
 use ferry_domain::ports::{
     JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError, JobStorePort,
 };
+use std::time::Duration;
+
 use ferry_domain::{
-    Checksum, Destination, ErrorClass, FileSpec, Job, JobId, JobStatus, ObjectKey, SourceUrl,
-    TaskFailure, TaskStatus,
+    Checksum, Destination, ErrorClass, Export, ExportProgress, ExportSpec, FileSpec, Job, JobId,
+    JobStatus, ObjectKey, PollPolicy, SourceUrl, TaskFailure, TaskStatus,
 };
 
 fn spec(i: usize) -> FileSpec {
@@ -27,6 +29,28 @@ pub fn record(id: &str, files: usize, created_at_ms: i64) -> JobRecord {
         created_at_ms,
         updated_at_ms: created_at_ms,
         callback: None,
+        export: None,
+    }
+}
+
+/// A job that starts an export at a provider (no files yet).
+pub fn export_record(id: &str, created_at_ms: i64) -> JobRecord {
+    let spec = ExportSpec {
+        start_url: SourceUrl::parse("https://provider.example/exports?sig=s3cret").unwrap(),
+        request_body: Some(r#"{"dataset":"d1"}"#.into()),
+        poll: PollPolicy::new(
+            Duration::from_millis(10),
+            Duration::from_millis(200),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    };
+    JobRecord {
+        export: Some(Export {
+            spec,
+            progress: ExportProgress::default(),
+        }),
+        ..record(id, 0, created_at_ms)
     }
 }
 
@@ -165,6 +189,31 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         store.append_event(&ghost).await,
         Err(JobStoreError::NotFound(_))
     ));
+
+    // An export job: its export survives, with its progress, and its tasks
+    // arrive with the manifest.
+    let mut exp = export_record(&id("export"), 1_200);
+    store.create(&exp).await.unwrap();
+    assert_eq!(store.get(&exp.job.id).await.unwrap().unwrap(), exp);
+    exp.job.start_export().unwrap();
+    if let Some(e) = exp.export.as_mut() {
+        e.progress.status_url =
+            Some(SourceUrl::parse("https://provider.example/exports/7?sig=x").unwrap());
+        e.progress.started_at_ms = Some(1_234);
+    }
+    store.save_job(&exp).await.unwrap();
+    assert_eq!(store.get(&exp.job.id).await.unwrap().unwrap(), exp);
+    assert!(store.unfinished().await.unwrap().contains(&exp.job.id));
+    exp.job.export_ready((0..2).map(spec).collect()).unwrap();
+    store
+        .replace_tasks(&exp.job.id, exp.job.tasks())
+        .await
+        .unwrap();
+    store.save_job(&exp).await.unwrap();
+    let got_exp = store.get(&exp.job.id).await.unwrap().unwrap();
+    assert_eq!(got_exp, exp);
+    assert_eq!(got_exp.job.status(), JobStatus::Downloading);
+    assert_eq!(got_exp.job.tasks().len(), 2);
 
     // Listing: newest first, paged by cursor, filtered by status.
     for i in 0..5 {

@@ -4,9 +4,11 @@
 //! storage conformance suite every `FileStoragePort` adapter must pass.
 
 pub mod conformance;
+pub mod export_provider;
 pub mod garage;
 pub mod job_store_conformance;
 pub mod origin;
+pub mod pg;
 pub mod recorder;
 pub mod s3proxy;
 pub mod server;

@@ -3,8 +3,12 @@
 
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
 use ferry_domain::ports::{JobEvent, JobEventKind};
-use ferry_domain::{JobId, JobStatus, JobSummary};
+use ferry_domain::{
+    Export, ExportProgress, ExportSpec, JobId, JobStatus, JobSummary, PollPolicy, SourceUrl,
+};
 
 pub fn summary_json(s: &JobSummary) -> Value {
     json!({
@@ -32,6 +36,7 @@ fn summary_from(v: &Value) -> Option<JobSummary> {
 pub fn kind_payload(kind: &JobEventKind) -> Value {
     match kind {
         JobEventKind::JobCreated { files } => json!({ "files": files }),
+        JobEventKind::ExportStarted => json!({}),
         JobEventKind::ExportReady { files } => json!({ "files": files }),
         JobEventKind::FileStarted { index, attempt } => {
             json!({ "index": index, "attempt": attempt })
@@ -78,6 +83,7 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
     let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
     Some(match name {
         "job_created" => JobEventKind::JobCreated { files: u("files")? },
+        "export_started" => JobEventKind::ExportStarted,
         "export_ready" => JobEventKind::ExportReady { files: u("files")? },
         "file_started" => JobEventKind::FileStarted {
             index: u("index")?,
@@ -123,6 +129,48 @@ pub fn event_json(event: &JobEvent) -> Value {
     v
 }
 
+/// The stored form of a job's export (full URLs: the store needs them to
+/// run; the API shows redacted ones).
+pub fn export_json(e: &Export) -> Value {
+    json!({
+        "start_url": e.spec.start_url.expose(),
+        "request_body": e.spec.request_body,
+        "base_interval_ms": u64::try_from(e.spec.poll.base_interval().as_millis()).unwrap_or(u64::MAX),
+        "max_interval_ms": u64::try_from(e.spec.poll.max_interval().as_millis()).unwrap_or(u64::MAX),
+        "deadline_ms": u64::try_from(e.spec.poll.deadline().as_millis()).unwrap_or(u64::MAX),
+        "status_url": e.progress.status_url.as_ref().map(SourceUrl::expose),
+        "started_at_ms": e.progress.started_at_ms,
+    })
+}
+
+/// Parses [`export_json`]'s output.
+pub fn export_from(v: &Value) -> Option<Export> {
+    let ms = |k: &str| v.get(k).and_then(Value::as_u64).map(Duration::from_millis);
+    let url = |k: &str| match v.get(k).and_then(Value::as_str) {
+        Some(s) => SourceUrl::parse(s).ok().map(Some),
+        None => Some(None),
+    };
+    Some(Export {
+        spec: ExportSpec {
+            start_url: url("start_url")??,
+            request_body: v
+                .get("request_body")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            poll: PollPolicy::new(
+                ms("base_interval_ms")?,
+                ms("max_interval_ms")?,
+                ms("deadline_ms")?,
+            )
+            .ok()?,
+        },
+        progress: ExportProgress {
+            status_url: url("status_url")?,
+            started_at_ms: v.get("started_at_ms").and_then(Value::as_i64),
+        },
+    })
+}
+
 /// Parses [`event_json`]'s output.
 pub fn event_from_json(v: &Value) -> Option<JobEvent> {
     Some(JobEvent {
@@ -138,9 +186,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exports_round_trip() {
+        let mut e = Export {
+            spec: ExportSpec {
+                start_url: SourceUrl::parse("https://p.example/start?token=s3cret").unwrap(),
+                request_body: Some(r#"{"dataset":"d1"}"#.into()),
+                poll: PollPolicy::new(
+                    Duration::from_millis(10),
+                    Duration::from_millis(80),
+                    Duration::from_secs(5),
+                )
+                .unwrap(),
+            },
+            progress: ExportProgress::default(),
+        };
+        assert_eq!(export_from(&export_json(&e)), Some(e.clone()));
+        e.progress = ExportProgress {
+            status_url: Some(SourceUrl::parse("https://p.example/status/1").unwrap()),
+            started_at_ms: Some(42),
+        };
+        assert_eq!(export_from(&export_json(&e)), Some(e));
+        assert_eq!(export_from(&json!({"start_url": "ftp://x"})), None);
+    }
+
+    #[test]
     fn every_kind_round_trips() {
         let kinds = vec![
             JobEventKind::JobCreated { files: 3 },
+            JobEventKind::ExportStarted,
             JobEventKind::ExportReady { files: 2 },
             JobEventKind::FileStarted {
                 index: 1,

@@ -18,10 +18,11 @@ use ferry_domain::{
 use super::codec;
 
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS ferry_jobs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS ferry_jobs (
             id TEXT PRIMARY KEY,
             status TEXT NOT NULL,
             destination TEXT NOT NULL,
@@ -32,9 +33,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at_ms BIGINT NOT NULL,
             updated_at_ms BIGINT NOT NULL,
             next_seq BIGINT NOT NULL DEFAULT 0)",
-        "CREATE INDEX IF NOT EXISTS ferry_jobs_created ON ferry_jobs (created_at_ms, id)",
-        "CREATE INDEX IF NOT EXISTS ferry_jobs_status ON ferry_jobs (status)",
-        "CREATE TABLE IF NOT EXISTS ferry_tasks (
+            "CREATE INDEX IF NOT EXISTS ferry_jobs_created ON ferry_jobs (created_at_ms, id)",
+            "CREATE INDEX IF NOT EXISTS ferry_jobs_status ON ferry_jobs (status)",
+            "CREATE TABLE IF NOT EXISTS ferry_tasks (
             job_id TEXT NOT NULL REFERENCES ferry_jobs (id) ON DELETE CASCADE,
             idx BIGINT NOT NULL,
             source TEXT NOT NULL,
@@ -51,15 +52,18 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             error_code TEXT,
             error_message TEXT,
             PRIMARY KEY (job_id, idx))",
-        "CREATE TABLE IF NOT EXISTS ferry_events (
+            "CREATE TABLE IF NOT EXISTS ferry_events (
             job_id TEXT NOT NULL REFERENCES ferry_jobs (id) ON DELETE CASCADE,
             seq BIGINT NOT NULL,
             at_ms BIGINT NOT NULL,
             kind TEXT NOT NULL,
             payload TEXT NOT NULL,
             PRIMARY KEY (job_id, seq))",
-    ],
-)];
+        ],
+    ),
+    // Jobs that start an export at a provider (JSON, see codec::export_json).
+    (2, &["ALTER TABLE ferry_jobs ADD COLUMN export TEXT"]),
+];
 
 /// Job store on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
@@ -177,6 +181,14 @@ impl SqlJobStore {
         let destination =
             Destination::parse(&get("destination")?).map_err(|e| corrupt(e.to_string()))?;
         let tasks = self.tasks_of(&id).await?;
+        let export = match opt("export")? {
+            None => None,
+            Some(text) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                Some(codec::export_from(&value).ok_or_else(|| corrupt("export".into()))?)
+            }
+        };
         Ok(JobRecord {
             job: Job::restore(id, status, tasks, opt("failure")?),
             destination,
@@ -185,8 +197,16 @@ impl SqlJobStore {
             created_at_ms: row.try_get("created_at_ms").map_err(unavailable)?,
             updated_at_ms: row.try_get("updated_at_ms").map_err(unavailable)?,
             callback: opt("callback")?,
+            export,
         })
     }
+}
+
+fn export_text(record: &JobRecord) -> Option<String> {
+    record
+        .export
+        .as_ref()
+        .map(|e| codec::export_json(e).to_string())
 }
 
 fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
@@ -303,8 +323,8 @@ impl JobStorePort for SqlJobStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let inserted = sqlx::query(
             "INSERT INTO ferry_jobs (id, status, destination, task_token, owner, failure, callback,
-                created_at_ms, updated_at_ms, next_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+                created_at_ms, updated_at_ms, next_seq, export)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
         )
         .bind(record.job.id.as_str())
         .bind(record.job.status().as_str())
@@ -315,6 +335,7 @@ impl JobStorePort for SqlJobStore {
         .bind(record.callback.clone())
         .bind(record.created_at_ms)
         .bind(record.updated_at_ms)
+        .bind(export_text(record))
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
@@ -393,13 +414,15 @@ impl JobStorePort for SqlJobStore {
 
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
         let done = sqlx::query(
-            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4
-             WHERE id = $5",
+            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
+                export = $5
+             WHERE id = $6",
         )
         .bind(record.job.status().as_str())
         .bind(record.job.failure().map(str::to_owned))
         .bind(record.callback.clone())
         .bind(record.updated_at_ms)
+        .bind(export_text(record))
         .bind(record.job.id.as_str())
         .execute(&self.pool)
         .await

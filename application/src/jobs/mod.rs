@@ -6,4 +6,7 @@ mod service;
 mod validate;
 
 pub use service::{JobCancelError, JobService, JobServiceConfig, SubmitError};
-pub use validate::{FileRequest, InvalidJobRequest, SubmitJobRequest, ValidatedJob, validate};
+pub use validate::{
+    ExportRequest, FileRequest, InvalidJobRequest, SubmitJobRequest, ValidatedJob, validate,
+    validate_files,
+};

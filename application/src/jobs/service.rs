@@ -14,13 +14,16 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
-    HttpDownloadPort, JobEvent, JobEventKind, JobEventsPort, JobFilter, JobPage, JobRecord,
-    JobStoreError, JobStorePort, ProcessFileCommand, ProcessFilePort, ProgressPort,
-    StorageResolverPort, WorkflowCallbackPort,
+    ExportPoll, ExportProviderPort, FileStoragePort, HttpDownloadPort, JobEvent, JobEventKind,
+    JobEventsPort, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, ProcessFileCommand,
+    ProcessFilePort, ProgressPort, StorageResolverPort, WorkflowCallbackPort,
 };
-use ferry_domain::{ByteSize, Job, JobId, JobStatus, TaskFailure, TaskStatus};
+use ferry_domain::source::redact_text;
+use ferry_domain::{
+    ByteSize, Export, ExportProgress, Job, JobId, JobStatus, SourceUrl, TaskFailure, TaskStatus,
+};
 
-use super::validate::{InvalidJobRequest, SubmitJobRequest, validate};
+use super::validate::{InvalidJobRequest, SubmitJobRequest, validate, validate_files};
 use crate::process_file::{ProcessFile, ProcessFileConfig};
 
 /// Tuning of the job runner.
@@ -100,6 +103,16 @@ pub struct JobService {
     emit_order: tokio::sync::Mutex<()>,
     /// Told how jobs with a task token ended (AWS Step Functions).
     callback: Option<Arc<dyn WorkflowCallbackPort>>,
+    /// Starts and polls exports for jobs that do not list their files.
+    exports: Option<Arc<dyn ExportProviderPort>>,
+}
+
+/// How an export phase ended.
+enum ExportOutcome {
+    /// The manifest arrived; the job is downloading.
+    Ready,
+    /// The job failed (the reason is on the job).
+    Failed(String),
 }
 
 impl std::fmt::Debug for JobService {
@@ -170,7 +183,15 @@ impl JobService {
             running: Mutex::new(HashMap::new()),
             emit_order: tokio::sync::Mutex::new(()),
             callback: None,
+            exports: None,
         }
+    }
+
+    /// Lets jobs start exports at a provider through `exports`.
+    #[must_use]
+    pub fn with_export_provider(mut self, exports: Arc<dyn ExportProviderPort>) -> Self {
+        self.exports = Some(exports);
+        self
     }
 
     /// Answers the task tokens of jobs through `callback` when they end.
@@ -259,7 +280,12 @@ impl JobService {
         let files = valid.files.len();
         let id = (self.new_id)();
         let now = now_ms();
+        let export = valid.export.map(|spec| Export {
+            spec,
+            progress: ExportProgress::default(),
+        });
         let record = JobRecord {
+            export,
             job: Job::new(id.clone(), valid.files),
             destination: valid.destination,
             task_token: request.task_token,
@@ -326,6 +352,28 @@ impl JobService {
         if record.job.status().is_terminal() {
             return Ok(());
         }
+        let storage = match self.storages.resolve(&record.destination).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("the destination cannot be used: {e}");
+                self.fail_job(&mut record, reason).await?;
+                return Ok(());
+            }
+        };
+        if record.export.is_some()
+            && matches!(
+                record.job.status(),
+                JobStatus::Pending | JobStatus::Exporting
+            )
+        {
+            match self.export_phase(&mut record).await? {
+                ExportOutcome::Ready => {}
+                ExportOutcome::Failed(reason) => {
+                    self.fail_job(&mut record, reason).await?;
+                    return Ok(());
+                }
+            }
+        }
         if record.job.status() == JobStatus::Pending {
             record
                 .job
@@ -337,28 +385,17 @@ impl JobService {
         if record.job.requeue_running() > 0 {
             self.store.replace_tasks(id, record.job.tasks()).await?;
         }
-        let storage = match self.storages.resolve(&record.destination).await {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("the destination cannot be used: {e}");
-                if record.job.fail(reason).is_ok() {
-                    record.updated_at_ms = now_ms();
-                    self.store.save_job(&record).await?;
-                    self.store.replace_tasks(id, record.job.tasks()).await?;
-                    let summary = record.job.summary();
-                    self.emit(
-                        id,
-                        JobEventKind::JobCompleted {
-                            status: JobStatus::Failed,
-                            summary,
-                        },
-                    )
-                    .await;
-                    self.notify_workflow(&mut record).await;
-                }
-                return Ok(());
-            }
-        };
+        self.dispatch(record, storage).await
+    }
+
+    /// DispatchDownloadTasks: every queued task through ProcessFile, then
+    /// CompleteJob.
+    async fn dispatch(
+        &self,
+        record: JobRecord,
+        storage: Arc<dyn FileStoragePort>,
+    ) -> Result<(), JobStoreError> {
+        let id = record.job.id.clone();
         let process = ProcessFile::new(
             self.downloader.clone(),
             storage,
@@ -377,7 +414,165 @@ impl JobService {
             .buffer_unordered(self.config.per_job_concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
-        self.complete(id, &shared).await
+        self.complete(&id, &shared).await
+    }
+
+    /// Fails the job for `reason` (stored, announced, told to the workflow).
+    async fn fail_job(&self, record: &mut JobRecord, reason: String) -> Result<(), JobStoreError> {
+        let id = record.job.id.clone();
+        if record.job.fail(reason).is_err() {
+            return Ok(());
+        }
+        warn!(job = %id, reason = record.job.failure().unwrap_or(""), "job failed");
+        record.updated_at_ms = now_ms();
+        self.store.save_job(record).await?;
+        self.store.replace_tasks(&id, record.job.tasks()).await?;
+        let summary = record.job.summary();
+        self.emit(
+            &id,
+            JobEventKind::JobCompleted {
+                status: JobStatus::Failed,
+                summary,
+            },
+        )
+        .await;
+        self.notify_workflow(record).await;
+        Ok(())
+    }
+
+    /// StartExportJob at the provider + PollExportStatus until the manifest
+    /// arrives, the provider fails the export, or the deadline passes. A
+    /// restart continues from what is stored: an export already started is
+    /// polled, never started twice.
+    async fn export_phase(&self, record: &mut JobRecord) -> Result<ExportOutcome, JobStoreError> {
+        let id = record.job.id.clone();
+        let Some(provider) = self.exports.clone() else {
+            return Ok(ExportOutcome::Failed(
+                "this job starts an export, but no export provider is configured".into(),
+            ));
+        };
+        let Some(mut export) = record.export.clone() else {
+            return Ok(ExportOutcome::Failed(
+                "the job has no export to start".into(),
+            ));
+        };
+        if record.job.status() == JobStatus::Pending {
+            record
+                .job
+                .start_export()
+                .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
+            export.progress.started_at_ms = Some(now_ms());
+            record.export = Some(export.clone());
+            record.updated_at_ms = now_ms();
+            self.store.save_job(record).await?;
+            self.emit(&id, JobEventKind::ExportStarted).await;
+        }
+        let policy = export.spec.poll;
+        let started_at = export.progress.started_at_ms.unwrap_or_else(now_ms);
+        let deadline_ms = i64::try_from(policy.deadline().as_millis()).unwrap_or(i64::MAX);
+        let deadline_at = started_at.saturating_add(deadline_ms);
+        let timed_out = || {
+            format!(
+                "the export was not ready within its deadline of {} ms",
+                policy.deadline().as_millis()
+            )
+        };
+        // Waits before the next call; false once the deadline has passed.
+        let wait = |attempt: u32| async move {
+            let left = deadline_at.saturating_sub(now_ms());
+            if left <= 0 {
+                return false;
+            }
+            let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+            tokio::time::sleep(policy.interval(attempt).min(left)).await;
+            true
+        };
+
+        let status_url: SourceUrl = match export.progress.status_url.clone() {
+            Some(url) => url,
+            None => {
+                let mut attempt = 0;
+                loop {
+                    match provider.start(&id, &export.spec).await {
+                        Ok(url) => break url,
+                        Err(e) if e.class().is_retryable() => {
+                            warn!(job = %id, error = %e, "export start failed; retrying");
+                            if !wait(attempt).await {
+                                return Ok(ExportOutcome::Failed(timed_out()));
+                            }
+                            attempt += 1;
+                        }
+                        Err(e) => {
+                            return Ok(ExportOutcome::Failed(format!(
+                                "the export could not be started: {}",
+                                redact_text(&e.to_string())
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        if export.progress.status_url.is_none() {
+            export.progress.status_url = Some(status_url.clone());
+            record.export = Some(export.clone());
+            record.updated_at_ms = now_ms();
+            self.store.save_job(record).await?;
+            info!(job = %id, status_url = %status_url, "export started");
+        }
+
+        let mut attempt = 0;
+        loop {
+            if !wait(attempt).await {
+                return Ok(ExportOutcome::Failed(timed_out()));
+            }
+            attempt += 1;
+            let entries = match provider.poll(&status_url).await {
+                Ok(ExportPoll::Pending) => continue,
+                Ok(ExportPoll::Ready(entries)) => entries,
+                Ok(ExportPoll::Failed(reason)) => {
+                    return Ok(ExportOutcome::Failed(format!(
+                        "the provider reported that the export failed: {}",
+                        redact_text(&reason)
+                    )));
+                }
+                Err(e) if e.class().is_retryable() => {
+                    warn!(job = %id, error = %e, "export poll failed; polling again");
+                    continue;
+                }
+                Err(e) => {
+                    return Ok(ExportOutcome::Failed(format!(
+                        "the export's status could not be read: {}",
+                        redact_text(&e.to_string())
+                    )));
+                }
+            };
+            let files = match validate_files(
+                &entries,
+                "manifest.files",
+                self.config.max_files_per_job,
+                self.config.allow_file_sources,
+            ) {
+                Ok(files) => files,
+                Err(e) => {
+                    return Ok(ExportOutcome::Failed(format!(
+                        "the export's manifest is not valid: {}",
+                        redact_text(&e.to_string())
+                    )));
+                }
+            };
+            let count = files.len();
+            record
+                .job
+                .export_ready(files)
+                .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
+            record.updated_at_ms = now_ms();
+            self.store.replace_tasks(&id, record.job.tasks()).await?;
+            self.store.save_job(record).await?;
+            info!(job = %id, files = count, "export ready");
+            self.emit(&id, JobEventKind::ExportReady { files: count })
+                .await;
+            return Ok(ExportOutcome::Ready);
+        }
     }
 
     /// One file task, with retries for retryable failures.

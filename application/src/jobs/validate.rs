@@ -3,25 +3,33 @@
 //! nothing is stored.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use thiserror::Error;
 
-use ferry_domain::{Checksum, Destination, FileSpec, ObjectKey, SourceScheme, SourceUrl};
+use ferry_domain::{
+    Checksum, Destination, ExportSpec, FileSpec, ObjectKey, PollPolicy, SourceScheme, SourceUrl,
+};
 
-/// One file as the caller wrote it.
+/// One file as the caller (or a provider's manifest) wrote it.
+pub use ferry_domain::ports::ManifestEntry as FileRequest;
+
+/// An export to start at a provider, as the caller wrote it.
 #[derive(Debug, Clone, Default)]
-pub struct FileRequest {
-    pub source: String,
-    pub key: String,
-    pub size: Option<u64>,
-    pub sha256: Option<String>,
-    pub md5: Option<String>,
+pub struct ExportRequest {
+    pub start_url: String,
+    /// JSON text sent as the start request's body.
+    pub request_body: Option<String>,
+    pub base_interval_ms: Option<u64>,
+    pub max_interval_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
 }
 
-/// A job as the caller wrote it.
+/// A job as the caller wrote it: either `files` or an `export`.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitJobRequest {
     pub files: Vec<FileRequest>,
+    pub export: Option<ExportRequest>,
     pub destination: String,
     pub task_token: Option<String>,
     pub owner: Option<String>,
@@ -43,12 +51,17 @@ fn invalid(field: impl Into<String>, message: impl ToString) -> InvalidJobReques
     }
 }
 
-/// A request that passed validation.
+/// A request that passed validation: files to download now, or an export
+/// whose manifest will bring them.
 #[derive(Debug, Clone)]
 pub struct ValidatedJob {
     pub files: Vec<FileSpec>,
+    pub export: Option<ExportSpec>,
     pub destination: Destination,
 }
+
+/// Longest export request body accepted (bytes of JSON).
+const MAX_EXPORT_BODY: usize = 64 * 1024;
 
 /// Longest Step Functions task token accepted (AWS's limit).
 const MAX_TASK_TOKEN: usize = 1024;
@@ -60,18 +73,22 @@ pub fn validate(
     max_files: usize,
     allow_file_sources: bool,
 ) -> Result<ValidatedJob, InvalidJobRequest> {
-    if request.files.is_empty() {
-        return Err(invalid("files", "a job needs at least one file"));
-    }
-    if request.files.len() > max_files {
-        return Err(invalid(
-            "files",
-            format!(
-                "{} files is more than the {max_files} allowed per job",
-                request.files.len()
-            ),
-        ));
-    }
+    let export = match (&request.export, request.files.is_empty()) {
+        (Some(_), false) => {
+            return Err(invalid(
+                "export",
+                "a job has either `files` or an `export`, not both",
+            ));
+        }
+        (None, true) => {
+            return Err(invalid(
+                "files",
+                "a job needs at least one file (or an `export` to start at a provider)",
+            ));
+        }
+        (Some(e), true) => Some(validate_export(e)?),
+        (None, false) => None,
+    };
     let destination =
         Destination::parse(&request.destination).map_err(|e| invalid("destination", e))?;
     if let Some(token) = &request.task_token
@@ -82,10 +99,70 @@ pub fn validate(
             format!("a task token has 1 to {MAX_TASK_TOKEN} characters"),
         ));
     }
+    let files = validate_files(&request.files, "files", max_files, allow_file_sources)?;
+    Ok(ValidatedJob {
+        files,
+        export,
+        destination,
+    })
+}
+
+fn validate_export(e: &ExportRequest) -> Result<ExportSpec, InvalidJobRequest> {
+    let start_url =
+        SourceUrl::parse(&e.start_url).map_err(|err| invalid("export.start_url", err))?;
+    if start_url.scheme() == SourceScheme::File {
+        return Err(invalid(
+            "export.start_url",
+            "an export provider is reached over http:// or https://",
+        ));
+    }
+    if let Some(body) = &e.request_body {
+        if body.len() > MAX_EXPORT_BODY {
+            return Err(invalid(
+                "export.request",
+                format!("the request is more than {MAX_EXPORT_BODY} bytes of JSON"),
+            ));
+        }
+    }
+    let defaults = PollPolicy::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let poll = PollPolicy::new(
+        ms(e.base_interval_ms, defaults.base_interval()),
+        ms(e.max_interval_ms, defaults.max_interval()),
+        ms(e.deadline_ms, defaults.deadline()),
+    )
+    .map_err(|err| invalid("export.poll", err))?;
+    Ok(ExportSpec {
+        start_url,
+        request_body: e.request_body.clone(),
+        poll,
+    })
+}
+
+/// Validates a list of files (a request's `files`, or a provider's manifest
+/// when `field` is `manifest.files`); problems name `{field}[i].{name}`.
+pub fn validate_files(
+    entries: &[FileRequest],
+    field: &str,
+    max_files: usize,
+    allow_file_sources: bool,
+) -> Result<Vec<FileSpec>, InvalidJobRequest> {
+    if entries.is_empty() {
+        return Err(invalid(field, "the list of files is empty"));
+    }
+    if entries.len() > max_files {
+        return Err(invalid(
+            field,
+            format!(
+                "{} files is more than the {max_files} allowed per job",
+                entries.len()
+            ),
+        ));
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut files = Vec::with_capacity(request.files.len());
-    for (i, f) in request.files.iter().enumerate() {
-        let at = |field: &str| format!("files[{i}].{field}");
+    let mut files = Vec::with_capacity(entries.len());
+    for (i, f) in entries.iter().enumerate() {
+        let at = |name: &str| format!("{field}[{i}].{name}");
         let source = SourceUrl::parse(&f.source).map_err(|e| invalid(at("source"), e))?;
         if source.scheme() == SourceScheme::File && !allow_file_sources {
             return Err(invalid(
@@ -97,7 +174,7 @@ pub fn validate(
         if let Some(first) = seen.insert(key.as_str().to_owned(), i) {
             return Err(invalid(
                 at("key"),
-                format!("`{key}` is also the key of files[{first}]; each file needs its own key"),
+                format!("`{key}` is also the key of {field}[{first}]; each file needs its own key"),
             ));
         }
         let mut expected = Vec::new();
@@ -114,7 +191,7 @@ pub fn validate(
             expected,
         });
     }
-    Ok(ValidatedJob { files, destination })
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -191,6 +268,75 @@ mod tests {
         }
         let too_many = request((0..5).map(file).collect());
         assert_eq!(validate(&too_many, 4, false).unwrap_err().field, "files");
+    }
+
+    fn export(start: &str) -> ExportRequest {
+        ExportRequest {
+            start_url: start.into(),
+            ..ExportRequest::default()
+        }
+    }
+
+    #[test]
+    fn an_export_job_validates_without_files() {
+        let mut r = request(vec![]);
+        r.export = Some(ExportRequest {
+            request_body: Some("{}".into()),
+            base_interval_ms: Some(10),
+            max_interval_ms: Some(100),
+            deadline_ms: Some(1000),
+            ..export("https://provider.example/exports")
+        });
+        let v = validate(&r, 100, false).unwrap();
+        assert!(v.files.is_empty());
+        let spec = v.export.unwrap();
+        assert_eq!(spec.poll.max_interval(), Duration::from_millis(100));
+        assert_eq!(spec.request_body.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn export_problems_name_their_field() {
+        let cases = [
+            (export("ftp://p/x"), "export.start_url"),
+            (export("file:///tmp/x"), "export.start_url"),
+            (
+                ExportRequest {
+                    base_interval_ms: Some(100),
+                    max_interval_ms: Some(10),
+                    ..export("https://p.example/x")
+                },
+                "export.poll",
+            ),
+            (
+                ExportRequest {
+                    request_body: Some("x".repeat(MAX_EXPORT_BODY + 1)),
+                    ..export("https://p.example/x")
+                },
+                "export.request",
+            ),
+        ];
+        for (e, field) in cases {
+            let mut r = request(vec![]);
+            r.export = Some(e);
+            assert_eq!(validate(&r, 10, false).unwrap_err().field, field);
+        }
+        let mut both = request(vec![file(0)]);
+        both.export = Some(export("https://p.example/x"));
+        assert_eq!(validate(&both, 10, false).unwrap_err().field, "export");
+    }
+
+    #[test]
+    fn manifest_problems_name_the_manifest() {
+        let mut entries = vec![file(0), file(1)];
+        entries[1].key = "/abs".into();
+        let err = validate_files(&entries, "manifest.files", 10, false).unwrap_err();
+        assert_eq!(err.field, "manifest.files[1].key");
+        assert_eq!(
+            validate_files(&[], "manifest.files", 10, false)
+                .unwrap_err()
+                .field,
+            "manifest.files"
+        );
     }
 
     #[test]

@@ -5,14 +5,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use ferry_adapters::job_store::codec::summary_json;
-use ferry_application::jobs::{FileRequest, SubmitJobRequest};
+use ferry_application::jobs::{ExportRequest, FileRequest, SubmitJobRequest};
+use ferry_domain::SourceUrl;
 use ferry_domain::ports::JobRecord;
 
 /// `POST /v1/jobs` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequestDto {
+    #[serde(default)]
     pub files: Vec<FileDto>,
+    /// Instead of `files`: an export to start at a provider.
+    #[serde(default)]
+    pub export: Option<ExportDto>,
     /// `s3://bucket/prefix`, or a directory under the server's files root.
     #[serde(default)]
     pub destination: String,
@@ -33,6 +38,29 @@ pub struct FileDto {
     pub md5: Option<String>,
 }
 
+/// `export` of `POST /v1/jobs` (see docs/export-provider.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportDto {
+    pub start_url: String,
+    /// Any JSON, sent as the start request's body.
+    #[serde(default)]
+    pub request: Option<Value>,
+    #[serde(default)]
+    pub poll: Option<PollDto>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollDto {
+    #[serde(default)]
+    pub base_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub max_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
 impl JobRequestDto {
     pub fn into_request(self) -> SubmitJobRequest {
         SubmitJobRequest {
@@ -47,6 +75,16 @@ impl JobRequestDto {
                     md5: f.md5,
                 })
                 .collect(),
+            export: self.export.map(|e| {
+                let poll = e.poll.unwrap_or_default();
+                ExportRequest {
+                    start_url: e.start_url,
+                    request_body: e.request.map(|v| v.to_string()),
+                    base_interval_ms: poll.base_interval_ms,
+                    max_interval_ms: poll.max_interval_ms,
+                    deadline_ms: poll.deadline_ms,
+                }
+            }),
             destination: self.destination,
             task_token: self.task_token,
             owner: None,
@@ -86,6 +124,16 @@ pub fn job_json(record: &JobRecord) -> Value {
         "has_task_token": record.task_token.is_some(),
         "callback": record.callback,
         "summary": summary_json(&record.job.summary()),
+        "export": record.export.as_ref().map(|e| json!({
+            "start_url": e.spec.start_url.redacted(),
+            "status_url": e.progress.status_url.as_ref().map(SourceUrl::redacted),
+            "started_at_ms": e.progress.started_at_ms,
+            "poll": {
+                "base_interval_ms": u64::try_from(e.spec.poll.base_interval().as_millis()).unwrap_or(u64::MAX),
+                "max_interval_ms": u64::try_from(e.spec.poll.max_interval().as_millis()).unwrap_or(u64::MAX),
+                "deadline_ms": u64::try_from(e.spec.poll.deadline().as_millis()).unwrap_or(u64::MAX),
+            },
+        })),
         "files": files,
     })
 }

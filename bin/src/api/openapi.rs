@@ -46,10 +46,22 @@ pub fn spec() -> Value {
         },
         "components": { "schemas": {
             "JobStatus": { "type": "string", "enum": ["pending", "exporting", "downloading", "completed", "completed_with_errors", "failed", "cancelled"] },
-            "JobRequest": { "type": "object", "required": ["files"], "additionalProperties": false, "properties": {
+            "JobRequest": { "type": "object", "additionalProperties": false,
+                "description": "either `files` or `export`",
+                "properties": {
                 "files": { "type": "array", "minItems": 1, "items": { "$ref": "#/components/schemas/FileRequest" } },
+                "export": { "$ref": "#/components/schemas/ExportRequest" },
                 "destination": { "type": "string", "description": "s3://bucket/prefix, or a directory under the server's files root ('' = the root)" },
                 "task_token": { "type": "string", "description": "AWS Step Functions task token to answer when the job ends" } } },
+            "ExportRequest": { "type": "object", "required": ["start_url"], "additionalProperties": false,
+                "description": "an export to start at a provider (protocol: docs/export-provider.md)",
+                "properties": {
+                "start_url": { "type": "string", "format": "uri" },
+                "request": { "description": "any JSON, sent as the start request's body" },
+                "poll": { "type": "object", "additionalProperties": false, "properties": {
+                    "base_interval_ms": { "type": "integer", "minimum": 1, "default": 2000 },
+                    "max_interval_ms": { "type": "integer", "minimum": 1, "default": 60000 },
+                    "deadline_ms": { "type": "integer", "minimum": 1, "default": 3600000 } } } } },
             "FileRequest": { "type": "object", "required": ["source", "key"], "additionalProperties": false, "properties": {
                 "source": { "type": "string", "format": "uri" }, "key": { "type": "string" },
                 "size": { "type": "integer", "minimum": 0 },
@@ -58,7 +70,7 @@ pub fn spec() -> Value {
                 "id": { "type": "string" }, "status": { "$ref": "#/components/schemas/JobStatus" },
                 "destination": { "type": "string" }, "created_at_ms": { "type": "integer" }, "updated_at_ms": { "type": "integer" },
                 "failure": { "type": ["string", "null"] }, "has_task_token": { "type": "boolean" },
-                "summary": { "type": "object" }, "files": { "type": "array", "items": { "type": "object" } } } },
+                "summary": { "type": "object" }, "export": { "type": ["object", "null"] }, "files": { "type": "array", "items": { "type": "object" } } } },
             "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
                 "code": { "type": "string" }, "message": { "type": "string" }, "field": { "type": ["string", "null"] } } } } }
         } }

@@ -21,6 +21,8 @@ pub enum JobEventKind {
     JobCreated {
         files: usize,
     },
+    /// The export was started at the provider (the job is `exporting`).
+    ExportStarted,
     ExportReady {
         files: usize,
     },
@@ -58,6 +60,7 @@ impl JobEventKind {
     pub fn name(&self) -> &'static str {
         match self {
             JobEventKind::JobCreated { .. } => "job_created",
+            JobEventKind::ExportStarted => "export_started",
             JobEventKind::ExportReady { .. } => "export_ready",
             JobEventKind::FileStarted { .. } => "file_started",
             JobEventKind::FileProgress { .. } => "file_progress",

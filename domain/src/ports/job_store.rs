@@ -5,6 +5,7 @@ use thiserror::Error;
 
 use crate::destination::Destination;
 use crate::error::{BoxError, ErrorClass};
+use crate::export::Export;
 use crate::job::{FileTask, Job, JobId, JobStatus};
 use crate::ports::events::JobEvent;
 
@@ -23,6 +24,9 @@ pub struct JobRecord {
     pub updated_at_ms: i64,
     /// What happened to the workflow callback, if any.
     pub callback: Option<String>,
+    /// The export this job started at a provider, if it did not list its
+    /// files (saved with the job).
+    pub export: Option<Export>,
 }
 
 /// Which jobs to list, newest first.
@@ -76,7 +80,7 @@ pub trait JobStorePort: Send + Sync + 'static {
     async fn create(&self, record: &JobRecord) -> Result<(), JobStoreError>;
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError>;
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
-    /// Saves the job's status, failure and callback (not its tasks).
+    /// Saves the job's status, failure, callback and export (not its tasks).
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
     /// Saves one task's state.
     async fn save_task(&self, id: &JobId, task: &FileTask) -> Result<(), JobStoreError>;

@@ -5,6 +5,7 @@
 
 pub mod download;
 pub mod events;
+pub mod export;
 pub mod job_store;
 pub mod process;
 pub mod progress;
@@ -16,6 +17,7 @@ pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
+pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,

@@ -1,0 +1,349 @@
+//! `ExportProviderPort` over HTTP+JSON (reqwest). The protocol is in
+//! `docs/export-provider.md`:
+//!
+//! - start: `POST start_url` with the job's request JSON (or `{}`) and
+//!   `Idempotency-Key: <job id>`; a 2xx answer names the status URL in its
+//!   JSON `status_url` (absolute or relative to the start URL) or in
+//!   `Location`.
+//! - poll: `GET status_url` -> `{"status": "pending" | "running" | "ready" |
+//!   "failed", "files": [...], "manifest_url": "...", "error": "..."}`; a
+//!   ready export carries its files inline or at `manifest_url` (a JSON list
+//!   or `{"files": [...]}`).
+//!
+//! 4xx (except 408 and 429) is a refusal; 5xx, 408, 429 and network errors
+//! are transient; anything that is not the protocol is a bad response.
+//! Answers are size-limited, and URLs never appear in errors.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::Value;
+
+use ferry_domain::ports::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
+use ferry_domain::{ExportSpec, JobId, SourceUrl};
+
+/// Settings of the provider client.
+#[derive(Debug, Clone)]
+pub struct ExportProviderConfig {
+    /// Per request.
+    pub timeout: Duration,
+    /// Largest status or start answer read.
+    pub max_status_bytes: usize,
+    /// Largest manifest read.
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for ExportProviderConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_status_bytes: 1024 * 1024,
+            max_manifest_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP export provider client.
+#[derive(Debug, Clone)]
+pub struct HttpExportProvider {
+    client: reqwest::Client,
+    config: ExportProviderConfig,
+}
+
+impl HttpExportProvider {
+    pub fn new(config: ExportProviderConfig) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot build the export provider client: {}",
+                    e.without_url()
+                )
+            })?;
+        Ok(Self { client, config })
+    }
+
+    /// Sends `request` and reads a JSON answer of at most `limit` bytes.
+    async fn json(
+        &self,
+        request: reqwest::RequestBuilder,
+        limit: usize,
+        what: &str,
+    ) -> Result<(Value, Option<String>), ExportProviderError> {
+        let resp = request
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| ExportProviderError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_limited(resp, limit, what).await?;
+        if !(200..300).contains(&status) {
+            let message = message_of(&body);
+            return Err(if status == 408 || status == 429 || status >= 500 {
+                ExportProviderError::Unavailable(format!("{what}: HTTP {status}: {message}"))
+            } else {
+                ExportProviderError::Rejected { status, message }
+            });
+        }
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ExportProviderError::BadResponse(format!("{what} is not JSON: {e}")))?
+        };
+        Ok((value, location))
+    }
+}
+
+async fn read_limited(
+    resp: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, ExportProviderError> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ExportProviderError::Unavailable(e.without_url().to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ExportProviderError::BadResponse(format!(
+                "{what} is larger than the {limit} bytes accepted"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A short, single-line excerpt of an error answer.
+fn message_of(body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let from_json = parsed.as_ref().and_then(|v| {
+        v.get("error")
+            .and_then(|e| e.as_str().or_else(|| e.get("message")?.as_str()))
+            .or_else(|| v.get("message")?.as_str())
+            .map(str::to_owned)
+    });
+    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    if line.trim().is_empty() {
+        "no details".into()
+    } else {
+        line.trim().to_owned()
+    }
+}
+
+/// Resolves `reference` against `base` and checks it is an http(s) source.
+fn resolve(
+    base: &SourceUrl,
+    reference: &str,
+    field: &str,
+) -> Result<SourceUrl, ExportProviderError> {
+    let joined = url::Url::parse(base.expose())
+        .and_then(|b| b.join(reference))
+        .map_err(|e| ExportProviderError::BadResponse(format!("`{field}` is not a URL: {e}")))?;
+    let url = SourceUrl::parse(joined.as_str())
+        .map_err(|e| ExportProviderError::BadResponse(format!("`{field}`: {e}")))?;
+    if url.scheme() == ferry_domain::SourceScheme::File {
+        return Err(ExportProviderError::BadResponse(format!(
+            "`{field}` must be an http(s) URL"
+        )));
+    }
+    Ok(url)
+}
+
+/// Reads a manifest: a JSON list of files, or `{"files": [...]}`.
+pub fn parse_manifest(v: &Value) -> Result<Vec<ManifestEntry>, ExportProviderError> {
+    let list = v
+        .as_array()
+        .or_else(|| v.get("files")?.as_array())
+        .ok_or_else(|| {
+            ExportProviderError::BadResponse(
+                "the manifest is neither a list of files nor {\"files\": [...]}".into(),
+            )
+        })?;
+    list.iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let bad = |what: &str| {
+                ExportProviderError::BadResponse(format!("manifest.files[{i}]: {what}"))
+            };
+            let text = |k: &str| -> Result<Option<String>, ExportProviderError> {
+                match f.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(bad(&format!("`{k}` must be a string"))),
+                }
+            };
+            if !f.is_object() {
+                return Err(bad("each file is a JSON object"));
+            }
+            let size = match f.get("size") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or_else(|| bad("`size` must be a non-negative integer"))?,
+                ),
+            };
+            Ok(ManifestEntry {
+                source: text("source")?.ok_or_else(|| bad("`source` is missing"))?,
+                key: text("key")?.ok_or_else(|| bad("`key` is missing"))?,
+                size,
+                sha256: text("sha256")?,
+                md5: text("md5")?,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ExportProviderPort for HttpExportProvider {
+    async fn start(
+        &self,
+        job: &JobId,
+        spec: &ExportSpec,
+    ) -> Result<SourceUrl, ExportProviderError> {
+        let body = spec.request_body.clone().unwrap_or_else(|| "{}".into());
+        let request = self
+            .client
+            .post(spec.start_url.expose())
+            .header("content-type", "application/json")
+            .header("idempotency-key", job.as_str())
+            .header("x-ferry-job-id", job.as_str())
+            .body(body);
+        let (answer, location) = self
+            .json(request, self.config.max_status_bytes, "the start answer")
+            .await?;
+        let reference = answer
+            .get("status_url")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or(location)
+            .ok_or_else(|| {
+                ExportProviderError::BadResponse(
+                    "the start answer has neither `status_url` nor a Location header".into(),
+                )
+            })?;
+        resolve(&spec.start_url, &reference, "status_url")
+    }
+
+    async fn poll(&self, status_url: &SourceUrl) -> Result<ExportPoll, ExportProviderError> {
+        let (answer, _) = self
+            .json(
+                self.client.get(status_url.expose()),
+                self.config.max_status_bytes,
+                "the status answer",
+            )
+            .await?;
+        let status = answer
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ExportProviderError::BadResponse("the status answer has no `status`".into())
+            })?;
+        match status {
+            "pending" | "running" | "queued" => Ok(ExportPoll::Pending),
+            "failed" | "error" => Ok(ExportPoll::Failed(message_of(
+                answer.to_string().as_bytes(),
+            ))),
+            "ready" | "completed" | "succeeded" => {
+                if answer.get("files").is_some() {
+                    return parse_manifest(&answer).map(ExportPoll::Ready);
+                }
+                let reference = answer
+                    .get("manifest_url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ExportProviderError::BadResponse(
+                            "a ready export has neither `files` nor `manifest_url`".into(),
+                        )
+                    })?;
+                let url = resolve(status_url, reference, "manifest_url")?;
+                let (manifest, _) = self
+                    .json(
+                        self.client.get(url.expose()),
+                        self.config.max_manifest_bytes,
+                        "the manifest",
+                    )
+                    .await?;
+                parse_manifest(&manifest).map(ExportPoll::Ready)
+            }
+            other => Err(ExportProviderError::BadResponse(format!(
+                "unknown export status `{}`",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn manifests_in_both_shapes_parse() {
+        let files = json!([{ "source": "https://o/a", "key": "a", "size": 3, "sha256": null }]);
+        let a = parse_manifest(&files).unwrap();
+        let b = parse_manifest(&json!({ "files": files })).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].size, Some(3));
+        assert_eq!(a[0].key, "a");
+    }
+
+    #[test]
+    fn bad_manifests_name_the_entry() {
+        for (v, needle) in [
+            (json!({"nope": 1}), "neither"),
+            (json!([{"key": "a"}]), "files[0]: `source` is missing"),
+            (
+                json!([{"source": "https://o/a", "key": "a"}, {"source": "https://o/b", "key": 7}]),
+                "files[1]: `key` must be a string",
+            ),
+            (
+                json!([{"source": "https://o/a", "key": "a", "size": -1}]),
+                "`size` must be",
+            ),
+            (json!([1]), "JSON object"),
+        ] {
+            let err = parse_manifest(&v).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn error_messages_are_short_single_lines() {
+        assert_eq!(
+            message_of(br#"{"error":"no such dataset"}"#),
+            "no such dataset"
+        );
+        assert_eq!(message_of(br#"{"error":{"message":"quota"}}"#), "quota");
+        assert_eq!(message_of(b"line1\nline2"), "line1 line2");
+        assert_eq!(message_of(b""), "no details");
+        assert_eq!(message_of(&[b'x'; 500]).len(), 200);
+    }
+
+    #[test]
+    fn status_urls_resolve_against_the_start_url() {
+        let base = SourceUrl::parse("https://p.example/v1/exports").unwrap();
+        assert_eq!(
+            resolve(&base, "/v1/exports/7", "status_url")
+                .unwrap()
+                .expose(),
+            "https://p.example/v1/exports/7"
+        );
+        assert!(resolve(&base, "file:///etc/passwd", "status_url").is_err());
+    }
+}
