@@ -1,10 +1,13 @@
+@garage-postgres
 Feature: Export jobs
   A platform team submits a batch of files as a job. ferry stores the job
   durably, runs its files with bounded concurrency and retries, records a
   result per file, and publishes an ordered history of events.
 
+  Every scenario here runs on SQLite + a directory, then on PostgreSQL + Garage.
+
   Background:
-    Given a job service on SQLite
+    Given a job service
 
   Scenario: A job whose files are all good completes
     Given the origin serves 3 good files
@@ -78,9 +81,16 @@ Feature: Export jobs
     And the stored events replay exactly what was published
 
   Scenario: Per-job concurrency bounds how many files run at once
-    Given a job service on SQLite running 2 files of a job at a time
+    Given a job service running 2 files of a job at a time
     And the origin serves 6 good files
     When I submit a job for those files into "bounded"
     And the job runs to the end
     Then at most 2 files of the job were running at any moment
     And the job is "completed"
+
+  Scenario: A global limit bounds files running at once across jobs
+    Given a job service running at most 2 files at once across all jobs
+    And the origin serves 4 good files
+    When I submit 3 jobs of those files into "global" and run them together
+    Then at most 2 files were running at any moment across the jobs
+    And every one of those jobs is "completed"

@@ -93,13 +93,19 @@ start() {
     g layout assign -z dc1 -c 10G "$node" >&2
     g layout apply --version 1 >&2
   fi
+  # Right after a (re)start the cluster may still be settling: retry.
+  retry() {
+    for _ in $(seq 1 50); do "$@" >&2 2>/dev/null && return 0; sleep 0.3; done
+    "$@" >&2
+  }
   if ! g key info "$key_id" >/dev/null 2>&1; then
-    g key import --yes -n "$key_name" "$key_id" "$key_secret" >&2
+    retry g key import --yes -n "$key_name" "$key_id" "$key_secret"
   fi
   for b in "${buckets[@]}"; do
-    g bucket info "$b" >/dev/null 2>&1 || g bucket create "$b" >&2
-    g bucket allow --read --write --owner "$b" --key "$key_id" >&2
+    g bucket info "$b" >/dev/null 2>&1 || retry g bucket create "$b"
+    retry g bucket allow --read --write --owner "$b" --key "$key_id"
   done
+  retry g key info "$key_id" >/dev/null
   # The S3 API answers once the layout is live.
   for _ in $(seq 1 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)

@@ -118,9 +118,10 @@ impl ExportProvider {
         self.state.lock().unwrap().manifest_reads
     }
 
-    /// Changes the script (e.g. to make a never-ready export ready).
-    pub fn set_outcome(&self, outcome: Outcome) {
-        self.state.lock().unwrap().script.outcome = outcome;
+    /// Makes the next poll answer the outcome.
+    pub fn set_pending_polls(&self, n: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.script.pending_polls = s.polls.len() + n;
     }
 }
 

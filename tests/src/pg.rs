@@ -49,4 +49,3 @@ pub fn psql(url: &str, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-

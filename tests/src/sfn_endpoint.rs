@@ -65,6 +65,33 @@ impl SfnEndpoint {
         }
     }
 
+    /// The real Step Functions adapter (aws-sdk-sfn), pointed here, with
+    /// fast retries.
+    pub fn callback(&self) -> ferry_adapters::sfn::StepFunctionsCallback {
+        use aws_sdk_sfn::config::retry::RetryConfig;
+        use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_sfn::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "AKIDFERRYTEST",
+                "test-secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(self.url())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(4)
+                    .with_initial_backoff(std::time::Duration::from_millis(5)),
+            )
+            .build();
+        ferry_adapters::sfn::StepFunctionsCallback::from_client(aws_sdk_sfn::Client::from_conf(
+            conf,
+        ))
+    }
+
     pub fn calls(&self) -> Vec<SfnCall> {
         self.state
             .lock()

@@ -99,7 +99,11 @@ pub fn validate(
             format!("a task token has 1 to {MAX_TASK_TOKEN} characters"),
         ));
     }
-    let files = validate_files(&request.files, "files", max_files, allow_file_sources)?;
+    let files = if export.is_some() {
+        Vec::new()
+    } else {
+        validate_files(&request.files, "files", max_files, allow_file_sources)?
+    };
     Ok(ValidatedJob {
         files,
         export,
@@ -116,13 +120,13 @@ fn validate_export(e: &ExportRequest) -> Result<ExportSpec, InvalidJobRequest> {
             "an export provider is reached over http:// or https://",
         ));
     }
-    if let Some(body) = &e.request_body {
-        if body.len() > MAX_EXPORT_BODY {
-            return Err(invalid(
-                "export.request",
-                format!("the request is more than {MAX_EXPORT_BODY} bytes of JSON"),
-            ));
-        }
+    if let Some(body) = &e.request_body
+        && body.len() > MAX_EXPORT_BODY
+    {
+        return Err(invalid(
+            "export.request",
+            format!("the request is more than {MAX_EXPORT_BODY} bytes of JSON"),
+        ));
     }
     let defaults = PollPolicy::default();
     let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);

@@ -24,6 +24,8 @@ pub struct FerryWorld {
     pub outcome: Option<Result<ProcessFileResult, ProcessFileError>>,
     /// Set by the jobs steps.
     pub jobs: Option<crate::steps::jobs::JobWorld>,
+    /// A job entity on its own (domain invariants).
+    pub job: Option<ferry_domain::Job>,
 }
 
 impl FerryWorld {
@@ -36,6 +38,7 @@ impl FerryWorld {
             max_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             outcome: None,
             jobs: None,
+            job: None,
         }
     }
 

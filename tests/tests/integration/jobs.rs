@@ -402,32 +402,12 @@ async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
 
 mod step_functions {
     use super::*;
-    use aws_sdk_sfn::config::retry::RetryConfig;
-    use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
-    use ferry_adapters::sfn::StepFunctionsCallback;
     use ferry_tests::sfn_endpoint::SfnEndpoint;
     use serde_json::Value;
 
     async fn harness_with_callback(endpoint: &SfnEndpoint) -> Harness {
         let mut h = Harness::sqlite().await;
-        let conf = aws_sdk_sfn::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "AKIDFERRYTEST",
-                "test-secret",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(endpoint.url())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(4)
-                    .with_initial_backoff(Duration::from_millis(5)),
-            )
-            .build();
-        let callback = StepFunctionsCallback::from_client(aws_sdk_sfn::Client::from_conf(conf));
+        let callback = endpoint.callback();
         h.service = Arc::new(
             build_service(
                 h.store.clone(),

@@ -1,120 +1,270 @@
 //! Jobs: submitting, running, cancelling and resuming export jobs through
-//! the real JobService (SQLite store, test origin, filesystem storage).
+//! the real JobService. The backend is chosen per run (see `main.rs`):
+//! SQLite + a directory by default, PostgreSQL + Garage for the scenarios
+//! tagged `@garage-postgres` in the second pass.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cucumber::{given, then, when};
 
 use ferry_adapters::events::BroadcastEvents;
+use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
-use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::s3::{S3Service, S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::jobs::{
-    FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
+    ExportRequest, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
 use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStorePort};
-use ferry_domain::{JobId, JobStatus, TaskStatus};
+use ferry_domain::{JobId, TaskStatus};
+use ferry_tests::export_provider::ExportProvider;
+use ferry_tests::garage::{garage, unique_prefix};
 use ferry_tests::origin::Behavior;
+use ferry_tests::pg::PgDatabase;
+use ferry_tests::sfn_endpoint::SfnEndpoint;
 use ferry_tests::{generate, sha256_hex};
 
 use crate::world::FerryWorld;
 
+/// Whether this pass runs on PostgreSQL + Garage (set by `main`).
+pub static SHARED_BACKEND: AtomicBool = AtomicBool::new(false);
+
+/// Where a scenario's files land.
+#[derive(Debug)]
+enum Place {
+    /// Under a temp directory (the resolver's files root).
+    Directory,
+    /// In the test Garage, under a fresh prefix.
+    S3 {
+        service: S3Service,
+        bucket: String,
+        prefix: String,
+    },
+}
+
 /// The job side of a scenario.
 #[derive(Debug)]
 pub struct JobWorld {
-    store: Arc<SqlJobStore>,
+    // Field order matters: the store closes before its database is dropped.
+    pub store: Arc<SqlJobStore>,
+    _pg: Option<PgDatabase>,
     _db_dir: tempfile::TempDir,
     files_root: tempfile::TempDir,
+    place: Place,
     events: BroadcastEvents,
-    rx: tokio::sync::broadcast::Receiver<JobEvent>,
-    config: JobServiceConfig,
-    service: Arc<JobService>,
-    requests: Vec<FileRequest>,
-    datas: Vec<Vec<u8>>,
-    submitted: Option<Result<JobRecord, SubmitError>>,
-    runner: Option<tokio::task::JoinHandle<()>>,
-    published: Vec<JobEvent>,
+    pub rx: tokio::sync::broadcast::Receiver<JobEvent>,
+    pub config: JobServiceConfig,
+    service: Option<Arc<JobService>>,
+    pub sfn: Option<SfnEndpoint>,
+    pub provider: Option<ExportProvider>,
+    pub requests: Vec<FileRequest>,
+    pub datas: Vec<Vec<u8>>,
+    pub export: Option<ExportRequest>,
+    pub task_token: Option<String>,
+    pub submitted: Option<Result<JobRecord, SubmitError>>,
+    /// Further jobs of the scenario (concurrency scenarios).
+    pub others: Vec<JobId>,
+    pub runner: Option<tokio::task::JoinHandle<()>>,
+    pub published: Vec<JobEvent>,
 }
 
-fn service(
-    store: Arc<SqlJobStore>,
-    root: &std::path::Path,
-    events: BroadcastEvents,
-    config: JobServiceConfig,
-) -> Arc<JobService> {
-    let http = PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
-        read_idle_timeout: Duration::from_secs(20),
-        ..HttpClientConfig::default()
-    })
-    .unwrap();
-    Arc::new(JobService::new(
-        store,
-        Arc::new(SourceRouter::new(Arc::new(http), None)),
-        Arc::new(DefaultStorageResolver::new(
-            root.to_path_buf(),
-            S3Settings::default(),
-            S3StorageConfig::default(),
-        )),
-        Arc::new(events),
-        Box::new(|| JobId::parse(&format!("job_{:016x}", rand::random::<u64>())).unwrap()),
-        config,
-    ))
-}
+impl JobWorld {
+    async fn new(per_job: usize) -> Self {
+        let shared = SHARED_BACKEND.load(Ordering::SeqCst);
+        let db_dir = tempfile::tempdir().unwrap();
+        let (store, pg) = if shared {
+            let pg = PgDatabase::create().await;
+            (SqlJobStore::connect(&pg.url).await.unwrap(), Some(pg))
+        } else {
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                db_dir.path().join("jobs.db").display()
+            );
+            (SqlJobStore::connect(&url).await.unwrap(), None)
+        };
+        let place = if shared {
+            let env = garage();
+            Place::S3 {
+                service: ferry_tests::garage::service(&env.endpoint).await,
+                bucket: env.bucket.clone(),
+                prefix: unique_prefix("acceptance"),
+            }
+        } else {
+            Place::Directory
+        };
+        let events = BroadcastEvents::new(10_000);
+        JobWorld {
+            store: Arc::new(store),
+            _pg: pg,
+            _db_dir: db_dir,
+            files_root: tempfile::tempdir().unwrap(),
+            place,
+            rx: events.subscribe(),
+            events,
+            config: JobServiceConfig {
+                per_job_concurrency: per_job,
+                retry_base_delay: Duration::from_millis(10),
+                progress_interval: Duration::from_millis(10),
+                ..JobServiceConfig::default()
+            },
+            service: None,
+            sfn: None,
+            provider: None,
+            requests: Vec::new(),
+            datas: Vec::new(),
+            export: None,
+            task_token: None,
+            submitted: None,
+            others: Vec::new(),
+            runner: None,
+            published: Vec::new(),
+        }
+    }
 
-async fn job_world(per_job: usize) -> JobWorld {
-    let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("jobs.db").display()
-    );
-    let store = Arc::new(SqlJobStore::connect(&url).await.unwrap());
-    let files_root = tempfile::tempdir().unwrap();
-    let events = BroadcastEvents::new(10_000);
-    let config = JobServiceConfig {
-        per_job_concurrency: per_job,
-        retry_base_delay: Duration::from_millis(10),
-        progress_interval: Duration::from_millis(10),
-        ..JobServiceConfig::default()
-    };
-    JobWorld {
-        service: service(
-            store.clone(),
-            files_root.path(),
-            events.clone(),
-            config.clone(),
-        ),
-        rx: events.subscribe(),
-        store,
-        _db_dir: db_dir,
-        files_root,
-        events,
-        config,
-        requests: Vec::new(),
-        datas: Vec::new(),
-        submitted: None,
-        runner: None,
-        published: Vec::new(),
+    /// A JobService over this scenario's store, storage, events, Step
+    /// Functions endpoint and export provider client: a new "process".
+    pub fn fresh_service(&self) -> Arc<JobService> {
+        let http = PooledHttpClient::new(HttpClientConfig {
+            retry_base_delay: Duration::from_millis(5),
+            read_idle_timeout: Duration::from_secs(20),
+            ..HttpClientConfig::default()
+        })
+        .unwrap();
+        let s3 = match &self.place {
+            Place::Directory => S3Settings::default(),
+            Place::S3 { .. } => S3Settings {
+                endpoint_url: Some(garage().endpoint.clone()),
+                region: Some("garage".into()),
+            },
+        };
+        let mut service = JobService::new(
+            self.store.clone(),
+            Arc::new(SourceRouter::new(Arc::new(http), None)),
+            Arc::new(DefaultStorageResolver::new(
+                self.files_root.path().to_path_buf(),
+                s3,
+                S3StorageConfig::default(),
+            )),
+            Arc::new(self.events.clone()),
+            Box::new(|| JobId::parse(&format!("job_{:016x}", rand::random::<u64>())).unwrap()),
+            self.config.clone(),
+        )
+        .with_export_provider(Arc::new(
+            HttpExportProvider::new(ExportProviderConfig::default()).unwrap(),
+        ));
+        if let Some(sfn) = &self.sfn {
+            service = service.with_callback(Arc::new(sfn.callback()));
+        }
+        Arc::new(service)
+    }
+
+    /// The scenario's service, built on first use.
+    pub fn service(&mut self) -> Arc<JobService> {
+        if self.service.is_none() {
+            self.service = Some(self.fresh_service());
+        }
+        self.service.clone().unwrap()
+    }
+
+    /// The destination a job names for `name`.
+    pub fn destination(&self, name: &str) -> String {
+        match &self.place {
+            Place::Directory => name.to_owned(),
+            Place::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}/{name}"),
+        }
+    }
+
+    /// The stored bytes of `key` under `name`, if visible.
+    pub async fn stored(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        match &self.place {
+            Place::Directory => std::fs::read(self.files_root.path().join(name).join(key)).ok(),
+            Place::S3 {
+                service,
+                bucket,
+                prefix,
+            } => {
+                let got = service
+                    .client()
+                    .get_object()
+                    .bucket(bucket)
+                    .key(format!("{prefix}/{name}/{key}"))
+                    .send()
+                    .await
+                    .ok()?;
+                Some(got.body.collect().await.unwrap().into_bytes().to_vec())
+            }
+        }
+    }
+
+    /// Everything under `name`: visible objects and (S3) unfinished uploads.
+    pub async fn leftovers(&self, name: &str) -> Vec<String> {
+        match &self.place {
+            Place::Directory => {
+                let mut found = Vec::new();
+                let mut stack = vec![self.files_root.path().join(name)];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(&d)
+                        .map(|r| r.flatten().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                    {
+                        let p = e.path();
+                        if p.is_dir() {
+                            stack.push(p);
+                        } else {
+                            found.push(p.display().to_string());
+                        }
+                    }
+                }
+                found
+            }
+            Place::S3 {
+                service,
+                bucket,
+                prefix,
+            } => {
+                let under = format!("{prefix}/{name}/");
+                let listed = service
+                    .client()
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&under)
+                    .send()
+                    .await
+                    .unwrap();
+                let mut found: Vec<String> = listed
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned))
+                    .collect();
+                let uploads = service
+                    .list_incomplete_uploads(bucket, Some(&under), Duration::ZERO)
+                    .await
+                    .unwrap();
+                found.extend(uploads.into_iter().map(|u| format!("upload of {}", u.key)));
+                found
+            }
+        }
     }
 }
 
-fn jw(world: &mut FerryWorld) -> &mut JobWorld {
+pub fn jw(world: &mut FerryWorld) -> &mut JobWorld {
     world
         .jobs
         .as_mut()
         .expect("a job service was set up in this scenario")
 }
 
-fn job_id(world: &mut FerryWorld) -> JobId {
+pub fn job_id(world: &mut FerryWorld) -> JobId {
     match &jw(world).submitted {
         Some(Ok(record)) => record.job.id.clone(),
         other => panic!("no accepted job: {other:?}"),
     }
 }
 
-async fn current(world: &mut FerryWorld) -> JobRecord {
+pub async fn current(world: &mut FerryWorld) -> JobRecord {
     let id = job_id(world);
     jw(world)
         .store
@@ -125,7 +275,7 @@ async fn current(world: &mut FerryWorld) -> JobRecord {
 }
 
 /// Collects this job's published events up to its terminal event.
-async fn collect_until_end(world: &mut FerryWorld) {
+pub async fn collect_until_end(world: &mut FerryWorld) {
     let id = job_id(world);
     let j = jw(world);
     loop {
@@ -144,17 +294,44 @@ async fn collect_until_end(world: &mut FerryWorld) {
     }
 }
 
-#[given(regex = r"^a job service on SQLite$")]
-async fn on_sqlite(world: &mut FerryWorld) {
-    world.jobs = Some(job_world(4).await);
+/// Waits for this job's first published event matching `pred`.
+pub async fn wait_for_event(world: &mut FerryWorld, pred: impl Fn(&JobEventKind) -> bool) {
+    let id = job_id(world);
+    let j = jw(world);
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), j.rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if e.job_id != id {
+            continue;
+        }
+        let hit = pred(&e.kind);
+        j.published.push(e);
+        if hit {
+            return;
+        }
+    }
 }
 
-#[given(regex = r"^a job service on SQLite running (\d+) files of a job at a time$")]
-async fn on_sqlite_bounded(world: &mut FerryWorld, n: usize) {
-    world.jobs = Some(job_world(n).await);
+#[given(regex = r"^a job service$")]
+async fn a_service(world: &mut FerryWorld) {
+    world.jobs = Some(JobWorld::new(4).await);
 }
 
-fn serve(world: &mut FerryWorld, behavior: Behavior, len: usize) {
+#[given(regex = r"^a job service running (\d+) files of a job at a time$")]
+async fn a_bounded_service(world: &mut FerryWorld, n: usize) {
+    world.jobs = Some(JobWorld::new(n).await);
+}
+
+#[given(regex = r"^a job service running at most (\d+) files at once across all jobs$")]
+async fn a_globally_bounded_service(world: &mut FerryWorld, n: usize) {
+    let mut j = JobWorld::new(4).await;
+    j.config.global_concurrency = n;
+    world.jobs = Some(j);
+}
+
+pub fn serve(world: &mut FerryWorld, behavior: Behavior, len: usize) {
     let i = jw(world).requests.len();
     let data = generate(len, 1000 + i as u64);
     let path = format!("/job/f{i}.bin");
@@ -212,28 +389,31 @@ fn key_of(world: &mut FerryWorld, i: usize, key: String) {
 }
 
 #[when(regex = r#"^I submit a job for those files into "([^"]*)"$"#)]
-async fn submit(world: &mut FerryWorld, destination: String) {
+pub async fn submit(world: &mut FerryWorld, name: String) {
     let j = jw(world);
     let request = SubmitJobRequest {
         files: j.requests.clone(),
-        destination,
+        export: j.export.clone(),
+        destination: j.destination(&name),
+        task_token: j.task_token.clone(),
         ..SubmitJobRequest::default()
     };
-    j.submitted = Some(j.service.submit(request).await);
+    let service = j.service();
+    j.submitted = Some(service.submit(request).await);
 }
 
 #[when("the job runs to the end")]
-async fn runs(world: &mut FerryWorld) {
+pub async fn runs(world: &mut FerryWorld) {
     let id = job_id(world);
-    jw(world).service.clone().run_abortable(id).await;
+    jw(world).service().run_abortable(id).await;
     collect_until_end(world).await;
 }
 
 #[when("the job starts running in the background")]
-fn runs_in_background(world: &mut FerryWorld) {
+pub fn runs_in_background(world: &mut FerryWorld) {
     let id = job_id(world);
     let j = jw(world);
-    j.runner = Some(tokio::spawn(j.service.clone().run_abortable(id)));
+    j.runner = Some(tokio::spawn(j.service().run_abortable(id)));
 }
 
 #[when("I cancel the job once its file is transferring")]
@@ -249,7 +429,7 @@ async fn cancel_when_transferring(world: &mut FerryWorld) {
             break;
         }
     }
-    j.service.cancel(&id).await.unwrap();
+    j.service().cancel(&id).await.unwrap();
     if let Some(runner) = j.runner.take() {
         tokio::time::timeout(Duration::from_secs(10), runner)
             .await
@@ -272,14 +452,10 @@ async fn dies(world: &mut FerryWorld, i: usize) {
 }
 
 #[when("a new process resumes unfinished jobs")]
-async fn resumes(world: &mut FerryWorld) {
+pub async fn resumes(world: &mut FerryWorld) {
     let j = jw(world);
-    let fresh = service(
-        j.store.clone(),
-        j.files_root.path(),
-        j.events.clone(),
-        j.config.clone(),
-    );
+    let fresh = j.fresh_service();
+    j.service = Some(fresh.clone());
     for id in fresh.unfinished().await.unwrap() {
         fresh.clone().run_abortable(id).await;
     }
@@ -292,16 +468,14 @@ async fn status_is(world: &mut FerryWorld, status: String) {
 }
 
 #[then(regex = r#"^every file of the job succeeded and is stored under "([^"]*)"$"#)]
-async fn all_stored(world: &mut FerryWorld, dest: String) {
+pub async fn all_stored(world: &mut FerryWorld, name: String) {
     let record = current(world).await;
     let j = jw(world);
+    assert_eq!(record.job.tasks().len(), j.datas.len());
     for (i, task) in record.job.tasks().iter().enumerate() {
         assert_eq!(task.status(), TaskStatus::Succeeded, "file {i}");
-        let path = j.files_root.path().join(&dest).join(task.spec.key.as_str());
-        assert!(
-            std::fs::read(&path).unwrap() == j.datas[i],
-            "file {i} content"
-        );
+        let stored = j.stored(&name, task.spec.key.as_str()).await;
+        assert!(stored.as_ref() == Some(&j.datas[i]), "file {i} content");
     }
 }
 
@@ -366,25 +540,15 @@ async fn none_stored(world: &mut FerryWorld) {
 }
 
 #[then(regex = r#"^nothing is stored under "([^"]*)"$"#)]
-fn nothing_under(world: &mut FerryWorld, dest: String) {
-    let dir = jw(world).files_root.path().join(dest);
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)
-            .map(|r| r.flatten().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            let p = e.path();
-            assert!(p.is_dir(), "left behind: {}", p.display());
-            stack.push(p);
-        }
-    }
+pub async fn nothing_under(world: &mut FerryWorld, name: String) {
+    let left = jw(world).leftovers(&name).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[then("cancelling the job again is refused")]
 async fn cancel_again(world: &mut FerryWorld) {
     let id = job_id(world);
-    assert!(jw(world).service.cancel(&id).await.is_err());
+    assert!(jw(world).service().cancel(&id).await.is_err());
 }
 
 #[then(regex = r#"^the first event is "([a-z_]+)" and the last is "([a-z_]+)"$"#)]
@@ -408,23 +572,91 @@ async fn replay(world: &mut FerryWorld) {
     assert_eq!(stored, j.published);
 }
 
-#[then(regex = r"^at most (\d+) files of the job were running at any moment$")]
-fn bounded(world: &mut FerryWorld, n: usize) {
+/// The most files running at once in `events` (across jobs).
+fn max_running(events: &[JobEvent]) -> usize {
     let mut running = std::collections::HashSet::new();
     let mut max = 0;
-    for e in &jw(world).published {
+    for e in events {
         match &e.kind {
             JobEventKind::FileStarted { index, .. } => {
-                running.insert(*index);
+                running.insert((e.job_id.clone(), *index));
             }
             JobEventKind::FileSucceeded { index, .. } | JobEventKind::FileFailed { index, .. } => {
-                running.remove(index);
+                running.remove(&(e.job_id.clone(), *index));
             }
             _ => {}
         }
         max = max.max(running.len());
     }
+    max
+}
+
+#[then(regex = r"^at most (\d+) files of the job were running at any moment$")]
+fn bounded(world: &mut FerryWorld, n: usize) {
+    let max = max_running(&jw(world).published);
     assert!(max <= n, "{max} ran at once");
     assert!(max >= 1);
-    let _ = JobStatus::Completed;
+}
+
+#[when(regex = r#"^I submit (\d+) jobs of those files into "([^"]*)" and run them together$"#)]
+async fn run_together(world: &mut FerryWorld, n: usize, name: String) {
+    let j = jw(world);
+    let service = j.service();
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let record = service
+            .submit(SubmitJobRequest {
+                files: j.requests.clone(),
+                destination: j.destination(&format!("{name}/{k}")),
+                ..SubmitJobRequest::default()
+            })
+            .await
+            .unwrap();
+        ids.push(record.job.id);
+    }
+    let runs: Vec<_> = ids
+        .iter()
+        .map(|id| tokio::spawn(service.clone().run_abortable(id.clone())))
+        .collect();
+    for r in runs {
+        r.await.unwrap();
+    }
+    let mut done = 0;
+    while done < n {
+        let e = tokio::time::timeout(Duration::from_secs(30), j.rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if !ids.contains(&e.job_id) {
+            continue;
+        }
+        if e.kind.is_terminal() {
+            done += 1;
+        }
+        j.published.push(e);
+    }
+    j.others = ids;
+}
+
+#[then(regex = r"^at most (\d+) files were running at any moment across the jobs$")]
+fn bounded_across(world: &mut FerryWorld, n: usize) {
+    let j = jw(world);
+    let max = max_running(&j.published);
+    assert!(max <= n, "{max} ran at once");
+    let jobs: std::collections::HashSet<_> = j
+        .published
+        .iter()
+        .filter(|e| matches!(e.kind, JobEventKind::FileStarted { .. }))
+        .map(|e| e.job_id.clone())
+        .collect();
+    assert_eq!(jobs.len(), j.others.len(), "every job ran files");
+}
+
+#[then(regex = r#"^every one of those jobs is "([a-z_]+)"$"#)]
+async fn all_jobs_are(world: &mut FerryWorld, status: String) {
+    let j = jw(world);
+    for id in &j.others {
+        let record = j.store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.job.status().as_str(), status);
+    }
 }
