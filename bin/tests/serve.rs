@@ -339,3 +339,60 @@ async fn job_cli_submits_waits_and_reports_through_exit_codes() {
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(9));
 }
+
+#[tokio::test]
+async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
+    use ferry_tests::export_provider::{ExportProvider, Script};
+    let origin = Origin::start().await.unwrap();
+    let mut manifest = Vec::new();
+    for i in 0..3 {
+        let data = generate(30_000 + i * 10, 900 + i as u64);
+        origin.serve(&format!("/x/{i}.bin"), data.clone(), Behavior::Normal);
+        manifest.push(json!({ "source": origin.url(&format!("/x/{i}.bin")), "key": format!("x/{i}.bin"), "sha256": sha256_hex(&data) }));
+    }
+    let provider = ExportProvider::start(Script::ready_after(1, Value::Array(manifest)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+
+    // Files and an export together are refused, naming the field.
+    let both = client
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({ "files": [{"source": "https://o.example/a", "key": "a"}],
+                       "export": { "start_url": provider.start_url() }, "destination": "exp" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
+    let err: Value = both.json().await.unwrap();
+    assert_eq!(err["error"]["field"], "export");
+
+    let resp = client
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({
+            "export": { "start_url": provider.start_url(), "request": { "dataset": "d-42" },
+                        "poll": { "base_interval_ms": 20, "max_interval_ms": 50, "deadline_ms": 30000 } },
+            "destination": "exp"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    assert_eq!(job["status"], "pending");
+    assert_eq!(job["summary"]["total"], 0);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = wait_terminal(&client, &server.url, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["summary"]["succeeded"], 3);
+    assert_eq!(done["export"]["poll"]["max_interval_ms"], 50);
+    assert!(done["export"]["status_url"].as_str().unwrap().ends_with("/exports/1"));
+    assert!(!done.to_string().contains("provider-s3cret"), "{done}");
+    assert_eq!(provider.starts().len(), 1);
+    assert_eq!(provider.starts()[0].body["dataset"], "d-42");
+    for i in 0..3 {
+        assert!(dir.path().join(format!("files/exp/x/{i}.bin")).exists());
+    }
+}
