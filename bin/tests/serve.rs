@@ -360,8 +360,10 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
     // Files and an export together are refused, naming the field.
     let both = client
         .post(format!("{}/v1/jobs", server.url))
-        .json(&json!({ "files": [{"source": "https://o.example/a", "key": "a"}],
-                       "export": { "start_url": provider.start_url() }, "destination": "exp" }))
+        .json(
+            &json!({ "files": [{"source": "https://o.example/a", "key": "a"}],
+                       "export": { "start_url": provider.start_url() }, "destination": "exp" }),
+        )
         .send()
         .await
         .unwrap();
@@ -388,7 +390,12 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["summary"]["succeeded"], 3);
     assert_eq!(done["export"]["poll"]["max_interval_ms"], 50);
-    assert!(done["export"]["status_url"].as_str().unwrap().ends_with("/exports/1"));
+    assert!(
+        done["export"]["status_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/exports/1")
+    );
     assert!(!done.to_string().contains("provider-s3cret"), "{done}");
     assert_eq!(provider.starts().len(), 1);
     assert_eq!(provider.starts()[0].body["dataset"], "d-42");

@@ -30,6 +30,7 @@ pub fn record(id: &str, files: usize, created_at_ms: i64) -> JobRecord {
         updated_at_ms: created_at_ms,
         callback: None,
         export: None,
+        last_event_seq: 0,
     }
 }
 
@@ -178,6 +179,16 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     assert_eq!(
         store.events_after(&rec.job.id, 0, 2).await.unwrap().len(),
         2
+    );
+    assert_eq!(
+        store
+            .get(&rec.job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_event_seq,
+        5,
+        "a read job carries its latest event's sequence number"
     );
     let ghost = JobEvent {
         job_id: JobId::parse(&id("ghost")).unwrap(),

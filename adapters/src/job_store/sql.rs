@@ -198,6 +198,7 @@ impl SqlJobStore {
             updated_at_ms: row.try_get("updated_at_ms").map_err(unavailable)?,
             callback: opt("callback")?,
             export,
+            last_event_seq: to_u64(row.try_get("next_seq").map_err(unavailable)?),
         })
     }
 }

@@ -4,9 +4,11 @@
 
 mod service;
 mod validate;
+mod watch;
 
 pub use service::{JobCancelError, JobService, JobServiceConfig, SubmitError};
 pub use validate::{
     ExportRequest, FileRequest, InvalidJobRequest, SubmitJobRequest, ValidatedJob, validate,
     validate_files,
 };
+pub use watch::{WatchError, WatchItem, WatchStats};

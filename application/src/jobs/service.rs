@@ -10,7 +10,7 @@ use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable};
 use futures::{StreamExt, stream};
 use thiserror::Error;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
@@ -40,6 +40,13 @@ pub struct JobServiceConfig {
     pub max_file_size: ByteSize,
     /// At most one progress event per file per interval.
     pub progress_interval: Duration,
+    /// Events held for live watchers (shared by all); a watcher further
+    /// behind catches up from the job store.
+    pub live_capacity: usize,
+    /// Events read from the store per catch-up page.
+    pub watch_page: u32,
+    /// A watcher more events behind than this gets `lagged` and is closed.
+    pub watch_max_lag: u64,
     pub allow_file_sources: bool,
     pub process: ProcessFileConfig,
 }
@@ -54,6 +61,9 @@ impl Default for JobServiceConfig {
             max_files_per_job: 10_000,
             max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             progress_interval: Duration::from_secs(1),
+            live_capacity: 4096,
+            watch_page: 256,
+            watch_max_lag: 100_000,
             allow_file_sources: false,
             process: ProcessFileConfig {
                 always_md5: true,
@@ -105,6 +115,9 @@ pub struct JobService {
     callback: Option<Arc<dyn WorkflowCallbackPort>>,
     /// Starts and polls exports for jobs that do not list their files.
     exports: Option<Arc<dyn ExportProviderPort>>,
+    /// Every stored event, in sequence order, for live watchers.
+    pub(super) live: broadcast::Sender<JobEvent>,
+    pub(super) watch_stats: super::watch::WatchStats,
 }
 
 /// How an export phase ended.
@@ -172,7 +185,10 @@ impl JobService {
         config: JobServiceConfig,
     ) -> Self {
         let global = Arc::new(Semaphore::new(config.global_concurrency.max(1)));
+        let (live, _) = broadcast::channel(config.live_capacity.max(16));
         Self {
+            live,
+            watch_stats: super::watch::WatchStats::default(),
             store,
             downloader,
             storages,
@@ -266,6 +282,8 @@ impl JobService {
             Ok(seq) => event.seq = seq,
             Err(e) => warn!(job = %id, error = %e, "could not store an event"),
         }
+        // No receiver is fine: nobody is watching.
+        let _ = self.live.send(event.clone());
         self.events.publish(&event).await;
     }
 
@@ -293,6 +311,7 @@ impl JobService {
             created_at_ms: now,
             updated_at_ms: now,
             callback: None,
+            last_event_seq: 0,
         };
         self.store.create(&record).await?;
         info!(job = %id, files, "job accepted");

@@ -27,6 +27,9 @@ pub struct JobRecord {
     /// The export this job started at a provider, if it did not list its
     /// files (saved with the job).
     pub export: Option<Export>,
+    /// Sequence number of the job's latest stored event when it was read
+    /// (0: none). Maintained by the store; ignored by `save_job`.
+    pub last_event_seq: u64,
 }
 
 /// Which jobs to list, newest first.

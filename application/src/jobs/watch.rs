@@ -1,0 +1,322 @@
+//! Watching jobs: a snapshot first, then every event in sequence order,
+//! with no gap and no duplicate, until the job's terminal event.
+//!
+//! Live events come from the service's in-process broadcast. A watcher that
+//! falls behind (the broadcast overwrote events it had not read yet, or a
+//! sequence number is skipped) catches up from the job store, which holds
+//! every event: page by page, with progress events coalesced (the latest per
+//! file wins; lifecycle events are never dropped). Memory per watcher is one
+//! page at most. A watcher more than `watch_max_lag` events behind gets a
+//! final `Lagged` and ends; the client reconnects with the last sequence
+//! number it saw.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::Stream;
+use thiserror::Error;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+use ferry_domain::JobId;
+use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError};
+
+use super::service::JobService;
+
+/// What a watcher receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchItem {
+    /// The job as it is when the watch starts; `seq` is the sequence number
+    /// of the latest event it reflects.
+    Snapshot {
+        job: Box<JobRecord>,
+        seq: u64,
+    },
+    /// The unfinished jobs when a watch of all jobs starts.
+    Jobs(Vec<JobRecord>),
+    Event(JobEvent),
+    /// The watcher fell too far behind and the stream ends; reconnect from
+    /// `last_seq` (per-job watches) to continue.
+    Lagged {
+        last_seq: u64,
+    },
+}
+
+/// Why a watch could not start.
+#[derive(Debug, Error)]
+pub enum WatchError {
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+    #[error(transparent)]
+    Store(#[from] JobStoreError),
+}
+
+/// Counters of all watches (exported as metrics).
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Progress events left out while a watcher caught up.
+    pub coalesced: AtomicU64,
+    /// Watchers closed with `Lagged`.
+    pub lagged: AtomicU64,
+}
+
+/// Drops each progress event that a later event of the same page, for the
+/// same file, supersedes. Returns how many were dropped.
+fn coalesce(page: &mut VecDeque<JobEvent>) -> u64 {
+    let mut later: HashSet<usize> = HashSet::new();
+    let mut keep = vec![true; page.len()];
+    for (i, e) in page.iter().enumerate().rev() {
+        let file = match &e.kind {
+            JobEventKind::FileProgress { index, .. } => {
+                if later.contains(index) {
+                    keep[i] = false;
+                }
+                Some(*index)
+            }
+            JobEventKind::FileStarted { index, .. }
+            | JobEventKind::FileSucceeded { index, .. }
+            | JobEventKind::FileFailed { index, .. } => Some(*index),
+            _ => None,
+        };
+        if let Some(f) = file {
+            later.insert(f);
+        }
+    }
+    let before = page.len();
+    let mut i = 0;
+    page.retain(|_| {
+        let k = keep[i];
+        i += 1;
+        k
+    });
+    u64::try_from(before - page.len()).unwrap_or(0)
+}
+
+struct JobWatch {
+    service: Arc<JobService>,
+    id: JobId,
+    rx: Receiver<JobEvent>,
+    first: Option<WatchItem>,
+    /// Sequence number of the last event delivered (or reflected).
+    cursor: u64,
+    /// Latest sequence number known to be stored.
+    known: u64,
+    page: VecDeque<JobEvent>,
+    done: bool,
+}
+
+impl JobWatch {
+    /// Reads the next page from the store, or ends the watch with `Lagged`.
+    async fn catch_up(&mut self) -> Result<Option<WatchItem>, JobStoreError> {
+        let config = self.service.config();
+        if let Some(record) = self.service.get(&self.id).await? {
+            self.known = self.known.max(record.last_event_seq);
+        }
+        if self.known.saturating_sub(self.cursor) > config.watch_max_lag {
+            self.done = true;
+            self.service
+                .watch_stats
+                .lagged
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(WatchItem::Lagged {
+                last_seq: self.cursor,
+            }));
+        }
+        let mut page: VecDeque<JobEvent> = self
+            .service
+            .events_after(&self.id, self.cursor, config.watch_page)
+            .await?
+            .into();
+        let dropped = coalesce(&mut page);
+        self.service
+            .watch_stats
+            .coalesced
+            .fetch_add(dropped, Ordering::Relaxed);
+        self.page = page;
+        Ok(None)
+    }
+
+    fn deliver(&mut self, event: JobEvent) -> WatchItem {
+        self.cursor = event.seq;
+        self.known = self.known.max(event.seq);
+        if event.kind.is_terminal() {
+            self.done = true;
+        }
+        WatchItem::Event(event)
+    }
+
+    async fn next(&mut self) -> Option<WatchItem> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.page.pop_front() {
+                if event.seq > self.cursor {
+                    return Some(self.deliver(event));
+                }
+                continue;
+            }
+            if self.cursor < self.known {
+                match self.catch_up().await {
+                    Ok(Some(lagged)) => return Some(lagged),
+                    Ok(None) if self.page.is_empty() => {
+                        // The store has nothing newer after all.
+                        self.known = self.cursor;
+                    }
+                    Ok(None) => {}
+                    Err(_) => return None,
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(e) if e.job_id != self.id || e.seq <= self.cursor => {}
+                Ok(e) if e.seq == self.cursor + 1 => return Some(self.deliver(e)),
+                Ok(e) => self.known = self.known.max(e.seq),
+                Err(RecvError::Lagged(_)) => self.known = self.known.max(self.cursor + 1),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl JobService {
+    /// Watches one job: a snapshot, then its events after `after` (default:
+    /// those after the snapshot), until its terminal event.
+    pub async fn watch(
+        self: &Arc<Self>,
+        id: &JobId,
+        after: Option<u64>,
+    ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
+        // Subscribe before reading, so nothing published meanwhile is missed.
+        let rx = self.live.subscribe();
+        let record = self
+            .get(id)
+            .await?
+            .ok_or_else(|| WatchError::NotFound(id.clone()))?;
+        let seq = record.last_event_seq;
+        let cursor = after.unwrap_or(seq).min(seq);
+        let terminal_reflected = record.job.status().is_terminal() && cursor >= seq;
+        let state = JobWatch {
+            service: self.clone(),
+            id: id.clone(),
+            rx,
+            first: Some(WatchItem::Snapshot {
+                job: Box::new(record),
+                seq,
+            }),
+            cursor,
+            known: seq,
+            page: VecDeque::new(),
+            done: terminal_reflected,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            st.next().await.map(|item| (item, st))
+        }))
+    }
+
+    /// Watches all jobs: the unfinished jobs, then every event as it
+    /// happens. A watcher that falls behind the broadcast gets `Lagged`.
+    pub async fn watch_all(
+        self: &Arc<Self>,
+    ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
+        let rx = self.live.subscribe();
+        let page = self
+            .list(&JobFilter {
+                status: None,
+                limit: 1000,
+                cursor: None,
+            })
+            .await?;
+        let active: Vec<JobRecord> = page
+            .jobs
+            .into_iter()
+            .filter(|r| !r.job.status().is_terminal())
+            .collect();
+        let service = self.clone();
+        let state = (Some(WatchItem::Jobs(active)), rx, false, service);
+        Ok(futures::stream::unfold(
+            state,
+            |(first, mut rx, done, service)| async move {
+                if let Some(item) = first {
+                    return Some((item, (None, rx, done, service)));
+                }
+                if done {
+                    return None;
+                }
+                match rx.recv().await {
+                    Ok(e) => Some((WatchItem::Event(e), (None, rx, false, service))),
+                    Err(RecvError::Lagged(_)) => {
+                        service.watch_stats.lagged.fetch_add(1, Ordering::Relaxed);
+                        Some((WatchItem::Lagged { last_seq: 0 }, (None, rx, true, service)))
+                    }
+                    Err(RecvError::Closed) => None,
+                }
+            },
+        ))
+    }
+
+    /// Counters of all watches.
+    pub fn watch_stats(&self) -> &WatchStats {
+        &self.watch_stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job_id: JobId::parse("j").unwrap(),
+            seq,
+            at_ms: 0,
+            kind,
+        }
+    }
+
+    fn progress(seq: u64, index: usize) -> JobEvent {
+        ev(
+            seq,
+            JobEventKind::FileProgress {
+                index,
+                bytes_done: seq,
+                total: None,
+            },
+        )
+    }
+
+    #[test]
+    fn progress_is_coalesced_and_lifecycle_kept() {
+        let mut page: VecDeque<JobEvent> = vec![
+            ev(
+                1,
+                JobEventKind::FileStarted {
+                    index: 0,
+                    attempt: 1,
+                },
+            ),
+            progress(2, 0),
+            progress(3, 1),
+            progress(4, 0),
+            progress(5, 0),
+            ev(
+                6,
+                JobEventKind::FileSucceeded {
+                    index: 1,
+                    bytes: 9,
+                    sha256: "a".into(),
+                    md5: None,
+                },
+            ),
+            progress(7, 0),
+        ]
+        .into();
+        assert_eq!(coalesce(&mut page), 4);
+        let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+        // Progress 2, 4, 5 of file 0 are superseded by 7; 3 of file 1 by 6.
+        assert_eq!(seqs, vec![1, 6, 7]);
+    }
+}
