@@ -18,6 +18,7 @@ pub mod http;
 pub mod job_store;
 pub mod local_file;
 pub mod memory;
+pub mod metrics;
 pub mod s3;
 pub mod sfn;
 pub mod source_router;

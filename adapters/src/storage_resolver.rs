@@ -64,4 +64,24 @@ impl StorageResolverPort for DefaultStorageResolver {
             }
         }
     }
+
+    /// The files root exists (or can be created) and is a writable
+    /// directory.
+    async fn ready(&self) -> Result<(), StorageError> {
+        let root = self.files_root.clone();
+        let location = root.display().to_string();
+        let io = |e: std::io::Error| StorageError::Unavailable {
+            location: location.clone(),
+            reason: e.to_string(),
+        };
+        tokio::fs::create_dir_all(&root).await.map_err(io)?;
+        let meta = tokio::fs::metadata(&root).await.map_err(io)?;
+        if !meta.is_dir() || meta.permissions().readonly() {
+            return Err(StorageError::PermissionDenied {
+                location: location.clone(),
+                reason: "not a writable directory".into(),
+            });
+        }
+        Ok(())
+    }
 }

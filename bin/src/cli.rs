@@ -95,6 +95,35 @@ pub struct ServeArgs {
     /// HMAC-SHA256 key for the X-Ferry-Signature header of webhook calls.
     #[arg(long, env = "FERRY_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Event streams send a heartbeat after this long without an event.
+    #[arg(long, env = "FERRY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: std::time::Duration,
+    /// A client must send its request headers within this (slowloris guard).
+    #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[arg(long, env = "FERRY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// `250ms`, `15s`, `2m`, or plain seconds.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a duration (e.g. 250ms, 15s, 2m)"))?;
+    match unit.trim() {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "" | "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!(
+            "`{other}` is not a duration unit (use ms, s or m)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

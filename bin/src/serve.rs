@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ferry_adapters::events::{BroadcastEvents, FanoutEvents, LogEvents};
+use ferry_adapters::events::{FanoutEvents, LogEvents};
+use ferry_adapters::metrics::Metrics;
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::memory::MemoryBudget;
@@ -18,6 +19,12 @@ use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, Sour
 use ferry_application::jobs::{JobService, JobServiceConfig};
 use ferry_domain::JobId;
 use ferry_domain::ports::JobEventsPort;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, router};
 use crate::cli::{GlobalArgs, ServeArgs};
@@ -79,9 +86,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             ..S3StorageConfig::default()
         },
     );
-    let broadcast = BroadcastEvents::new(4096);
-    let mut sinks: Vec<Arc<dyn JobEventsPort>> =
-        vec![Arc::new(broadcast.clone()), Arc::new(LogEvents)];
+    let metrics = Arc::new(Metrics::new());
+    let mut sinks: Vec<Arc<dyn JobEventsPort>> = vec![metrics.clone(), Arc::new(LogEvents)];
     if let (Some(url), Some(secret)) = (args.webhook_url.clone(), args.webhook_secret.clone()) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return fail("--webhook-url must be an http:// or https:// URL".into());
@@ -133,8 +139,14 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
     }
 
+    let shutdown = CancellationToken::new();
     let app = router(
-        AppState { jobs },
+        AppState {
+            jobs,
+            metrics,
+            shutdown: shutdown.clone(),
+            heartbeat: args.heartbeat,
+        },
         args.max_body.as_u64().try_into().unwrap_or(usize::MAX),
     );
     eprintln!(
@@ -146,14 +158,61 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             "postgres"
         }
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    match served {
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(e) => {
-            eprintln!("ferry: error: the server stopped: {e}");
-            ExitCode::from(exit::INTERNAL)
+    serve_until_signal(listener, app, &args, shutdown).await;
+    ExitCode::from(exit::OK)
+}
+
+/// Accepts HTTP/1.1 connections (with upgrades, for WebSocket) until a
+/// signal; then stops accepting, tells streams to end, and gives in-flight
+/// requests `--shutdown-timeout` to finish. Unfinished jobs stay in the
+/// store and resume at the next start.
+async fn serve_until_signal(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    args: &ServeArgs,
+    shutdown: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(args.header_read_timeout)
+        .keep_alive(true);
+    let builder = builder.http1_only();
+    let graceful = GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut signal => break,
+        }
+    }
+    drop(listener);
+    shutdown.cancel();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(args.shutdown_timeout) => {
+            tracing::warn!("connections still open after the shutdown timeout; closing them");
         }
     }
 }

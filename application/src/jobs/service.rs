@@ -340,6 +340,15 @@ impl JobService {
         self.store.ping().await
     }
 
+    /// Readiness of each dependency: (name, error if not ready).
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        let (store, storage) = futures::join!(self.store.ping(), self.storages.ready());
+        vec![
+            ("job_store", store.err().map(|e| e.to_string())),
+            ("storage", storage.err().map(|e| e.to_string())),
+        ]
+    }
+
     /// Runs a job, registered so that [`JobService::cancel`] can stop it.
     pub async fn run_abortable(self: Arc<Self>, id: JobId) {
         let (abort, registration) = AbortHandle::new_pair();

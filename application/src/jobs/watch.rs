@@ -31,6 +31,7 @@ pub enum WatchItem {
     Snapshot {
         job: Box<JobRecord>,
         seq: u64,
+        replay_from: u64,
     },
     /// The unfinished jobs when a watch of all jobs starts.
     Jobs(Vec<JobRecord>),
@@ -206,6 +207,7 @@ impl JobService {
             first: Some(WatchItem::Snapshot {
                 job: Box::new(record),
                 seq,
+                replay_from: cursor,
             }),
             cursor,
             known: seq,

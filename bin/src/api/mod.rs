@@ -3,17 +3,24 @@
 
 mod dto;
 mod openapi;
+mod streams;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use ferry_adapters::metrics::Metrics;
 
 use ferry_application::jobs::{JobCancelError, JobService, SubmitError};
 use ferry_domain::ports::{JobFilter, JobStoreError};
@@ -21,10 +28,15 @@ use ferry_domain::{JobId, JobStatus};
 
 pub use dto::JobRequestDto;
 
-/// Shared state: the use cases, nothing else.
+/// Shared state: the use cases, metrics, and the stream settings.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub jobs: Arc<JobService>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down: streams send a last event.
+    pub shutdown: CancellationToken,
+    /// Heartbeat after this long without an event on a stream.
+    pub heartbeat: Duration,
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}`.
@@ -114,15 +126,103 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/events", get(streams::all_events))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/v1/jobs/{id}/events", get(streams::job_events))
+        .route("/v1/jobs/{id}/ws", get(streams::job_ws))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
+/// A request id from `x-request-id` (if sane) or a new one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned)
+}
+
+/// Every request: a request id (echoed), a span carrying it, a log line and
+/// the duration metric by route template.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let took = started.elapsed();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status().as_u16();
+    state.metrics.request(&route, &method, status, took);
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+    });
+    resp
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the job store and the storage answer, 503 otherwise, with the
+/// status of each.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let checks = state.jobs.readiness().await;
+    let ready = checks.iter().all(|(_, e)| e.is_none());
+    let details: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, err)| {
+            let v = match err {
+                None => json!({ "status": "ok" }),
+                Some(e) => json!({ "status": "unavailable", "error": ferry_domain::source::redact_text(&e) }),
+            };
+            (name.to_owned(), v)
+        })
+        .collect();
+    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": details });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.jobs.watch_stats();
+    state.metrics.observe_watch_totals(
+        stats.coalesced.load(std::sync::atomic::Ordering::Relaxed),
+        stats.lagged.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn submit_job(

@@ -13,4 +13,9 @@ pub trait StorageResolverPort: Send + Sync + 'static {
         &self,
         destination: &Destination,
     ) -> Result<Arc<dyn FileStoragePort>, StorageError>;
+
+    /// Whether the default storage can be written now (readiness).
+    async fn ready(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

@@ -1,0 +1,373 @@
+//! Prometheus metrics (prometheus-client), text exposition format.
+//!
+//! Transfer and job metrics are derived from job events: `Metrics` is a
+//! `JobEventsPort` sink. Streams, HTTP requests and watch counters are
+//! updated by the HTTP layer. Labels never carry URLs, keys or tokens: only
+//! fixed vocabularies (error class, job status, protocol, route template,
+//! method, status code).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use ferry_domain::JobId;
+use ferry_domain::ports::{JobEvent, JobEventKind, JobEventsPort};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. ~33 min.
+    Histogram::new(exponential_buckets(0.001, 4.0, 12))
+}
+
+fn request_histogram() -> Histogram {
+    // 0.1 ms .. ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// ferry's metrics.
+pub struct Metrics {
+    registry: Registry,
+    active_transfers: Gauge,
+    transferred_bytes: Counter,
+    transfer_duration: Histogram,
+    checksum_failures: Counter,
+    failed_files: Family<ClassLabel, Counter>,
+    retries: Family<ClassLabel, Counter>,
+    jobs_finished: Family<StatusLabel, Counter>,
+    jobs_active: Gauge,
+    streams: Family<ProtocolLabel, Gauge>,
+    coalesced: Counter,
+    lagged: Counter,
+    coalesced_seen: AtomicU64,
+    lagged_seen: AtomicU64,
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    started: Mutex<HashMap<(JobId, usize), Instant>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let m = Self {
+            active_transfers: Gauge::default(),
+            transferred_bytes: Counter::default(),
+            transfer_duration: duration_histogram(),
+            checksum_failures: Counter::default(),
+            failed_files: Family::default(),
+            retries: Family::default(),
+            jobs_finished: Family::default(),
+            jobs_active: Gauge::default(),
+            streams: Family::default(),
+            coalesced: Counter::default(),
+            lagged: Counter::default(),
+            coalesced_seen: AtomicU64::new(0),
+            lagged_seen: AtomicU64::new(0),
+            requests: Family::new_with_constructor(request_histogram),
+            started: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "active_transfers",
+            "File transfers running now",
+            m.active_transfers.clone(),
+        );
+        registry.register(
+            "transferred_bytes",
+            "Bytes of files transferred and verified",
+            m.transferred_bytes.clone(),
+        );
+        registry.register(
+            "transfer_duration_seconds",
+            "Duration of successful file transfers",
+            m.transfer_duration.clone(),
+        );
+        registry.register(
+            "checksum_failures",
+            "Files whose checksum did not match",
+            m.checksum_failures.clone(),
+        );
+        registry.register(
+            "file_failures",
+            "File attempts that failed, by error class",
+            m.failed_files.clone(),
+        );
+        registry.register(
+            "retries",
+            "File attempts retried, by error class",
+            m.retries.clone(),
+        );
+        registry.register(
+            "jobs_finished",
+            "Jobs that ended, by final status",
+            m.jobs_finished.clone(),
+        );
+        registry.register(
+            "jobs_active",
+            "Jobs created and not yet ended (this process)",
+            m.jobs_active.clone(),
+        );
+        registry.register(
+            "streams_connected",
+            "Event streams connected now, by protocol",
+            m.streams.clone(),
+        );
+        registry.register(
+            "stream_events_coalesced",
+            "Progress events coalesced for slow stream clients",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "stream_lagged_disconnects",
+            "Stream clients closed with `lagged`",
+            m.lagged.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests by route template, method and status",
+            m.requests.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// A stream of `protocol` connected; the guard disconnects it.
+    pub fn stream_connected(&self, protocol: &str) -> StreamGuard {
+        let gauge = self
+            .streams
+            .get_or_create(&ProtocolLabel {
+                protocol: protocol.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        StreamGuard { gauge }
+    }
+
+    /// Records one HTTP request (`route` is the route template).
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Brings counters kept elsewhere (watch statistics) up to date.
+    pub fn observe_watch_totals(&self, coalesced: u64, lagged: u64) {
+        let prev = self.coalesced_seen.swap(coalesced, Ordering::Relaxed);
+        self.coalesced.inc_by(coalesced.saturating_sub(prev));
+        let prev = self.lagged_seen.swap(lagged, Ordering::Relaxed);
+        self.lagged.inc_by(lagged.saturating_sub(prev));
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    fn take_started(&self, job: &JobId, index: usize) -> Option<Instant> {
+        match self.started.lock() {
+            Ok(mut m) => m.remove(&(job.clone(), index)),
+            Err(p) => p.into_inner().remove(&(job.clone(), index)),
+        }
+    }
+
+    /// Applies one job event.
+    pub fn record(&self, event: &JobEvent) {
+        match &event.kind {
+            JobEventKind::JobCreated { .. } => {
+                self.jobs_active.inc();
+            }
+            JobEventKind::FileStarted { index, .. } => {
+                self.active_transfers.inc();
+                if let Ok(mut m) = self.started.lock() {
+                    m.insert((event.job_id.clone(), *index), Instant::now());
+                }
+            }
+            JobEventKind::FileSucceeded { index, bytes, .. } => {
+                if let Some(t) = self.take_started(&event.job_id, *index) {
+                    self.active_transfers.dec();
+                    self.transfer_duration.observe(t.elapsed().as_secs_f64());
+                }
+                self.transferred_bytes.inc_by(*bytes);
+            }
+            JobEventKind::FileFailed {
+                index,
+                code,
+                class,
+                will_retry,
+                ..
+            } => {
+                if self.take_started(&event.job_id, *index).is_some() {
+                    self.active_transfers.dec();
+                }
+                if code == "checksum_mismatch" {
+                    self.checksum_failures.inc();
+                }
+                let label = ClassLabel {
+                    class: class.clone(),
+                };
+                self.failed_files.get_or_create(&label).inc();
+                if *will_retry {
+                    self.retries.get_or_create(&label).inc();
+                }
+            }
+            JobEventKind::JobCompleted { status, .. } => {
+                self.finish_job(&event.job_id, status.as_str());
+            }
+            JobEventKind::JobCancelled => self.finish_job(&event.job_id, "cancelled"),
+            JobEventKind::ExportStarted
+            | JobEventKind::ExportReady { .. }
+            | JobEventKind::FileProgress { .. } => {}
+        }
+    }
+
+    fn finish_job(&self, job: &JobId, status: &str) {
+        self.jobs_finished
+            .get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            })
+            .inc();
+        if self.jobs_active.get() > 0 {
+            self.jobs_active.dec();
+        }
+        // Transfers of a cancelled job end without a file event.
+        if let Ok(mut m) = self.started.lock() {
+            let before = m.len();
+            m.retain(|(j, _), _| j != job);
+            for _ in m.len()..before {
+                self.active_transfers.dec();
+            }
+        }
+    }
+}
+
+/// Keeps a stream counted while it lives.
+#[derive(Debug)]
+pub struct StreamGuard {
+    gauge: Gauge,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The metrics as a job event sink.
+#[async_trait]
+impl JobEventsPort for Metrics {
+    async fn publish(&self, event: &JobEvent) {
+        self.record(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_domain::{JobStatus, JobSummary};
+
+    fn ev(kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job_id: JobId::parse("j1").unwrap(),
+            seq: 1,
+            at_ms: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn events_drive_the_transfer_and_job_metrics() {
+        let m = Metrics::new();
+        m.record(&ev(JobEventKind::JobCreated { files: 2 }));
+        for index in 0..2 {
+            m.record(&ev(JobEventKind::FileStarted { index, attempt: 1 }));
+        }
+        assert!(m.encode().contains("ferry_active_transfers 2"));
+        m.record(&ev(JobEventKind::FileSucceeded {
+            index: 0,
+            bytes: 1000,
+            sha256: "a".into(),
+            md5: None,
+        }));
+        m.record(&ev(JobEventKind::FileFailed {
+            index: 1,
+            code: "checksum_mismatch".into(),
+            class: "client".into(),
+            message: "x".into(),
+            will_retry: false,
+        }));
+        m.record(&ev(JobEventKind::JobCompleted {
+            status: JobStatus::CompletedWithErrors,
+            summary: JobSummary::default(),
+        }));
+        m.observe_watch_totals(5, 1);
+        m.observe_watch_totals(7, 1);
+        let _guard = m.stream_connected("sse");
+        m.request("/v1/jobs/{id}", "GET", 200, Duration::from_millis(3));
+        let text = m.encode();
+        for line in [
+            "ferry_active_transfers 0",
+            "ferry_transferred_bytes_total 1000",
+            "ferry_transfer_duration_seconds_count 1",
+            "ferry_checksum_failures_total 1",
+            "ferry_file_failures_total{class=\"client\"} 1",
+            "ferry_jobs_finished_total{status=\"completed_with_errors\"} 1",
+            "ferry_jobs_active 0",
+            "ferry_streams_connected{protocol=\"sse\"} 1",
+            "ferry_stream_events_coalesced_total 7",
+            "ferry_stream_lagged_disconnects_total 1",
+            "ferry_http_request_duration_seconds_count{route=\"/v1/jobs/{id}\",method=\"GET\",status=\"200\"} 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        drop(_guard);
+        assert!(m.encode().contains("ferry_streams_connected{protocol=\"sse\"} 0"));
+    }
+}
