@@ -168,6 +168,34 @@ impl Metrics {
             "HTTP requests by route template, method and status",
             m.requests.clone(),
         );
+        // Known label values start at zero, so every series exists from
+        // the first scrape.
+        for class in [
+            "transient",
+            "source_changed",
+            "client",
+            "storage",
+            "cancelled",
+            "internal",
+        ] {
+            let label = ClassLabel {
+                class: class.to_owned(),
+            };
+            let _ = m.failed_files.get_or_create(&label);
+            if class == "transient" {
+                let _ = m.retries.get_or_create(&label);
+            }
+        }
+        for status in ["completed", "completed_with_errors", "failed", "cancelled"] {
+            let _ = m.jobs_finished.get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            });
+        }
+        for protocol in ["ndjson", "sse", "websocket"] {
+            let _ = m.streams.get_or_create(&ProtocolLabel {
+                protocol: protocol.to_owned(),
+            });
+        }
         Self { registry, ..m }
     }
 
@@ -368,6 +396,9 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
         drop(_guard);
-        assert!(m.encode().contains("ferry_streams_connected{protocol=\"sse\"} 0"));
+        assert!(
+            m.encode()
+                .contains("ferry_streams_connected{protocol=\"sse\"} 0")
+        );
     }
 }

@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// Event streams send a heartbeat after this long without an event.
     #[arg(long, env = "FERRY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,
+    /// At most one progress event per file per this interval.
+    #[arg(long, env = "FERRY_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub progress_interval: std::time::Duration,
+    /// Recent events held in memory for live streams (shared); a stream
+    /// further behind catches up from the job store.
+    #[arg(long, env = "FERRY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub stream_buffer: u32,
+    /// A stream client more events behind than this gets `lagged` and is closed.
+    #[arg(long, env = "FERRY_STREAM_MAX_LAG", default_value_t = 100_000)]
+    pub stream_max_lag: u64,
     /// A client must send its request headers within this (slowloris guard).
     #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: std::time::Duration,
@@ -109,9 +119,7 @@ pub struct ServeArgs {
 /// `250ms`, `15s`, `2m`, or plain seconds.
 pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let raw = raw.trim();
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(raw.len());
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
     let n: u64 = digits
         .parse()
@@ -120,9 +128,7 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "" | "s" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!(
-            "`{other}` is not a duration unit (use ms, s or m)"
-        )),
+        other => Err(format!("`{other}` is not a duration unit (use ms, s or m)")),
     }
 }
 

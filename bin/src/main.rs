@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return cli::report_parse_error(&e),
     };
-    logging::init(cli.global.log_format);
+    logging::init(
+        cli.global.log_format,
+        matches!(cli.command, Command::Serve(_)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ferry_adapters::events::{FanoutEvents, LogEvents};
-use ferry_adapters::metrics::Metrics;
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::memory::MemoryBudget;
+use ferry_adapters::metrics::Metrics;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::sfn::StepFunctionsCallback;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
@@ -103,6 +103,9 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         global_concurrency: usize::from(args.concurrency),
         max_files_per_job: args.max_files_per_job,
         max_file_size: args.max_size,
+        progress_interval: args.progress_interval,
+        live_capacity: usize::try_from(args.stream_buffer).unwrap_or(4096),
+        watch_max_lag: args.stream_max_lag,
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;

@@ -65,6 +65,21 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     (2, &["ALTER TABLE ferry_jobs ADD COLUMN export TEXT"]),
 ];
 
+/// Columns read, named (never `*`: a statement prepared before a schema
+/// change must not see a different column list).
+macro_rules! job_columns {
+    () => {
+        "id, status, destination, task_token, owner, failure, callback, \
+         created_at_ms, updated_at_ms, next_seq, export"
+    };
+}
+macro_rules! task_columns {
+    () => {
+        "idx, source, dest_key, expected_size, expected_sha256, expected_md5, status, \
+         attempts, bytes_done, sha256, md5, error_class, error_code, error_message"
+    };
+}
+
 /// Job store on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlJobStore {
@@ -164,11 +179,15 @@ impl SqlJobStore {
     }
 
     async fn tasks_of(&self, id: &JobId) -> Result<Vec<FileTask>, JobStoreError> {
-        let rows = sqlx::query("SELECT * FROM ferry_tasks WHERE job_id = $1 ORDER BY idx")
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM ferry_tasks WHERE job_id = $1 ORDER BY idx"
+        ))
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -358,11 +377,15 @@ impl JobStorePort for SqlJobStore {
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError> {
-        let row = sqlx::query("SELECT * FROM ferry_jobs WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM ferry_jobs WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         match row {
             Some(row) => Ok(Some(self.record_from_row(&row).await?)),
             None => Ok(None),
@@ -382,13 +405,15 @@ impl JobStorePort for SqlJobStore {
             }
         };
         let status = filter.status.map(|s| s.as_str().to_owned());
-        let rows = sqlx::query(
-            "SELECT * FROM ferry_jobs
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM ferry_jobs
              WHERE (created_at_ms < $1 OR (created_at_ms = $1 AND id < $2 AND $2 <> ''))
                AND ($3 IS NULL OR status = $3)
              ORDER BY created_at_ms DESC, id DESC
-             LIMIT $4",
-        )
+             LIMIT $4"
+        ))
         .bind(cursor_ms)
         .bind(cursor_id)
         .bind(status)

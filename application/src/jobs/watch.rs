@@ -104,6 +104,9 @@ struct JobWatch {
     known: u64,
     page: VecDeque<JobEvent>,
     done: bool,
+    /// Catching up because the watcher fell behind (progress may then be
+    /// coalesced); a replay the client asked for is never coalesced.
+    lagging: bool,
 }
 
 impl JobWatch {
@@ -128,11 +131,13 @@ impl JobWatch {
             .events_after(&self.id, self.cursor, config.watch_page)
             .await?
             .into();
-        let dropped = coalesce(&mut page);
-        self.service
-            .watch_stats
-            .coalesced
-            .fetch_add(dropped, Ordering::Relaxed);
+        if self.lagging {
+            let dropped = coalesce(&mut page);
+            self.service
+                .watch_stats
+                .coalesced
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
         self.page = page;
         Ok(None)
     }
@@ -140,6 +145,9 @@ impl JobWatch {
     fn deliver(&mut self, event: JobEvent) -> WatchItem {
         self.cursor = event.seq;
         self.known = self.known.max(event.seq);
+        if self.cursor >= self.known {
+            self.lagging = false;
+        }
         if event.kind.is_terminal() {
             self.done = true;
         }
@@ -166,6 +174,7 @@ impl JobWatch {
                     Ok(None) if self.page.is_empty() => {
                         // The store has nothing newer after all.
                         self.known = self.cursor;
+                        self.lagging = false;
                     }
                     Ok(None) => {}
                     Err(_) => return None,
@@ -175,8 +184,14 @@ impl JobWatch {
             match self.rx.recv().await {
                 Ok(e) if e.job_id != self.id || e.seq <= self.cursor => {}
                 Ok(e) if e.seq == self.cursor + 1 => return Some(self.deliver(e)),
-                Ok(e) => self.known = self.known.max(e.seq),
-                Err(RecvError::Lagged(_)) => self.known = self.known.max(self.cursor + 1),
+                Ok(e) => {
+                    self.known = self.known.max(e.seq);
+                    self.lagging = true;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    self.known = self.known.max(self.cursor + 1);
+                    self.lagging = true;
+                }
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -213,6 +228,7 @@ impl JobService {
             known: seq,
             page: VecDeque::new(),
             done: terminal_reflected,
+            lagging: false,
         };
         Ok(futures::stream::unfold(state, |mut st| async move {
             st.next().await.map(|item| (item, st))

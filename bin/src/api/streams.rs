@@ -75,7 +75,11 @@ fn frame_json(frame: &Frame) -> Option<(Value, &'static str, Option<u64>)> {
         )),
         Frame::Item(WatchItem::Jobs(jobs)) => {
             let jobs: Vec<Value> = jobs.iter().map(dto::job_json).collect();
-            Some((json!({ "type": "snapshot", "jobs": jobs }), "snapshot", None))
+            Some((
+                json!({ "type": "snapshot", "jobs": jobs }),
+                "snapshot",
+                None,
+            ))
         }
         Frame::Item(WatchItem::Event(e)) => Some((event_json(e), e.kind.name(), Some(e.seq))),
         Frame::Item(WatchItem::Lagged { last_seq }) => Some((

@@ -596,3 +596,132 @@ async fn every_event_reaches_the_webhook_signed_and_in_order() {
         "in order, none missing"
     );
 }
+
+mod watching {
+    use super::*;
+    use ferry_application::jobs::WatchItem;
+    use futures::StreamExt;
+
+    /// A watcher that is not polled while a job runs falls behind a tiny
+    /// live buffer; when it reads again it catches up from the store: every
+    /// lifecycle event, in order, with superseded progress coalesced.
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_catches_up_with_progress_coalesced() {
+        let mut h = Harness::sqlite().await;
+        h.service = service_on(
+            h.store.clone(),
+            h.files.path().to_path_buf(),
+            h.events.clone(),
+            JobServiceConfig {
+                progress_interval: Duration::ZERO,
+                live_capacity: 16,
+                ..fast_config()
+            },
+        );
+        let n = 6;
+        let files: Vec<FileRequest> = (0..n)
+            .map(|i| h.file(&format!("w{i}.bin"), 1_500_000, Behavior::Normal).0)
+            .collect();
+        let rec = h
+            .service
+            .submit(SubmitJobRequest {
+                files,
+                destination: "watch".into(),
+                ..SubmitJobRequest::default()
+            })
+            .await
+            .unwrap();
+        let id = rec.job.id.clone();
+        let watch = h.service.watch(&id, None).await.unwrap();
+        // Not polled while the job runs.
+        h.service.clone().run_abortable(id.clone()).await;
+        let items: Vec<WatchItem> = tokio::time::timeout(Duration::from_secs(30), watch.collect())
+            .await
+            .unwrap();
+        let WatchItem::Snapshot { seq: first_seq, .. } = &items[0] else {
+            panic!("a snapshot comes first: {:?}", items[0]);
+        };
+        let events: Vec<&ferry_domain::ports::JobEvent> = items[1..]
+            .iter()
+            .map(|i| match i {
+                WatchItem::Event(e) => e,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let stored = h
+            .store
+            .events_after(&id, *first_seq, 100_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind.is_lifecycle())
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            stored
+                .iter()
+                .filter(|e| e.kind.is_lifecycle())
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            "every lifecycle event, in order"
+        );
+        assert!(events.windows(2).all(|w| w[1].seq > w[0].seq));
+        assert!(
+            events.len() < stored.len(),
+            "{} of {}",
+            events.len(),
+            stored.len()
+        );
+        assert!(
+            h.service
+                .watch_stats()
+                .coalesced
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        assert!(events.last().unwrap().kind.is_terminal());
+    }
+
+    #[tokio::test]
+    async fn watching_an_unknown_job_is_an_error_and_a_finished_job_ends_after_its_snapshot() {
+        let h = Harness::sqlite().await;
+        let missing = JobId::parse("nope").unwrap();
+        assert!(h.service.watch(&missing, None).await.is_err());
+        let (f, _) = h.file("done.bin", 10_000, Behavior::Normal);
+        let rec = h
+            .service
+            .submit(SubmitJobRequest {
+                files: vec![f],
+                destination: "done".into(),
+                ..SubmitJobRequest::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            h.service.clone().run_abortable(rec.job.id.clone()),
+        )
+        .await
+        .expect("the job runs to its end");
+        let items: Vec<WatchItem> = tokio::time::timeout(
+            Duration::from_secs(10),
+            h.service.watch(&rec.job.id, None).await.unwrap().collect(),
+        )
+        .await
+        .expect("a finished job's watch ends after its snapshot");
+        assert_eq!(items.len(), 1, "{items:?}");
+        let all: Vec<WatchItem> = tokio::time::timeout(
+            Duration::from_secs(10),
+            h.service
+                .watch(&rec.job.id, Some(0))
+                .await
+                .unwrap()
+                .collect(),
+        )
+        .await
+        .expect("a replay ends with the terminal event");
+        let stored = h.store.events_after(&rec.job.id, 0, 1000).await.unwrap();
+        assert_eq!(all.len(), stored.len() + 1, "a replay is never coalesced");
+    }
+}

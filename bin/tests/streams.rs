@@ -1,0 +1,659 @@
+//! Live progress and observability of `ferry serve`, with real clients over
+//! real sockets: NDJSON, SSE (with Last-Event-ID reconnects) and WebSocket
+//! streams, slow readers, health, metrics, request ids, secret-free logs,
+//! graceful shutdown and the header-read timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::{generate, sha256_hex};
+
+struct Server {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let url = loop {
+            let line = lines.next().expect("server printed its address").unwrap();
+            log.lock().unwrap().push(line.clone());
+            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, url, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `n` files of `len` bytes and returns the job's file list.
+fn files(origin: &Origin, n: usize, len: usize, behavior: &Behavior) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let data = generate(len + i, 500 + i as u64);
+            let path = format!("/s/{i}-{len}.bin");
+            origin.serve(&path, data.clone(), behavior.clone());
+            json!({ "source": origin.url(&path), "key": format!("s/{i}.bin"), "sha256": sha256_hex(&data) })
+        })
+        .collect()
+}
+
+async fn submit(server: &Server, files: Vec<Value>) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({ "files": files, "destination": "streams" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Reads NDJSON lines from a response until it ends.
+async fn ndjson(resp: reqwest::Response) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .unwrap()
+    {
+        buf.extend_from_slice(&chunk.unwrap());
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+/// One SSE event: (id, event, data).
+type Sse = (Option<u64>, String, Value);
+
+/// Reads SSE events; stops after `limit` events (None: to the end).
+async fn sse(resp: reqwest::Response, limit: Option<usize>) -> Vec<Sse> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .unwrap()
+    {
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(pos) = buf.find("\n\n") {
+            let block: String = buf.drain(..pos + 2).collect();
+            let (mut id, mut event, mut data) = (None, String::new(), None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().parse().unwrap());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str(v.trim()).unwrap());
+                }
+            }
+            if let Some(data) = data {
+                out.push((id, event, data));
+                if limit.is_some_and(|l| out.len() >= l) {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["type"] != "snapshot")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+async fn stored_count(server: &Server, id: &str) -> u64 {
+    // A fresh stream of a finished job replays everything with after=0.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
+        .send()
+        .await
+        .unwrap();
+    let events = ndjson(resp).await;
+    events[0]["seq"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn ndjson_sse_and_websocket_deliver_the_snapshot_then_every_event_in_order() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--progress-interval", "5ms"]);
+    let id = submit(&server, files(&origin, 4, 2_000_000, &Behavior::Normal)).await;
+    let client = reqwest::Client::new();
+
+    // NDJSON (the default), from the start of the job.
+    let resp = client
+        .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let nd = ndjson(resp).await;
+    assert_eq!(nd[0]["type"], "snapshot");
+    assert_eq!(nd[0]["job"]["id"], id.as_str());
+    assert_eq!(nd.last().unwrap()["type"], "job_completed");
+    let total = stored_count(&server, &id).await;
+    assert_eq!(
+        seqs(&nd),
+        (1..=total).collect::<Vec<_>>(),
+        "gapless, ordered"
+    );
+    assert_eq!(nd[1]["type"], "job_created");
+
+    // SSE: the same sequence, each event with its id.
+    let resp = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let events = sse(resp, None).await;
+    assert_eq!(events[0].1, "snapshot");
+    assert_eq!(
+        events[0].0, None,
+        "no id on a snapshot followed by a replay"
+    );
+    let ids: Vec<u64> = events[1..].iter().map(|e| e.0.unwrap()).collect();
+    assert_eq!(ids, (1..=total).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().1, "job_completed");
+
+    // WebSocket: text frames with the same JSON, then a close.
+    let url = format!(
+        "{}/v1/jobs/{id}/ws?after=0",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut frames = Vec::new();
+    let mut closed = false;
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .unwrap()
+    {
+        match msg.unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                frames.push(serde_json::from_str::<Value>(&t).unwrap());
+            }
+            tokio_tungstenite::tungstenite::Message::Close(_) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the server closes after the terminal event");
+    assert_eq!(frames[0]["type"], "snapshot");
+    assert_eq!(seqs(&frames), (1..=total).collect::<Vec<_>>());
+
+    // Unknown job: 404 JSON before any stream starts.
+    let missing = client
+        .get(format!("{}/v1/jobs/nope/events", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn a_live_stream_starts_with_the_snapshot_and_sse_reconnects_without_gap_or_duplicate() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--progress-interval", "20ms"]);
+    // Files big enough for the job to be running while we watch.
+    let list = files(&origin, 3, 3_000_000, &Behavior::Normal);
+    let id = submit(&server, list).await;
+    let client = reqwest::Client::new();
+
+    // First connection: snapshot (with its seq as id), then a few events.
+    let resp = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let first = sse(resp, Some(3)).await;
+    assert_eq!(first[0].1, "snapshot");
+    let mut last_id = first[0].0.expect("a live snapshot carries its seq");
+    for e in &first[1..] {
+        let id = e.0.unwrap();
+        assert_eq!(id, last_id + 1);
+        last_id = id;
+    }
+    // Reconnect with Last-Event-ID: the rest, with no gap and no duplicate.
+    let resp = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest = sse(resp, None).await;
+    assert_eq!(rest[0].1, "snapshot");
+    let ids: Vec<u64> = rest[1..].iter().map(|e| e.0.unwrap()).collect();
+    assert_eq!(ids.first().copied(), Some(last_id + 1));
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    assert_eq!(rest.last().unwrap().1, "job_completed");
+    assert_eq!(*ids.last().unwrap(), stored_count(&server, &id).await);
+
+    // A bad Last-Event-ID is a 400 naming the header.
+    let bad = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("last-event-id", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "Last-Event-ID");
+}
+
+/// A client with a tiny receive window that reads nothing until the job
+/// has finished: the server cannot write, falls behind the shared buffer,
+/// and must catch up from the store, coalescing progress but keeping every
+/// lifecycle event.
+#[tokio::test]
+async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_event() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--progress-interval", "0ms", "--stream-buffer", "16"],
+    );
+    let n = 12;
+    let id = submit(&server, files(&origin, n, 4_000_000, &Behavior::Normal)).await;
+
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /v1/jobs/{id}/events?after=0 HTTP/1.1\r\nHost: x\r\nAccept: application/x-ndjson\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Read nothing until the job is over.
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let job: Value = client
+            .get(format!("{}/v1/jobs/{id}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let k = stream.read(&mut buf).await.unwrap();
+            raw.extend_from_slice(&buf[..k]);
+            if k == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.is_object())
+        .collect();
+    assert_eq!(events[0]["type"], "snapshot");
+    let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    assert_eq!(count("job_created"), 1);
+    assert_eq!(count("file_started"), n);
+    assert_eq!(count("file_succeeded"), n);
+    assert_eq!(count("job_completed"), 1);
+    let s = seqs(&events);
+    assert!(s.windows(2).all(|w| w[1] > w[0]), "ordered, no duplicate");
+    let total = stored_count(&server, &id).await;
+    assert_eq!(*s.last().unwrap(), total);
+    // The server's memory stayed bounded while the reader did not read.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 256 * 1024, "server peak RSS {peak_kib} KiB");
+}
+
+#[tokio::test]
+async fn a_client_too_far_behind_gets_lagged_and_can_resume_from_it() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--progress-interval",
+            "0ms",
+            "--stream-buffer",
+            "16",
+            "--stream-max-lag",
+            "20",
+        ],
+    );
+    let id = submit(&server, files(&origin, 6, 3_000_000, &Behavior::Normal)).await;
+    let client = reqwest::Client::new();
+    // Connect once the job is over, asking for everything: 20+ events behind.
+    for _ in 0..600 {
+        let job: Value = client
+            .get(format!("{}/v1/jobs/{id}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client
+        .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
+        .send()
+        .await
+        .unwrap();
+    let events = ndjson(resp).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "lagged", "{events:?}");
+    assert_eq!(last["last_seq"], 0);
+    // Resuming from a recent point works.
+    let total = events[0]["seq"].as_u64().unwrap();
+    let resp = client
+        .get(format!(
+            "{}/v1/jobs/{id}/events?after={}",
+            server.url,
+            total - 5
+        ))
+        .send()
+        .await
+        .unwrap();
+    let rest = ndjson(resp).await;
+    let got = seqs(&rest);
+    assert!(got.iter().all(|&s| s > total - 5), "{got:?}");
+    assert_eq!(got.last(), Some(&total));
+    assert_eq!(rest.last().unwrap()["type"], "job_completed");
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ferry_stream_lagged_disconnects_total 1"));
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_request_ids_answer_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{}/healthz", server.url))
+        .header("x-request-id", "req-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.headers()["x-request-id"], "req-abc.123");
+    let ready = client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    let generated = ready.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        generated.len(),
+        16,
+        "a new id when none (or a bad one) is sent"
+    );
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["job_store"]["status"], "ok");
+    assert_eq!(body["checks"]["storage"]["status"], "ok");
+
+    // Storage not writable: not ready, and says which dependency.
+    let files = dir.path().join("files");
+    let mut perms = std::fs::metadata(&files).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&files, perms.clone()).unwrap();
+    let not_ready = client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&files, perms).unwrap();
+    assert_eq!(not_ready.status(), 503);
+    let body: Value = not_ready.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"]["status"], "unavailable");
+    assert_eq!(body["checks"]["job_store"]["status"], "ok");
+
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = metrics.text().await.unwrap();
+    for name in [
+        "# TYPE ferry_active_transfers gauge",
+        "# TYPE ferry_transferred_bytes counter",
+        "# TYPE ferry_transfer_duration_seconds histogram",
+        "# TYPE ferry_checksum_failures counter",
+        "# TYPE ferry_retries counter",
+        "# TYPE ferry_jobs_finished counter",
+        "# TYPE ferry_streams_connected gauge",
+        "# TYPE ferry_stream_events_coalesced counter",
+        "# TYPE ferry_stream_lagged_disconnects counter",
+        "ferry_http_request_duration_seconds_count{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+        "ferry_http_request_duration_seconds_count{route=\"/readyz\",method=\"GET\",status=\"503\"} 1",
+    ] {
+        assert!(text.contains(name), "missing {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_and_job_ids_and_no_secret() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--log-format", "json"]);
+    let data = generate(10_000, 1);
+    origin.serve("/secret.bin", data.clone(), Behavior::Normal);
+    let src = origin
+        .url("/secret.bin?X-Amz-Signature=sig-s3cret&X-Amz-Credential=cred-s3cret&token=tok-s3cret")
+        .replace("http://", "http://user:pass-s3cret@");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", server.url))
+        .header("x-request-id", "trace-77")
+        .json(&json!({ "files": [
+            { "source": src, "key": "ok.bin", "sha256": sha256_hex(&data) },
+            { "source": origin.url("/missing?token=tok-s3cret"), "key": "missing.bin" }
+        ], "destination": "logs", "task_token": "task-token-s3cret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = ndjson(
+        reqwest::Client::new()
+            .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(events.last().unwrap()["type"], "job_completed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log();
+    assert!(log.contains("\"request_id\":\"trace-77\""), "{log}");
+    assert!(log.contains(&format!("\"job\":\"{id}\"")), "{log}");
+    for secret in [
+        "sig-s3cret",
+        "cred-s3cret",
+        "tok-s3cret",
+        "pass-s3cret",
+        "task-token-s3cret",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+        assert!(
+            !serde_json::to_string(&events).unwrap().contains(secret),
+            "{secret} leaked into events"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_with_a_final_event_and_the_job_resumes_later() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shutdown-timeout", "5s"]);
+    let id = submit(
+        &server,
+        files(&origin, 1, 1_000_000, &Behavior::Stall { after: 100_000 }),
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(ndjson(resp));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.sigterm();
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.first().unwrap()["type"], "snapshot");
+    assert_eq!(events.last().unwrap()["type"], "shutdown");
+    let mut server = server;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.child.wait().unwrap();
+        (s, server)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "ferry serve exits 0 on SIGTERM");
+    // The job was left unfinished, for the next start to resume.
+    let again = Server::start(dir.path(), &[]);
+    let job: Value = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{id}", again.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "downloading");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-read-timeout", "300ms"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "the server closed the connection");
+    // Well-behaved clients are unaffected.
+    let ok = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
