@@ -46,6 +46,8 @@ pub enum Behavior {
     /// The first `times` responses are cut after `send` bytes (no ranges
     /// advertised, so only a whole retry helps); then served normally.
     ShortFirst { times: usize, send: usize },
+    /// Served whole, `bytes_per_tick` every `tick` (a slow origin).
+    Throttled { bytes_per_tick: usize, tick: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +362,24 @@ async fn handle(
             builder
                 .header(header::CONTENT_LENGTH, total)
                 .body(body_of(cut, End::Break))
+        }
+        Behavior::Throttled {
+            bytes_per_tick,
+            tick,
+        } => {
+            let data = memory(0);
+            let step = (*bytes_per_tick).max(1);
+            let tick = *tick;
+            let frames = stream::iter((0..data.len()).step_by(step).map(move |at| {
+                data.slice(at..(at + step).min(data.len()))
+            }))
+            .then(move |piece| async move {
+                tokio::time::sleep(tick).await;
+                Ok::<_, std::io::Error>(Frame::data(piece))
+            });
+            builder
+                .header(header::CONTENT_LENGTH, total)
+                .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
         }
         Behavior::Stall { after } => {
             let data = memory(0);

@@ -31,7 +31,10 @@ async fn main() {
     if std::env::var("FERRY_ACCEPTANCE").as_deref() != Ok("embedded") {
         println!("\n== The @{SHARED_TAG} scenarios again, on PostgreSQL + Garage ==\n");
         SHARED_BACKEND.store(true, Ordering::SeqCst);
+        // Each scenario has its own PostgreSQL database and pool: bound how
+        // many run at once to stay well under the server's connection limit.
         let shared = FerryWorld::cucumber()
+            .max_concurrent_scenarios(6)
             .fail_on_skipped()
             .filter_run(features, |feature, _rule, scenario| {
                 feature
