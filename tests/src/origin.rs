@@ -47,7 +47,10 @@ pub enum Behavior {
     /// advertised, so only a whole retry helps); then served normally.
     ShortFirst { times: usize, send: usize },
     /// Served whole, `bytes_per_tick` every `tick` (a slow origin).
-    Throttled { bytes_per_tick: usize, tick: Duration },
+    Throttled {
+        bytes_per_tick: usize,
+        tick: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -370,9 +373,11 @@ async fn handle(
             let data = memory(0);
             let step = (*bytes_per_tick).max(1);
             let tick = *tick;
-            let frames = stream::iter((0..data.len()).step_by(step).map(move |at| {
-                data.slice(at..(at + step).min(data.len()))
-            }))
+            let frames = stream::iter(
+                (0..data.len())
+                    .step_by(step)
+                    .map(move |at| data.slice(at..(at + step).min(data.len()))),
+            )
             .then(move |piece| async move {
                 tokio::time::sleep(tick).await;
                 Ok::<_, std::io::Error>(Frame::data(piece))

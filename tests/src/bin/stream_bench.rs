@@ -135,7 +135,9 @@ async fn sse_client(addr: String, path: String, out: Arc<Mutex<Vec<f64>>>) {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let ferry = args.next().expect("usage: ferry-stream-bench FERRY [CONNECTS] [CLIENTS]");
+    let ferry = args
+        .next()
+        .expect("usage: ferry-stream-bench FERRY [CONNECTS] [CLIENTS]");
     let connects: usize = args.next().map_or(1000, |s| s.parse().unwrap());
     let clients: usize = args.next().map_or(1000, |s| s.parse().unwrap());
 
@@ -271,4 +273,3 @@ async fn main() {
     let _ = child.kill();
     let _ = child.wait();
 }
-
