@@ -1,76 +1,22 @@
 //! `ferry serve` as a process, driven over HTTP and by `ferry job`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::serve_process::Server as ServeProcess;
 use ferry_tests::{generate, sha256_hex};
 
-struct Server {
-    child: Child,
-    url: String,
-}
+struct Server;
 
 impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines.next().expect("server printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
+    fn start(data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        ServeProcess::start(env!("CARGO_BIN_EXE_ferry"), data_dir, extra)
     }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_terminal(client: &reqwest::Client, server: &str, id: &str) -> Value {
-    for _ in 0..600 {
-        let job: Value = client
-            .get(format!("{server}/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            job["status"].as_str(),
-            Some("completed" | "completed_with_errors" | "failed" | "cancelled")
-        ) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} did not finish");
 }
 
 #[tokio::test]
@@ -99,7 +45,7 @@ async fn api_runs_a_twenty_file_job_and_reports_per_file_results() {
     assert_eq!(resp.status(), 202);
     let job: Value = resp.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let done = wait_terminal(&client, &server.url, &id).await;
+    let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed_with_errors");
     assert_eq!(done["summary"]["succeeded"], 19);
     assert_eq!(done["summary"]["failed"], 1);
@@ -250,7 +196,7 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
     assert!(!dir.path().join("files/b.bin").exists());
 
     let server = Server::start(dir.path(), &[]);
-    let done = wait_terminal(&client, &server.url, &id).await;
+    let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["files"][1]["attempts"], 2);
     assert_eq!(std::fs::read(dir.path().join("files/a.bin")).unwrap(), a);
@@ -386,7 +332,7 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
     assert_eq!(job["status"], "pending");
     assert_eq!(job["summary"]["total"], 0);
     let id = job["id"].as_str().unwrap().to_owned();
-    let done = wait_terminal(&client, &server.url, &id).await;
+    let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["summary"]["succeeded"], 3);
     assert_eq!(done["export"]["poll"]["max_interval_ms"], 50);

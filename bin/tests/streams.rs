@@ -4,10 +4,7 @@
 //! graceful shutdown and the header-read timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,61 +12,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::serve_process::Server as ServeProcess;
 use ferry_tests::{generate, sha256_hex};
 
-struct Server {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
+struct Server;
 
 impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let url = loop {
-            let line = lines.next().expect("server printed its address").unwrap();
-            log.lock().unwrap().push(line.clone());
-            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, url, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        ServeProcess::start(env!("CARGO_BIN_EXE_ferry"), data_dir, extra)
     }
 }
 
@@ -85,7 +35,7 @@ fn files(origin: &Origin, n: usize, len: usize, behavior: &Behavior) -> Vec<Valu
         .collect()
 }
 
-async fn submit(server: &Server, files: Vec<Value>) -> String {
+async fn submit(server: &ServeProcess, files: Vec<Value>) -> String {
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/jobs", server.url))
         .json(&json!({ "files": files, "destination": "streams" }))
@@ -159,7 +109,7 @@ fn seqs(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-async fn stored_count(server: &Server, id: &str) -> u64 {
+async fn stored_count(server: &ServeProcess, id: &str) -> u64 {
     // A fresh stream of a finished job replays everything with after=0.
     let resp = reqwest::Client::new()
         .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
@@ -320,7 +270,7 @@ async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_even
     let n = 12;
     let id = submit(&server, files(&origin, n, 4_000_000, &Behavior::Normal)).await;
 
-    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let addr: std::net::SocketAddr = server.addr().parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
@@ -332,21 +282,7 @@ async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_even
         .await
         .unwrap();
     // Read nothing until the job is over.
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        let job: Value = client
-            .get(format!("{}/v1/jobs/{id}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_status(&id, &["completed"]).await;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), async {
         let mut buf = [0u8; 4096];
@@ -404,20 +340,7 @@ async fn a_client_too_far_behind_gets_lagged_and_can_resume_from_it() {
     let id = submit(&server, files(&origin, 6, 3_000_000, &Behavior::Normal)).await;
     let client = reqwest::Client::new();
     // Connect once the job is over, asking for everything: 20+ events behind.
-    for _ in 0..600 {
-        let job: Value = client
-            .get(format!("{}/v1/jobs/{id}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_status(&id, &["completed"]).await;
     let resp = client
         .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
         .send()
@@ -635,7 +558,7 @@ async fn sigterm_ends_streams_with_a_final_event_and_the_job_resumes_later() {
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--header-read-timeout", "300ms"]);
-    let addr = server.url.trim_start_matches("http://").to_owned();
+    let addr = server.addr();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await

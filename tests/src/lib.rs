@@ -11,6 +11,7 @@ pub mod origin;
 pub mod pg;
 pub mod recorder;
 pub mod s3proxy;
+pub mod serve_process;
 pub mod server;
 pub mod sfn_endpoint;
 

@@ -195,21 +195,7 @@ pub async fn job_events(
     let id = parse_id(&id)?;
     let after = after_of(&query, &headers)?;
     let items = state.jobs.watch(&id, after).await.map_err(watch_error)?;
-    let sse_wanted = wants_sse(&headers);
-    let guard = state
-        .metrics
-        .stream_connected(if sse_wanted { "sse" } else { "ndjson" });
-    let frames = framed(
-        Box::pin(items),
-        state.heartbeat,
-        state.shutdown.clone(),
-        guard,
-    );
-    Ok(if sse_wanted {
-        sse(frames)
-    } else {
-        ndjson(frames)
-    })
+    Ok(http_stream(&state, &headers, Box::pin(items)))
 }
 
 /// `GET /v1/events`: every job's events (SSE or NDJSON), after a snapshot
@@ -219,21 +205,21 @@ pub async fn all_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let items = state.jobs.watch_all().await.map_err(watch_error)?;
-    let sse_wanted = wants_sse(&headers);
+    Ok(http_stream(&state, &headers, Box::pin(items)))
+}
+
+/// SSE or NDJSON, as the client's `Accept` asks, counted while it lives.
+fn http_stream(state: &AppState, headers: &HeaderMap, items: BoxedItems) -> Response {
+    let sse_wanted = wants_sse(headers);
     let guard = state
         .metrics
         .stream_connected(if sse_wanted { "sse" } else { "ndjson" });
-    let frames = framed(
-        Box::pin(items),
-        state.heartbeat,
-        state.shutdown.clone(),
-        guard,
-    );
-    Ok(if sse_wanted {
+    let frames = framed(items, state.heartbeat, state.shutdown.clone(), guard);
+    if sse_wanted {
         sse(frames)
     } else {
         ndjson(frames)
-    })
+    }
 }
 
 /// `GET /v1/jobs/{id}/ws`: the same JSON as text frames; heartbeats are

@@ -1,0 +1,115 @@
+//! `ferry serve` as a child process for the binary's tests and benchmarks:
+//! started on a free port, its stderr captured, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running `ferry serve`.
+#[derive(Debug)]
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `ferry` (the binary at `ferry`) serving `data_dir`, with
+    /// `extra` flags, and waits until it listens.
+    pub fn start(ferry: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(ferry)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let url = loop {
+            let line = lines.next().expect("server printed its address").unwrap();
+            log.lock().unwrap().push(line.clone());
+            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, url, log }
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Polls `GET /v1/jobs/{id}` until its status is one of `statuses`.
+    pub async fn wait_status(&self, id: &str, statuses: &[&str]) -> Value {
+        let client = reqwest::Client::new();
+        for _ in 0..1200 {
+            let job: Value = client
+                .get(format!("{}/v1/jobs/{id}", self.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if job["status"]
+                .as_str()
+                .is_some_and(|s| statuses.contains(&s))
+            {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id} never reached {statuses:?}");
+    }
+
+    /// Waits until the job ended, whichever way.
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        self.wait_status(
+            id,
+            &["completed", "completed_with_errors", "failed", "cancelled"],
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
