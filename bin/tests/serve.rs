@@ -36,14 +36,9 @@ async fn api_runs_a_twenty_file_job_and_reports_per_file_results() {
         };
         files.push(json!({ "source": origin.url(&format!("/j/{i}.bin")), "key": format!("f/{i}.bin"), "sha256": sha }));
     }
-    let resp = client
-        .post(format!("{}/v1/jobs", server.url))
-        .json(&json!({ "files": files, "destination": "api" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let job: Value = resp.json().await.unwrap();
+    let job = server
+        .submit(&json!({ "files": files, "destination": "api" }))
+        .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed_with_errors");
@@ -53,17 +48,9 @@ async fn api_runs_a_twenty_file_job_and_reports_per_file_results() {
     assert!(dir.path().join("files/api/f/0.bin").exists());
     assert!(!dir.path().join("files/api/f/13.bin").exists());
 
-    let list: Value = client
-        .get(format!(
-            "{}/v1/jobs?status=completed_with_errors",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server
+        .get_json("/v1/jobs?status=completed_with_errors")
+        .await;
     assert_eq!(list["jobs"][0]["id"], id.as_str());
     let again = client
         .delete(format!("{}/v1/jobs/{id}", server.url))
@@ -111,14 +98,7 @@ async fn bad_requests_get_json_errors_naming_the_field_and_nothing_is_stored() {
         resp.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_json"
     );
-    let list: Value = client
-        .get(format!("{}/v1/jobs", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server.get_json("/v1/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
     let missing = client
         .get(format!("{}/v1/jobs/job_missing", server.url))
@@ -126,24 +106,10 @@ async fn bad_requests_get_json_errors_naming_the_field_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let openapi: Value = client
-        .get(format!("{}/v1/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = server.get_json("/v1/openapi.json").await;
     assert_eq!(openapi["openapi"], "3.1.0");
     assert!(openapi["paths"]["/v1/jobs/{id}"]["delete"].is_object());
-    let health: Value = client
-        .get(format!("{}/healthz", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = server.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
 }
 
@@ -164,29 +130,15 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
         },
     );
     let server = Server::start(dir.path(), &[]);
-    let client = reqwest::Client::new();
-    let job: Value = client
-        .post(format!("{}/v1/jobs", server.url))
-        .json(&json!({ "files": [
+    let job = server
+        .submit(&json!({ "files": [
             { "source": origin.url("/r/a.bin"), "key": "a.bin", "sha256": sha256_hex(&a) },
             { "source": origin.url("/r/b.bin"), "key": "b.bin", "sha256": sha256_hex(&b) } ] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let id = job["id"].as_str().unwrap().to_owned();
     // Wait until b is running and a is done.
     for _ in 0..200 {
-        let j: Value = client
-            .get(format!("{}/v1/jobs/{id}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let j = server.get_json(&format!("/v1/jobs/{id}")).await;
         if j["files"][0]["status"] == "succeeded" && j["files"][1]["status"] == "running" {
             break;
         }
@@ -317,18 +269,13 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
     let err: Value = both.json().await.unwrap();
     assert_eq!(err["error"]["field"], "export");
 
-    let resp = client
-        .post(format!("{}/v1/jobs", server.url))
-        .json(&json!({
+    let job = server
+        .submit(&json!({
             "export": { "start_url": provider.start_url(), "request": { "dataset": "d-42" },
                         "poll": { "base_interval_ms": 20, "max_interval_ms": 50, "deadline_ms": 30000 } },
             "destination": "exp"
         }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let job: Value = resp.json().await.unwrap();
+        .await;
     assert_eq!(job["status"], "pending");
     assert_eq!(job["summary"]["total"], 0);
     let id = job["id"].as_str().unwrap().to_owned();

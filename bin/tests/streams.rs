@@ -36,14 +36,9 @@ fn files(origin: &Origin, n: usize, len: usize, behavior: &Behavior) -> Vec<Valu
 }
 
 async fn submit(server: &ServeProcess, files: Vec<Value>) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", server.url))
-        .json(&json!({ "files": files, "destination": "streams" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let job: Value = resp.json().await.unwrap();
+    let job = server
+        .submit(&json!({ "files": files, "destination": "streams" }))
+        .await;
     job["id"].as_str().unwrap().to_owned()
 }
 
@@ -543,14 +538,7 @@ async fn sigterm_ends_streams_with_a_final_event_and_the_job_resumes_later() {
     assert!(status.0.success(), "ferry serve exits 0 on SIGTERM");
     // The job was left unfinished, for the next start to resume.
     let again = Server::start(dir.path(), &[]);
-    let job: Value = reqwest::Client::new()
-        .get(format!("{}/v1/jobs/{id}", again.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = again.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "downloading");
 }
 

@@ -15,7 +15,31 @@ pub mod serve_process;
 pub mod server;
 pub mod sfn_endpoint;
 
+use std::time::Duration;
+
+use ferry_adapters::{HttpClientConfig, PooledHttpClient};
+use ferry_domain::ports::ProcessFileCommand;
+use ferry_domain::{ObjectKey, SourceUrl};
 use sha2::Digest;
+
+/// The pooled HTTP client as the tests use it: retries after 5 ms instead
+/// of a second, and a read is stalled after `read_idle`.
+pub fn test_http_client(read_idle: Duration) -> PooledHttpClient {
+    PooledHttpClient::new(HttpClientConfig {
+        retry_base_delay: Duration::from_millis(5),
+        read_idle_timeout: read_idle,
+        ..HttpClientConfig::default()
+    })
+    .unwrap()
+}
+
+/// A ProcessFile command copying `url` to `key`.
+pub fn command(url: &str, key: &str) -> ProcessFileCommand {
+    ProcessFileCommand::new(
+        SourceUrl::parse(url).unwrap(),
+        ObjectKey::parse(key).unwrap(),
+    )
+}
 
 /// Deterministic pseudo-random bytes (xorshift), so tests need no fixtures.
 pub fn generate(len: usize, seed: u64) -> Vec<u8> {

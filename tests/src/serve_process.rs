@@ -22,10 +22,21 @@ impl Server {
     /// Starts `ferry` (the binary at `ferry`) serving `data_dir`, with
     /// `extra` flags, and waits until it listens.
     pub fn start(ferry: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(ferry, data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(
+        ferry: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(ferry)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -74,18 +85,34 @@ impl Server {
         assert!(ok);
     }
 
+    /// `GET path` (e.g. `/v1/jobs/ID`) answered as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/jobs` with `job`; asserts the 202 and returns the job.
+    pub async fn submit(&self, job: &Value) -> Value {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/jobs", self.url))
+            .json(job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "job not accepted");
+        resp.json().await.unwrap()
+    }
+
     /// Polls `GET /v1/jobs/{id}` until its status is one of `statuses`.
     pub async fn wait_status(&self, id: &str, statuses: &[&str]) -> Value {
-        let client = reqwest::Client::new();
         for _ in 0..1200 {
-            let job: Value = client
-                .get(format!("{}/v1/jobs/{id}", self.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
             if job["status"]
                 .as_str()
                 .is_some_and(|s| statuses.contains(&s))

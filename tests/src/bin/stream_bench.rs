@@ -17,7 +17,6 @@
     clippy::cast_precision_loss
 )]
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +27,7 @@ use tokio::net::TcpStream;
 
 use ferry_tests::generate;
 use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::serve_process::Server;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -153,42 +153,22 @@ async fn main() {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&ferry)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args(["--progress-interval", "100ms", "--stream-buffer", "65536"])
-        .env("FERRY_LOG", "error")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let url = {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    };
-    let addr = url.trim_start_matches("http://").to_owned();
+    let server = Server::start_with_env(
+        &ferry,
+        dir.path(),
+        &["--progress-interval", "100ms", "--stream-buffer", "65536"],
+        &[("FERRY_LOG", "error")],
+    );
+    let pid = server.child.id();
+    let url = server.url.clone();
+    let addr = server.addr();
     let http = reqwest::Client::new();
     let submit = |files: Value| {
-        let http = http.clone();
-        let url = url.clone();
+        let server = &server;
         async move {
-            let job: Value = http
-                .post(format!("{url}/v1/jobs"))
-                .json(&json!({ "files": files, "destination": "bench" }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let job = server
+                .submit(&json!({ "files": files, "destination": "bench" }))
+                .await;
             job["id"].as_str().unwrap().to_owned()
         }
     };
@@ -270,6 +250,4 @@ async fn main() {
         peak as f64 / 1024.0,
         (peak.saturating_sub(rss_before)) as f64 / 1024.0
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

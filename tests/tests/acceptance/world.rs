@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use cucumber::World;
 
-use ferry_adapters::{
-    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
-};
+use ferry_adapters::{FilesystemStorage, LocalFileSource, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig};
 use ferry_domain::ports::{ProcessFileError, ProcessFileResult};
 use ferry_domain::{ByteSize, Checksum};
@@ -44,12 +42,7 @@ impl FerryWorld {
 
     /// The use case wired to the real adapters for this scenario.
     pub fn process_file(&self) -> ProcessFile {
-        let http = PooledHttpClient::new(HttpClientConfig {
-            retry_base_delay: Duration::from_millis(5),
-            read_idle_timeout: Duration::from_secs(2),
-            ..HttpClientConfig::default()
-        })
-        .expect("http client");
+        let http = ferry_tests::test_http_client(Duration::from_secs(2));
         let router = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
         let storage = FilesystemStorage::new(self.dir.path()).expect("storage");
         ProcessFile::new(

@@ -10,12 +10,7 @@ use ferry_tests::generate;
 use ferry_tests::origin::{Behavior, Origin};
 
 fn client() -> PooledHttpClient {
-    PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
-        read_idle_timeout: Duration::from_millis(500),
-        ..HttpClientConfig::default()
-    })
-    .unwrap()
+    ferry_tests::test_http_client(Duration::from_millis(500))
 }
 
 fn whole(url: &str) -> DownloadRequest {

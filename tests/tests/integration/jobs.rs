@@ -45,12 +45,7 @@ pub fn build_service(
     events: BroadcastEvents,
     config: JobServiceConfig,
 ) -> JobService {
-    let http = PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
-        read_idle_timeout: Duration::from_secs(20),
-        ..HttpClientConfig::default()
-    })
-    .unwrap();
+    let http = ferry_tests::test_http_client(Duration::from_secs(20));
     let resolver = DefaultStorageResolver::new(
         files_root,
         S3Settings::default(),

@@ -3,14 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_adapters::{
-    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
-};
+use ferry_adapters::{FilesystemStorage, LocalFileSource, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig};
-use ferry_domain::ports::{LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort};
-use ferry_domain::{ByteSize, Checksum, ObjectKey, SourceUrl};
+use ferry_domain::ports::{LengthProblem, ProcessFileError, ProcessFilePort};
+use ferry_domain::{ByteSize, Checksum};
 use ferry_tests::origin::{Behavior, Origin};
-use ferry_tests::{generate, md5_hex, sha256_hex};
+use ferry_tests::{command, generate, md5_hex, sha256_hex};
 
 use crate::storage_fs::temp_files;
 
@@ -23,12 +21,7 @@ struct Setup {
 async fn setup() -> Setup {
     let origin = Origin::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let http = PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
-        read_idle_timeout: Duration::from_millis(500),
-        ..HttpClientConfig::default()
-    })
-    .unwrap();
+    let http = ferry_tests::test_http_client(Duration::from_millis(500));
     let router = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
     let storage = FilesystemStorage::new(dir.path()).unwrap();
     let use_case = ProcessFile::new(
@@ -41,13 +34,6 @@ async fn setup() -> Setup {
         dir,
         use_case,
     }
-}
-
-fn command(url: &str, key: &str) -> ProcessFileCommand {
-    ProcessFileCommand::new(
-        SourceUrl::parse(url).unwrap(),
-        ObjectKey::parse(key).unwrap(),
-    )
 }
 
 impl Setup {

@@ -7,12 +7,12 @@ use std::time::Duration;
 use ferry_adapters::s3::{S3Storage, S3StorageConfig};
 use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig};
-use ferry_domain::ports::{FileStoragePort, ProcessFileCommand, ProcessFilePort};
-use ferry_domain::{Checksum, ObjectKey, SourceUrl};
+use ferry_domain::ports::{FileStoragePort, ProcessFilePort};
+use ferry_domain::{Checksum, ObjectKey};
 use ferry_tests::garage::{garage, service, unique_prefix};
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::s3proxy::{Fault, S3Proxy};
-use ferry_tests::{conformance, generate, md5_hex, sha256_hex};
+use ferry_tests::{command, conformance, generate, md5_hex, sha256_hex};
 
 use crate::storage_s3::incomplete_uploads;
 
@@ -37,12 +37,7 @@ async fn setup(endpoint: &str, label: &str) -> Setup {
             ..S3StorageConfig::default()
         },
     ));
-    let http = PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
-        read_idle_timeout: Duration::from_secs(2),
-        ..HttpClientConfig::default()
-    })
-    .unwrap();
+    let http = ferry_tests::test_http_client(Duration::from_secs(2));
     let use_case = ProcessFile::new(
         Arc::new(SourceRouter::new(Arc::new(http), None)),
         storage.clone(),
@@ -54,13 +49,6 @@ async fn setup(endpoint: &str, label: &str) -> Setup {
         prefix,
         use_case,
     }
-}
-
-fn command(url: &str, key: &str) -> ProcessFileCommand {
-    ProcessFileCommand::new(
-        SourceUrl::parse(url).unwrap(),
-        ObjectKey::parse(key).unwrap(),
-    )
 }
 
 impl Setup {

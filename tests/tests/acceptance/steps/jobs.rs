@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use cucumber::{given, then, when};
 
+use ferry_adapters::SourceRouter;
 use ferry_adapters::events::BroadcastEvents;
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::s3::{S3Service, S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
-use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::jobs::{
     ExportRequest, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
@@ -127,12 +127,7 @@ impl JobWorld {
     /// A JobService over this scenario's store, storage, events, Step
     /// Functions endpoint and export provider client: a new "process".
     pub fn fresh_service(&self) -> Arc<JobService> {
-        let http = PooledHttpClient::new(HttpClientConfig {
-            retry_base_delay: Duration::from_millis(5),
-            read_idle_timeout: Duration::from_secs(20),
-            ..HttpClientConfig::default()
-        })
-        .unwrap();
+        let http = ferry_tests::test_http_client(Duration::from_secs(20));
         let s3 = match &self.place {
             Place::Directory => S3Settings::default(),
             Place::S3 { .. } => S3Settings {
@@ -274,44 +269,39 @@ pub async fn current(world: &mut FerryWorld) -> JobRecord {
         .expect("the job is stored")
 }
 
-/// Collects this job's published events up to its terminal event.
-pub async fn collect_until_end(world: &mut FerryWorld) {
+/// Records this job's published events until one matches `stop` (each
+/// event must arrive within `per_event`).
+async fn record_until(
+    world: &mut FerryWorld,
+    per_event: Duration,
+    stop: impl Fn(&JobEventKind) -> bool,
+) {
     let id = job_id(world);
     let j = jw(world);
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(30), j.rx.recv())
+        let e = tokio::time::timeout(per_event, j.rx.recv())
             .await
             .unwrap()
             .unwrap();
         if e.job_id != id {
             continue;
         }
-        let end = e.kind.is_terminal();
-        j.published.push(e);
-        if end {
-            return;
-        }
-    }
-}
-
-/// Waits for this job's first published event matching `pred`.
-pub async fn wait_for_event(world: &mut FerryWorld, pred: impl Fn(&JobEventKind) -> bool) {
-    let id = job_id(world);
-    let j = jw(world);
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), j.rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if e.job_id != id {
-            continue;
-        }
-        let hit = pred(&e.kind);
+        let hit = stop(&e.kind);
         j.published.push(e);
         if hit {
             return;
         }
     }
+}
+
+/// Collects this job's published events up to its terminal event.
+pub async fn collect_until_end(world: &mut FerryWorld) {
+    record_until(world, Duration::from_secs(30), JobEventKind::is_terminal).await;
+}
+
+/// Waits for this job's first published event matching `pred`.
+pub async fn wait_for_event(world: &mut FerryWorld, pred: impl Fn(&JobEventKind) -> bool) {
+    record_until(world, Duration::from_secs(10), pred).await;
 }
 
 #[given(regex = r"^a job service$")]
@@ -418,17 +408,9 @@ pub fn runs_in_background(world: &mut FerryWorld) {
 
 #[when("I cancel the job once its file is transferring")]
 async fn cancel_when_transferring(world: &mut FerryWorld) {
+    wait_for_event(world, |k| matches!(k, JobEventKind::FileProgress { .. })).await;
     let id = job_id(world);
     let j = jw(world);
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), j.rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if e.job_id == id && matches!(e.kind, JobEventKind::FileProgress { .. }) {
-            break;
-        }
-    }
     j.service().cancel(&id).await.unwrap();
     if let Some(runner) = j.runner.take() {
         tokio::time::timeout(Duration::from_secs(10), runner)
