@@ -1,5 +1,7 @@
-//! `JobEventsPort` adapters: an in-process broadcast (the live streams read
-//! it), structured logs, and a fan-out to several sinks.
+//! `JobEventsPort` adapters: an in-process broadcast (for embedders and
+//! tests that observe a service from outside; `ferry serve`'s live streams
+//! read `JobService::watch`), structured logs, and a fan-out to several
+//! sinks.
 
 use std::sync::Arc;
 
