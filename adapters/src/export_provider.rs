@@ -23,6 +23,8 @@ use serde_json::Value;
 use ferry_domain::ports::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 use ferry_domain::{ExportSpec, JobId, SourceUrl};
 
+use crate::egress::{SourceGuard, denied_in, redirect_policy, refused_scheme_in};
+
 /// Settings of the provider client.
 #[derive(Debug, Clone)]
 pub struct ExportProviderConfig {
@@ -32,6 +34,9 @@ pub struct ExportProviderConfig {
     pub max_status_bytes: usize,
     /// Largest manifest read.
     pub max_manifest_bytes: usize,
+    /// The SSRF guard for the start, status and manifest URLs (which come
+    /// from callers and providers).
+    pub guard: Option<SourceGuard>,
 }
 
 impl Default for ExportProviderConfig {
@@ -40,6 +45,7 @@ impl Default for ExportProviderConfig {
             timeout: Duration::from_secs(30),
             max_status_bytes: 1024 * 1024,
             max_manifest_bytes: 64 * 1024 * 1024,
+            guard: None,
         }
     }
 }
@@ -53,16 +59,17 @@ pub struct HttpExportProvider {
 
 impl HttpExportProvider {
     pub fn new(config: ExportProviderConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| {
-                format!(
-                    "cannot build the export provider client: {}",
-                    e.without_url()
-                )
-            })?;
+        let builder = reqwest::Client::builder().timeout(config.timeout);
+        let builder = match &config.guard {
+            Some(guard) => guard.apply(builder, 5),
+            None => builder.redirect(redirect_policy(5, None)),
+        };
+        let client = builder.build().map_err(|e| {
+            format!(
+                "cannot build the export provider client: {}",
+                e.without_url()
+            )
+        })?;
         Ok(Self { client, config })
     }
 
@@ -73,11 +80,24 @@ impl HttpExportProvider {
         limit: usize,
         what: &str,
     ) -> Result<(Value, Option<String>), ExportProviderError> {
-        let resp = request
+        let request = request
             .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| ExportProviderError::Unavailable(e.without_url().to_string()))?;
+            .build()
+            .map_err(|e| ExportProviderError::Unexpected(Box::new(e.without_url())))?;
+        if let Some(guard) = &self.config.guard
+            && let Err(denied) = guard.check_url(request.url())
+        {
+            return Err(ExportProviderError::Forbidden(denied.to_string()));
+        }
+        let resp = self.client.execute(request).await.map_err(|e| {
+            if let Some(denied) = denied_in(&e) {
+                ExportProviderError::Forbidden(denied.to_string())
+            } else if let Some(reason) = refused_scheme_in(&e) {
+                ExportProviderError::Forbidden(reason)
+            } else {
+                ExportProviderError::Unavailable(e.without_url().to_string())
+            }
+        })?;
         let status = resp.status().as_u16();
         let location = resp
             .headers()

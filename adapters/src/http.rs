@@ -16,7 +16,10 @@
 //!   `Retry-After`;
 //! - no automatic decompression (`Accept-Encoding: identity`): bytes are
 //!   stored exactly as served;
-//! - at most `max_redirects` redirects; the final URL is reported.
+//! - at most `max_redirects` redirects (http and https only); the final URL
+//!   is reported;
+//! - with a [`SourceGuard`], the SSRF guard: only addresses its policy
+//!   allows are connected to (see [`crate::egress`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,8 @@ use ferry_domain::ports::{
 };
 use ferry_domain::source::redact_text;
 
+use crate::egress::{SourceGuard, denied_in, redirect_policy, refused_scheme_in};
+
 /// Tuning of the pooled client. Defaults follow spec 004's undici pool.
 #[derive(Debug, Clone)]
 pub struct HttpClientConfig {
@@ -53,6 +58,9 @@ pub struct HttpClientConfig {
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
     pub user_agent: String,
+    /// The SSRF guard: when set, only addresses its policy allows are
+    /// connected to, for the first request and every redirect hop.
+    pub guard: Option<SourceGuard>,
 }
 
 impl Default for HttpClientConfig {
@@ -68,6 +76,7 @@ impl Default for HttpClientConfig {
             retry_base_delay: Duration::from_millis(250),
             retry_max_delay: Duration::from_secs(30),
             user_agent: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+            guard: None,
         }
     }
 }
@@ -104,14 +113,18 @@ impl PooledHttpClient {
     }
 
     fn build(config: &HttpClientConfig) -> Result<reqwest::Client, HttpClientInitError> {
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(config.max_connections_per_host)
             .tcp_keepalive(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
+            .tcp_nodelay(true);
+        let builder = match &config.guard {
+            Some(guard) => guard.apply(builder, config.max_redirects),
+            None => builder.redirect(redirect_policy(config.max_redirects, None)),
+        };
+        builder
             .build()
             .map_err(|e| HttpClientInitError(e.without_url().to_string()))
     }
@@ -190,6 +203,18 @@ fn host_key(source: &SourceUrl) -> String {
 
 /// Maps a reqwest error to the port's error, never leaking the URL's secrets.
 fn map_send_error(url: &str, e: &reqwest::Error, max_redirects: usize) -> DownloadError {
+    if let Some(denied) = denied_in(e) {
+        return DownloadError::Forbidden {
+            url: url.to_owned(),
+            reason: denied.to_string(),
+        };
+    }
+    if let Some(reason) = refused_scheme_in(e) {
+        return DownloadError::Forbidden {
+            url: url.to_owned(),
+            reason,
+        };
+    }
     let reason = redact_text(&error_chain(e));
     if e.is_redirect() {
         DownloadError::TooManyRedirects {
@@ -270,6 +295,15 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
 impl HttpDownloadPort for PooledHttpClient {
     async fn open(&self, request: DownloadRequest) -> Result<Download, DownloadError> {
         let url = request.source.redacted();
+        if let Some(guard) = &self.config.guard
+            && let Ok(parsed) = url::Url::parse(request.source.expose())
+            && let Err(denied) = guard.check_url(&parsed)
+        {
+            return Err(DownloadError::Forbidden {
+                url,
+                reason: denied.to_string(),
+            });
+        }
         let limiter = self.host_limiter(&request.source);
         let permit: OwnedSemaphorePermit =
             limiter

@@ -10,6 +10,7 @@
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
+pub mod egress;
 mod error_text;
 pub mod events;
 pub mod export_provider;
@@ -25,6 +26,7 @@ pub mod source_router;
 pub mod storage_resolver;
 pub mod webhook;
 
+pub use egress::SourceGuard;
 pub use filesystem::FilesystemStorage;
 pub use http::{HttpClientConfig, PooledHttpClient};
 pub use local_file::LocalFileSource;

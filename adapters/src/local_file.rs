@@ -1,6 +1,7 @@
 //! `file://` sources: a local file read in chunks, with seek for offsets.
 
 use std::io::{ErrorKind, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,14 +15,40 @@ use ferry_domain::ports::{
 /// Read buffer for local files.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Reads `file://` sources.
+/// Reads `file://` sources, anywhere (the CLI) or confined to a root
+/// directory (the API, with `--file-root`).
 #[derive(Debug, Default, Clone)]
-pub struct LocalFileSource;
+pub struct LocalFileSource {
+    /// Canonical root every file must be under, symlinks resolved.
+    root: Option<PathBuf>,
+}
 
 impl LocalFileSource {
     pub fn new() -> Self {
-        Self
+        Self { root: None }
     }
+
+    /// Only files under `root` (after resolving symlinks) can be read.
+    pub fn confined(root: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            root: Some(std::fs::canonicalize(root)?),
+        })
+    }
+}
+
+/// Where an open file really is: the kernel's view of the descriptor (so a
+/// symlink swapped after the check cannot redirect the read), or the
+/// canonical path where /proc is not available.
+fn real_path(file: &tokio::fs::File, path: &Path) -> std::io::Result<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(p) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            return Ok(p);
+        }
+    }
+    let _ = file;
+    std::fs::canonicalize(path)
 }
 
 fn io_error(url: &str, e: std::io::Error) -> DownloadError {
@@ -53,6 +80,17 @@ impl HttpDownloadPort for LocalFileSource {
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| io_error(&url, e))?;
+        if let Some(root) = &self.root {
+            let real = real_path(&file, &path).map_err(|e| io_error(&url, e))?;
+            if !real.starts_with(root) {
+                return Err(DownloadError::Forbidden {
+                    url,
+                    reason:
+                        "it is outside the directory file:// sources are confined to (--file-root)"
+                            .into(),
+                });
+            }
+        }
         let md = file.metadata().await.map_err(|e| io_error(&url, e))?;
         if !md.is_file() {
             return Err(DownloadError::Forbidden {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ferry_domain::{ByteSize, Checksum};
+use ferry_domain::{AllowEntry, ByteSize, Checksum};
 
 use crate::exit;
 
@@ -55,9 +55,64 @@ pub enum Command {
     /// must be a directory or a prefix; they run --concurrency at a time.
     Copy(CopyArgs),
     /// Run the job service: the HTTP API and the job runner.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to a running `ferry serve`.
     Job(JobArgs),
+    /// Make API tokens for `ferry serve --tokens`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token (line 1) and its tokens-file line (line 2:
+    /// `sha256:<hash> NAME [admin]`); only the hash goes in the file.
+    Create {
+        /// Who the token is for; it owns the jobs submitted with it.
+        name: String,
+        /// The token sees every job, not only its own.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Whether the API needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Required when listening on a non-loopback address or when --tokens
+    /// is given; open otherwise.
+    Auto,
+    /// Always required (needs --tokens).
+    Required,
+    /// Never required (not for untrusted networks).
+    Off,
+}
+
+/// The SSRF guard: on, sources may only resolve to public addresses (plus
+/// --allow-source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    On,
+    Off,
+}
+
+/// Which sources may be fetched (the SSRF guard).
+#[derive(Debug, Clone, Args)]
+pub struct SourceGuardArgs {
+    /// Networks (CIDR or address) and host names (`files.internal`,
+    /// `*.internal`) sources may reach although they are not public;
+    /// comma-separated or repeated.
+    #[arg(long, env = "FERRY_ALLOW_SOURCE", value_delimiter = ',', value_parser = parse_allow)]
+    pub allow_source: Vec<AllowEntry>,
+}
+
+fn parse_allow(s: &str) -> Result<AllowEntry, String> {
+    AllowEntry::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +169,37 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "FERRY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
+    /// Tokens file: lines `sha256:<hash> NAME [admin]` (ferry token create).
+    #[arg(long, env = "FERRY_TOKENS")]
+    pub tokens: Option<std::path::PathBuf>,
+    /// When the API needs a bearer token.
+    #[arg(long, env = "FERRY_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+    /// Serve /metrics without a token.
+    #[arg(long, env = "FERRY_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+    /// Refuse sources that resolve to loopback, private, link-local and
+    /// other non-public addresses (SSRF guard).
+    #[arg(long, env = "FERRY_SOURCE_GUARD", value_enum, default_value_t = Toggle::On)]
+    pub source_guard: Toggle,
+    #[command(flatten)]
+    pub sources: SourceGuardArgs,
+    /// Accept file:// sources from the API, confined to this directory
+    /// (refused otherwise).
+    #[arg(long, env = "FERRY_FILE_ROOT")]
+    pub file_root: Option<std::path::PathBuf>,
+    /// Most request headers accepted (431 beyond).
+    #[arg(long, env = "FERRY_MAX_HEADERS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1000))]
+    pub max_headers: u16,
+    /// Largest request head (request line and headers) accepted (431 beyond).
+    #[arg(long, env = "FERRY_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_bytes: ByteSize,
+    /// Event streams one caller may hold open at once (429 beyond; 0: no limit).
+    #[arg(long, env = "FERRY_MAX_STREAMS_PER_CALLER", default_value_t = 64)]
+    pub max_streams_per_caller: usize,
+    /// Jobs one caller may submit per minute (429 with Retry-After beyond; 0: no limit).
+    #[arg(long, env = "FERRY_JOBS_PER_MINUTE", default_value_t = 120)]
+    pub jobs_per_minute: u32,
 }
 
 /// `250ms`, `15s`, `2m`, or plain seconds.
@@ -142,6 +228,9 @@ pub struct JobArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
+    /// Bearer token for a server that needs one (ferry token create).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: JobCommand,
 }
@@ -198,6 +287,12 @@ pub struct CopyArgs {
     /// Never show a progress bar.
     #[arg(long, env = "FERRY_NO_PROGRESS")]
     pub no_progress: bool,
+    /// Refuse sources that resolve to non-public addresses (SSRF guard;
+    /// on by default for ferry serve).
+    #[arg(long, env = "FERRY_SOURCE_GUARD", value_enum, default_value_t = Toggle::Off)]
+    pub source_guard: Toggle,
+    #[command(flatten)]
+    pub sources: SourceGuardArgs,
 }
 
 fn parse_sha256(s: &str) -> Result<Checksum, String> {

@@ -13,15 +13,16 @@ use serde::Serialize;
 use ferry_adapters::memory::MemoryBudget;
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
-    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceRouter,
+    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard,
+    SourceRouter,
 };
 use ferry_application::{ProcessFile, ProcessFileConfig};
 use ferry_domain::ports::{
     FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
-use ferry_domain::{ByteSize, ObjectKey, SourceUrl};
+use ferry_domain::{ByteSize, EgressPolicy, ObjectKey, SourceUrl};
 
-use crate::cli::CopyArgs;
+use crate::cli::{CopyArgs, Toggle};
 use crate::exit;
 use crate::progress::TerminalProgress;
 
@@ -355,7 +356,15 @@ pub async fn run(
         Err(OpenError::Usage(e)) => return usage(&e, json),
         Err(OpenError::Storage(e)) => return report_failure(&e, json),
     };
-    let http = match PooledHttpClient::new(HttpClientConfig::default()) {
+    let guard = (args.source_guard == Toggle::On).then(|| {
+        SourceGuard::new(EgressPolicy::with_allowed(
+            args.sources.allow_source.clone(),
+        ))
+    });
+    let http = match PooledHttpClient::new(HttpClientConfig {
+        guard,
+        ..HttpClientConfig::default()
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferry: error: {e}");

@@ -162,8 +162,21 @@ async fn show(resp: Result<reqwest::Response, reqwest::Error>, server: &str) -> 
 
 pub async fn run(args: JobArgs) -> ExitCode {
     let server = args.server.trim_end_matches('/').to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.token {
+        let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        else {
+            return fail(
+                exit::USAGE,
+                "--token: a token is printable ASCII (ferry token create makes one)".into(),
+            );
+        };
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
     {
         Ok(c) => c,

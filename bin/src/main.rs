@@ -40,8 +40,26 @@ fn main() -> ExitCode {
             Command::Copy(args) => {
                 copy::run(args, cli.global.endpoint_url, cli.global.memory_budget).await
             }
-            Command::Serve(args) => serve::run(args, cli.global).await,
+            Command::Serve(args) => serve::run(*args, cli.global).await,
             Command::Job(args) => job_cmd::run(args).await,
+            Command::Token(args) => token_cmd(args),
         }
     })
+}
+
+/// `ferry token create NAME [--admin]`: the token, then its tokens-file line.
+fn token_cmd(args: cli::TokenArgs) -> ExitCode {
+    match args.command {
+        cli::TokenCommand::Create { name, admin } => {
+            let line = api::auth::token_line("", &name, admin);
+            if api::auth::Tokens::parse(&line).is_err() {
+                eprintln!("ferry: error: NAME: a token name is 1-64 letters, digits or `-_.@`");
+                return ExitCode::from(exit::USAGE);
+            }
+            let token = api::auth::new_token();
+            println!("{token}");
+            println!("{}", api::auth::token_line(&token, &name, admin));
+            ExitCode::from(exit::OK)
+        }
+    }
 }

@@ -15,10 +15,13 @@ use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::sfn::StepFunctionsCallback;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::webhook::{WebhookConfig, WebhookEvents};
-use ferry_adapters::{FilesystemStorage, HttpClientConfig, PooledHttpClient, SourceRouter};
+use ferry_adapters::{
+    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard,
+    SourceRouter,
+};
 use ferry_application::jobs::{JobService, JobServiceConfig};
-use ferry_domain::JobId;
-use ferry_domain::ports::JobEventsPort;
+use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
+use ferry_domain::{EgressPolicy, JobId};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,8 +29,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::auth::{AuthConfig, Limits, Tokens};
 use crate::api::{AppState, router};
-use crate::cli::{GlobalArgs, ServeArgs};
+use crate::cli::{AuthMode, GlobalArgs, ServeArgs, Toggle};
 use crate::exit;
 
 fn fail(message: String) -> ExitCode {
@@ -43,6 +47,54 @@ fn new_job_id() -> JobId {
     );
     // Always valid: letters, digits and `_` only.
     JobId::parse(&id).unwrap_or_else(|_| new_job_id())
+}
+
+/// Who may call the API: tokens from --tokens, required when --auth says
+/// so, or by default when listening beyond loopback.
+fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
+    let tokens = match &args.tokens {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--tokens {}: {e}", path.display()))?;
+            let tokens =
+                Tokens::parse(&text).map_err(|e| format!("--tokens {}: {e}", path.display()))?;
+            if tokens.is_empty() {
+                return Err(format!(
+                    "--tokens {}: the file has no token (ferry token create NAME makes one)",
+                    path.display()
+                ));
+            }
+            Some(tokens)
+        }
+    };
+    let loopback = args.listen.ip().is_loopback();
+    let tokens = match (args.auth, tokens) {
+        (AuthMode::Off, _) => {
+            if !loopback {
+                tracing::warn!(listen = %args.listen, "--auth off on a non-loopback address: anyone who can reach it can submit jobs");
+            }
+            None
+        }
+        (_, Some(tokens)) => Some(tokens),
+        (AuthMode::Required, None) => {
+            return Err(
+                "--auth required needs --tokens FILE (ferry token create NAME makes a token)"
+                    .into(),
+            );
+        }
+        (AuthMode::Auto, None) if !loopback => {
+            return Err(format!(
+                "--listen {} is not a loopback address, so the API needs tokens: give --tokens FILE (ferry token create NAME makes one), or --auth off to serve it open",
+                args.listen
+            ));
+        }
+        (AuthMode::Auto, None) => None,
+    };
+    Ok(AuthConfig {
+        tokens,
+        public_metrics: args.public_metrics,
+    })
 }
 
 pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
@@ -70,7 +122,26 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(format!("--database-url: {e}")),
     };
-    let http = match PooledHttpClient::new(HttpClientConfig::default()) {
+    let auth = match auth_config(&args) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let guard = (args.source_guard == Toggle::On).then(|| {
+        SourceGuard::new(EgressPolicy::with_allowed(
+            args.sources.allow_source.clone(),
+        ))
+    });
+    let file_source = match &args.file_root {
+        None => None,
+        Some(root) => match LocalFileSource::confined(root) {
+            Ok(f) => Some(Arc::new(f) as Arc<dyn HttpDownloadPort>),
+            Err(e) => return fail(format!("--file-root {}: {e}", root.display())),
+        },
+    };
+    let http = match PooledHttpClient::new(HttpClientConfig {
+        guard: guard.clone(),
+        ..HttpClientConfig::default()
+    }) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -109,14 +180,17 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
-    let exports = match HttpExportProvider::new(ExportProviderConfig::default()) {
+    let exports = match HttpExportProvider::new(ExportProviderConfig {
+        guard,
+        ..ExportProviderConfig::default()
+    }) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
     let jobs = Arc::new(
         JobService::new(
             store,
-            Arc::new(SourceRouter::new(Arc::new(http), None)),
+            Arc::new(SourceRouter::new(Arc::new(http), file_source)),
             Arc::new(resolver),
             Arc::new(events),
             Box::new(new_job_id),
@@ -143,23 +217,38 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     }
 
     let shutdown = CancellationToken::new();
+    let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(
         AppState {
             jobs,
             metrics,
             shutdown: shutdown.clone(),
             heartbeat: args.heartbeat,
+            auth: Arc::new(auth),
+            limits: Arc::new(Limits::new(
+                args.jobs_per_minute,
+                args.max_streams_per_caller,
+            )),
         },
         args.max_body.as_u64().try_into().unwrap_or(usize::MAX),
     );
     eprintln!(
-        "ferry serve: listening on http://{addr} (data {}, job store {})",
+        "ferry serve: listening on http://{addr} (data {}, job store {}, {}, source guard {})",
         data_dir.display(),
         if database_url.starts_with("sqlite:") {
             "sqlite"
         } else {
             "postgres"
-        }
+        },
+        match &auth_summary {
+            Some(n) => format!("{n} token(s)"),
+            None => "no authentication".to_owned(),
+        },
+        if args.source_guard == Toggle::On {
+            "on"
+        } else {
+            "OFF"
+        },
     );
     serve_until_signal(listener, app, &args, shutdown).await;
     ExitCode::from(exit::OK)
@@ -180,6 +269,12 @@ async fn serve_until_signal(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(args.header_read_timeout)
+        .max_headers(usize::from(args.max_headers))
+        .max_buf_size(
+            usize::try_from(args.max_header_bytes.as_u64())
+                .unwrap_or(usize::MAX)
+                .max(8192),
+        )
         .keep_alive(true);
     let builder = builder.http1_only();
     let graceful = GracefulShutdown::new();

@@ -10,6 +10,7 @@
 
 pub mod checksum;
 pub mod destination;
+pub mod egress;
 pub mod error;
 pub mod export;
 pub mod job;
@@ -21,6 +22,7 @@ pub mod stream;
 
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use destination::{Destination, InvalidDestination};
+pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};
 pub use error::ErrorClass;
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
 pub use job::{

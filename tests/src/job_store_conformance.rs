@@ -238,6 +238,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     loop {
         let page = store
             .list(&JobFilter {
+                owner: None,
                 status: Some(JobStatus::Pending),
                 limit: 2,
                 cursor: cursor.clone(),
@@ -263,6 +264,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     );
     let cancelled = store
         .list(&JobFilter {
+            owner: None,
             status: Some(JobStatus::Cancelled),
             limit: 100,
             cursor: None,
@@ -276,9 +278,34 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
             .iter()
             .all(|r| r.job.status() == JobStatus::Cancelled)
     );
+    // Filtered by owner: a scoped caller's listing.
+    let owner = format!("owner-{ns}");
+    let owned = JobRecord {
+        owner: Some(owner.clone()),
+        ..record(&id("owned"), 1, 20_000)
+    };
+    store.create(&owned).await.unwrap();
+    let mine = store
+        .list(&JobFilter {
+            owner: Some(owner.clone()),
+            status: None,
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.jobs
+            .iter()
+            .map(|r| r.job.id.clone())
+            .collect::<Vec<_>>(),
+        vec![owned.job.id.clone()]
+    );
+    assert_eq!(mine.jobs[0].owner.as_deref(), Some(owner.as_str()));
     assert!(matches!(
         store
             .list(&JobFilter {
+                owner: None,
                 status: None,
                 limit: 10,
                 cursor: Some("garbage".into())

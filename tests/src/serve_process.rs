@@ -20,7 +20,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `ferry` (the binary at `ferry`) serving `data_dir`, with
-    /// `extra` flags, and waits until it listens.
+    /// `extra` flags, and waits until it listens. Sources on 127.0.0.1 are
+    /// allowed (`FERRY_ALLOW_SOURCE`) unless `env` sets it otherwise.
     pub fn start(ferry: &str, data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_with_env(ferry, data_dir, extra, &[])
     }
@@ -36,6 +37,9 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            // Test origins listen on loopback, which the SSRF guard refuses
+            // by default; `env` can say otherwise.
+            .env("FERRY_ALLOW_SOURCE", "127.0.0.1")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -411,6 +411,7 @@ impl JobStorePort for SqlJobStore {
             " FROM ferry_jobs
              WHERE (created_at_ms < $1 OR (created_at_ms = $1 AND id < $2 AND $2 <> ''))
                AND ($3 IS NULL OR status = $3)
+               AND ($5 IS NULL OR owner = $5)
              ORDER BY created_at_ms DESC, id DESC
              LIMIT $4"
         ))
@@ -418,6 +419,7 @@ impl JobStorePort for SqlJobStore {
         .bind(cursor_id)
         .bind(status)
         .bind(limit + 1)
+        .bind(filter.owner.clone())
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;

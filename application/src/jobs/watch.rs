@@ -243,6 +243,7 @@ impl JobService {
         let rx = self.live.subscribe();
         let page = self
             .list(&JobFilter {
+                owner: None,
                 status: None,
                 limit: 1000,
                 cursor: None,

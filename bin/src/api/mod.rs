@@ -1,6 +1,7 @@
 //! The HTTP API (axum on hyper). Handlers only talk to the JobService; DTOs
 //! here are the wire format, converted to and from the domain's types.
 
+pub mod auth;
 mod dto;
 mod openapi;
 mod streams;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,9 @@ use tracing::Instrument;
 use ferry_adapters::metrics::Metrics;
 
 use ferry_application::jobs::{JobCancelError, JobService, SubmitError};
+use ferry_domain::ports::JobRecord;
+
+use auth::{AuthConfig, Caller, Limits};
 use ferry_domain::ports::{JobFilter, JobStoreError};
 use ferry_domain::{JobId, JobStatus};
 
@@ -37,6 +41,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Heartbeat after this long without an event on a stream.
     pub heartbeat: Duration,
+    /// Who may call (tokens) and what is open.
+    pub auth: Arc<AuthConfig>,
+    /// Per-caller submission rate and stream count.
+    pub limits: Arc<Limits>,
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}`.
@@ -46,6 +54,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -55,7 +65,23 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// 404 for a job that does not exist or that the caller may not see
+    /// (the two are indistinguishable on purpose).
+    fn job_not_found(id: &JobId) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {id} does not exist"),
+        )
     }
 }
 
@@ -63,18 +89,28 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             json!({ "error": { "code": self.code, "message": self.message, "field": self.field } });
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+/// The job, if it exists and `caller` may see it.
+async fn visible_job(state: &AppState, caller: &Caller, id: &JobId) -> Result<JobRecord, ApiError> {
+    match state.jobs.get(id).await? {
+        Some(record) if caller.access().can_see(&record) => Ok(record),
+        _ => Err(ApiError::job_not_found(id)),
     }
 }
 
 impl From<JobStoreError> for ApiError {
     fn from(e: JobStoreError) -> Self {
         match e {
-            JobStoreError::NotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("job {id} does not exist"),
-            ),
+            JobStoreError::NotFound(id) => ApiError::job_not_found(&id),
             JobStoreError::BadCursor => {
                 let mut err =
                     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string());
@@ -134,6 +170,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/v1/jobs/{id}/events", get(streams::job_events))
         .route("/v1/jobs/{id}/ws", get(streams::job_ws))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -227,36 +267,33 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn submit_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<JobRequestDto>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    state.limits.submit(&caller)?;
     let Json(dto) = body.map_err(|r| json_rejection(&r))?;
-    let record = state
-        .jobs
-        .submit(dto.into_request())
-        .await
-        .map_err(|e| match e {
-            SubmitError::Invalid(invalid) => {
-                let mut err =
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", invalid.message);
-                err.field = Some(invalid.field);
-                err
-            }
-            SubmitError::Store(e) => e.into(),
-        })?;
+    let mut request = dto.into_request();
+    request.owner = caller.name.clone();
+    let record = state.jobs.submit(request).await.map_err(|e| match e {
+        SubmitError::Invalid(invalid) => {
+            let mut err =
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", invalid.message);
+            err.field = Some(invalid.field);
+            err
+        }
+        SubmitError::Store(e) => e.into(),
+    })?;
     tokio::spawn(state.jobs.clone().run_abortable(record.job.id.clone()));
     Ok((StatusCode::ACCEPTED, Json(dto::job_json(&record))))
 }
 
 async fn get_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
-    let record = state
-        .jobs
-        .get(&id)
-        .await?
-        .ok_or(JobStoreError::NotFound(id))?;
+    let record = visible_job(&state, &caller, &id).await?;
     Ok(Json(dto::job_json(&record)))
 }
 
@@ -269,6 +306,7 @@ struct ListQuery {
 
 async fn list_jobs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query
@@ -289,6 +327,7 @@ async fn list_jobs(
         .jobs
         .list(&JobFilter {
             status,
+            owner: caller.access().owner_filter(),
             limit: q.limit.unwrap_or(50).clamp(1, 1000),
             cursor: q.cursor,
         })
@@ -301,9 +340,11 @@ async fn list_jobs(
 
 async fn cancel_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
+    visible_job(&state, &caller, &id).await?;
     match state.jobs.cancel(&id).await {
         Ok(record) => Ok(Json(dto::job_json(&record))),
         Err(JobCancelError::NotFound(id)) => Err(JobStoreError::NotFound(id).into()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use ferry_adapters::job_store::codec::event_json;
 use ferry_adapters::metrics::StreamGuard;
-use ferry_application::jobs::{WatchError, WatchItem};
+use ferry_application::jobs::{Access, WatchError, WatchItem};
 
-use super::{ApiError, AppState, dto, parse_id};
+use super::auth::{Caller, StreamSlot};
+use super::{ApiError, AppState, dto, parse_id, visible_job};
 
 /// What goes down a stream.
 enum Frame {
@@ -41,7 +42,7 @@ fn framed(
     items: BoxedItems,
     every: Duration,
     shutdown: CancellationToken,
-    guard: StreamGuard,
+    guard: (StreamGuard, StreamSlot),
 ) -> impl Stream<Item = Frame> + Send {
     futures::stream::unfold(
         (items, shutdown, false, guard),
@@ -188,33 +189,55 @@ fn ndjson(frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
 /// NDJSON otherwise.
 pub async fn job_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let after = after_of(&query, &headers)?;
+    visible_job(&state, &caller, &id).await?;
+    let slot = state.limits.stream(&caller)?;
     let items = state.jobs.watch(&id, after).await.map_err(watch_error)?;
-    Ok(http_stream(&state, &headers, Box::pin(items)))
+    Ok(http_stream(&state, &headers, Box::pin(items), slot))
 }
 
 /// `GET /v1/events`: every job's events (SSE or NDJSON), after a snapshot
 /// of the unfinished jobs.
 pub async fn all_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if caller.access() != Access::All {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the all-jobs stream needs an admin token; follow your jobs at /v1/jobs/{id}/events",
+        ));
+    }
+    let slot = state.limits.stream(&caller)?;
     let items = state.jobs.watch_all().await.map_err(watch_error)?;
-    Ok(http_stream(&state, &headers, Box::pin(items)))
+    Ok(http_stream(&state, &headers, Box::pin(items), slot))
 }
 
 /// SSE or NDJSON, as the client's `Accept` asks, counted while it lives.
-fn http_stream(state: &AppState, headers: &HeaderMap, items: BoxedItems) -> Response {
+fn http_stream(
+    state: &AppState,
+    headers: &HeaderMap,
+    items: BoxedItems,
+    slot: StreamSlot,
+) -> Response {
     let sse_wanted = wants_sse(headers);
     let guard = state
         .metrics
         .stream_connected(if sse_wanted { "sse" } else { "ndjson" });
-    let frames = framed(items, state.heartbeat, state.shutdown.clone(), guard);
+    let frames = framed(
+        items,
+        state.heartbeat,
+        state.shutdown.clone(),
+        (guard, slot),
+    );
     if sse_wanted {
         sse(frames)
     } else {
@@ -226,6 +249,7 @@ fn http_stream(state: &AppState, headers: &HeaderMap, items: BoxedItems) -> Resp
 /// pings; the server closes the socket after the terminal event.
 pub async fn job_ws(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
@@ -233,13 +257,15 @@ pub async fn job_ws(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let after = after_of(&query, &headers)?;
+    visible_job(&state, &caller, &id).await?;
+    let slot = state.limits.stream(&caller)?;
     let items = state.jobs.watch(&id, after).await.map_err(watch_error)?;
     let guard = state.metrics.stream_connected("websocket");
     let frames = framed(
         Box::pin(items),
         state.heartbeat,
         state.shutdown.clone(),
-        guard,
+        (guard, slot),
     );
     Ok(upgrade.on_upgrade(move |socket| pump_ws(socket, frames)))
 }

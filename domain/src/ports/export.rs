@@ -43,6 +43,10 @@ pub enum ExportProviderError {
     /// The provider answered something that is not the protocol.
     #[error("the export provider's answer is not valid: {0}")]
     BadResponse(String),
+    /// The provider's address is one ferry may not connect to (the SSRF
+    /// guard).
+    #[error("the export provider's URL is not allowed: {0}")]
+    Forbidden(String),
     #[error("unexpected export provider error: {0}")]
     Unexpected(#[source] BoxError),
 }
@@ -50,9 +54,9 @@ pub enum ExportProviderError {
 impl ExportProviderError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            ExportProviderError::Rejected { .. } | ExportProviderError::BadResponse(_) => {
-                ErrorClass::Client
-            }
+            ExportProviderError::Rejected { .. }
+            | ExportProviderError::BadResponse(_)
+            | ExportProviderError::Forbidden(_) => ErrorClass::Client,
             ExportProviderError::Unavailable(_) => ErrorClass::Transient,
             ExportProviderError::Unexpected(_) => ErrorClass::Internal,
         }

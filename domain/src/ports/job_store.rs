@@ -36,6 +36,8 @@ pub struct JobRecord {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
+    /// Only the jobs of this owner.
+    pub owner: Option<String>,
     pub limit: u32,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,

@@ -155,6 +155,7 @@ impl ProcessFileError {
     /// A stable snake_case code for JSON output and events.
     pub fn code(&self) -> &'static str {
         match self {
+            ProcessFileError::Source(DownloadError::Forbidden { .. }) => "source_forbidden",
             ProcessFileError::Source(_) => "source_error",
             ProcessFileError::Storage(_) => "storage_error",
             ProcessFileError::TooLarge { .. } | ProcessFileError::LimitExceeded { .. } => {

@@ -156,7 +156,16 @@ async fn main() {
     let server = Server::start_with_env(
         &ferry,
         dir.path(),
-        &["--progress-interval", "100ms", "--stream-buffer", "65536"],
+        &[
+            "--progress-interval",
+            "100ms",
+            "--stream-buffer",
+            "65536",
+            "--max-streams-per-caller",
+            "0",
+            "--jobs-per-minute",
+            "0",
+        ],
         &[("FERRY_LOG", "error")],
     );
     let pid = server.child.id();

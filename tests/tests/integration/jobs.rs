@@ -387,6 +387,7 @@ async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
     let page = h
         .service
         .list(&JobFilter {
+            owner: None,
             limit: 10,
             ..JobFilter::default()
         })

@@ -513,6 +513,7 @@ async fn none_stored(world: &mut FerryWorld) {
     let page = jw(world)
         .store
         .list(&JobFilter {
+            owner: None,
             limit: 10,
             ..JobFilter::default()
         })

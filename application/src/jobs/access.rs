@@ -1,0 +1,30 @@
+//! Who may see which jobs: a scoped caller sees only the jobs it submitted;
+//! an admin (or the caller of an open API) sees them all.
+
+use ferry_domain::ports::JobRecord;
+
+/// A caller's view of the jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Every job.
+    All,
+    /// Only the jobs whose owner is this name.
+    Owner(String),
+}
+
+impl Access {
+    pub fn can_see(&self, record: &JobRecord) -> bool {
+        match self {
+            Access::All => true,
+            Access::Owner(name) => record.owner.as_deref() == Some(name.as_str()),
+        }
+    }
+
+    /// The owner to filter listings by.
+    pub fn owner_filter(&self) -> Option<String> {
+        match self {
+            Access::All => None,
+            Access::Owner(name) => Some(name.clone()),
+        }
+    }
+}

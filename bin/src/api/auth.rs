@@ -1,0 +1,420 @@
+//! Bearer-token authentication and per-caller limits for the API.
+//!
+//! Tokens are configured as SHA-256 hashes in a tokens file, one per line:
+//!
+//! ```text
+//! # sha256:<64 hex> <name> [admin]
+//! sha256:9f86d0…0f00a08 ci-pipeline
+//! sha256:2c26b4…e7ae    ops admin
+//! ```
+//!
+//! A presented token is hashed and compared with every configured hash in
+//! constant time (no early exit, no length leak: the hashes are all 32
+//! bytes). Tokens are 256-bit random strings (`ferry token create`), so a
+//! fast hash is enough: there is nothing to brute-force. The caller's name
+//! owns the jobs it submits; a non-admin caller sees only its own jobs.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use ferry_application::jobs::Access;
+
+use super::{ApiError, AppState};
+
+/// Prefix of tokens made by `ferry token create`.
+pub const TOKEN_PREFIX: &str = "fy_";
+
+/// One configured token.
+#[derive(Clone)]
+struct TokenEntry {
+    name: String,
+    hash: [u8; 32],
+    admin: bool,
+}
+
+/// The configured tokens.
+#[derive(Clone, Default)]
+pub struct Tokens(Vec<TokenEntry>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: even hashes stay out of logs.
+        f.debug_list()
+            .entries(self.0.iter().map(|t| &t.name))
+            .finish()
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name; `None` when the API is open (no tokens).
+    pub name: Option<String>,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The caller of an open API: sees everything, owns nothing.
+    pub fn anonymous() -> Self {
+        Self {
+            name: None,
+            admin: true,
+        }
+    }
+
+    /// What this caller may see.
+    pub fn access(&self) -> Access {
+        match (&self.name, self.admin) {
+            (Some(name), false) => Access::Owner(name.clone()),
+            _ => Access::All,
+        }
+    }
+
+    /// The key of per-caller limits.
+    fn limit_key(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "anonymous".into())
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The tokens-file line for `token`.
+pub fn token_line(token: &str, name: &str, admin: bool) -> String {
+    let hash = hex::encode(sha256(token.as_bytes()));
+    if admin {
+        format!("sha256:{hash} {name} admin")
+    } else {
+        format!("sha256:{hash} {name}")
+    }
+}
+
+/// A fresh random token (256 bits, URL-safe).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+impl Tokens {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Parses a tokens file; errors name the line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut entries: Vec<TokenEntry> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |what: &str| format!("line {}: {what}", n + 1);
+            let mut fields = line.split_whitespace();
+            let hash = fields
+                .next()
+                .and_then(|h| h.strip_prefix("sha256:"))
+                .ok_or_else(|| at("expected `sha256:<64 hex> <name> [admin]`"))?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(hash, &mut bytes).map_err(|_| {
+                at("the hash must be 64 hex characters (ferry token create makes one)")
+            })?;
+            let name = fields.next().ok_or_else(|| at("the token has no name"))?;
+            if !valid_name(name) {
+                return Err(at("a token name is 1-64 letters, digits or `-_.@`"));
+            }
+            let admin = match fields.next() {
+                None => false,
+                Some("admin") => true,
+                Some(_) => return Err(at("the only flag after the name is `admin`")),
+            };
+            if fields.next().is_some() {
+                return Err(at("unexpected text after the name and flag"));
+            }
+            if entries.iter().any(|e| e.name == name) {
+                return Err(at(&format!("the name `{name}` is used twice")));
+            }
+            entries.push(TokenEntry {
+                name: name.to_owned(),
+                hash: bytes,
+                admin,
+            });
+        }
+        Ok(Self(entries))
+    }
+
+    /// The caller a presented token stands for. Every configured hash is
+    /// compared, in constant time.
+    pub fn verify(&self, presented: &str) -> Option<Caller> {
+        let hash = sha256(presented.as_bytes());
+        let mut found: Option<&TokenEntry> = None;
+        for entry in &self.0 {
+            if bool::from(entry.hash.ct_eq(&hash)) {
+                found = Some(entry);
+            }
+        }
+        found.map(|e| Caller {
+            name: Some(e.name.clone()),
+            admin: e.admin,
+        })
+    }
+}
+
+/// Per-caller limits: job submissions per minute and concurrent streams.
+#[derive(Debug)]
+pub struct Limits {
+    submissions: Option<DefaultKeyedRateLimiter<String>>,
+    max_streams: usize,
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A held stream slot; freed when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    key: String,
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = match self.streams.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(n) = streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Limits {
+    /// `jobs_per_minute` 0 and `max_streams` 0 mean unlimited.
+    pub fn new(jobs_per_minute: u32, max_streams: usize) -> Self {
+        Self {
+            submissions: NonZeroU32::new(jobs_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            max_streams,
+            streams: Arc::default(),
+        }
+    }
+
+    /// One submission by `caller`, or how long to wait.
+    pub fn submit(&self, caller: &Caller) -> Result<(), ApiError> {
+        let Some(limiter) = &self.submissions else {
+            return Ok(());
+        };
+        limiter.check_key(&caller.limit_key()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let secs = wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64;
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many jobs submitted; retry in {secs} s"),
+            )
+            .retry_after(secs)
+        })
+    }
+
+    /// A stream slot for `caller`, or 429.
+    pub fn stream(&self, caller: &Caller) -> Result<StreamSlot, ApiError> {
+        let key = caller.limit_key();
+        let mut streams = match self.streams.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let n = streams.entry(key.clone()).or_insert(0);
+        if self.max_streams > 0 && *n >= self.max_streams {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this caller already has {} open event streams (the limit); close one first",
+                    self.max_streams
+                ),
+            )
+            .retry_after(1));
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            key,
+            streams: self.streams.clone(),
+        })
+    }
+}
+
+/// Which requests need a token.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `None`: the API is open (loopback without tokens, or --auth off).
+    pub tokens: Option<Tokens>,
+    /// `/metrics` answers without a token.
+    pub public_metrics: bool,
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Puts the [`Caller`] in the request's extensions, or answers 401.
+/// `/healthz`, `/readyz` and `/v1/openapi.json` are open; `/metrics` is open
+/// when configured so.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open_path = matches!(path, "/healthz" | "/readyz" | "/v1/openapi.json")
+        || (path == "/metrics" && state.auth.public_metrics);
+    let caller = match &state.auth.tokens {
+        None => Caller::anonymous(),
+        Some(_) if open_path => Caller::anonymous(),
+        Some(tokens) => {
+            let presented = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim);
+            let Some(presented) = presented else {
+                return unauthorized(
+                    "this server needs a token: send `Authorization: Bearer <token>`",
+                );
+            };
+            match tokens.verify(presented) {
+                Some(caller) => caller,
+                None => return unauthorized("the token is not valid"),
+            }
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_by_hash() {
+        let ci = new_token();
+        let ops = new_token();
+        assert!(ci.starts_with(TOKEN_PREFIX) && ci.len() == 3 + 64);
+        let file = format!(
+            "# comment\n\n{}\n{}\n",
+            token_line(&ci, "ci", false),
+            token_line(&ops, "ops", true)
+        );
+        assert!(!file.contains(&ci) && !file.contains(&ops));
+        let tokens = Tokens::parse(&file).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(
+            tokens.verify(&ci),
+            Some(Caller {
+                name: Some("ci".into()),
+                admin: false
+            })
+        );
+        assert!(tokens.verify(&ops).unwrap().admin);
+        assert_eq!(tokens.verify("fy_wrong"), None);
+        assert_eq!(tokens.verify(""), None);
+        assert!(!format!("{tokens:?}").contains("sha256"));
+    }
+
+    #[test]
+    fn bad_token_files_name_the_line() {
+        let cases = [
+            ("nothash ci", "line 1: expected"),
+            ("sha256:abcd ci", "line 1: the hash must be 64 hex"),
+            (
+                &format!("sha256:{} ", "a".repeat(64)),
+                "line 1: the token has no name",
+            ),
+            (
+                &format!("#\nsha256:{} ci root", "a".repeat(64)),
+                "line 2: the only flag",
+            ),
+            (
+                &format!("sha256:{} ci\nsha256:{} ci", "a".repeat(64), "b".repeat(64)),
+                "line 2: the name `ci` is used twice",
+            ),
+            (
+                &format!("sha256:{} bad/name", "a".repeat(64)),
+                "line 1: a token name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Tokens::parse(text).unwrap_err();
+            assert!(err.starts_with(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn scoped_callers_see_their_own_jobs() {
+        let scoped = Caller {
+            name: Some("ci".into()),
+            admin: false,
+        };
+        assert_eq!(scoped.access(), Access::Owner("ci".into()));
+        assert_eq!(Caller::anonymous().access(), Access::All);
+    }
+
+    #[test]
+    fn stream_slots_are_counted_per_caller_and_freed() {
+        let limits = Limits::new(0, 2);
+        let a = Caller {
+            name: Some("a".into()),
+            admin: false,
+        };
+        let one = limits.stream(&a).unwrap();
+        let _two = limits.stream(&a).unwrap();
+        assert_eq!(limits.stream(&a).unwrap_err().code, "too_many_streams");
+        assert!(limits.stream(&Caller::anonymous()).is_ok());
+        drop(one);
+        assert!(limits.stream(&a).is_ok());
+    }
+
+    #[test]
+    fn submissions_are_rate_limited_per_caller() {
+        let limits = Limits::new(3, 0);
+        let a = Caller {
+            name: Some("a".into()),
+            admin: false,
+        };
+        for _ in 0..3 {
+            limits.submit(&a).unwrap();
+        }
+        let err = limits.submit(&a).unwrap_err();
+        assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(err.retry_after.is_some_and(|s| s >= 1));
+        assert!(limits.submit(&Caller::anonymous()).is_ok());
+    }
+}
