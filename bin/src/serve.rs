@@ -98,6 +98,11 @@ fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
 }
 
 pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
+    // Configuration that can be refused is checked before anything starts.
+    let auth = match auth_config(&args) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
     let data_dir = args.data_dir.clone();
     if let Err(e) = std::fs::create_dir_all(&data_dir) {
         return fail(format!(
@@ -121,10 +126,6 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     let store = match SqlJobStore::connect(&database_url).await {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(format!("--database-url: {e}")),
-    };
-    let auth = match auth_config(&args) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
     };
     let guard = (args.source_guard == Toggle::On).then(|| {
         SourceGuard::new(EgressPolicy::with_allowed(
@@ -177,6 +178,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         progress_interval: args.progress_interval,
         live_capacity: usize::try_from(args.stream_buffer).unwrap_or(4096),
         watch_max_lag: args.stream_max_lag,
+        allow_file_sources: file_source.is_some(),
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;

@@ -33,8 +33,19 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_on(ferry, "127.0.0.1:0", data_dir, extra, env)
+    }
+
+    /// [`Server::start_with_env`] listening on `listen` (e.g. `0.0.0.0:0`).
+    pub fn start_on(
+        ferry: &str,
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(ferry)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             // Test origins listen on loopback, which the SSRF guard refuses

@@ -118,6 +118,7 @@ pub fn job_json(record: &JobRecord) -> Value {
         "id": record.job.id.as_str(),
         "status": record.job.status().as_str(),
         "destination": record.destination.to_string(),
+        "owner": record.owner,
         "created_at_ms": record.created_at_ms,
         "updated_at_ms": record.updated_at_ms,
         "failure": record.job.failure(),

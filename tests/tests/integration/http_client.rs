@@ -277,3 +277,109 @@ async fn connections_are_reused_but_not_past_the_maximum_age() {
         "an old connection takes no new request"
     );
 }
+
+/// Answers each lookup with the next address of a script (the last one
+/// repeats): DNS rebinding.
+struct Rebinding(std::sync::Mutex<Vec<std::net::IpAddr>>);
+
+#[async_trait::async_trait]
+impl ferry_adapters::egress::Lookup for Rebinding {
+    async fn lookup(&self, _host: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        let mut script = self.0.lock().unwrap();
+        let ip = if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script[0]
+        };
+        Ok(vec![ip])
+    }
+}
+
+#[tokio::test]
+async fn dns_rebinding_to_loopback_is_refused_at_connect_time() {
+    use ferry_adapters::SourceGuard;
+    use ferry_domain::{AllowEntry, EgressPolicy};
+
+    // The "public" origin is 127.0.0.2 (allowed); the canary listens on
+    // the same port on 127.0.0.1, where the second answer points.
+    let origin = Origin::bind("127.0.0.2:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    let canary = Origin::bind(format!("127.0.0.1:{port}").parse().unwrap(), None)
+        .await
+        .unwrap();
+    let data = generate(10_000, 77);
+    origin.serve("/x", data.clone(), Behavior::Normal);
+    canary.serve("/x", "canary", Behavior::Normal);
+
+    let lookup = Rebinding(std::sync::Mutex::new(vec![
+        "127.0.0.2".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+    ]));
+    let guard = SourceGuard::with_lookup(
+        EgressPolicy::with_allowed(vec![AllowEntry::parse("127.0.0.2").unwrap()]),
+        std::sync::Arc::new(lookup),
+    );
+    let client = PooledHttpClient::new(HttpClientConfig {
+        guard: Some(guard),
+        // A new pool (so a new lookup) for every request.
+        max_connection_age: Duration::ZERO,
+        retries: 0,
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let url = format!("http://rebind.test:{port}/x");
+    let first = client.open(whole(&url)).await.unwrap();
+    assert_eq!(body(first).await.unwrap(), data);
+    let second = client.open(whole(&url)).await.unwrap_err();
+    assert!(
+        matches!(&second, DownloadError::Forbidden { reason, .. } if reason.contains("loopback")),
+        "{second}"
+    );
+    assert_eq!(second.class(), ErrorClass::Client);
+    assert_eq!(canary.connections(), 0, "the rebound address was reached");
+    assert_eq!(origin.connections(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_checked_hop_by_hop() {
+    use ferry_adapters::SourceGuard;
+    use ferry_domain::{AllowEntry, EgressPolicy};
+
+    let origin = Origin::bind("127.0.0.2:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let canary = Origin::start().await.unwrap();
+    canary.serve("/secret", "canary", Behavior::Normal);
+    origin.serve(
+        "/to-loopback",
+        "",
+        Behavior::Redirect {
+            to: canary.url("/secret"),
+        },
+    );
+    origin.serve(
+        "/to-localhost",
+        "",
+        Behavior::Redirect {
+            to: format!("http://localhost:{}/secret", canary.addr().port()),
+        },
+    );
+    let client = PooledHttpClient::new(HttpClientConfig {
+        guard: Some(SourceGuard::new(EgressPolicy::with_allowed(vec![
+            AllowEntry::parse("127.0.0.2").unwrap(),
+        ]))),
+        retries: 0,
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    for path in ["/to-loopback", "/to-localhost"] {
+        let err = client.open(whole(&origin.url(path))).await.unwrap_err();
+        assert!(
+            matches!(&err, DownloadError::Forbidden { reason, .. } if reason.contains("loopback")),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(canary.connections(), 0);
+}

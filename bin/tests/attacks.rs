@@ -1,0 +1,782 @@
+//! The attack suite: `ferry serve` as a process, attacked over real sockets.
+//!
+//! - SSRF: every spelling of loopback, link-local metadata, a redirect from
+//!   an allowed origin, an export provider on loopback; a canary listener on
+//!   loopback must see zero connections.
+//! - Authentication: missing, wrong and other-tenant tokens; 0.0.0.0 without
+//!   tokens refuses to start, with tokens refuses anonymous submissions.
+//! - Limits: bodies, header count and size, URL and key length, traversal
+//!   and CR/LF keys, files per job, submissions per minute, streams per
+//!   caller, 1,000 slowloris sockets while /healthz keeps answering, idle
+//!   keep-alive connections closed.
+//! - Secrets: every log line, API answer and /metrics output of the suite is
+//!   scanned for the secrets it used.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::serve_process::Server;
+use ferry_tests::{generate, sha256_hex};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Secrets the suite puts in URLs and tokens; none may come back out.
+const URL_SECRETS: [&str; 5] = [
+    "hunter2-pass",
+    "AKIASECRETCREDENTIAL",
+    "deadbeefsignature0123",
+    "tok-secret-7781",
+    "sigsecret-4412",
+];
+
+/// A listener on loopback that counts every connection made to it.
+struct Canary {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Canary {
+    async fn start() -> Self {
+        let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let mut listeners = vec![v4];
+        // [::1] on the same port where the machine has IPv6.
+        if let Ok(v6) =
+            TcpListener::bind(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port))).await
+        {
+            listeners.push(v6);
+        }
+        for listener in listeners {
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                while let Ok((mut socket, _)) = listener.accept().await {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\ncanary")
+                        .await;
+                }
+            });
+        }
+        Self { port, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A tokens file with three callers; returns (alice, bob, admin) tokens.
+fn tokens_file(dir: &Path) -> (std::path::PathBuf, [String; 3]) {
+    let mut lines = Vec::new();
+    let mut tokens = Vec::new();
+    for (name, admin) in [("alice", false), ("bob", false), ("ops", true)] {
+        let mut args = vec!["token", "create", name];
+        if admin {
+            args.push("--admin");
+        }
+        let out = std::process::Command::new(FERRY)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ferry token create failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut it = text.lines();
+        let token = it.next().unwrap().to_owned();
+        let line = it.next().unwrap().to_owned();
+        assert!(
+            !line.contains(&token),
+            "the tokens file must hold only the hash"
+        );
+        tokens.push(token);
+        lines.push(line);
+    }
+    let path = dir.join("tokens");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    (path, tokens.try_into().unwrap())
+}
+
+/// Everything the suite saw from the server, for the secret scan.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<String>>);
+
+impl Seen {
+    fn add(&self, text: impl Into<String>) {
+        self.0.lock().unwrap().push(text.into());
+    }
+
+    fn assert_clean(&self, secrets: &[&str]) {
+        let all = self.0.lock().unwrap().join("\n");
+        assert!(!all.is_empty());
+        for secret in secrets {
+            assert!(
+                !all.contains(secret),
+                "secret {secret:?} leaked; context: {}",
+                context(&all, secret)
+            );
+        }
+    }
+}
+
+fn context(all: &str, needle: &str) -> String {
+    let at = all.find(needle).unwrap_or(0);
+    all[at.saturating_sub(200)..(at + 200).min(all.len())].to_owned()
+}
+
+async fn call(
+    seen: &Seen,
+    req: reqwest::RequestBuilder,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    seen.add(text.clone());
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+async fn wait_terminal(
+    seen: &Seen,
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Value {
+    for _ in 0..600 {
+        let mut req = http.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (_, _, job) = call(seen, req).await;
+        if matches!(
+            job["status"].as_str(),
+            Some("completed" | "completed_with_errors" | "failed" | "cancelled")
+        ) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job never ended: {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ssrf_matrix_never_reaches_the_canary() {
+    let canary = Canary::start().await;
+    let p = canary.port;
+    // The one origin the operator allowed: 127.0.0.2.
+    let origin = Origin::bind("127.0.0.2:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let data = generate(200_000, 3);
+    origin.serve("/ok.bin", data.clone(), Behavior::Normal);
+    origin.serve(
+        "/hop",
+        "",
+        Behavior::Redirect {
+            to: format!("http://127.0.0.1:{p}/after-redirect"),
+        },
+    );
+    origin.serve(
+        "/hop-mapped",
+        "",
+        Behavior::Redirect {
+            to: format!("http://[::ffff:127.0.0.1]:{p}/after-redirect"),
+        },
+    );
+    origin.serve(
+        "/hop-file",
+        "",
+        Behavior::Redirect {
+            to: "file:///etc/passwd".into(),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        FERRY,
+        dir.path(),
+        &["--log-format", "json"],
+        &[
+            ("FERRY_ALLOW_SOURCE", "127.0.0.2"),
+            (
+                "FERRY_LOG",
+                "debug,hyper=info,h2=info,sqlx=warn,aws_config=error,aws_smithy_runtime=error",
+            ),
+        ],
+    );
+    let seen = Seen::default();
+    let http = reqwest::Client::new();
+
+    let attacks = [
+        format!("http://localhost:{p}/name"),
+        format!("http://127.0.0.1:{p}/v4"),
+        format!("http://[::1]:{p}/v6"),
+        format!("http://[::ffff:127.0.0.1]:{p}/mapped"),
+        format!("http://[::127.0.0.1]:{p}/compatible"),
+        format!("http://0x7f000001:{p}/hex"),
+        format!("http://2130706433:{p}/decimal"),
+        format!("http://0177.0.0.1:{p}/octal"),
+        format!("http://127.1:{p}/short"),
+        format!("http://0.0.0.0:{p}/unspecified"),
+        format!(
+            "http://u:hunter2-pass@127.0.0.1:{p}/userinfo?X-Amz-Credential=AKIASECRETCREDENTIAL&X-Amz-Signature=deadbeefsignature0123"
+        ),
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/".to_owned(),
+        "http://[fd00:ec2::254]/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/internal".to_owned(),
+        "http://100.100.100.200/alibaba-metadata".to_owned(),
+        origin.url("/hop"),
+        origin.url("/hop-mapped"),
+        format!("{}?token=tok-secret-7781", origin.url("/hop")),
+    ];
+    let mut files: Vec<Value> = attacks
+        .iter()
+        .enumerate()
+        .map(|(i, url)| json!({ "source": url, "key": format!("attack/{i}") }))
+        .collect();
+    files.push(json!({ "source": origin.url("/hop-file"), "key": "attack/file-redirect" }));
+    files.push(json!({ "source": origin.url("/ok.bin"), "key": "allowed.bin", "sha256": sha256_hex(&data) }));
+    let (status, _, job) = call(
+        &seen,
+        http.post(format!("{}/v1/jobs", server.url))
+            .json(&json!({ "files": files, "destination": "ssrf" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_terminal(&seen, &http, &format!("{}/v1/jobs/{id}", server.url), None).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    let results = done["files"].as_array().unwrap();
+    for (i, file) in results.iter().enumerate().take(attacks.len()) {
+        assert_eq!(
+            file["error"]["code"], "source_forbidden",
+            "attack {} was not refused by the guard: {file}",
+            attacks[i]
+        );
+        let message = file["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("address, which ferry does not fetch from"),
+            "{message}"
+        );
+        // The class is named; the resolved address is not.
+        assert!(
+            !message.contains(&format!("127.0.0.1:{p}")) || i != 0,
+            "{message}"
+        );
+    }
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loopback"),
+        "{}",
+        results[0]
+    );
+    assert!(
+        results[11]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("link-local"),
+        "{}",
+        results[11]
+    );
+    // A redirect to file:// is never followed (refused by the policy, or
+    // left as the 302 it is).
+    let file_hop = &results[attacks.len()];
+    assert_eq!(file_hop["status"], "failed", "{file_hop}");
+    let message = file_hop["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("file://") || message.contains("HTTP 302"),
+        "{file_hop}"
+    );
+    assert!(!dir.path().join("files/ssrf/attack/file-redirect").exists());
+    let allowed = &results[attacks.len() + 1];
+    assert_eq!(allowed["status"], "succeeded", "{allowed}");
+    assert_eq!(
+        std::fs::read(dir.path().join("files/ssrf/allowed.bin")).unwrap(),
+        data
+    );
+
+    // An export provider on loopback is refused the same way.
+    let (status, _, job) = call(
+        &seen,
+        http.post(format!("{}/v1/jobs", server.url)).json(&json!({
+            "export": { "start_url": format!("http://127.0.0.1:{p}/exports?sig=sigsecret-4412") },
+            "destination": "ssrf-export"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_terminal(&seen, &http, &format!("{}/v1/jobs/{id}", server.url), None).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["failure"].as_str().unwrap().contains("not allowed"),
+        "{done}"
+    );
+
+    // file:// is refused by the API without --file-root.
+    let (status, _, job) = call(
+        &seen,
+        http.post(format!("{}/v1/jobs", server.url)).json(&json!({
+            "files": [{ "source": "file:///etc/passwd", "key": "passwd" }],
+            "destination": "ssrf-file"
+        })),
+    )
+    .await;
+    if status == StatusCode::ACCEPTED {
+        let id = job["id"].as_str().unwrap();
+        let done = wait_terminal(&seen, &http, &format!("{}/v1/jobs/{id}", server.url), None).await;
+        assert_eq!(
+            done["files"][0]["error"]["code"], "source_forbidden",
+            "{done}"
+        );
+    } else {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{job}");
+    }
+    assert!(!dir.path().join("files/ssrf-file/passwd").exists());
+
+    let (_, _, metrics) = call(&seen, http.get(format!("{}/metrics", server.url))).await;
+    assert!(metrics.as_str().unwrap().contains("ferry_"));
+    assert_eq!(canary.hits(), 0, "the canary on loopback was reached");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    seen.add(server.log());
+    seen.assert_clean(&URL_SECRETS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sources_stay_inside_the_file_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("exports");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("inside.txt"), b"inside").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
+    let server = Server::start(
+        FERRY,
+        &dir.path().join("data"),
+        &["--file-root", root.to_str().unwrap()],
+    );
+    let url = |p: &Path| format!("file://{}", p.display());
+    let job = server
+        .submit(&json!({
+            "files": [
+                { "source": url(&root.join("inside.txt")), "key": "inside.txt" },
+                { "source": url(&root.join("link.txt")), "key": "link.txt" },
+                { "source": url(&root.join("../secret.txt")), "key": "dotdot.txt" },
+                { "source": url(&dir.path().join("secret.txt")), "key": "direct.txt" },
+            ],
+            "destination": "files"
+        }))
+        .await;
+    let done = server.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["files"][0]["status"], "succeeded", "{done}");
+    for i in 1..4 {
+        assert_eq!(
+            done["files"][i]["error"]["code"], "source_forbidden",
+            "{done}"
+        );
+    }
+    let out = dir.path().join("data/files/files");
+    assert_eq!(std::fs::read(out.join("inside.txt")).unwrap(), b"inside");
+    assert!(!out.join("link.txt").exists() && !out.join("direct.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_are_required_and_scoped() {
+    let origin = Origin::start().await.unwrap();
+    let data = generate(10_000, 9);
+    origin.serve("/a.bin", data.clone(), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, [alice, bob, ops]) = tokens_file(dir.path());
+    let server = Server::start(
+        FERRY,
+        &dir.path().join("data"),
+        &[
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--jobs-per-minute",
+            "3",
+            "--max-streams-per-caller",
+            "1",
+        ],
+    );
+    let seen = Seen::default();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", server.url);
+    let job_body = json!({ "files": [{ "source": origin.url("/a.bin"), "key": "a.bin" }], "destination": "tok" });
+
+    // Missing and wrong tokens.
+    let (status, headers, body) = call(&seen, http.post(url("/v1/jobs")).json(&job_body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _, _) = call(
+        &seen,
+        http.post(url("/v1/jobs"))
+            .bearer_auth("fy_0000")
+            .json(&job_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(
+        &seen,
+        http.get(url("/v1/jobs"))
+            .header("authorization", "Basic YWxpY2U6eA=="),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(&seen, http.get(url("/metrics"))).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "/metrics is protected unless --public-metrics"
+    );
+    for open in ["/healthz", "/readyz", "/v1/openapi.json"] {
+        let (status, _, _) = call(&seen, http.get(url(open))).await;
+        assert_eq!(status, StatusCode::OK, "{open}");
+    }
+
+    // Alice's job: hers and the admin's, nobody else's.
+    let (status, _, job) = call(
+        &seen,
+        http.post(url("/v1/jobs"))
+            .bearer_auth(&alice)
+            .json(&job_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["owner"], "alice");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = wait_terminal(&seen, &http, &url(&format!("/v1/jobs/{id}")), Some(&alice)).await;
+    assert_eq!(done["status"], "completed");
+    for path in [format!("/v1/jobs/{id}"), format!("/v1/jobs/{id}/events")] {
+        let (status, _, body) = call(&seen, http.get(url(&path)).bearer_auth(&bob)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "bob read {path}: {body}");
+    }
+    let (status, _, _) = call(
+        &seen,
+        http.delete(url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&bob),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&bob)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
+    let (status, _, _) = call(&seen, http.get(url("/v1/events")).bearer_auth(&bob)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&alice)).await;
+    assert_eq!(list["jobs"][0]["id"], id.as_str());
+    let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&ops)).await;
+    assert_eq!(list["jobs"][0]["id"], id.as_str());
+    let (status, _, _) = call(
+        &seen,
+        http.get(url(&format!("/v1/jobs/{id}"))).bearer_auth(&ops),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, metrics) = call(&seen, http.get(url("/metrics")).bearer_auth(&ops)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ferry_http_request_duration_seconds")
+    );
+
+    // Streams per caller: one open stream, a second is refused.
+    let first = http
+        .get(url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // The job has ended: the stream ends after its terminal event, and
+    // the slot is freed when it does.
+    let text = first.text().await.unwrap();
+    seen.add(text);
+    let open = http
+        .get(url("/v1/events"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let (status, headers, body) = call(&seen, http.get(url("/v1/events")).bearer_auth(&ops)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    assert!(headers.contains_key("retry-after"));
+    drop(open);
+
+    // Submissions per minute: alice has used 1 of 3.
+    for _ in 0..2 {
+        let (status, _, _) = call(
+            &seen,
+            http.post(url("/v1/jobs"))
+                .bearer_auth(&alice)
+                .json(&job_body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, headers, body) = call(
+        &seen,
+        http.post(url("/v1/jobs"))
+            .bearer_auth(&alice)
+            .json(&job_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Bob's budget is his own.
+    let (status, _, _) = call(
+        &seen,
+        http.post(url("/v1/jobs")).bearer_auth(&bob).json(&job_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // ferry job with and without the token.
+    let out = std::process::Command::new(FERRY)
+        .args(["job", "--server", &server.url, "status", &id])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+    let out = std::process::Command::new(FERRY)
+        .args(["job", "--server", &server.url, "status", &id])
+        .env("FERRY_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    seen.add(server.log());
+    seen.assert_clean(&[alice.as_str(), bob.as_str(), ops.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_listen_needs_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(FERRY)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--tokens"),
+        "{stderr}"
+    );
+
+    let (tokens, [alice, _, _]) = tokens_file(dir.path());
+    let server = Server::start_on(
+        FERRY,
+        "0.0.0.0:0",
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+        &[],
+    );
+    let port = server.addr().rsplit(':').next().unwrap().to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let body = json!({ "files": [{ "source": "https://example.com/x", "key": "x" }] });
+    let resp = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_with_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        FERRY,
+        dir.path(),
+        &[
+            "--max-body",
+            "64KiB",
+            "--max-files-per-job",
+            "3",
+            "--max-headers",
+            "32",
+            "--max-header-bytes",
+            "8KiB",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let jobs = format!("{}/v1/jobs", server.url);
+    let submit = |files: Value| http.post(&jobs).json(&json!({ "files": files }));
+    let expect_400 = |field: &'static str| {
+        move |(status, body): (StatusCode, Value)| {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"]["field"].as_str().unwrap(), field, "{body}");
+        }
+    };
+    async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+    let long_url = format!("https://example.com/{}", "a".repeat(9000));
+    expect_400("files[0].source")(send(submit(json!([{ "source": long_url, "key": "k" }]))).await);
+    for key in [
+        "../etc/passwd",
+        "a/../../b",
+        "/abs/path",
+        "a\r\nX-Injected: 1",
+        "nul\0byte",
+        &"k".repeat(1025),
+    ] {
+        expect_400("files[0].key")(
+            send(submit(
+                json!([{ "source": "https://example.com/x", "key": key }]),
+            ))
+            .await,
+        );
+    }
+    expect_400("files[0].source")(
+        send(submit(
+            json!([{ "source": "gopher://example.com/x", "key": "k" }]),
+        ))
+        .await,
+    );
+    let four: Vec<Value> = (0..4)
+        .map(|i| json!({ "source": "https://example.com/x", "key": format!("k{i}") }))
+        .collect();
+    expect_400("files")(send(submit(json!(four))).await);
+
+    let (status, body) = send(
+        http.post(&jobs)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 100 * 1024]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    // Too many headers, and one header too large: 431 from hyper.
+    let mut req = http.get(format!("{}/healthz", server.url));
+    for i in 0..40 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(
+        req.send().await.unwrap().status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let big = "v".repeat(10 * 1024);
+    let status = http
+        .get(format!("{}/healthz", server.url))
+        .header("x-big", big)
+        .send()
+        .await
+        .map(|r| r.status());
+    assert!(
+        matches!(
+            status,
+            Ok(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) | Err(_)
+        ),
+        "{status:?}"
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_slowloris_sockets_do_not_stop_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &["--header-read-timeout", "3s"]);
+    let addr = server.addr();
+    let mut sockets = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        sockets.push(s);
+    }
+    // Dribble a byte on each while /healthz is asked on fresh connections.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for round in 0..5 {
+        for s in sockets.iter_mut().step_by(7) {
+            let _ = s.write_all(b"a").await;
+        }
+        let started = std::time::Instant::now();
+        let resp = http.get(format!("{}/healthz", server.url)).send().await;
+        let status = resp.map(|r| r.status());
+        assert_eq!(status.ok(), Some(StatusCode::OK), "round {round}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // After the header-read timeout the server has closed them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut closed = 0;
+    for s in &mut sockets {
+        let mut buf = [0u8; 256];
+        // Whatever the server said last, the socket must reach EOF.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    assert_eq!(closed, sockets.len(), "slowloris sockets left open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &["--header-read-timeout", "1s"]);
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle: no next request. The server closes the connection.
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+}
