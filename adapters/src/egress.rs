@@ -184,29 +184,29 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The guard's refusal somewhere in an error's causes, if that is why it
-/// failed.
-pub fn denied_in(error: &(dyn std::error::Error + 'static)) -> Option<SourceDenied> {
+/// The first cause of type `T` in an error's chain.
+fn cause<T: std::error::Error + Clone + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<T> {
     let mut current = Some(error);
     while let Some(e) = current {
-        if let Some(denied) = e.downcast_ref::<SourceDenied>() {
-            return Some(denied.clone());
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found.clone());
         }
         current = e.source();
     }
     None
 }
 
+/// The guard's refusal somewhere in an error's causes, if that is why it
+/// failed.
+pub fn denied_in(error: &(dyn std::error::Error + 'static)) -> Option<SourceDenied> {
+    cause::<SourceDenied>(error)
+}
+
 /// A refused redirect scheme somewhere in an error's causes.
 pub fn refused_scheme_in(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(refused) = e.downcast_ref::<RedirectSchemeRefused>() {
-            return Some(refused.to_string());
-        }
-        current = e.source();
-    }
-    None
+    cause::<RedirectSchemeRefused>(error).map(|r| r.to_string())
 }
 
 #[cfg(test)]

@@ -306,6 +306,15 @@ async fn ssrf_matrix_never_reaches_the_canary() {
         data
     );
 
+    // The event history (NDJSON, ends after the terminal event) goes to
+    // the secret scan too.
+    let (_, _, events) = call(
+        &seen,
+        http.get(format!("{}/v1/jobs/{id}/events?after=0", server.url)),
+    )
+    .await;
+    assert!(events.as_str().unwrap().contains("job_completed"));
+
     // An export provider on loopback is refused the same way.
     let (status, _, job) = call(
         &seen,

@@ -17,13 +17,14 @@ pub fn spec() -> Value {
         "openapi": "3.1.0",
         "info": { "title": "ferry", "version": env!("CARGO_PKG_VERSION"),
                   "description": "Moves files from URLs into storage in one verified streaming pass." },
+        "security": [ { "bearer": [] } ],
         "paths": {
-            "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "alive" } } } },
+            "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
             "/v1/jobs": {
                 "post": {
                     "summary": "Submit a job (stored durably before the 202)",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobRequest" } } } },
-                    "responses": { "202": job.clone(), "400": error_response("invalid request (field names the culprit, e.g. files[3].sha256)"), "413": error_response("body too large") }
+                    "responses": { "202": job.clone(), "400": error_response("invalid request (field names the culprit, e.g. files[3].sha256)"), "401": error_response("a token is needed (when the server has tokens)"), "413": error_response("body too large"), "429": error_response("too many jobs submitted by this caller; see Retry-After") }
                 },
                 "get": {
                     "summary": "List jobs, newest first",
@@ -44,7 +45,10 @@ pub fn spec() -> Value {
                     "responses": { "200": job, "404": error_response("no such job"), "409": error_response("the job already ended") } }
             }
         },
-        "components": { "schemas": {
+        "components": {
+          "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
+            "description": "needed when the server has tokens (ferry serve --tokens); a non-admin token sees only the jobs it submitted" } },
+          "schemas": {
             "JobStatus": { "type": "string", "enum": ["pending", "exporting", "downloading", "completed", "completed_with_errors", "failed", "cancelled"] },
             "JobRequest": { "type": "object", "additionalProperties": false,
                 "description": "either `files` or `export`",
@@ -70,6 +74,7 @@ pub fn spec() -> Value {
                 "id": { "type": "string" }, "status": { "$ref": "#/components/schemas/JobStatus" },
                 "destination": { "type": "string" }, "created_at_ms": { "type": "integer" }, "updated_at_ms": { "type": "integer" },
                 "failure": { "type": ["string", "null"] }, "has_task_token": { "type": "boolean" },
+                "owner": { "type": ["string", "null"], "description": "the name of the token that submitted it" },
                 "summary": { "type": "object" }, "export": { "type": ["object", "null"] }, "files": { "type": "array", "items": { "type": "object" } } } },
             "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
                 "code": { "type": "string" }, "message": { "type": "string" }, "field": { "type": ["string", "null"] } } } } }
