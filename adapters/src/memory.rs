@@ -94,10 +94,132 @@ impl MemoryBudget {
     }
 }
 
+/// The process's resident set size, from `/proc/self/status` (`None` where
+/// there is no procfs).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// How close memory is to its ceiling, in spec 001's thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MemoryAlert {
+    Normal,
+    /// 60 % of the ceiling.
+    Warning,
+    /// 75 %.
+    Critical,
+    /// 85 %.
+    Emergency,
+}
+
+impl MemoryAlert {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryAlert::Normal => "normal",
+            MemoryAlert::Warning => "warning",
+            MemoryAlert::Critical => "critical",
+            MemoryAlert::Emergency => "emergency",
+        }
+    }
+
+    fn for_ratio(percent: u64) -> Self {
+        match percent {
+            0..60 => MemoryAlert::Normal,
+            60..75 => MemoryAlert::Warning,
+            75..85 => MemoryAlert::Critical,
+            _ => MemoryAlert::Emergency,
+        }
+    }
+}
+
+/// Tracks RSS against a ceiling and says when the alert level changes
+/// (rising at once, falling 5 points below a threshold, so a sample that
+/// hovers does not log on every tick).
+#[derive(Debug, Clone)]
+pub struct MemoryAlarm {
+    ceiling: u64,
+    level: MemoryAlert,
+}
+
+impl MemoryAlarm {
+    pub fn new(ceiling: u64) -> Self {
+        Self {
+            ceiling: ceiling.max(1),
+            level: MemoryAlert::Normal,
+        }
+    }
+
+    pub fn level(&self) -> MemoryAlert {
+        self.level
+    }
+
+    /// Takes a sample; returns the new level when it changed.
+    pub fn sample(&mut self, rss: u64) -> Option<MemoryAlert> {
+        let percent = rss.saturating_mul(100) / self.ceiling;
+        let raw = MemoryAlert::for_ratio(percent);
+        let next = if raw > self.level {
+            raw
+        } else if raw < self.level && MemoryAlert::for_ratio(percent + 5) < self.level {
+            MemoryAlert::for_ratio(percent + 5)
+        } else {
+            self.level
+        };
+        (next != self.level).then(|| {
+            self.level = next;
+            next
+        })
+    }
+}
+
+impl ferry_domain::ports::MemoryGaugePort for MemoryBudget {
+    fn in_use(&self) -> u64 {
+        MemoryBudget::in_use(self)
+    }
+
+    fn total(&self) -> u64 {
+        MemoryBudget::total(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn rss_is_read_from_procfs() {
+        let rss = rss_bytes().unwrap();
+        assert!(rss > 1024 * 1024 && rss < 4 << 30, "{rss}");
+    }
+
+    #[test]
+    fn alarm_thresholds_with_hysteresis() {
+        let mut alarm = MemoryAlarm::new(100);
+        let table = [
+            (10, None),
+            (59, None),
+            (60, Some(MemoryAlert::Warning)),
+            (57, None),
+            (80, Some(MemoryAlert::Critical)),
+            (90, Some(MemoryAlert::Emergency)),
+            (82, None),
+            (79, Some(MemoryAlert::Critical)),
+            (30, Some(MemoryAlert::Normal)),
+        ];
+        for (rss, expected) in table {
+            assert_eq!(alarm.sample(rss), expected, "rss {rss}");
+        }
+        assert_eq!(alarm.level(), MemoryAlert::Normal);
+    }
 
     #[tokio::test]
     async fn grants_are_returned_on_drop() {

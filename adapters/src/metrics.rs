@@ -72,6 +72,13 @@ pub struct Metrics {
     coalesced_seen: AtomicU64,
     lagged_seen: AtomicU64,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    rss: Gauge,
+    budget_total: Gauge,
+    budget_in_use: Gauge,
+    pressure_level: Gauge,
+    pressure_score: Gauge,
+    admitted: Gauge,
+    admission_cap: Gauge,
     started: Mutex<HashMap<(JobId, usize), Instant>>,
 }
 
@@ -105,6 +112,13 @@ impl Metrics {
             coalesced_seen: AtomicU64::new(0),
             lagged_seen: AtomicU64::new(0),
             requests: Family::new_with_constructor(request_histogram),
+            rss: Gauge::default(),
+            budget_total: Gauge::default(),
+            budget_in_use: Gauge::default(),
+            pressure_level: Gauge::default(),
+            pressure_score: Gauge::default(),
+            admitted: Gauge::default(),
+            admission_cap: Gauge::default(),
             started: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -168,6 +182,45 @@ impl Metrics {
             "HTTP requests by route template, method and status",
             m.requests.clone(),
         );
+        for (name, help, gauge) in [
+            (
+                "memory_rss_bytes",
+                "Resident set size of the process",
+                &m.rss,
+            ),
+            (
+                "memory_budget_bytes",
+                "The memory budget for file-byte buffers",
+                &m.budget_total,
+            ),
+            (
+                "memory_budget_in_use_bytes",
+                "Memory budget granted now",
+                &m.budget_in_use,
+            ),
+            (
+                "pressure_level",
+                "Backpressure level: 0 none, 1 light, 2 moderate, 3 heavy, 4 critical",
+                &m.pressure_level,
+            ),
+            (
+                "pressure_score",
+                "Backpressure score (0-100: memory 0-40, streams 0-30, latency 0-30)",
+                &m.pressure_score,
+            ),
+            (
+                "admitted_transfers",
+                "Transfers admitted by the backpressure gate now",
+                &m.admitted,
+            ),
+            (
+                "admission_cap",
+                "Transfers the current backpressure level admits",
+                &m.admission_cap,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         // Known label values start at zero, so every series exists from
         // the first scrape.
         for class in [
@@ -228,6 +281,26 @@ impl Metrics {
         self.coalesced.inc_by(coalesced.saturating_sub(prev));
         let prev = self.lagged_seen.swap(lagged, Ordering::Relaxed);
         self.lagged.inc_by(lagged.saturating_sub(prev));
+    }
+
+    /// Memory now: the process's RSS (if known) and the budget.
+    pub fn observe_memory(&self, rss: Option<u64>, budget_in_use: u64, budget_total: u64) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Some(rss) = rss {
+            self.rss.set(g(rss));
+        }
+        self.budget_in_use.set(g(budget_in_use));
+        self.budget_total.set(g(budget_total));
+    }
+
+    /// The backpressure gate now.
+    pub fn observe_pressure(&self, level: u8, score: u8, admitted: usize, cap: usize) {
+        self.pressure_level.set(i64::from(level));
+        self.pressure_score.set(i64::from(score));
+        self.admitted
+            .set(i64::try_from(admitted).unwrap_or(i64::MAX));
+        self.admission_cap
+            .set(i64::try_from(cap).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.

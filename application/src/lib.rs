@@ -3,12 +3,14 @@
 //! Architecture invariant: this crate depends only on `ferry-domain` (and
 //! pure libraries: hashing, futures). It never names an adapter technology.
 
+pub mod backpressure;
 pub mod chunking;
 pub mod hashing;
 pub mod jobs;
 pub mod process_file;
 pub mod size_guard;
 
+pub use backpressure::{Admission, Backpressure, BackpressureConfig, PressureReport};
 pub use chunking::{Rechunker, chunk_size_for};
 pub use hashing::{HashState, InvalidHashState, StreamHasher};
 pub use process_file::{ProcessFile, ProcessFileConfig};

@@ -16,6 +16,7 @@ use ferry_domain::ports::{
     StagedWrite, StorageError, WriteRequest,
 };
 
+use crate::backpressure::Backpressure;
 use crate::chunking::{Rechunker, chunk_size_for};
 use crate::hashing::{HashState, StreamHasher};
 use crate::size_guard::SizeGuard;
@@ -29,6 +30,8 @@ pub struct ProcessFileConfig {
     pub resume_attempts: u32,
     /// Compute MD5 for every file, not only when one is expected or asked.
     pub always_md5: bool,
+    /// Told how long each chunk took to process (its latency factor).
+    pub pressure: Option<Arc<Backpressure>>,
 }
 
 impl Default for ProcessFileConfig {
@@ -36,6 +39,7 @@ impl Default for ProcessFileConfig {
         Self {
             resume_attempts: 3,
             always_md5: false,
+            pressure: None,
         }
     }
 }
@@ -122,6 +126,7 @@ impl ProcessFile {
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
+                    let chunk_started = Instant::now();
                     if replayable {
                         snapshots.push_back(hasher.snapshot());
                     }
@@ -147,6 +152,9 @@ impl ProcessFile {
                         snapshots.clear();
                         body = self.reopen(command, meta, durable, target).await?;
                         continue;
+                    }
+                    if let Some(pressure) = &self.config.pressure {
+                        pressure.record_chunk(chunk_started.elapsed());
                     }
                     let durable = writer.durable_offset();
                     while snapshots.front().is_some_and(|s| s.bytes < durable) {

@@ -111,6 +111,23 @@ pub struct SourceGuardArgs {
     pub allow_source: Vec<AllowEntry>,
 }
 
+fn parse_caps(s: &str) -> Result<ferry_domain::AdmissionCaps, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let numbers: Option<Vec<usize>> = parts.iter().map(|p| p.parse().ok()).collect();
+    match numbers.as_deref() {
+        Some(&[light, moderate, heavy]) if light >= moderate && moderate >= heavy && heavy >= 1 => {
+            Ok(ferry_domain::AdmissionCaps {
+                light,
+                moderate,
+                heavy,
+            })
+        }
+        _ => Err(format!(
+            "`{s}` is not three caps LIGHT,MODERATE,HEAVY, decreasing and at least 1 (e.g. 6,3,1)"
+        )),
+    }
+}
+
 fn parse_allow(s: &str) -> Result<AllowEntry, String> {
     AllowEntry::parse(s).map_err(|e| e.to_string())
 }
@@ -197,6 +214,13 @@ pub struct ServeArgs {
     /// Event streams one caller may hold open at once (429 beyond; 0: no limit).
     #[arg(long, env = "FERRY_MAX_STREAMS_PER_CALLER", default_value_t = 64)]
     pub max_streams_per_caller: usize,
+    /// Transfers admitted at the LIGHT, MODERATE and HEAVY backpressure
+    /// levels (NONE admits --concurrency; CRITICAL pauses).
+    #[arg(long, env = "FERRY_ADMISSION_CAPS", default_value = "6,3,1", value_parser = parse_caps)]
+    pub admission_caps: ferry_domain::AdmissionCaps,
+    /// Per-chunk processing latency target (the backpressure latency factor).
+    #[arg(long, env = "FERRY_CHUNK_LATENCY_TARGET", default_value = "200ms", value_parser = parse_duration)]
+    pub chunk_latency_target: std::time::Duration,
     /// Jobs one caller may submit per minute (429 with Retry-After beyond; 0: no limit).
     #[arg(long, env = "FERRY_JOBS_PER_MINUTE", default_value_t = 120)]
     pub jobs_per_minute: u32,

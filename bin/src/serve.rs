@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferry_adapters::events::{FanoutEvents, LogEvents};
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
-use ferry_adapters::memory::MemoryBudget;
+use ferry_adapters::memory::{MemoryAlarm, MemoryAlert, MemoryBudget, rss_bytes};
 use ferry_adapters::metrics::Metrics;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::sfn::StepFunctionsCallback;
@@ -20,6 +20,7 @@ use ferry_adapters::{
     SourceRouter,
 };
 use ferry_application::jobs::{JobService, JobServiceConfig};
+use ferry_application::{Backpressure, BackpressureConfig};
 use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
 use ferry_domain::{EgressPolicy, JobId};
 
@@ -146,6 +147,16 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
+    let budget = MemoryBudget::new(global.memory_budget.as_u64());
+    let pressure = Arc::new(Backpressure::new(
+        Arc::new(budget.clone()),
+        BackpressureConfig {
+            max_active: usize::from(args.concurrency),
+            caps: args.admission_caps,
+            latency_target: args.chunk_latency_target,
+            ..BackpressureConfig::default()
+        },
+    ));
     let resolver = DefaultStorageResolver::new(
         files_root,
         S3Settings {
@@ -154,7 +165,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
-            memory: Some(MemoryBudget::new(global.memory_budget.as_u64())),
+            memory: Some(budget.clone()),
             ..S3StorageConfig::default()
         },
     );
@@ -179,6 +190,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         live_capacity: usize::try_from(args.stream_buffer).unwrap_or(4096),
         watch_max_lag: args.stream_max_lag,
         allow_file_sources: file_source.is_some(),
+        pressure: Some(pressure),
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
@@ -218,6 +230,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
     }
 
+    tokio::spawn(monitor(jobs.clone(), metrics.clone(), budget));
     let shutdown = CancellationToken::new();
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(
@@ -254,6 +267,66 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     );
     serve_until_signal(listener, app, &args, shutdown).await;
     ExitCode::from(exit::OK)
+}
+
+/// RSS ceiling the memory monitor measures against: the budget plus what
+/// the process needs besides file bytes (code, runtime, connections).
+const RSS_ALLOWANCE: u64 = 32 << 20;
+
+/// The memory monitor: every second, RSS and budget use into the metrics,
+/// alerts logged when RSS crosses 60/75/85 % of budget + allowance, and the
+/// backpressure level into the metrics (logged when it changes).
+async fn monitor(jobs: Arc<JobService>, metrics: Arc<Metrics>, budget: MemoryBudget) {
+    let mut alarm = MemoryAlarm::new(budget.total() + RSS_ALLOWANCE);
+    let mut last_level = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let rss = rss_bytes();
+        metrics.observe_memory(rss, budget.in_use(), budget.total());
+        if let Some(rss) = rss
+            && let Some(alert) = alarm.sample(rss)
+        {
+            let mib = rss >> 20;
+            let budget_mib = budget.total() >> 20;
+            match alert {
+                MemoryAlert::Normal => {
+                    tracing::info!(rss_mib = mib, budget_mib, "memory back to normal")
+                }
+                MemoryAlert::Warning => tracing::warn!(
+                    rss_mib = mib,
+                    budget_mib,
+                    "memory at the warning threshold (60 % of budget + allowance)"
+                ),
+                MemoryAlert::Critical | MemoryAlert::Emergency => tracing::error!(
+                    rss_mib = mib,
+                    budget_mib,
+                    level = alert.as_str(),
+                    "memory above the critical threshold"
+                ),
+            }
+        }
+        if let Some(report) = jobs.pressure() {
+            metrics.observe_pressure(
+                report.level.ordinal(),
+                report.score.total(),
+                report.active,
+                report.cap,
+            );
+            if last_level != Some(report.level) {
+                if last_level.is_some() {
+                    tracing::info!(
+                        level = report.level.as_str(),
+                        score = report.score.total(),
+                        active = report.active,
+                        cap = report.cap,
+                        "backpressure level changed"
+                    );
+                }
+                last_level = Some(report.level);
+            }
+        }
+    }
 }
 
 /// Accepts HTTP/1.1 connections (with upgrades, for WebSocket) until a

@@ -296,3 +296,46 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
         assert!(dir.path().join(format!("files/exp/x/{i}.bin")).exists());
     }
 }
+
+#[tokio::test]
+async fn readyz_and_metrics_report_memory_and_backpressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--admission-caps", "4,2,1", "--memory-budget", "48MiB"],
+    );
+    let ready = server.get_json("/readyz").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["pressure"]["level"], "none", "{ready}");
+    assert_eq!(ready["pressure"]["admitted"], 0);
+    // NONE admits --concurrency (default 16).
+    assert_eq!(ready["pressure"]["cap"], 16);
+    // The monitor samples every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(value("ferry_memory_budget_bytes"), (48u64 << 20) as f64);
+    assert_eq!(value("ferry_memory_budget_in_use_bytes"), 0.0);
+    let rss = value("ferry_memory_rss_bytes");
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    assert_eq!(value("ferry_pressure_level"), 0.0);
+    assert_eq!(value("ferry_admission_cap"), 16.0);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--admission-caps", "1,3,6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIGHT,MODERATE,HEAVY"));
+}

@@ -16,6 +16,7 @@ pub mod export;
 pub mod job;
 pub mod key;
 pub mod ports;
+pub mod pressure;
 pub mod size;
 pub mod source;
 pub mod stream;
@@ -30,6 +31,9 @@ pub use job::{
     TransitionError,
 };
 pub use key::{InvalidKey, ObjectKey};
+pub use pressure::{
+    AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,
+};
 pub use size::{ByteSize, InvalidByteSize};
 pub use source::{InvalidSource, SourceScheme, SourceUrl};
 pub use stream::ByteStream;

@@ -49,6 +49,9 @@ pub struct JobServiceConfig {
     pub watch_max_lag: u64,
     pub allow_file_sources: bool,
     pub process: ProcessFileConfig,
+    /// The backpressure gate every transfer passes (also given to
+    /// ProcessFile for its chunk latencies); `None`: only the global limit.
+    pub pressure: Option<Arc<crate::backpressure::Backpressure>>,
 }
 
 impl Default for JobServiceConfig {
@@ -69,6 +72,7 @@ impl Default for JobServiceConfig {
                 always_md5: true,
                 ..ProcessFileConfig::default()
             },
+            pressure: None,
         }
     }
 }
@@ -341,6 +345,11 @@ impl JobService {
     }
 
     /// Readiness of each dependency: (name, error if not ready).
+    /// The backpressure level and its inputs, if a gate is configured.
+    pub fn pressure(&self) -> Option<crate::backpressure::PressureReport> {
+        self.config.pressure.as_ref().map(|g| g.report())
+    }
+
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
         let (store, storage) = futures::join!(self.store.ping(), self.storages.ready());
         vec![
@@ -424,11 +433,11 @@ impl JobService {
         storage: Arc<dyn FileStoragePort>,
     ) -> Result<(), JobStoreError> {
         let id = record.job.id.clone();
-        let process = ProcessFile::new(
-            self.downloader.clone(),
-            storage,
-            self.config.process.clone(),
-        );
+        let mut process_config = self.config.process.clone();
+        if process_config.pressure.is_none() {
+            process_config.pressure = self.config.pressure.clone();
+        }
+        let process = ProcessFile::new(self.downloader.clone(), storage, process_config);
         let queued: Vec<usize> = record
             .job
             .tasks()
@@ -609,6 +618,10 @@ impl JobService {
         loop {
             let Ok(_permit) = self.global.acquire().await else {
                 return;
+            };
+            let _admission = match &self.config.pressure {
+                Some(gate) => Some(gate.admit().await),
+                None => None,
             };
             let started = {
                 let mut rec = lock(shared);

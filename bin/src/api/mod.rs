@@ -239,7 +239,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (name.to_owned(), v)
         })
         .collect();
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": details });
+    let pressure = state.jobs.pressure().map(|r| {
+        json!({
+            "level": r.level.as_str(),
+            "score": r.score.total(),
+            "memory": r.score.memory, "streams": r.score.streams, "latency": r.score.latency,
+            "admitted": r.active,
+            "cap": r.cap,
+            "chunk_latency_p95_ms": r.chunk_latency_p95.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        })
+    });
+    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": details, "pressure": pressure });
     let code = if ready {
         StatusCode::OK
     } else {

@@ -7,6 +7,7 @@ pub mod download;
 pub mod events;
 pub mod export;
 pub mod job_store;
+pub mod memory;
 pub mod process;
 pub mod progress;
 pub mod storage;
@@ -19,6 +20,7 @@ pub use download::{
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
+pub use memory::MemoryGaugePort;
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
