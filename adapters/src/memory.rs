@@ -180,6 +180,78 @@ impl MemoryAlarm {
     }
 }
 
+/// The process's memory budget split in two pools, so that waiting can
+/// never deadlock: read chunks (taken before a chunk is read, returned once
+/// it is written) and buffered S3 parts (taken when a part starts filling,
+/// returned once it is uploaded). A transfer may hold a chunk while it waits
+/// for a part, but a part holder never waits for memory, so parts always
+/// drain and chunk holders always progress.
+#[derive(Debug, Clone)]
+pub struct MemoryPools {
+    pub chunks: MemoryBudget,
+    pub parts: MemoryBudget,
+}
+
+/// A budget too small for its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error(
+    "the memory budget ({budget} bytes) must hold at least one S3 part ({part} bytes, --part-size) plus 1 MiB for read chunks; raise --memory-budget or lower --part-size"
+)]
+pub struct BudgetTooSmallForParts {
+    pub budget: u64,
+    pub part: u64,
+}
+
+/// The chunk pool's floor: one 1 MiB chunk (the largest chunk size).
+const MIN_CHUNK_POOL: u64 = 1 << 20;
+
+impl MemoryPools {
+    /// Half the budget for parts (at least one part), the rest for chunks
+    /// (at least 1 MiB).
+    pub fn split(budget: u64, part_size: u64) -> Result<Self, BudgetTooSmallForParts> {
+        let too_small = BudgetTooSmallForParts {
+            budget,
+            part: part_size,
+        };
+        if budget < part_size.saturating_add(MIN_CHUNK_POOL) {
+            return Err(too_small);
+        }
+        let parts = (budget / 2).max(part_size);
+        let parts = parts.min(budget - MIN_CHUNK_POOL);
+        Ok(Self {
+            chunks: MemoryBudget::new(budget - parts),
+            parts: MemoryBudget::new(parts),
+        })
+    }
+}
+
+impl ferry_domain::ports::MemoryGaugePort for MemoryPools {
+    fn in_use(&self) -> u64 {
+        self.chunks.in_use() + self.parts.in_use()
+    }
+
+    fn total(&self) -> u64 {
+        self.chunks.total() + self.parts.total()
+    }
+}
+
+#[async_trait::async_trait]
+impl ferry_domain::ports::MemoryBudgetPort for MemoryPools {
+    async fn reserve(&self, bytes: u64) -> ferry_domain::ports::MemoryReservation {
+        let bytes = bytes.min(self.chunks.total());
+        loop {
+            match self.chunks.acquire(bytes).await {
+                Ok(grant) => {
+                    return ferry_domain::ports::MemoryReservation::new(grant.bytes(), grant);
+                }
+                // Unreachable (clamped, and the semaphore is never closed);
+                // yield rather than spin if it ever happens.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    }
+}
+
 impl ferry_domain::ports::MemoryGaugePort for MemoryBudget {
     fn in_use(&self) -> u64 {
         MemoryBudget::in_use(self)
@@ -194,6 +266,33 @@ impl ferry_domain::ports::MemoryGaugePort for MemoryBudget {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn pools_split_the_budget() {
+        let p = MemoryPools::split(32 << 20, 8 << 20).unwrap();
+        assert_eq!((p.chunks.total(), p.parts.total()), (16 << 20, 16 << 20));
+        let p = MemoryPools::split(12 << 20, 8 << 20).unwrap();
+        assert_eq!((p.chunks.total(), p.parts.total()), (4 << 20, 8 << 20));
+        let p = MemoryPools::split(9 << 20, 8 << 20).unwrap();
+        assert_eq!((p.chunks.total(), p.parts.total()), (1 << 20, 8 << 20));
+        let err = MemoryPools::split(8 << 20, 8 << 20).unwrap_err();
+        assert!(err.to_string().contains("--memory-budget"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn chunk_reservations_come_from_the_chunk_pool_and_are_clamped() {
+        use ferry_domain::ports::{MemoryBudgetPort, MemoryGaugePort};
+        let p = MemoryPools::split(10 << 20, 8 << 20).unwrap();
+        let r = p.reserve(4 << 20).await;
+        assert_eq!(r.bytes(), 2 << 20, "clamped to the chunk pool");
+        assert_eq!(MemoryGaugePort::in_use(&p), 2 << 20);
+        let part = p.parts.acquire(8 << 20).await.unwrap();
+        assert_eq!(MemoryGaugePort::in_use(&p), 10 << 20);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), p.reserve(1024)).await;
+        assert!(waiting.is_err(), "a full chunk pool makes readers wait");
+        drop((r, part));
+        assert_eq!(MemoryGaugePort::in_use(&p), 0);
+    }
 
     #[test]
     fn rss_is_read_from_procfs() {

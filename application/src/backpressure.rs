@@ -9,6 +9,7 @@
 //! every [`REEVALUATE`], since memory and latency change on their own.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct Backpressure {
     config: BackpressureConfig,
     state: Mutex<State>,
     changed: Notify,
+    /// The level of the last evaluation, for cheap reads per chunk.
+    level: AtomicU8,
 }
 
 impl std::fmt::Debug for Backpressure {
@@ -121,6 +124,7 @@ impl Backpressure {
             }),
             config,
             changed: Notify::new(),
+            level: AtomicU8::new(PressureLevel::None.ordinal()),
         }
     }
 
@@ -144,6 +148,7 @@ impl Backpressure {
         let s = score(&inputs);
         st.last = s;
         let level = st.controller.observe(s.total());
+        self.level.store(level.ordinal(), Ordering::Relaxed);
         (level, self.config.caps.cap(level, self.config.max_active))
     }
 
@@ -161,6 +166,16 @@ impl Backpressure {
             }
             let _ = tokio::time::timeout(REEVALUATE, notified).await;
         }
+    }
+
+    /// The level at the last evaluation (admission, report), without
+    /// scoring again.
+    pub fn level(&self) -> PressureLevel {
+        let n = self.level.load(Ordering::Relaxed);
+        PressureLevel::ALL
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(PressureLevel::Critical)
     }
 
     /// Records how long one chunk took to process (hash and write).

@@ -14,6 +14,26 @@ const MB: u64 = 1_000_000;
 /// Chunk size for a body of `len` bytes (spec 001's size classes):
 /// under 1 MB 32 KiB, under 10 MB 64 KiB, under 100 MB 128 KiB, else
 /// 256 KiB; 64 KiB when the length is unknown.
+/// The smallest chunk pressure shrinks to.
+pub const MIN_PRESSURE_CHUNK: usize = 32 * KIB;
+
+/// The next chunk size under `level`: MODERATE or worse halves it toward
+/// 32 KiB (less memory per transfer, shorter holds); NONE doubles it back
+/// toward the file-size class's size; LIGHT keeps it.
+pub fn chunk_size_under(
+    level: ferry_domain::PressureLevel,
+    current: usize,
+    class_size: usize,
+) -> usize {
+    use ferry_domain::PressureLevel as L;
+    let floor = MIN_PRESSURE_CHUNK.min(class_size);
+    match level {
+        L::None => current.saturating_mul(2).min(class_size).max(floor),
+        L::Light => current.clamp(floor, class_size.max(floor)),
+        L::Moderate | L::Heavy | L::Critical => (current / 2).max(floor),
+    }
+}
+
 pub fn chunk_size_for(len: Option<u64>) -> usize {
     match len {
         None => 64 * KIB,

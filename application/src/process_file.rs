@@ -12,12 +12,12 @@ use tracing::{debug, warn};
 use ferry_domain::ChecksumAlgorithm;
 use ferry_domain::ports::{
     CommitInfo, DownloadError, DownloadRequest, FileStoragePort, HttpDownloadPort, LengthProblem,
-    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, SourceMeta,
-    StagedWrite, StorageError, WriteRequest,
+    MemoryBudgetPort, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+    SourceMeta, StagedWrite, StorageError, WriteRequest,
 };
 
 use crate::backpressure::Backpressure;
-use crate::chunking::{Rechunker, chunk_size_for};
+use crate::chunking::{Rechunker, chunk_size_for, chunk_size_under};
 use crate::hashing::{HashState, StreamHasher};
 use crate::size_guard::SizeGuard;
 
@@ -30,8 +30,12 @@ pub struct ProcessFileConfig {
     pub resume_attempts: u32,
     /// Compute MD5 for every file, not only when one is expected or asked.
     pub always_md5: bool,
-    /// Told how long each chunk took to process (its latency factor).
+    /// Told how long each chunk took to process (its latency factor); its
+    /// level also sizes chunks.
     pub pressure: Option<Arc<Backpressure>>,
+    /// Where each chunk's memory is reserved before it is read; a transfer
+    /// that cannot get it waits (and its source socket is not read).
+    pub memory: Option<Arc<dyn MemoryBudgetPort>>,
 }
 
 impl Default for ProcessFileConfig {
@@ -40,6 +44,7 @@ impl Default for ProcessFileConfig {
             resume_attempts: 3,
             always_md5: false,
             pressure: None,
+            memory: None,
         }
     }
 }
@@ -116,14 +121,28 @@ impl ProcessFile {
         hasher: &mut StreamHasher,
         guard: &mut SizeGuard,
     ) -> Result<(), ProcessFileError> {
-        let target = chunk_size_for(meta.total_length);
+        let class_size = chunk_size_for(meta.total_length);
+        let target = class_size;
         let replayable = is_replayable(meta);
         let mut body = Rechunker::new(body, target);
         let mut source_resumes = self.config.resume_attempts;
         let mut write_retries = self.config.resume_attempts;
         // Hash states at the start of each chunk not yet durable in storage.
         let mut snapshots: VecDeque<HashState> = VecDeque::new();
-        while let Some(item) = body.next().await {
+        loop {
+            if let Some(pressure) = &self.config.pressure {
+                let size = chunk_size_under(pressure.level(), body.target(), class_size);
+                body.set_target(size);
+            }
+            // The chunk's memory is taken before it is read and held until
+            // it is written.
+            let _reservation = match &self.config.memory {
+                Some(memory) => Some(memory.reserve(body.target() as u64).await),
+                None => None,
+            };
+            let Some(item) = body.next().await else {
+                break;
+            };
             match item {
                 Ok(chunk) => {
                     let chunk_started = Instant::now();

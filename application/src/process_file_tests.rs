@@ -488,3 +488,96 @@ async fn failed_write_without_a_replayable_source_fails_cleanly() {
     assert!(seen.rewound_to.is_empty());
     assert!(!seen.request.clone().unwrap().replayable);
 }
+
+/// A budget that records reservations: (held now, sizes, most held at once).
+#[derive(Debug, Clone, Default)]
+struct CountingBudget(Arc<Mutex<(usize, Vec<u64>, usize)>>);
+
+struct Held(CountingBudget);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.0).0.lock().unwrap().0 -= 1;
+    }
+}
+
+impl ferry_domain::ports::MemoryGaugePort for CountingBudget {
+    fn in_use(&self) -> u64 {
+        0
+    }
+    fn total(&self) -> u64 {
+        1 << 30
+    }
+}
+
+#[async_trait]
+impl MemoryBudgetPort for CountingBudget {
+    async fn reserve(&self, bytes: u64) -> ferry_domain::ports::MemoryReservation {
+        let mut st = self.0.lock().unwrap();
+        st.0 += 1;
+        st.1.push(bytes);
+        st.2 = st.2.max(st.0);
+        ferry_domain::ports::MemoryReservation::new(bytes, Held(self.clone()))
+    }
+}
+
+#[tokio::test]
+async fn every_chunk_is_read_into_reserved_memory_one_at_a_time() {
+    // 3 MiB in 100 KiB frames: chunks of 1 MiB (the size class of a
+    // 3 MiB file), each reserved before it is read.
+    let data: &'static [u8] = leaked(3 << 20);
+    let mut dl = MockHttpDownloadPort::new();
+    dl.expect_open().times(1).returning(move |_| {
+        Ok(download(
+            meta(Some(3 << 20), 0, true),
+            data.chunks(100 * 1024).map(Ok).collect(),
+        ))
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let budget = CountingBudget::default();
+    let process = ProcessFile::new(
+        Arc::new(dl),
+        Arc::new(storage(seen.clone())),
+        ProcessFileConfig {
+            memory: Some(Arc::new(budget.clone())),
+            ..ProcessFileConfig::default()
+        },
+    );
+    let result = process.process(command()).await.unwrap();
+    assert_eq!(result.bytes, 3 << 20);
+    let (held, sizes, max_held) = budget.0.lock().unwrap().clone();
+    assert_eq!(held, 0, "every reservation was returned");
+    assert_eq!(max_held, 1, "one chunk at a time per transfer");
+    let chunk = chunk_size_for(Some(3 << 20)) as u64;
+    // One reservation per chunk, plus the one that finds the end.
+    assert_eq!(sizes.len() as u64, (3 << 20) / chunk + 1, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s == chunk));
+    assert_eq!(seen.lock().unwrap().written.len(), 3 << 20);
+}
+
+#[test]
+fn chunks_shrink_under_pressure_and_grow_back() {
+    use ferry_domain::PressureLevel as L;
+    const K: usize = 1024;
+    let class = 1024 * K;
+    let table = [
+        (L::None, 1024 * K, 1024 * K),
+        (L::None, 64 * K, 128 * K),
+        (L::Light, 256 * K, 256 * K),
+        (L::Moderate, 1024 * K, 512 * K),
+        (L::Heavy, 64 * K, 32 * K),
+        (L::Critical, 32 * K, 32 * K),
+    ];
+    for (level, current, next) in table {
+        assert_eq!(
+            crate::chunking::chunk_size_under(level, current, class),
+            next,
+            "{level:?} at {current}"
+        );
+    }
+    // A small file's class is below the floor: never grown past it.
+    assert_eq!(
+        crate::chunking::chunk_size_under(L::None, 32 * K, 16 * K),
+        16 * K
+    );
+}

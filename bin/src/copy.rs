@@ -10,7 +10,7 @@ use futures::StreamExt;
 use indicatif::MultiProgress;
 use serde::Serialize;
 
-use ferry_adapters::memory::MemoryBudget;
+use ferry_adapters::memory::{MemoryBudget, MemoryPools};
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
     FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard,
@@ -343,12 +343,16 @@ pub async fn run(
             json,
         );
     };
+    let pools = match MemoryPools::split(memory_budget.as_u64(), args.part_size.as_u64()) {
+        Ok(p) => p,
+        Err(e) => return usage(&UsageError(format!("--memory-budget: {e}")), json),
+    };
     let storage = match open_storage(
         &first.dest,
         endpoint_url,
         args.part_size,
         args.verify_parts,
-        MemoryBudget::new(memory_budget.as_u64()),
+        pools.parts.clone(),
     )
     .await
     {
@@ -372,7 +376,14 @@ pub async fn run(
         }
     };
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
-    let use_case = ProcessFile::new(Arc::new(downloader), storage, ProcessFileConfig::default());
+    let use_case = ProcessFile::new(
+        Arc::new(downloader),
+        storage,
+        ProcessFileConfig {
+            memory: Some(Arc::new(pools)),
+            ..ProcessFileConfig::default()
+        },
+    );
 
     let show_progress = !args.no_progress && !args.json && std::io::stderr().is_terminal();
     let group = MultiProgress::new();

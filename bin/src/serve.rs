@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferry_adapters::events::{FanoutEvents, LogEvents};
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
-use ferry_adapters::memory::{MemoryAlarm, MemoryAlert, MemoryBudget, rss_bytes};
+use ferry_adapters::memory::{MemoryAlarm, MemoryAlert, MemoryPools, rss_bytes};
 use ferry_adapters::metrics::Metrics;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::sfn::StepFunctionsCallback;
@@ -20,7 +20,8 @@ use ferry_adapters::{
     SourceRouter,
 };
 use ferry_application::jobs::{JobService, JobServiceConfig};
-use ferry_application::{Backpressure, BackpressureConfig};
+use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig};
+use ferry_domain::ports::MemoryGaugePort;
 use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
 use ferry_domain::{EgressPolicy, JobId};
 
@@ -147,9 +148,12 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let budget = MemoryBudget::new(global.memory_budget.as_u64());
+    let pools = match MemoryPools::split(global.memory_budget.as_u64(), args.part_size.as_u64()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("--memory-budget: {e}")),
+    };
     let pressure = Arc::new(Backpressure::new(
-        Arc::new(budget.clone()),
+        Arc::new(pools.clone()),
         BackpressureConfig {
             max_active: usize::from(args.concurrency),
             caps: args.admission_caps,
@@ -165,7 +169,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
-            memory: Some(budget.clone()),
+            memory: Some(pools.parts.clone()),
             ..S3StorageConfig::default()
         },
     );
@@ -191,6 +195,10 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         watch_max_lag: args.stream_max_lag,
         allow_file_sources: file_source.is_some(),
         pressure: Some(pressure),
+        process: ProcessFileConfig {
+            memory: Some(Arc::new(pools.clone())),
+            ..JobServiceConfig::default().process
+        },
         ..JobServiceConfig::default()
     };
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
@@ -230,7 +238,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
     }
 
-    tokio::spawn(monitor(jobs.clone(), metrics.clone(), budget));
+    tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
     let shutdown = CancellationToken::new();
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(
@@ -276,7 +284,7 @@ const RSS_ALLOWANCE: u64 = 32 << 20;
 /// The memory monitor: every second, RSS and budget use into the metrics,
 /// alerts logged when RSS crosses 60/75/85 % of budget + allowance, and the
 /// backpressure level into the metrics (logged when it changes).
-async fn monitor(jobs: Arc<JobService>, metrics: Arc<Metrics>, budget: MemoryBudget) {
+async fn monitor(jobs: Arc<JobService>, metrics: Arc<Metrics>, budget: MemoryPools) {
     let mut alarm = MemoryAlarm::new(budget.total() + RSS_ALLOWANCE);
     let mut last_level = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -20,7 +20,7 @@ pub use download::{
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
-pub use memory::MemoryGaugePort;
+pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
