@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots bench/stress.sh's results.csv: peak RSS and aggregate throughput
-against concurrency, one line per tool. Usage: plot.py RESULTS.csv OUT.png"""
+against concurrency, one line per tool, and the RSS target (budget + 32 MiB)
+when given. Usage: plot.py RESULTS.csv OUT.png [TARGET_MIB]"""
 import csv
 import subprocess
 import sys
@@ -18,7 +19,7 @@ LABELS = {"ferry": "ferry serve (1 process)", "rclone": "rclone copyurl (N proce
           "awscli": "curl | aws s3 cp - (N processes)"}
 
 
-def main(results, out):
+def main(results, out, target=None):
     rows = list(csv.DictReader(open(results)))
     tools = sorted({r["tool"] for r in rows}, key=list(LABELS).index)
     fig, (rss_ax, mbs_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -27,6 +28,8 @@ def main(results, out):
         n = [int(r["concurrency"]) for r in mine]
         rss_ax.plot(n, [float(r["peak_rss_mib"]) for r in mine], marker="o", label=LABELS.get(tool, tool))
         mbs_ax.plot(n, [float(r["mb_per_s"]) for r in mine], marker="o", label=LABELS.get(tool, tool))
+    if target:
+        rss_ax.axhline(target, color="grey", linestyle="--", label=f"target: budget + 32 MiB ({target:g} MiB)")
     rss_ax.set_yscale("log")
     rss_ax.set_title("Peak RSS (MiB, log scale)")
     mbs_ax.set_title("Aggregate throughput (MB/s)")
@@ -40,4 +43,4 @@ def main(results, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -100,5 +100,6 @@ for n in "${levels[@]}"; do
     cleanup_bucket
   done
 done
-python3 bench/plot.py "$out/results.csv" "$out/stress.png"
+budget_mib=$(echo "$budget" | python3 -c 'import re,sys; m=re.fullmatch(r"(\d+)MiB", sys.stdin.read().strip()); print(int(m.group(1)) + 32 if m else "")')
+python3 bench/plot.py "$out/results.csv" "$out/stress.png" $budget_mib
 echo "wrote $out/results.csv, $out/timeline-*.csv, $out/stress.png"
