@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// S3 multipart part size.
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub part_size: ByteSize,
+    /// Check each S3 part's MD5 against the ETag the server returns (one
+    /// more MD5 pass over the bytes; as `ferry copy --verify-parts`).
+    #[arg(long, env = "FERRY_VERIFY_PARTS")]
+    pub verify_parts: bool,
     /// AWS Step Functions endpoint for task-token callbacks (default: AWS).
     #[arg(long, env = "FERRY_SFN_ENDPOINT_URL")]
     pub sfn_endpoint_url: Option<String>,

@@ -170,6 +170,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
             memory: Some(pools.parts.clone()),
+            verify_part_etags: args.verify_parts,
             ..S3StorageConfig::default()
         },
     );
