@@ -721,3 +721,88 @@ mod watching {
         assert_eq!(all.len(), stored.len() + 1, "a replay is never coalesced");
     }
 }
+
+/// A memory gauge that always reads full.
+#[derive(Debug)]
+struct FullBudget;
+
+impl ferry_domain::ports::MemoryGaugePort for FullBudget {
+    fn in_use(&self) -> u64 {
+        100
+    }
+    fn total(&self) -> u64 {
+        100
+    }
+}
+
+#[tokio::test]
+async fn heavy_pressure_runs_a_jobs_files_one_at_a_time() {
+    use ferry_application::{Backpressure, BackpressureConfig};
+    // Budget full (40 points) and slow chunks (30): HEAVY, which admits
+    // one transfer at a time although the job and the service allow 4
+    // (without the gate, all 4 run at once: checked by hand).
+    let gate = Arc::new(Backpressure::new(
+        Arc::new(FullBudget),
+        BackpressureConfig {
+            max_active: 4,
+            ..BackpressureConfig::default()
+        },
+    ));
+    for _ in 0..ferry_application::backpressure::LATENCY_WINDOW {
+        gate.record_chunk(Duration::from_secs(1));
+    }
+    let h = Harness::sqlite().await;
+    let service = service_on(
+        h.store.clone(),
+        h.files.path().to_path_buf(),
+        h.events.clone(),
+        JobServiceConfig {
+            per_job_concurrency: 4,
+            global_concurrency: 4,
+            pressure: Some(gate.clone()),
+            ..fast_config()
+        },
+    );
+    let files: Vec<FileRequest> = (0..4)
+        .map(|i| {
+            h.file(
+                &format!("p{i}.bin"),
+                300_000,
+                Behavior::Throttled {
+                    bytes_per_tick: 100_000,
+                    tick: Duration::from_millis(50),
+                },
+            )
+            .0
+        })
+        .collect();
+    let mut rx = h.events.subscribe();
+    let record = service
+        .submit(SubmitJobRequest {
+            files,
+            destination: "pressure".into(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = record.job.id.clone();
+    service.clone().run_abortable(id.clone()).await;
+    let events = events_until_end(&mut rx, &id).await;
+    // Never two files running at once: each start follows the previous end.
+    let mut running = 0i32;
+    let mut most = 0;
+    for e in &events {
+        match e.kind {
+            JobEventKind::FileStarted { .. } => running += 1,
+            JobEventKind::FileSucceeded { .. } | JobEventKind::FileFailed { .. } => running -= 1,
+            _ => {}
+        }
+        most = most.max(running);
+    }
+    assert_eq!(most, 1, "HEAVY admits one transfer at a time");
+    let done = service.get(&id).await.unwrap().unwrap();
+    assert_eq!(done.job.status(), JobStatus::Completed);
+    let report = service.pressure().unwrap();
+    assert_eq!(report.level, ferry_domain::PressureLevel::Heavy);
+    assert_eq!(report.active, 0, "every admission was given back");
+}
