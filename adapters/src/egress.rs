@@ -98,27 +98,30 @@ impl SourceGuard {
             .check(ip)
             .map_err(|denied| SourceDenied { denied })
     }
+}
 
-    /// A client builder that connects only where the policy allows, follows
-    /// at most `max_redirects` redirects (each one checked) and ignores
-    /// environment proxies.
-    pub fn apply(
-        &self,
-        builder: reqwest::ClientBuilder,
-        max_redirects: usize,
-    ) -> reqwest::ClientBuilder {
-        builder
+/// Sets a client's redirects (at most `max_redirects`, http/https only) and,
+/// with a guard, makes it connect only where the policy allows: the guarded
+/// resolver, every redirect hop checked, environment proxies ignored.
+pub fn configure(
+    builder: reqwest::ClientBuilder,
+    guard: Option<&SourceGuard>,
+    max_redirects: usize,
+) -> reqwest::ClientBuilder {
+    match guard {
+        None => builder.redirect(redirect_policy(max_redirects, None)),
+        Some(guard) => builder
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
-                guard: self.clone(),
+                guard: guard.clone(),
             }))
-            .redirect(redirect_policy(max_redirects, Some(self.clone())))
+            .redirect(redirect_policy(max_redirects, Some(guard.clone()))),
     }
 }
 
 /// Follows at most `max` redirects, http(s) only, each hop checked by the
 /// guard when there is one.
-pub fn redirect_policy(max: usize, guard: Option<SourceGuard>) -> reqwest::redirect::Policy {
+fn redirect_policy(max: usize, guard: Option<SourceGuard>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max {
             return attempt.error(TooManyRedirects);
@@ -198,15 +201,12 @@ fn cause<T: std::error::Error + Clone + 'static>(
     None
 }
 
-/// The guard's refusal somewhere in an error's causes, if that is why it
-/// failed.
-pub fn denied_in(error: &(dyn std::error::Error + 'static)) -> Option<SourceDenied> {
+/// Why a request was refused by the guard or the redirect policy (a denied
+/// address, a redirect to another scheme), if that is why it failed.
+pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     cause::<SourceDenied>(error)
-}
-
-/// A refused redirect scheme somewhere in an error's causes.
-pub fn refused_scheme_in(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    cause::<RedirectSchemeRefused>(error).map(|r| r.to_string())
+        .map(|d| d.to_string())
+        .or_else(|| cause::<RedirectSchemeRefused>(error).map(|r| r.to_string()))
 }
 
 #[cfg(test)]

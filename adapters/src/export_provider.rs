@@ -23,7 +23,7 @@ use serde_json::Value;
 use ferry_domain::ports::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 use ferry_domain::{ExportSpec, JobId, SourceUrl};
 
-use crate::egress::{SourceGuard, denied_in, redirect_policy, refused_scheme_in};
+use crate::egress::{self, SourceGuard};
 
 /// Settings of the provider client.
 #[derive(Debug, Clone)]
@@ -60,16 +60,14 @@ pub struct HttpExportProvider {
 impl HttpExportProvider {
     pub fn new(config: ExportProviderConfig) -> Result<Self, String> {
         let builder = reqwest::Client::builder().timeout(config.timeout);
-        let builder = match &config.guard {
-            Some(guard) => guard.apply(builder, 5),
-            None => builder.redirect(redirect_policy(5, None)),
-        };
-        let client = builder.build().map_err(|e| {
-            format!(
-                "cannot build the export provider client: {}",
-                e.without_url()
-            )
-        })?;
+        let client = egress::configure(builder, config.guard.as_ref(), 5)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot build the export provider client: {}",
+                    e.without_url()
+                )
+            })?;
         Ok(Self { client, config })
     }
 
@@ -90,9 +88,7 @@ impl HttpExportProvider {
             return Err(ExportProviderError::Forbidden(denied.to_string()));
         }
         let resp = self.client.execute(request).await.map_err(|e| {
-            if let Some(denied) = denied_in(&e) {
-                ExportProviderError::Forbidden(denied.to_string())
-            } else if let Some(reason) = refused_scheme_in(&e) {
+            if let Some(reason) = egress::refusal(&e) {
                 ExportProviderError::Forbidden(reason)
             } else {
                 ExportProviderError::Unavailable(e.without_url().to_string())

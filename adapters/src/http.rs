@@ -40,7 +40,7 @@ use ferry_domain::ports::{
 };
 use ferry_domain::source::redact_text;
 
-use crate::egress::{SourceGuard, denied_in, redirect_policy, refused_scheme_in};
+use crate::egress::{self, SourceGuard};
 
 /// Tuning of the pooled client. Defaults follow spec 004's undici pool.
 #[derive(Debug, Clone)]
@@ -120,11 +120,7 @@ impl PooledHttpClient {
             .pool_max_idle_per_host(config.max_connections_per_host)
             .tcp_keepalive(Duration::from_secs(30))
             .tcp_nodelay(true);
-        let builder = match &config.guard {
-            Some(guard) => guard.apply(builder, config.max_redirects),
-            None => builder.redirect(redirect_policy(config.max_redirects, None)),
-        };
-        builder
+        egress::configure(builder, config.guard.as_ref(), config.max_redirects)
             .build()
             .map_err(|e| HttpClientInitError(e.without_url().to_string()))
     }
@@ -203,13 +199,7 @@ fn host_key(source: &SourceUrl) -> String {
 
 /// Maps a reqwest error to the port's error, never leaking the URL's secrets.
 fn map_send_error(url: &str, e: &reqwest::Error, max_redirects: usize) -> DownloadError {
-    if let Some(denied) = denied_in(e) {
-        return DownloadError::Forbidden {
-            url: url.to_owned(),
-            reason: denied.to_string(),
-        };
-    }
-    if let Some(reason) = refused_scheme_in(e) {
+    if let Some(reason) = egress::refusal(e) {
         return DownloadError::Forbidden {
             url: url.to_owned(),
             reason,

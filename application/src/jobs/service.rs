@@ -344,12 +344,12 @@ impl JobService {
         self.store.ping().await
     }
 
-    /// Readiness of each dependency: (name, error if not ready).
     /// The backpressure level and its inputs, if a gate is configured.
     pub fn pressure(&self) -> Option<crate::backpressure::PressureReport> {
         self.config.pressure.as_ref().map(|g| g.report())
     }
 
+    /// Readiness of each dependency: (name, error if not ready).
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
         let (store, storage) = futures::join!(self.store.ping(), self.storages.ready());
         vec![
