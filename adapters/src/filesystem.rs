@@ -9,6 +9,7 @@
 //! leave no visible file; temp files of dead processes are removed by
 //! [`FilesystemStorage::remove_stale_temp_files`] (run at startup).
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -21,21 +22,27 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 use tracing::{debug, warn};
 
-use ferry_domain::ObjectKey;
 use ferry_domain::ports::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 use ferry_domain::stream::ByteStream;
+use ferry_domain::{ObjectKey, StagedState};
+
+use crate::killpoint::kill_point;
 
 /// Marker in temp file names.
 pub const TEMP_MARKER: &str = ".ferry-tmp.";
 /// Age after which a temp file is stale even if its owner cannot be checked.
 const STALE_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Chunks between two checkpoints of a directory write (spec 001).
+pub const DEFAULT_CHECKPOINT_EVERY: u32 = 5;
+
 /// Storage in a directory.
 #[derive(Debug, Clone)]
 pub struct FilesystemStorage {
     root: PathBuf,
+    checkpoint_every: u32,
 }
 
 fn io_error(location: &str, e: std::io::Error) -> StorageError {
@@ -78,7 +85,52 @@ impl FilesystemStorage {
                 reason: "it is not a directory".into(),
             });
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        })
+    }
+
+    /// Checkpoints a write every `n` chunks (after an fsync).
+    pub fn with_checkpoint_every(mut self, n: u32) -> Self {
+        self.checkpoint_every = n.max(1);
+        self
+    }
+
+    /// A new temp file name beside `target`, owned by this process.
+    fn temp_for(target: &Path, key: &ObjectKey) -> PathBuf {
+        let suffix: u64 = rand::rng().random();
+        target.with_file_name(format!(
+            ".{}{TEMP_MARKER}{}.{suffix:016x}",
+            key.file_name(),
+            std::process::id()
+        ))
+    }
+
+    /// The temp file a checkpoint names, if it really is one of `key`'s
+    /// temp files under the root (a forged or stale checkpoint must never
+    /// make ferry touch another file).
+    async fn checkpointed_temp(
+        &self,
+        key: &ObjectKey,
+        path: &str,
+    ) -> Result<(PathBuf, PathBuf), StorageError> {
+        let target = self.confined_parent(key).await?;
+        let temp = PathBuf::from(path);
+        let prefix = format!(".{}{TEMP_MARKER}", key.file_name());
+        let same_dir = temp.parent() == target.parent();
+        let named = temp
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix));
+        if same_dir && named {
+            Ok((temp, target))
+        } else {
+            Err(StorageError::InvalidDestination {
+                location: target.display().to_string(),
+                reason: "the checkpoint names a file that is not this key's temp file".into(),
+            })
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -117,8 +169,17 @@ impl FilesystemStorage {
     /// Removes temp files left by processes that are no longer running (or
     /// older than a day where that cannot be checked). Returns how many.
     pub async fn remove_stale_temp_files(&self) -> Result<usize, StorageError> {
+        self.remove_stale_temp_files_except(HashSet::new()).await
+    }
+
+    /// Like [`Self::remove_stale_temp_files`], but keeps the temp files in
+    /// `keep` (those live checkpoints name: they will be resumed).
+    pub async fn remove_stale_temp_files_except(
+        &self,
+        keep: HashSet<PathBuf>,
+    ) -> Result<usize, StorageError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || sweep(&root))
+        tokio::task::spawn_blocking(move || sweep_dir(&root, true, &keep))
             .await
             .map_err(|e| StorageError::Unexpected {
                 location: "temp file sweep".into(),
@@ -130,22 +191,22 @@ impl FilesystemStorage {
 impl FilesystemStorage {
     /// Like [`Self::remove_stale_temp_files`], but only in the directory the
     /// key would land in (not recursive): cheap enough for every CLI copy.
-    pub async fn remove_stale_temp_files_near(&self, key: &ObjectKey) -> usize {
+    pub async fn remove_stale_temp_files_near(
+        &self,
+        key: &ObjectKey,
+        keep: HashSet<PathBuf>,
+    ) -> usize {
         let path = self.path_for(key);
         let Some(dir) = path.parent().map(Path::to_path_buf) else {
             return 0;
         };
-        tokio::task::spawn_blocking(move || sweep_dir(&dir, false))
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, false, &keep))
             .await
             .unwrap_or(0)
     }
 }
 
-fn sweep(root: &Path) -> usize {
-    sweep_dir(root, true)
-}
-
-fn sweep_dir(root: &Path, recursive: bool) -> usize {
+fn sweep_dir(root: &Path, recursive: bool, keep: &HashSet<PathBuf>) -> usize {
     let mut removed = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -161,7 +222,7 @@ fn sweep_dir(root: &Path, recursive: bool) -> usize {
                 if recursive {
                     dirs.push(path);
                 }
-            } else if kind.is_file() && is_stale_temp(&path) {
+            } else if kind.is_file() && !keep.contains(&path) && is_stale_temp(&path) {
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed += 1,
                     Err(e) => {
@@ -202,6 +263,12 @@ struct FsStagedWrite {
     file: Option<tokio::fs::File>,
     written: u64,
     finished: bool,
+    /// Checkpoint every this many chunks.
+    every: u32,
+    /// Chunks since the last checkpoint.
+    since: u32,
+    /// Whether this temp file was named in a checkpoint yet.
+    reported: bool,
 }
 
 impl FsStagedWrite {
@@ -299,6 +366,7 @@ impl StagedWrite for FsStagedWrite {
                 .await
                 .map_err(|e| io_error(&location, e))?;
             self.finished = true;
+            kill_point("ferry-fs-renamed");
             if let Some(dir) = self.target.parent() {
                 // Make the rename itself durable.
                 let dir = dir.to_path_buf();
@@ -325,6 +393,32 @@ impl StagedWrite for FsStagedWrite {
                 Err(e)
             }
         }
+    }
+
+    async fn checkpoint(&mut self, force: bool) -> Result<Option<StagedState>, StorageError> {
+        self.since += 1;
+        if !(force || !self.reported || self.since >= self.every) {
+            return Ok(None);
+        }
+        let location = self.location();
+        let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
+            location: location.clone(),
+            source: "checkpoint after the file was closed".into(),
+        })?;
+        file.flush().await.map_err(|e| io_error(&location, e))?;
+        file.sync_data().await.map_err(|e| io_error(&location, e))?;
+        self.since = 0;
+        self.reported = true;
+        Ok(Some(StagedState::TempFile {
+            path: self.temp.display().to_string(),
+            length: self.written,
+        }))
+    }
+
+    fn suspend(mut self: Box<Self>) {
+        // Keep the temp file: a checkpoint names it.
+        self.finished = true;
+        self.file = None;
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -359,12 +453,7 @@ impl FileStoragePort for FilesystemStorage {
                 reason: "a directory already has that name".into(),
             });
         }
-        let suffix: u64 = rand::rng().random();
-        let temp = target.with_file_name(format!(
-            ".{}{TEMP_MARKER}{}.{suffix:016x}",
-            request.key.file_name(),
-            std::process::id()
-        ));
+        let temp = Self::temp_for(&target, &request.key);
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -388,7 +477,81 @@ impl FileStoragePort for FilesystemStorage {
             file: Some(file),
             written: 0,
             finished: false,
+            every: self.checkpoint_every,
+            since: 0,
+            reported: false,
         }))
+    }
+
+    async fn resume_write(
+        &self,
+        request: WriteRequest,
+        staged: &StagedState,
+    ) -> Result<Box<dyn StagedWrite>, StorageError> {
+        let StagedState::TempFile { path, length } = staged else {
+            return Err(StorageError::InvalidDestination {
+                location: self.location(&request.key),
+                reason: format!("a {} checkpoint is not a directory write", staged.kind()),
+            });
+        };
+        let (old, target) = self.checkpointed_temp(&request.key, path).await?;
+        let location = target.display().to_string();
+        let on_disk = tokio::fs::symlink_metadata(&old)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        if !on_disk.is_file() || on_disk.len() < *length {
+            return Err(StorageError::InvalidDestination {
+                location,
+                reason: format!(
+                    "the temp file holds {} bytes, fewer than the {length} checkpointed",
+                    on_disk.len()
+                ),
+            });
+        }
+        // Take the file over under this process's name, so that no sweep
+        // mistakes it for a dead process's leftover.
+        let temp = Self::temp_for(&target, &request.key);
+        tokio::fs::rename(&old, &temp)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&temp)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        file.set_len(*length)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        {
+            use tokio::io::AsyncSeekExt;
+            file.seek(std::io::SeekFrom::Start(*length))
+                .await
+                .map_err(|e| io_error(&location, e))?;
+        }
+        debug!(path = %temp.display(), length, "resuming a temp file");
+        Ok(Box::new(FsStagedWrite {
+            key: request.key,
+            temp,
+            target,
+            file: Some(file),
+            written: *length,
+            finished: false,
+            every: self.checkpoint_every,
+            since: 0,
+            reported: false,
+        }))
+    }
+
+    async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {
+        let StagedState::TempFile { path, .. } = staged else {
+            return Ok(());
+        };
+        let (temp, _) = self.checkpointed_temp(key, path).await?;
+        match tokio::fs::remove_file(&temp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&temp.display().to_string(), e)),
+        }
     }
 
     async fn read(&self, key: &ObjectKey) -> Result<ByteStream<StorageError>, StorageError> {
@@ -447,8 +610,14 @@ mod tests {
         assert!(!is_stale_temp(&live));
         assert!(is_stale_temp(&dead));
         assert!(!is_stale_temp(&other));
-        assert_eq!(sweep(dir.path()), 1);
+        let checkpointed = dir
+            .path()
+            .join(format!(".b{TEMP_MARKER}{}.00", u32::MAX - 1));
+        std::fs::write(&checkpointed, b"x").unwrap();
+        let keep = HashSet::from([checkpointed.clone()]);
+        assert_eq!(sweep_dir(dir.path(), true, &keep), 1);
         assert!(live.exists() && other.exists() && !dead.exists());
+        assert!(checkpointed.exists(), "a checkpointed temp file is kept");
     }
 
     #[cfg(unix)]

@@ -10,6 +10,7 @@
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
+pub mod checkpoint;
 pub mod egress;
 mod error_text;
 pub mod events;
@@ -17,6 +18,7 @@ pub mod export_provider;
 pub mod filesystem;
 pub mod http;
 pub mod job_store;
+mod killpoint;
 pub mod local_file;
 pub mod memory;
 pub mod metrics;

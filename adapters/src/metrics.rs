@@ -64,6 +64,8 @@ pub struct Metrics {
     checksum_failures: Counter,
     failed_files: Family<ClassLabel, Counter>,
     retries: Family<ClassLabel, Counter>,
+    resumes: Counter,
+    restarts: Counter,
     jobs_finished: Family<StatusLabel, Counter>,
     jobs_active: Gauge,
     streams: Family<ProtocolLabel, Gauge>,
@@ -104,6 +106,8 @@ impl Metrics {
             checksum_failures: Counter::default(),
             failed_files: Family::default(),
             retries: Family::default(),
+            resumes: Counter::default(),
+            restarts: Counter::default(),
             jobs_finished: Family::default(),
             jobs_active: Gauge::default(),
             streams: Family::default(),
@@ -151,6 +155,16 @@ impl Metrics {
             "retries",
             "File attempts retried, by error class",
             m.retries.clone(),
+        );
+        registry.register(
+            "transfer_resumes",
+            "Transfers continued from a checkpoint",
+            m.resumes.clone(),
+        );
+        registry.register(
+            "transfer_restarts",
+            "Checkpoints that could not be used (source changed, staged bytes gone): transfer restarted from zero",
+            m.restarts.clone(),
         );
         registry.register(
             "jobs_finished",
@@ -363,6 +377,12 @@ impl Metrics {
                 self.finish_job(&event.job_id, status.as_str());
             }
             JobEventKind::JobCancelled => self.finish_job(&event.job_id, "cancelled"),
+            JobEventKind::FileResumed { .. } => {
+                self.resumes.inc();
+            }
+            JobEventKind::FileRestarted { .. } => {
+                self.restarts.inc();
+            }
             JobEventKind::ExportStarted
             | JobEventKind::ExportReady { .. }
             | JobEventKind::FileProgress { .. } => {}

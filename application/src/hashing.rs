@@ -25,13 +25,7 @@ impl std::fmt::Debug for StreamHasher {
     }
 }
 
-/// A serialized hasher state at a byte offset (about 100 bytes each).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashState {
-    pub bytes: u64,
-    pub sha256: Vec<u8>,
-    pub md5: Option<Vec<u8>>,
-}
+pub use ferry_domain::HashState;
 
 /// A stored hash state that cannot be restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

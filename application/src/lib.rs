@@ -4,9 +4,11 @@
 //! pure libraries: hashing, futures). It never names an adapter technology.
 
 pub mod backpressure;
+pub mod checkpointing;
 pub mod chunking;
 pub mod hashing;
 pub mod jobs;
+pub mod killpoint;
 pub mod process_file;
 pub mod size_guard;
 

@@ -9,16 +9,18 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use ferry_domain::ChecksumAlgorithm;
 use ferry_domain::ports::{
-    CommitInfo, DownloadError, DownloadRequest, FileStoragePort, HttpDownloadPort, LengthProblem,
-    MemoryBudgetPort, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
-    SourceMeta, StagedWrite, StorageError, WriteRequest,
+    CheckpointStorePort, CommitInfo, DownloadError, DownloadRequest, FileStoragePort,
+    HttpDownloadPort, LengthProblem, MemoryBudgetPort, ProcessFileCommand, ProcessFileError,
+    ProcessFilePort, ProcessFileResult, SourceMeta, StagedWrite, StorageError, WriteRequest,
 };
+use ferry_domain::{Checkpoint, ChecksumAlgorithm, TransferId};
 
 use crate::backpressure::Backpressure;
+use crate::checkpointing::{Checkpointer, url_fingerprint};
 use crate::chunking::{Rechunker, chunk_size_for, chunk_size_under};
 use crate::hashing::{HashState, StreamHasher};
+use crate::killpoint::kill_point;
 use crate::size_guard::SizeGuard;
 
 /// Tuning of the use case.
@@ -36,6 +38,9 @@ pub struct ProcessFileConfig {
     /// Where each chunk's memory is reserved before it is read; a transfer
     /// that cannot get it waits (and its source socket is not read).
     pub memory: Option<Arc<dyn MemoryBudgetPort>>,
+    /// Where checkpoints of commands that carry a `transfer_id` are kept; a
+    /// later call with the same id resumes from the last one.
+    pub checkpoints: Option<Arc<dyn CheckpointStorePort>>,
 }
 
 impl Default for ProcessFileConfig {
@@ -45,8 +50,31 @@ impl Default for ProcessFileConfig {
             always_md5: false,
             pressure: None,
             memory: None,
+            checkpoints: None,
         }
     }
+}
+
+/// A transfer ready to pump: the source from some offset, the staged write
+/// and the hash state at that offset.
+struct Opened {
+    meta: SourceMeta,
+    /// `None`: every byte is already staged (resumed at the end).
+    body: Option<ferry_domain::ByteStream<DownloadError>>,
+    writer: Box<dyn StagedWrite>,
+    hasher: StreamHasher,
+    guard: SizeGuard,
+    resumed_from: Option<u64>,
+}
+
+/// How a resume attempt ended.
+enum Resume {
+    Opened(Opened),
+    /// The object was committed before the crash; only the checkpoint was
+    /// left to remove.
+    AlreadyStored(ProcessFileResult),
+    /// Nothing usable: start from zero.
+    Fresh,
 }
 
 /// Copies one source into one storage destination.
@@ -65,6 +93,244 @@ impl std::fmt::Debug for ProcessFile {
 }
 
 impl ProcessFile {
+    fn with_md5(&self, command: &ProcessFileCommand) -> bool {
+        command.compute_md5
+            || self.config.always_md5
+            || command.expected_for(ChecksumAlgorithm::Md5).is_some()
+    }
+
+    fn write_request(command: &ProcessFileCommand, meta: &SourceMeta) -> WriteRequest {
+        WriteRequest {
+            key: command.key.clone(),
+            size_hint: meta.total_length,
+            replayable: is_replayable(meta),
+            expected_sha256_hex: command
+                .expected_for(ChecksumAlgorithm::Sha256)
+                .map(|c| c.hex().to_owned()),
+            expected_md5_hex: command
+                .expected_for(ChecksumAlgorithm::Md5)
+                .map(|c| c.hex().to_owned()),
+        }
+    }
+
+    fn checkpointer(&self, command: &ProcessFileCommand) -> Option<Checkpointer> {
+        let store = self.config.checkpoints.clone()?;
+        let id = command.transfer_id.clone()?;
+        Some(Checkpointer::new(store, id, command.key.clone()))
+    }
+
+    /// Opens the source from zero and begins a fresh staged write.
+    async fn open_fresh(&self, command: &ProcessFileCommand) -> Result<Opened, ProcessFileError> {
+        let download = self
+            .downloader
+            .open(DownloadRequest::whole(command.source.clone()))
+            .await?;
+        let meta = download.meta;
+        let mut guard = SizeGuard::new(command.max_size, command.expected_size);
+        guard.declare(meta.total_length)?;
+        let hasher = StreamHasher::new(self.with_md5(command));
+        let writer = self
+            .storage
+            .begin_write(Self::write_request(command, &meta))
+            .await?;
+        command.progress.started(meta.total_length);
+        Ok(Opened {
+            meta,
+            body: Some(download.body),
+            writer,
+            hasher,
+            guard,
+            resumed_from: None,
+        })
+    }
+
+    /// Continues from the command's checkpoint when there is one that still
+    /// matches the source and the staged bytes; otherwise discards it.
+    async fn try_resume(
+        &self,
+        command: &ProcessFileCommand,
+        checkpointer: &mut Checkpointer,
+        started: Instant,
+    ) -> Result<Resume, ProcessFileError> {
+        let checkpoint = match checkpointer.store.load(&checkpointer.id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Resume::Fresh),
+            Err(e) => {
+                warn!(transfer = %checkpointer.id, error = %e, "unreadable checkpoint; starting from zero");
+                command.progress.restarted(&e.to_string());
+                checkpointer.clear().await;
+                return Ok(Resume::Fresh);
+            }
+        };
+        if checkpoint.key != command.key
+            || checkpoint.source.url_sha256 != url_fingerprint(&command.source)
+        {
+            return Ok(self.restart(command, checkpointer, &checkpoint, "the source URL or destination key changed".into()).await);
+        }
+        if checkpoint.hash.md5.is_some() != self.with_md5(command) {
+            return Ok(self.restart(command, checkpointer, &checkpoint, "the MD5 requirement changed".into()).await);
+        }
+        let hasher = match StreamHasher::restore(&checkpoint.hash) {
+            Ok(h) => h,
+            Err(e) => return Ok(self.restart(command, checkpointer, &checkpoint, e.to_string()).await),
+        };
+        let committed = checkpoint.committed();
+        let length = checkpoint.source.length;
+        let (meta, body) = if committed == length {
+            // Every byte is staged: no need to ask the source for anything.
+            let meta = SourceMeta {
+                total_length: Some(length),
+                offset: length,
+                etag: checkpoint.source.etag.clone(),
+                last_modified: checkpoint.source.last_modified.clone(),
+                accepts_ranges: true,
+                final_url: command.source.clone(),
+            };
+            (meta, None)
+        } else {
+            let download = self
+                .downloader
+                .open(DownloadRequest {
+                    source: command.source.clone(),
+                    offset: committed,
+                    if_range: checkpoint.source.validator(),
+                })
+                .await?;
+            let meta = download.meta;
+            if meta.offset != committed
+                || !checkpoint
+                    .source
+                    .same_content(meta.total_length, meta.validator().as_ref())
+            {
+                return Ok(self.restart(command, checkpointer, &checkpoint, format!(
+                    "the source changed since the checkpoint at byte {committed} (length, ETag or Last-Modified differ)"
+                )).await);
+            }
+            (meta, Some(download.body))
+        };
+        let request = Self::write_request(command, &meta);
+        let writer = match self.storage.resume_write(request, &checkpoint.staged).await {
+            Ok(w) => w,
+            Err(e) => {
+                if committed == length
+                    && let Some(result) = self
+                        .already_stored(command, &checkpoint, &hasher, &meta, started)
+                        .await
+                {
+                    checkpointer.clear().await;
+                    return Ok(Resume::AlreadyStored(result));
+                }
+                return Ok(self.restart(command, checkpointer, &checkpoint, format!("the staged bytes cannot be resumed: {e}")).await);
+            }
+        };
+        let mut guard = SizeGuard::new(command.max_size, command.expected_size);
+        guard.declare(Some(length))?;
+        guard.resume_at(committed)?;
+        checkpointer.source = Some(checkpoint.source.clone());
+        checkpointer.saved_at = Some(committed);
+        command.progress.started(Some(length));
+        command.progress.resumed(committed);
+        command.progress.advanced(committed);
+        debug!(transfer = %checkpointer.id, committed, "resuming from a checkpoint");
+        Ok(Resume::Opened(Opened {
+            meta,
+            body,
+            writer,
+            hasher,
+            guard,
+            resumed_from: Some(committed),
+        }))
+    }
+
+    /// Gives up a checkpoint that cannot be used: its staged bytes are
+    /// discarded and the transfer starts from zero, saying why.
+    async fn restart(
+        &self,
+        command: &ProcessFileCommand,
+        checkpointer: &Checkpointer,
+        checkpoint: &Checkpoint,
+        reason: String,
+    ) -> Resume {
+        warn!(transfer = %checkpointer.id, %reason, "checkpoint not usable; starting from zero");
+        command.progress.restarted(&reason);
+        if let Err(e) = self.storage.discard(&checkpoint.key, &checkpoint.staged).await {
+            warn!(transfer = %checkpointer.id, error = %e, "could not discard the stale staged write");
+        }
+        checkpointer.clear().await;
+        Resume::Fresh
+    }
+
+    /// After a crash between commit and the checkpoint's removal: the object
+    /// is there if its size and SHA-256 are those the checkpoint's final hash
+    /// state gives (from metadata, or by reading the object back).
+    async fn already_stored(
+        &self,
+        command: &ProcessFileCommand,
+        checkpoint: &Checkpoint,
+        hasher: &StreamHasher,
+        meta: &SourceMeta,
+        started: Instant,
+    ) -> Option<ProcessFileResult> {
+        let stored = self.storage.metadata(&command.key).await.ok()??;
+        if stored.size != checkpoint.source.length {
+            return None;
+        }
+        let (sha256, md5) = hasher.clone().finalize();
+        let matches = match &stored.sha256_hex {
+            Some(hex) => hex == sha256.hex(),
+            None => {
+                let mut body = self.storage.read(&command.key).await.ok()?;
+                let mut check = StreamHasher::new(false);
+                while let Some(chunk) = body.next().await {
+                    check.update(&chunk.ok()?);
+                }
+                check.finalize().0 == sha256
+            }
+        };
+        if !matches || !self.expected_match(command, &sha256, md5.as_ref()) {
+            return None;
+        }
+        debug!(key = %command.key, "the object was committed before the restart");
+        Some(ProcessFileResult {
+            key: command.key.clone(),
+            location: self.storage.location(&command.key),
+            bytes: stored.size,
+            sha256,
+            md5,
+            duration: started.elapsed(),
+            final_url: meta.final_url.redacted(),
+            resumed_from: Some(stored.size),
+        })
+    }
+
+    fn expected_match(
+        &self,
+        command: &ProcessFileCommand,
+        sha256: &ferry_domain::Checksum,
+        md5: Option<&ferry_domain::Checksum>,
+    ) -> bool {
+        self.first_mismatch(command, sha256, md5).is_none()
+    }
+
+    fn first_mismatch(
+        &self,
+        command: &ProcessFileCommand,
+        sha256: &ferry_domain::Checksum,
+        md5: Option<&ferry_domain::Checksum>,
+    ) -> Option<ProcessFileError> {
+        command.expected.iter().find_map(|expected| {
+            let actual = match expected.algorithm() {
+                ChecksumAlgorithm::Sha256 => Some(sha256),
+                ChecksumAlgorithm::Md5 => md5,
+            }?;
+            (actual != expected).then(|| ProcessFileError::ChecksumMismatch {
+                algorithm: expected.algorithm(),
+                expected: expected.hex().to_owned(),
+                actual: actual.hex().to_owned(),
+            })
+        })
+    }
+
     pub fn new(
         downloader: Arc<dyn HttpDownloadPort>,
         storage: Arc<dyn FileStoragePort>,
@@ -111,7 +377,10 @@ impl ProcessFile {
     /// Streams the body into `writer`. A source that breaks mid-body is
     /// re-requested from the failed offset; a storage write that fails
     /// transiently is rewound to the storage's durable offset, the hash state
-    /// restored to that offset, and the source re-read from there.
+    /// restored to that offset, and the source re-read from there. With a
+    /// checkpointer, the storage's durable state is checkpointed whenever it
+    /// says one is due.
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
         command: &ProcessFileCommand,
@@ -120,11 +389,12 @@ impl ProcessFile {
         writer: &mut dyn StagedWrite,
         hasher: &mut StreamHasher,
         guard: &mut SizeGuard,
+        mut checkpointer: Option<&mut Checkpointer>,
     ) -> Result<(), ProcessFileError> {
         let class_size = chunk_size_for(meta.total_length);
         let target = class_size;
         let replayable = is_replayable(meta);
-        let mut body = Rechunker::new(body, target);
+        let mut body = Rechunker::starting_at(body, target, hasher.bytes());
         let mut source_resumes = self.config.resume_attempts;
         let mut write_retries = self.config.resume_attempts;
         // Hash states at the start of each chunk not yet durable in storage.
@@ -175,6 +445,10 @@ impl ProcessFile {
                     if let Some(pressure) = &self.config.pressure {
                         pressure.record_chunk(chunk_started.elapsed());
                     }
+                    if replayable && let Some(checkpointer) = checkpointer.as_deref_mut() {
+                        kill_point("ferry-after-write");
+                        checkpoint(writer, hasher, &snapshots, checkpointer, false).await?;
+                    }
                     let durable = writer.durable_offset();
                     while snapshots.front().is_some_and(|s| s.bytes < durable) {
                         snapshots.pop_front();
@@ -195,6 +469,30 @@ impl ProcessFile {
         guard.finish()?;
         Ok(())
     }
+}
+
+/// Asks the storage whether a checkpoint is due and, if so, saves it with
+/// the hash state at the storage's durable offset.
+async fn checkpoint(
+    writer: &mut dyn StagedWrite,
+    hasher: &StreamHasher,
+    snapshots: &VecDeque<HashState>,
+    checkpointer: &mut Checkpointer,
+    force: bool,
+) -> Result<(), StorageError> {
+    let Some(staged) = writer.checkpoint(force).await? else {
+        return Ok(());
+    };
+    let at = staged.committed();
+    let hash = if at == hasher.bytes() {
+        Some(hasher.snapshot())
+    } else {
+        snapshots.iter().find(|s| s.bytes == at).cloned()
+    };
+    if let Some(hash) = hash {
+        checkpointer.save(staged, hash).await;
+    }
+    Ok(())
 }
 
 /// The source can serve any range again and tell whether it changed.
@@ -223,70 +521,81 @@ impl ProcessFilePort for ProcessFile {
         command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError> {
         let started = Instant::now();
-        let download = self
-            .downloader
-            .open(DownloadRequest::whole(command.source.clone()))
-            .await?;
-        let meta = download.meta;
-        let mut guard = SizeGuard::new(command.max_size, command.expected_size);
-        guard.declare(meta.total_length)?;
+        let mut checkpointer = self.checkpointer(&command);
+        let resumed = match checkpointer.as_mut() {
+            Some(cp) => self.try_resume(&command, cp, started).await?,
+            None => Resume::Fresh,
+        };
+        let opened = match resumed {
+            Resume::Opened(opened) => opened,
+            Resume::AlreadyStored(result) => {
+                command.progress.finished(true);
+                return Ok(result);
+            }
+            Resume::Fresh => self.open_fresh(&command).await?,
+        };
+        let Opened {
+            meta,
+            body,
+            mut writer,
+            mut hasher,
+            mut guard,
+            resumed_from,
+        } = opened;
+        if let Some(cp) = checkpointer.as_mut()
+            && cp.source.is_none()
+        {
+            cp.identify(&command.source, &meta);
+        }
 
-        let with_md5 = command.compute_md5
-            || self.config.always_md5
-            || command.expected_for(ChecksumAlgorithm::Md5).is_some();
-        let mut hasher = StreamHasher::new(with_md5);
-        let mut writer = self
-            .storage
-            .begin_write(WriteRequest {
-                key: command.key.clone(),
-                size_hint: meta.total_length,
-                replayable: is_replayable(&meta),
-                expected_sha256_hex: command
-                    .expected_for(ChecksumAlgorithm::Sha256)
-                    .map(|c| c.hex().to_owned()),
-                expected_md5_hex: command
-                    .expected_for(ChecksumAlgorithm::Md5)
-                    .map(|c| c.hex().to_owned()),
-            })
-            .await?;
-        command.progress.started(meta.total_length);
-
-        let pumped = self
-            .pump(
-                &command,
-                &meta,
-                download.body,
-                writer.as_mut(),
-                &mut hasher,
-                &mut guard,
-            )
-            .await;
+        let pumped = match body {
+            Some(body) => {
+                self.pump(
+                    &command,
+                    &meta,
+                    body,
+                    writer.as_mut(),
+                    &mut hasher,
+                    &mut guard,
+                    checkpointer.as_mut(),
+                )
+                .await
+            }
+            None => guard.finish().map(|_| ()),
+        };
         if let Err(error) = pumped {
-            abort(writer, &command).await;
+            self.give_up(writer, &command, checkpointer.as_ref(), &error)
+                .await;
             command.progress.finished(false);
             return Err(error);
         }
 
         let bytes = hasher.bytes();
-        let (sha256, md5) = hasher.finalize();
-        for expected in &command.expected {
-            let actual = match expected.algorithm() {
-                ChecksumAlgorithm::Sha256 => Some(&sha256),
-                ChecksumAlgorithm::Md5 => md5.as_ref(),
-            };
-            if let Some(actual) = actual
-                && actual != expected
+        if let Some(cp) = checkpointer.as_mut()
+            && cp.source.is_some()
+        {
+            // Every byte staged and recorded: a crash during commit resumes
+            // with nothing left to fetch.
+            if let Err(error) =
+                checkpoint(writer.as_mut(), &hasher, &VecDeque::new(), cp, true).await
             {
-                abort(writer, &command).await;
+                let error = error.into();
+                self.give_up(writer, &command, Some(cp), &error).await;
                 command.progress.finished(false);
-                return Err(ProcessFileError::ChecksumMismatch {
-                    algorithm: expected.algorithm(),
-                    expected: expected.hex().to_owned(),
-                    actual: actual.hex().to_owned(),
-                });
+                return Err(error);
             }
         }
+        let (sha256, md5) = hasher.finalize();
+        if let Some(mismatch) = self.first_mismatch(&command, &sha256, md5.as_ref()) {
+            abort(writer, &command).await;
+            if let Some(cp) = &checkpointer {
+                cp.clear().await;
+            }
+            command.progress.finished(false);
+            return Err(mismatch);
+        }
 
+        kill_point("ferry-before-commit");
         let stored = writer
             .commit(CommitInfo {
                 size: bytes,
@@ -294,6 +603,11 @@ impl ProcessFilePort for ProcessFile {
                 md5_hex: md5.as_ref().map(|c| c.hex().to_owned()),
             })
             .await;
+        if let Some(cp) = &checkpointer {
+            // Committed, or failed and aborted by commit: either way the
+            // staged bytes are gone.
+            cp.clear().await;
+        }
         command.progress.finished(stored.is_ok());
         let stored = stored?;
         debug!(key = %stored.key, bytes, "file stored");
@@ -305,7 +619,49 @@ impl ProcessFilePort for ProcessFile {
             md5,
             duration: started.elapsed(),
             final_url: meta.final_url.redacted(),
+            resumed_from,
         })
+    }
+
+    async fn abandon(&self, id: &TransferId) -> Result<(), ProcessFileError> {
+        let Some(store) = &self.config.checkpoints else {
+            return Ok(());
+        };
+        if let Ok(Some(checkpoint)) = store.load(id).await {
+            self.storage
+                .discard(&checkpoint.key, &checkpoint.staged)
+                .await?;
+        }
+        store.remove(id).await.map_err(|e| StorageError::Unexpected {
+            location: format!("checkpoint {id}"),
+            source: Box::new(e),
+        })?;
+        Ok(())
+    }
+}
+
+impl ProcessFile {
+    /// After a failure: a retryable one with a checkpoint saved keeps the
+    /// staged bytes for the retry (or the next process) to resume; anything
+    /// else discards them and the checkpoint.
+    async fn give_up(
+        &self,
+        writer: Box<dyn StagedWrite>,
+        command: &ProcessFileCommand,
+        checkpointer: Option<&Checkpointer>,
+        error: &ProcessFileError,
+    ) {
+        match checkpointer {
+            Some(cp) if cp.saved_at.is_some() && error.class().is_retryable() => {
+                debug!(transfer = %cp.id, "transfer suspended at its checkpoint for a retry");
+                writer.suspend();
+            }
+            Some(cp) => {
+                abort(writer, command).await;
+                cp.clear().await;
+            }
+            None => abort(writer, command).await,
+        }
     }
 }
 

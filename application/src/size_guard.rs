@@ -99,6 +99,13 @@ impl SizeGuard {
         Ok(self.seen)
     }
 
+    /// Counts `offset` bytes as already seen (a transfer resumed from a
+    /// checkpoint: they were checked by the process that wrote them).
+    pub fn resume_at(&mut self, offset: u64) -> Result<(), ProcessFileError> {
+        self.seen = 0;
+        self.add(offset)
+    }
+
     /// Forgets everything counted after `offset` (a rewind).
     pub fn rewind_to(&mut self, offset: u64) {
         self.seen = self.seen.min(offset);

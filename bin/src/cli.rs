@@ -230,7 +230,7 @@ pub struct ServeArgs {
     pub jobs_per_minute: u32,
 }
 
-/// `250ms`, `15s`, `2m`, or plain seconds.
+/// `250ms`, `15s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
@@ -242,7 +242,8 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "" | "s" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
-        other => Err(format!("`{other}` is not a duration unit (use ms, s or m)")),
+        "h" => Ok(std::time::Duration::from_secs(n.saturating_mul(3600))),
+        other => Err(format!("`{other}` is not a duration unit (use ms, s, m or h)")),
     }
 }
 
@@ -321,6 +322,27 @@ pub struct CopyArgs {
     pub source_guard: Toggle,
     #[command(flatten)]
     pub sources: SourceGuardArgs,
+    /// Where checkpoints (small state files) are kept so that a killed or
+    /// failed copy, run again with the same SOURCE and DEST, continues where
+    /// it stopped. Default: $XDG_STATE_HOME/ferry/copy, else
+    /// ~/.local/state/ferry/copy.
+    #[arg(long, env = "FERRY_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Require a checkpoint to resume from (fail if there is none); without
+    /// it a copy resumes when it finds one and starts afresh otherwise.
+    #[arg(long, env = "FERRY_RESUME", conflicts_with = "no_checkpoint")]
+    pub resume: bool,
+    /// Neither save nor use checkpoints.
+    #[arg(long, env = "FERRY_NO_CHECKPOINT")]
+    pub no_checkpoint: bool,
+    /// Retries of a transient failure (network, 5xx, stall) per file; each
+    /// resumes from the last checkpoint. Delays: full jitter, doubling from
+    /// 500 ms up to 30 s.
+    #[arg(long, env = "FERRY_RETRIES", default_value_t = 3)]
+    pub retries: u32,
+    /// No retry starts after this long from the first attempt (e.g. 15m, 1h).
+    #[arg(long, env = "FERRY_RETRY_DEADLINE", default_value = "15m", value_parser = parse_duration)]
+    pub retry_deadline: std::time::Duration,
 }
 
 fn parse_sha256(s: &str) -> Result<Checksum, String> {

@@ -1,6 +1,7 @@
 //! `ferry copy SOURCE DEST`: wiring and output. The work is the ProcessFile
 //! use case.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,10 +18,14 @@ use ferry_adapters::{
     SourceRouter,
 };
 use ferry_application::{ProcessFile, ProcessFileConfig};
+use ferry_adapters::checkpoint::CheckpointFiles;
 use ferry_domain::ports::{
-    FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort,
+    ProcessFileResult,
 };
-use ferry_domain::{ByteSize, EgressPolicy, ObjectKey, SourceUrl};
+use ferry_domain::{
+    ByteSize, EgressPolicy, ObjectKey, RetryPolicy, SourceUrl, StagedState, TransferId,
+};
 
 use crate::cli::{CopyArgs, Toggle};
 use crate::exit;
@@ -136,12 +141,13 @@ async fn open_storage(
     part_size: ByteSize,
     verify_parts: bool,
     memory: MemoryBudget,
+    keep: HashSet<PathBuf>,
 ) -> Result<Arc<dyn FileStoragePort>, OpenError> {
     match dest {
         Destination::Directory { root, key } => {
             let storage =
                 FilesystemStorage::new(root).map_err(|e| UsageError(format!("DEST: {e}")))?;
-            storage.remove_stale_temp_files_near(key).await;
+            storage.remove_stale_temp_files_near(key, keep).await;
             Ok(Arc::new(storage))
         }
         Destination::S3 { bucket, prefix, .. } => {
@@ -187,6 +193,10 @@ struct JsonSuccess<'a> {
     md5: Option<&'a str>,
     duration_seconds: f64,
     throughput_bytes_per_second: f64,
+    /// The offset a resumed copy continued from (bytes below it were not
+    /// fetched again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_from: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -218,6 +228,7 @@ fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
             md5: result.md5.as_ref().map(|c| c.hex()),
             duration_seconds: result.duration.as_secs_f64(),
             throughput_bytes_per_second: result.throughput(),
+            resumed_from: result.resumed_from,
         });
     } else {
         // Display only: precision loss is irrelevant for a rate.
@@ -229,6 +240,9 @@ fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
             result.location,
             result.duration.as_secs_f64()
         );
+        if let Some(offset) = result.resumed_from {
+            println!("resumed from {} (a checkpoint)", ByteSize::new(offset));
+        }
         println!("sha256 {}", result.sha256.hex());
         if let Some(md5) = &result.md5 {
             println!("md5    {}", md5.hex());
@@ -347,12 +361,25 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return usage(&UsageError(format!("--memory-budget: {e}")), json),
     };
+    let checkpoints = if args.no_checkpoint {
+        None
+    } else {
+        match open_state_dir(args.state_dir.as_deref()) {
+            Ok(store) => Some(store),
+            Err(e) => return usage(&e, json),
+        }
+    };
+    let keep = match &checkpoints {
+        Some(store) => live_temp_files(store).await,
+        None => HashSet::new(),
+    };
     let storage = match open_storage(
         &first.dest,
-        endpoint_url,
+        endpoint_url.clone(),
         args.part_size,
         args.verify_parts,
         pools.parts.clone(),
+        keep,
     )
     .await
     {
@@ -378,12 +405,20 @@ pub async fn run(
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
     let use_case = ProcessFile::new(
         Arc::new(downloader),
-        storage,
+        storage.clone(),
         ProcessFileConfig {
             memory: Some(Arc::new(pools)),
+            checkpoints: checkpoints
+                .clone()
+                .map(|c| Arc::new(c) as Arc<dyn CheckpointStorePort>),
             ..ProcessFileConfig::default()
         },
     );
+    let policy = RetryPolicy {
+        attempts: args.retries.saturating_add(1),
+        deadline: args.retry_deadline,
+        ..RetryPolicy::default()
+    };
 
     let show_progress = !args.no_progress && !args.json && std::io::stderr().is_terminal();
     let group = MultiProgress::new();
@@ -395,6 +430,13 @@ pub async fn run(
         .into_iter()
         .map(|p| {
             let mut command = ProcessFileCommand::new(p.source.clone(), p.dest.key().clone());
+            if checkpoints.is_some() {
+                command.transfer_id = transfer_id(
+                    &p.source,
+                    &storage.location(p.dest.key()),
+                    endpoint_url.as_deref(),
+                );
+            }
             command.expected = expected.clone();
             command.max_size = args.max_size;
             command.compute_md5 = args.compute_md5;
@@ -406,10 +448,36 @@ pub async fn run(
         })
         .collect();
 
+    if args.resume
+        && let Some(store) = &checkpoints
+    {
+        for (source, command) in &commands {
+            let Some(id) = &command.transfer_id else {
+                continue;
+            };
+            if !matches!(store.load(id).await, Ok(Some(_))) {
+                return usage(
+                    &UsageError(format!(
+                        "--resume: there is no checkpoint of {source} to {} in {}; run without --resume to start it",
+                        storage.location(&command.key),
+                        store.dir().display()
+                    )),
+                    json,
+                );
+            }
+        }
+    }
+    let transfer_ids: Vec<TransferId> = commands
+        .iter()
+        .filter_map(|(_, c)| c.transfer_id.clone())
+        .collect();
+
     let several = commands.len() > 1;
     let use_case = &use_case;
     let transfers = futures::stream::iter(commands.into_iter().enumerate())
-        .map(|(i, (source, command))| async move { (i, source, use_case.process(command).await) })
+        .map(|(i, (source, command))| async move {
+            (i, source, with_retries(use_case, command, policy).await)
+        })
         .buffer_unordered(usize::from(args.concurrency));
     let mut outcomes = Vec::new();
     let finished = async {
@@ -430,7 +498,10 @@ pub async fn run(
     };
     if interrupted {
         // Dropping the transfers removed their temp files and aborted their
-        // uploads: nothing unfinished is visible.
+        // uploads: nothing unfinished is visible. Their checkpoints go too.
+        for id in &transfer_ids {
+            let _ = use_case.abandon(id).await;
+        }
         eprintln!("ferry: interrupted; unfinished files were not stored");
         return ExitCode::from(130);
     }
@@ -441,4 +512,101 @@ pub async fn run(
         .find_map(|(_, o)| o.as_ref().err().map(exit::for_error))
         .unwrap_or(exit::OK);
     ExitCode::from(code)
+}
+
+/// Runs one copy, retrying transient failures with the policy's full-jitter
+/// backoff; each retry resumes from the last checkpoint. A copy that fails
+/// for good discards what it staged.
+async fn with_retries(
+    use_case: &ProcessFile,
+    command: ProcessFileCommand,
+    policy: RetryPolicy,
+) -> Result<ProcessFileResult, ProcessFileError> {
+    let started = std::time::Instant::now();
+    let mut retry = 0;
+    loop {
+        let outcome = use_case.process(command.clone()).await;
+        let error = match outcome {
+            Ok(result) => return Ok(result),
+            Err(e) => e,
+        };
+        let delay = if error.class().is_retryable() {
+            let unit: f64 = rand::random();
+            policy.delay(retry, unit, started.elapsed())
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            if let Some(id) = &command.transfer_id {
+                let _ = use_case.abandon(id).await;
+            }
+            return Err(error);
+        };
+        tracing::warn!(source = %command.source, retry = retry + 1, delay_ms = delay.as_millis(), %error, "transient failure; retrying from the last checkpoint");
+        tokio::time::sleep(delay).await;
+        retry += 1;
+    }
+}
+
+/// The state directory: --state-dir, else $XDG_STATE_HOME/ferry/copy, else
+/// ~/.local/state/ferry/copy.
+fn open_state_dir(flag: Option<&Path>) -> Result<CheckpointFiles, UsageError> {
+    let dir = match flag {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let base = std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
+                })
+                .ok_or_else(|| {
+                    UsageError(
+                        "no state directory: set --state-dir (or HOME), or pass --no-checkpoint"
+                            .into(),
+                    )
+                })?;
+            base.join("ferry").join("copy")
+        }
+    };
+    CheckpointFiles::open(&dir).map_err(|e| UsageError(format!("--state-dir: {e}")))
+}
+
+/// How long a `ferry copy` checkpoint protects its temp file from the stale
+/// temp sweep: after a week, an unresumed copy's temp file is swept.
+const STATE_GRACE_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Temp files that recent checkpoints name (kept by the stale temp sweep).
+async fn live_temp_files(store: &CheckpointFiles) -> HashSet<PathBuf> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    store
+        .list()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, c)| {
+            let c = c.ok()?;
+            match c.staged {
+                StagedState::TempFile { path, .. } if now - c.saved_at_ms < STATE_GRACE_MS => {
+                    Some(PathBuf::from(path))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// One copy's id: a digest of the full source URL, the destination and the
+/// endpoint (no secret can be read back from it).
+fn transfer_id(source: &SourceUrl, location: &str, endpoint: Option<&str>) -> Option<TransferId> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [source.expose(), location, endpoint.unwrap_or("")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = hex::encode(h.finalize());
+    TransferId::parse(&format!("copy-{}", digest.get(..32)?)).ok()
 }

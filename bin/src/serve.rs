@@ -1,6 +1,7 @@
 //! `ferry serve`: reads config, wires adapters, resumes unfinished jobs,
 //! serves the API until SIGINT/SIGTERM.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +23,8 @@ use ferry_adapters::{
 use ferry_application::jobs::{JobService, JobServiceConfig};
 use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig};
 use ferry_domain::ports::MemoryGaugePort;
-use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
-use ferry_domain::{EgressPolicy, JobId};
+use ferry_domain::ports::{CheckpointStorePort, HttpDownloadPort, JobEventsPort};
+use ferry_domain::{EgressPolicy, JobId, StagedState};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -99,6 +100,25 @@ fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
     })
 }
 
+/// How often checkpoints that no live task owns are looked for, and how old
+/// one must be to go (the startup pass takes every orphan at once).
+const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Aborts uploads and removes temp files of checkpoints whose task is over
+/// (a crash between the end of a task and its cleanup), at startup and then
+/// periodically.
+async fn clean_orphans(jobs: Arc<JobService>) {
+    jobs.discard_checkpoints(None, std::time::Duration::ZERO)
+        .await;
+    let mut tick = tokio::time::interval(ORPHAN_SWEEP_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        jobs.discard_checkpoints(None, ORPHAN_GRACE).await;
+    }
+}
+
 pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     // Configuration that can be refused is checked before anything starts.
     let auth = match auth_config(&args) {
@@ -117,10 +137,6 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("--data-dir: {e}")),
     };
-    match files.remove_stale_temp_files().await {
-        Ok(0) | Err(_) => {}
-        Ok(n) => tracing::info!(removed = n, "stale temp files removed"),
-    }
     let database_url = global
         .database_url
         .clone()
@@ -129,6 +145,21 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(format!("--database-url: {e}")),
     };
+    // Temp files of dead processes go, except those a checkpoint names:
+    // their transfers resume below.
+    let keep: HashSet<PathBuf> = CheckpointStorePort::list(store.as_ref())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, c)| match c.ok()?.staged {
+            StagedState::TempFile { path, .. } => Some(PathBuf::from(path)),
+            StagedState::Multipart { .. } => None,
+        })
+        .collect();
+    match files.remove_stale_temp_files_except(keep).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => tracing::info!(removed = n, "stale temp files removed"),
+    }
     let guard = (args.source_guard == Toggle::On).then(|| {
         SourceGuard::new(EgressPolicy::with_allowed(
             args.sources.allow_source.clone(),
@@ -198,6 +229,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         pressure: Some(pressure),
         process: ProcessFileConfig {
             memory: Some(Arc::new(pools.clone())),
+            checkpoints: Some(store.clone()),
             ..JobServiceConfig::default().process
         },
         ..JobServiceConfig::default()
@@ -240,6 +272,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     }
 
     tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
+    tokio::spawn(clean_orphans(jobs.clone()));
     let shutdown = CancellationToken::new();
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(

@@ -8,6 +8,7 @@
 //! Architecture invariant: nothing here performs I/O or names an adapter
 //! technology (no tokio I/O, aws-sdk, hyper, reqwest or sqlx types).
 
+pub mod checkpoint;
 pub mod checksum;
 pub mod destination;
 pub mod egress;
@@ -21,6 +22,10 @@ pub mod size;
 pub mod source;
 pub mod stream;
 
+pub use checkpoint::{
+    Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, PartRecord, RetryPolicy,
+    SourceIdentity, StagedState, TransferId,
+};
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use destination::{Destination, InvalidDestination};
 pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};

@@ -65,6 +65,12 @@ pub fn kind_payload(kind: &JobEventKind) -> Value {
         } => json!({
             "index": index, "code": code, "class": class, "message": message, "will_retry": will_retry
         }),
+        JobEventKind::FileResumed { index, offset } => {
+            json!({ "index": index, "offset": offset })
+        }
+        JobEventKind::FileRestarted { index, reason } => {
+            json!({ "index": index, "reason": reason })
+        }
         JobEventKind::JobCompleted { status, summary } => {
             json!({ "status": status.as_str(), "summary": summary_json(summary) })
         }
@@ -106,6 +112,14 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
             class: s("class")?,
             message: s("message")?,
             will_retry: p.get("will_retry").and_then(Value::as_bool)?,
+        },
+        "file_resumed" => JobEventKind::FileResumed {
+            index: u("index")?,
+            offset: n("offset")?,
+        },
+        "file_restarted" => JobEventKind::FileRestarted {
+            index: u("index")?,
+            reason: s("reason")?,
         },
         "job_completed" => JobEventKind::JobCompleted {
             status: JobStatus::parse(&s("status")?)?,
@@ -241,6 +255,14 @@ mod tests {
                 class: "client".into(),
                 message: "m".into(),
                 will_retry: false,
+            },
+            JobEventKind::FileResumed {
+                index: 2,
+                offset: 8 << 20,
+            },
+            JobEventKind::FileRestarted {
+                index: 2,
+                reason: "the source changed".into(),
             },
             JobEventKind::JobCompleted {
                 status: JobStatus::CompletedWithErrors,

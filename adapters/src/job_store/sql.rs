@@ -9,13 +9,18 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tracing::info;
 
-use ferry_domain::ports::{JobEvent, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
+use ferry_domain::ports::{
+    CheckpointError, CheckpointStorePort, JobEvent, JobFilter, JobPage, JobRecord, JobStoreError,
+    JobStorePort,
+};
 use ferry_domain::{
-    Checksum, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus, ObjectKey,
+    Checkpoint, Checksum, TransferId, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus, ObjectKey,
     SourceUrl, TaskFailure, TaskStatus,
 };
 
 use super::codec;
+use crate::checkpoint::codec as checkpoint_codec;
+use crate::killpoint::kill_point;
 
 /// Schema versions, applied in order, each once.
 const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -63,6 +68,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     ),
     // Jobs that start an export at a provider (JSON, see codec::export_json).
     (2, &["ALTER TABLE ferry_jobs ADD COLUMN export TEXT"]),
+    // Checkpoints of job tasks (JSON, see checkpoint::codec); not tied to a
+    // job row by a foreign key, so that cleanup can find orphans.
+    (
+        3,
+        &["CREATE TABLE IF NOT EXISTS ferry_checkpoints (
+            transfer_id TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            saved_at_ms BIGINT NOT NULL)"],
+    ),
 ];
 
 /// Columns read, named (never `*`: a statement prepared before a schema
@@ -556,5 +570,79 @@ impl JobStorePort for SqlJobStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+fn checkpoint_error(e: sqlx::Error) -> CheckpointError {
+    match unavailable(e) {
+        JobStoreError::Unavailable(reason) => CheckpointError::Unavailable(reason),
+        other => CheckpointError::Unexpected(Box::new(other)),
+    }
+}
+
+#[async_trait]
+impl CheckpointStorePort for SqlJobStore {
+    async fn load(&self, id: &TransferId) -> Result<Option<Checkpoint>, CheckpointError> {
+        let row = sqlx::query("SELECT body FROM ferry_checkpoints WHERE transfer_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(checkpoint_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let body: String = row.try_get("body").map_err(checkpoint_error)?;
+        checkpoint_codec::from_json(&body)
+            .map(Some)
+            .map_err(|reason| CheckpointError::Corrupt {
+                id: id.clone(),
+                reason,
+            })
+    }
+
+    async fn save(&self, id: &TransferId, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        // One statement in one transaction: a crash before the commit leaves
+        // the previous checkpoint.
+        let mut tx = self.pool.begin().await.map_err(checkpoint_error)?;
+        sqlx::query(
+            "INSERT INTO ferry_checkpoints (transfer_id, body, saved_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (transfer_id) DO UPDATE SET body = excluded.body, saved_at_ms = excluded.saved_at_ms",
+        )
+        .bind(id.as_str())
+        .bind(checkpoint_codec::to_json(checkpoint))
+        .bind(checkpoint.saved_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(checkpoint_error)?;
+        kill_point("ferry-checkpoint-written");
+        tx.commit().await.map_err(checkpoint_error)
+    }
+
+    async fn remove(&self, id: &TransferId) -> Result<(), CheckpointError> {
+        sqlx::query("DELETE FROM ferry_checkpoints WHERE transfer_id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(checkpoint_error)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+    ) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+        let rows = sqlx::query("SELECT transfer_id, body FROM ferry_checkpoints ORDER BY transfer_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(checkpoint_error)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("transfer_id").map_err(checkpoint_error)?;
+            let body: String = row.try_get("body").map_err(checkpoint_error)?;
+            let Ok(id) = TransferId::parse(&id) else {
+                continue;
+            };
+            found.push((id, checkpoint_codec::from_json(&body)));
+        }
+        Ok(found)
     }
 }

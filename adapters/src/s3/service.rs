@@ -387,6 +387,45 @@ impl S3Service {
         Ok(found)
     }
 
+    /// The parts of an incomplete upload: (number, size, ETag), in order.
+    /// `NotFound` when the upload no longer exists.
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<(i32, u64, String)>, StorageError> {
+        let location = s3_location(bucket, key);
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(&location, e))?;
+            for p in out.parts.unwrap_or_default() {
+                if let (Some(n), Some(size), Some(etag)) = (p.part_number, p.size, p.e_tag) {
+                    parts.push((n, u64::try_from(size).unwrap_or(0), etag));
+                }
+            }
+            if out.is_truncated != Some(true) {
+                break;
+            }
+            marker = out.next_part_number_marker;
+            if marker.is_none() {
+                break;
+            }
+        }
+        parts.sort_by_key(|p| p.0);
+        Ok(parts)
+    }
+
     /// Aborts an upload, repeating until ListParts no longer knows it (parts
     /// in flight during an abort can otherwise survive it).
     pub async fn abort_upload(

@@ -34,15 +34,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use ferry_domain::ObjectKey;
 use ferry_domain::ports::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 use ferry_domain::stream::ByteStream;
+use ferry_domain::{ObjectKey, PartRecord, StagedState};
 
 use super::body::channel_body;
 use super::errors::map_sdk_error;
 use super::service::{S3Service, s3_location};
+use crate::killpoint::kill_point;
 use crate::memory::{MemoryBudget, MemoryGrant};
 
 const MIB: u64 = 1024 * 1024;
@@ -223,6 +224,9 @@ struct S3Write {
     parts: Vec<CompletedPart>,
     mode: Mode,
     finished: bool,
+    /// Parts named in the last checkpoint (`None`: the upload was not
+    /// checkpointed yet).
+    reported_parts: Option<usize>,
 }
 
 impl S3Write {
@@ -564,6 +568,7 @@ impl S3Write {
             .await
             .map_err(|e| map_sdk_error(&self.location(), e))?;
         self.upload_id = None;
+        kill_point("ferry-s3-completed");
         Ok(())
     }
 
@@ -737,6 +742,47 @@ impl StagedWrite for S3Write {
     async fn abort(mut self: Box<Self>) -> Result<(), StorageError> {
         self.abort_upload().await
     }
+
+    async fn checkpoint(&mut self, force: bool) -> Result<Option<StagedState>, StorageError> {
+        // Only a streamed multipart upload can be taken up again: a single
+        // PUT is under one part, a buffered one has no replayable source.
+        let (Mode::Multipart { part_size, .. }, Some(upload_id)) = (&self.mode, &self.upload_id)
+        else {
+            return Ok(None);
+        };
+        if !force && self.reported_parts == Some(self.parts.len()) {
+            return Ok(None);
+        }
+        let size = self.size.unwrap_or(0);
+        let mut offset = 0u64;
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let len = (*part_size).min(size.saturating_sub(offset));
+            offset += len;
+            parts.push(PartRecord {
+                number: u32::try_from(part.part_number.unwrap_or(0)).unwrap_or(0),
+                size: len,
+                etag: part.e_tag.clone().unwrap_or_default(),
+            });
+        }
+        let state = StagedState::Multipart {
+            upload_id: upload_id.clone(),
+            part_size: *part_size,
+            parts,
+        };
+        self.reported_parts = Some(self.parts.len());
+        Ok(Some(state))
+    }
+
+    fn suspend(mut self: Box<Self>) {
+        // Keep the upload and its completed parts: a checkpoint names them.
+        self.stop_in_flight();
+        self.finished = true;
+    }
+}
+
+fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"').eq_ignore_ascii_case(b.trim_matches('"'))
 }
 
 #[async_trait]
@@ -785,7 +831,104 @@ impl FileStoragePort for S3Storage {
             parts: Vec::new(),
             mode,
             finished: false,
+            reported_parts: None,
         }))
+    }
+
+    async fn resume_write(
+        &self,
+        request: WriteRequest,
+        staged: &StagedState,
+    ) -> Result<Box<dyn StagedWrite>, StorageError> {
+        let key = self.full_key(&request.key);
+        let location = s3_location(&self.bucket, &key);
+        let refuse = |reason: String| StorageError::InvalidDestination {
+            location: location.clone(),
+            reason,
+        };
+        let StagedState::Multipart {
+            upload_id,
+            part_size,
+            parts,
+        } = staged
+        else {
+            return Err(refuse(format!(
+                "a {} checkpoint is not an S3 upload",
+                staged.kind()
+            )));
+        };
+        let size = match request.size_hint {
+            Some(size) if request.replayable => size,
+            _ => return Err(refuse("only a replayable source of known length resumes".into())),
+        };
+        if *part_size < MIN_PART || size.div_ceil(*part_size) > MAX_PARTS {
+            return Err(refuse(format!("part size {part_size} does not fit S3's limits")));
+        }
+        // The upload must still hold every checkpointed part, unchanged.
+        // Parts after them (uploaded after the last checkpoint) are simply
+        // uploaded again.
+        let listed = self
+            .service
+            .list_parts(&self.bucket, &key, upload_id)
+            .await?;
+        for part in parts {
+            let found = listed
+                .iter()
+                .find(|(n, _, _)| u32::try_from(*n).ok() == Some(part.number));
+            match found {
+                Some((_, listed_size, etag))
+                    if *listed_size == part.size && same_etag(etag, &part.etag) => {}
+                _ => {
+                    return Err(refuse(format!(
+                        "part {} of the upload differs from the checkpoint",
+                        part.number
+                    )));
+                }
+            }
+        }
+        let committed = staged.committed();
+        debug!(%location, committed, parts = parts.len(), "resuming a multipart upload");
+        Ok(Box::new(S3Write {
+            service: self.service.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            object_key: request.key,
+            size: Some(size),
+            written: committed,
+            durable: committed,
+            create_metadata: metadata_of(
+                request.expected_sha256_hex.as_deref(),
+                request.expected_md5_hex.as_deref(),
+            ),
+            verify_etags: self.config.verify_part_etags,
+            depth: self.config.channel_depth,
+            memory: self.config.memory.clone(),
+            upload_id: Some(upload_id.clone()),
+            parts: parts
+                .iter()
+                .map(|p| {
+                    CompletedPart::builder()
+                        .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
+                        .e_tag(&p.etag)
+                        .build()
+                })
+                .collect(),
+            mode: Mode::Multipart {
+                part_size: *part_size,
+                current: None,
+            },
+            finished: false,
+            reported_parts: Some(parts.len()),
+        }))
+    }
+
+    async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {
+        let StagedState::Multipart { upload_id, .. } = staged else {
+            return Ok(());
+        };
+        self.service
+            .abort_upload(&self.bucket, &self.full_key(key), upload_id)
+            .await
     }
 
     async fn read(&self, key: &ObjectKey) -> Result<ByteStream<StorageError>, StorageError> {

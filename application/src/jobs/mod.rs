@@ -3,6 +3,7 @@
 //! cancel, and resume after a restart.
 
 mod access;
+mod cleanup;
 mod service;
 mod validate;
 mod watch;

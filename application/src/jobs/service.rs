@@ -20,7 +20,8 @@ use ferry_domain::ports::{
 };
 use ferry_domain::source::redact_text;
 use ferry_domain::{
-    ByteSize, Export, ExportProgress, Job, JobId, JobStatus, SourceUrl, TaskFailure, TaskStatus,
+    ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy, SourceUrl, TaskFailure,
+    TaskStatus, TransferId,
 };
 
 use super::validate::{InvalidJobRequest, SubmitJobRequest, validate, validate_files};
@@ -35,7 +36,12 @@ pub struct JobServiceConfig {
     pub global_concurrency: usize,
     /// Attempts per file for retryable failures (1 = no retry).
     pub max_attempts: u32,
+    /// Retry delays: full jitter under `retry_base_delay × 2^n`, capped at
+    /// `retry_max_delay`; no retry starts after `retry_deadline` from the
+    /// first attempt. A retry resumes from the task's last checkpoint.
     pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub retry_deadline: Duration,
     pub max_files_per_job: usize,
     pub max_file_size: ByteSize,
     /// At most one progress event per file per interval.
@@ -61,6 +67,8 @@ impl Default for JobServiceConfig {
             global_concurrency: 16,
             max_attempts: 3,
             retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(30 * 60),
             max_files_per_job: 10_000,
             max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             progress_interval: Duration::from_secs(1),
@@ -104,12 +112,12 @@ struct Running {
 
 /// The job use cases, shared by the API handlers and the runner.
 pub struct JobService {
-    store: Arc<dyn JobStorePort>,
+    pub(super) store: Arc<dyn JobStorePort>,
     downloader: Arc<dyn HttpDownloadPort>,
-    storages: Arc<dyn StorageResolverPort>,
+    pub(super) storages: Arc<dyn StorageResolverPort>,
     events: Arc<dyn JobEventsPort>,
     new_id: Box<dyn Fn() -> JobId + Send + Sync>,
-    config: JobServiceConfig,
+    pub(super) config: JobServiceConfig,
     global: Arc<Semaphore>,
     running: Mutex<HashMap<JobId, Running>>,
     /// Held across "store the event" and "publish it", so subscribers see
@@ -154,12 +162,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// What a transfer tells its task's event forwarder.
+enum Note {
+    Progress(u64, Option<u64>),
+    Resumed(u64),
+    Restarted(String),
+}
+
 /// Sends rate-limited progress from the (sync) ProgressPort to the job's
 /// event stream.
 struct EventProgress {
-    tx: mpsc::UnboundedSender<(u64, Option<u64>)>,
+    tx: mpsc::UnboundedSender<Note>,
     interval: Duration,
     state: Mutex<(Option<Instant>, Option<u64>)>,
+}
+
+/// A uniform number in [0, 1) for retry jitter, from std's randomly keyed
+/// hasher (no random-number crate needed for a delay).
+fn jitter_unit() -> f64 {
+    use std::hash::BuildHasher;
+    let x = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    // 53 random bits scaled into [0, 1): exact in an f64.
+    #[allow(clippy::cast_precision_loss)]
+    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+    unit
 }
 
 impl ProgressPort for EventProgress {
@@ -172,11 +198,19 @@ impl ProgressPort for EventProgress {
         let due = st.0.is_none_or(|t| t.elapsed() >= self.interval);
         if due {
             st.0 = Some(Instant::now());
-            let _ = self.tx.unbounded_send((done, st.1));
+            let _ = self.tx.unbounded_send(Note::Progress(done, st.1));
         }
     }
 
     fn finished(&self, _ok: bool) {}
+
+    fn resumed(&self, offset: u64) {
+        let _ = self.tx.unbounded_send(Note::Resumed(offset));
+    }
+
+    fn restarted(&self, reason: &str) {
+        let _ = self.tx.unbounded_send(Note::Restarted(reason.to_owned()));
+    }
 }
 
 impl JobService {
@@ -615,6 +649,19 @@ impl JobService {
     /// One file task, with retries for retryable failures.
     async fn run_task(&self, shared: &Mutex<JobRecord>, process: &ProcessFile, index: usize) {
         let id = lock(shared).job.id.clone();
+        let first_try = Instant::now();
+        let policy = RetryPolicy {
+            attempts: self.config.max_attempts,
+            base: self.config.retry_base_delay,
+            max: self.config.retry_max_delay,
+            deadline: self.config.retry_deadline,
+        };
+        let transfer_id = self
+            .config
+            .process
+            .checkpoints
+            .is_some()
+            .then(|| TransferId::for_task(&id, index));
         loop {
             let Ok(_permit) = self.global.acquire().await else {
                 return;
@@ -652,26 +699,30 @@ impl JobService {
             command.expected = task.spec.expected.clone();
             command.expected_size = task.spec.expected_size;
             command.max_size = self.config.max_file_size;
+            command.transfer_id = transfer_id.clone();
             command.progress = Arc::new(EventProgress {
                 tx,
                 interval: self.config.progress_interval,
                 state: Mutex::new((None, None)),
             });
             let forward = async {
-                while let Some((bytes_done, total)) = rx.next().await {
-                    let _ = lock(shared)
-                        .job
-                        .task_mut(index)
-                        .and_then(|t| t.progress(bytes_done));
-                    self.emit(
-                        &id,
-                        JobEventKind::FileProgress {
-                            index,
-                            bytes_done,
-                            total,
-                        },
-                    )
-                    .await;
+                while let Some(note) = rx.next().await {
+                    let kind = match note {
+                        Note::Progress(bytes_done, total) => {
+                            let _ = lock(shared)
+                                .job
+                                .task_mut(index)
+                                .and_then(|t| t.progress(bytes_done));
+                            JobEventKind::FileProgress {
+                                index,
+                                bytes_done,
+                                total,
+                            }
+                        }
+                        Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
+                        Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
+                    };
+                    self.emit(&id, kind).await;
                 }
             };
             // The command (and its progress sender) is dropped when the
@@ -703,8 +754,16 @@ impl JobService {
                     return;
                 }
                 Err(error) => {
-                    let retry =
-                        error.class().is_retryable() && task.attempts() < self.config.max_attempts;
+                    let delay = if error.class().is_retryable() {
+                        policy.delay(
+                            task.attempts().saturating_sub(1),
+                            jitter_unit(),
+                            first_try.elapsed(),
+                        )
+                    } else {
+                        None
+                    };
+                    let retry = delay.is_some();
                     let failure = TaskFailure {
                         class: error.class(),
                         code: error.code().to_owned(),
@@ -736,14 +795,19 @@ impl JobService {
                         },
                     )
                     .await;
-                    if !retry {
+                    let Some(delay) = delay else {
+                        // No retry: whatever the transfer staged goes now.
+                        if let Some(transfer) = &transfer_id
+                            && let Err(e) = process.abandon(transfer).await
+                        {
+                            warn!(job = %id, index, error = %e, "could not discard a failed task's staged bytes");
+                        }
                         return;
-                    }
+                    };
+                    drop(_permit);
+                    tokio::time::sleep(delay).await;
                 }
             }
-            drop(_permit);
-            let exp = 2u32.saturating_pow(task.attempts().saturating_sub(1));
-            tokio::time::sleep(self.config.retry_base_delay.saturating_mul(exp)).await;
         }
     }
 
@@ -803,6 +867,7 @@ impl JobService {
         self.store.replace_tasks(id, record.job.tasks()).await?;
         self.emit(id, JobEventKind::JobCancelled).await;
         self.notify_workflow(&mut record).await;
+        self.discard_checkpoints(Some(id), Duration::ZERO).await;
         Ok(record)
     }
 

@@ -48,6 +48,17 @@ pub enum JobEventKind {
         message: String,
         will_retry: bool,
     },
+    /// The transfer continued from its checkpoint at `offset`.
+    FileResumed {
+        index: usize,
+        offset: u64,
+    },
+    /// The transfer's checkpoint could not be used (`reason`, e.g. the
+    /// source changed): it starts again from zero.
+    FileRestarted {
+        index: usize,
+        reason: String,
+    },
     JobCompleted {
         status: JobStatus,
         summary: JobSummary,
@@ -66,6 +77,8 @@ impl JobEventKind {
             JobEventKind::FileProgress { .. } => "file_progress",
             JobEventKind::FileSucceeded { .. } => "file_succeeded",
             JobEventKind::FileFailed { .. } => "file_failed",
+            JobEventKind::FileResumed { .. } => "file_resumed",
+            JobEventKind::FileRestarted { .. } => "file_restarted",
             JobEventKind::JobCompleted { .. } => "job_completed",
             JobEventKind::JobCancelled => "job_cancelled",
         }

@@ -3,6 +3,7 @@
 //! error enum with the business cases plus one `Unexpected` carrying the
 //! source, and a `class()` that says whether a retry can help.
 
+pub mod checkpoint;
 pub mod download;
 pub mod events;
 pub mod export;
@@ -14,6 +15,7 @@ pub mod storage;
 pub mod storage_resolver;
 pub mod workflow;
 
+pub use checkpoint::{CheckpointError, CheckpointStorePort};
 pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::checkpoint::TransferId;
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::error::ErrorClass;
 use crate::key::ObjectKey;
@@ -31,6 +32,10 @@ pub struct ProcessFileCommand {
     /// Compute MD5 even when no MD5 is expected.
     pub compute_md5: bool,
     pub progress: Arc<dyn ProgressPort>,
+    /// Names the transfer across restarts: with a checkpoint store
+    /// configured, progress is checkpointed under it and a later call with
+    /// the same id resumes from the last checkpoint.
+    pub transfer_id: Option<TransferId>,
 }
 
 impl ProcessFileCommand {
@@ -43,6 +48,7 @@ impl ProcessFileCommand {
             max_size: DEFAULT_MAX_SIZE,
             compute_md5: false,
             progress: Arc::new(crate::ports::progress::NoProgress),
+            transfer_id: None,
         }
     }
 
@@ -60,6 +66,7 @@ impl std::fmt::Debug for ProcessFileCommand {
             .field("expected_size", &self.expected_size)
             .field("max_size", &self.max_size)
             .field("compute_md5", &self.compute_md5)
+            .field("transfer_id", &self.transfer_id)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +82,9 @@ pub struct ProcessFileResult {
     pub duration: Duration,
     /// Redacted URL actually read, after redirects.
     pub final_url: String,
+    /// The offset this call continued from, when it resumed a checkpointed
+    /// transfer (bytes below it were not fetched again).
+    pub resumed_from: Option<u64>,
 }
 
 impl ProcessFileResult {
@@ -176,6 +186,13 @@ pub trait ProcessFilePort: Send + Sync + 'static {
         &self,
         command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError>;
+
+    /// Gives up a checkpointed transfer that will not be retried: its staged
+    /// bytes are discarded (upload aborted, temp file removed) and its
+    /// checkpoint removed. Abandoning an unknown transfer succeeds.
+    async fn abandon(&self, _id: &TransferId) -> Result<(), ProcessFileError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,12 @@ pub trait ProgressPort: Send + Sync {
     fn advanced(&self, done: u64);
     /// The transfer ended, successfully or not.
     fn finished(&self, ok: bool);
+    /// A checkpointed transfer continues from `offset` (bytes below it are
+    /// not fetched again).
+    fn resumed(&self, _offset: u64) {}
+    /// A checkpoint could not be used (`reason`: the source changed, the
+    /// staged bytes are gone...): the transfer starts again from zero.
+    fn restarted(&self, _reason: &str) {}
 }
 
 /// Reports nothing.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::checkpoint::StagedState;
 use crate::error::{BoxError, ErrorClass};
 use crate::key::ObjectKey;
 use crate::stream::ByteStream;
@@ -125,6 +126,18 @@ pub trait StagedWrite: Send {
     async fn commit(self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError>;
     /// Discards everything written; nothing becomes visible.
     async fn abort(self: Box<Self>) -> Result<(), StorageError>;
+    /// The durable state to record in a checkpoint, when one is due: S3 once
+    /// the upload exists and after every completed part, a directory every
+    /// N-th call after an fsync. `force` asks for it now (after a resume).
+    /// `None`: nothing new, or this write cannot be resumed.
+    async fn checkpoint(&mut self, _force: bool) -> Result<Option<StagedState>, StorageError> {
+        Ok(None)
+    }
+    /// Stops writing but keeps the staged bytes for
+    /// [`FileStoragePort::resume_write`] (a retry or the next process);
+    /// whoever suspends must later resume or
+    /// [`FileStoragePort::discard`] them.
+    fn suspend(self: Box<Self>) {}
 }
 
 /// A place to store files: a directory or an S3 bucket and prefix.
@@ -138,6 +151,26 @@ pub trait FileStoragePort: Send + Sync + 'static {
         &self,
         request: WriteRequest,
     ) -> Result<Box<dyn StagedWrite>, StorageError>;
+    /// Takes up a staged write saved by [`StagedWrite::checkpoint`],
+    /// after checking it is still there and intact (S3: ListParts matches;
+    /// directory: the temp file holds at least the synced length, truncated
+    /// back to it). An error means it cannot be resumed: discard it and start
+    /// from zero.
+    async fn resume_write(
+        &self,
+        request: WriteRequest,
+        _staged: &StagedState,
+    ) -> Result<Box<dyn StagedWrite>, StorageError> {
+        Err(StorageError::InvalidDestination {
+            location: self.location(&request.key),
+            reason: "this storage cannot resume a staged write".into(),
+        })
+    }
+    /// Deletes a staged write that will not be resumed (aborts the upload,
+    /// removes the temp file). Discarding what is already gone succeeds.
+    async fn discard(&self, _key: &ObjectKey, _staged: &StagedState) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Streams an object's bytes.
     async fn read(&self, key: &ObjectKey) -> Result<ByteStream<StorageError>, StorageError>;
     /// Deletes an object; deleting a missing object succeeds.

@@ -1,0 +1,128 @@
+//! `CheckpointStorePort` on a directory of small JSON files, one per
+//! transfer (`ferry copy`'s state files). A save writes a temp file, fsyncs
+//! it, renames it over the old one and fsyncs the directory: a crash at any
+//! point leaves the previous checkpoint or the new one, never a torn file.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use ferry_domain::ports::{CheckpointError, CheckpointStorePort};
+use ferry_domain::{Checkpoint, TransferId};
+
+use super::codec;
+use crate::killpoint::kill_point;
+
+const SUFFIX: &str = ".json";
+
+/// Checkpoints as files in one directory.
+#[derive(Debug, Clone)]
+pub struct CheckpointFiles {
+    dir: PathBuf,
+}
+
+fn io(e: std::io::Error) -> CheckpointError {
+    CheckpointError::Unavailable(e.to_string())
+}
+
+impl CheckpointFiles {
+    /// Uses `dir`, created (mode 0700 where supported) if missing.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(&dir).map_err(|e| {
+            CheckpointError::Unavailable(format!(
+                "cannot create the state directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &TransferId) -> PathBuf {
+        self.dir.join(format!("{id}{SUFFIX}"))
+    }
+}
+
+fn save_sync(dir: &Path, path: &Path, body: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(body.as_bytes())?;
+        file.sync_all()?;
+        kill_point("ferry-checkpoint-written");
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[async_trait]
+impl CheckpointStorePort for CheckpointFiles {
+    async fn load(&self, id: &TransferId) -> Result<Option<Checkpoint>, CheckpointError> {
+        match tokio::fs::read_to_string(self.path(id)).await {
+            Ok(raw) => codec::from_json(&raw)
+                .map(Some)
+                .map_err(|reason| CheckpointError::Corrupt {
+                    id: id.clone(),
+                    reason,
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn save(&self, id: &TransferId, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let (dir, path, body) = (self.dir.clone(), self.path(id), codec::to_json(checkpoint));
+        tokio::task::spawn_blocking(move || save_sync(&dir, &path, &body))
+            .await
+            .map_err(|e| CheckpointError::Unexpected(Box::new(e)))?
+            .map_err(io)
+    }
+
+    async fn remove(&self, id: &TransferId) -> Result<(), CheckpointError> {
+        match tokio::fs::remove_file(self.path(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+    ) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+        let mut found = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .and_then(|n| TransferId::parse(n).ok())
+            else {
+                continue;
+            };
+            let checkpoint = tokio::fs::read_to_string(entry.path())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|raw| codec::from_json(&raw));
+            found.push((id, checkpoint));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+}

@@ -1,0 +1,395 @@
+//! Crash-proof transfers: what is saved so that a transfer killed at any
+//! point continues from where it stopped, and the retry policy that decides
+//! when to try again.
+//!
+//! A [`Checkpoint`] pairs three facts that must agree at one byte offset:
+//! the source identity (so a changed source is never spliced), the hash
+//! states at that offset (so the final SHA-256/MD5 cover every byte), and the
+//! staged write's durable state at that offset ([`StagedState`]: an S3
+//! upload id and its completed parts, or a temp file and its synced length).
+
+use std::fmt;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::key::ObjectKey;
+use crate::ports::download::Validator;
+
+/// Names one transfer across restarts: `job-<job id>-<task index>` for job
+/// tasks, a digest of source and destination for `ferry copy`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(String);
+
+/// A transfer id that is empty, too long or has characters other than
+/// `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid transfer id {0:?}: use 1-200 characters of A-Z a-z 0-9 . _ -")]
+pub struct InvalidTransferId(pub String);
+
+impl TransferId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidTransferId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 200
+            && !raw.starts_with('.')
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidTransferId(raw.to_owned()))
+        }
+    }
+
+    /// The id of a job's file task.
+    pub fn for_task(job: &crate::job::JobId, index: usize) -> Self {
+        // A JobId is already restricted to [A-Za-z0-9_-].
+        Self(format!("job-{job}-{index}"))
+    }
+
+    /// The job and task index of a job task's id.
+    pub fn task(&self) -> Option<(crate::job::JobId, usize)> {
+        let rest = self.0.strip_prefix("job-")?;
+        let (job, index) = rest.rsplit_once('-')?;
+        Some((crate::job::JobId::parse(job).ok()?, index.parse().ok()?))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What identifies the source's content: resuming is only allowed against the
+/// same URL, length and validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    /// SHA-256 (hex) of the full URL: compares URLs without writing a
+    /// presigned query string to disk.
+    pub url_sha256: String,
+    pub length: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl SourceIdentity {
+    /// The validator a resumed range request sends as `If-Range`.
+    pub fn validator(&self) -> Option<Validator> {
+        match (&self.etag, &self.last_modified) {
+            (Some(etag), _) if !etag.starts_with("W/") => Some(Validator::ETag(etag.clone())),
+            (_, Some(lm)) => Some(Validator::LastModified(lm.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether a fresh response describes the same content.
+    pub fn same_content(&self, length: Option<u64>, validator: Option<&Validator>) -> bool {
+        length == Some(self.length) && validator.is_some() && validator == self.validator().as_ref()
+    }
+}
+
+/// A serialized hasher state at a byte offset (sha2/md-5 `SerializableState`,
+/// about 100 bytes each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashState {
+    pub bytes: u64,
+    pub sha256: Vec<u8>,
+    pub md5: Option<Vec<u8>>,
+}
+
+/// One completed multipart part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRecord {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// The durable part of a staged write, enough for the storage to take it up
+/// again in another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StagedState {
+    /// An S3 multipart upload and its completed parts, in order.
+    Multipart {
+        upload_id: String,
+        part_size: u64,
+        parts: Vec<PartRecord>,
+    },
+    /// A temp file beside the destination and the length known to be on disk
+    /// (fsynced).
+    TempFile { path: String, length: u64 },
+}
+
+impl StagedState {
+    /// Bytes this state holds for good.
+    pub fn committed(&self) -> u64 {
+        match self {
+            StagedState::Multipart { parts, .. } => parts.iter().map(|p| p.size).sum(),
+            StagedState::TempFile { length, .. } => *length,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StagedState::Multipart { .. } => "multipart",
+            StagedState::TempFile { .. } => "temp_file",
+        }
+    }
+}
+
+/// Everything needed to continue one transfer after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub source: SourceIdentity,
+    pub key: ObjectKey,
+    /// Hash states at [`StagedState::committed`].
+    pub hash: HashState,
+    pub staged: StagedState,
+    /// When it was saved, in milliseconds since the epoch.
+    pub saved_at_ms: i64,
+}
+
+/// A checkpoint whose parts do not agree.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidCheckpoint {
+    #[error("the hash state covers {hashed} bytes but the staged write holds {staged}")]
+    OffsetMismatch { hashed: u64, staged: u64 },
+    #[error("the staged write holds {staged} bytes, more than the source's {length}")]
+    PastEnd { staged: u64, length: u64 },
+    #[error("multipart parts are not numbered 1..n in order")]
+    PartNumbers,
+}
+
+impl Checkpoint {
+    /// Builds a checkpoint, checking that its offsets agree.
+    pub fn new(
+        source: SourceIdentity,
+        key: ObjectKey,
+        hash: HashState,
+        staged: StagedState,
+        saved_at_ms: i64,
+    ) -> Result<Self, InvalidCheckpoint> {
+        let checkpoint = Self {
+            source,
+            key,
+            hash,
+            staged,
+            saved_at_ms,
+        };
+        checkpoint.validate()?;
+        Ok(checkpoint)
+    }
+
+    /// Checks a checkpoint read back from storage.
+    pub fn validate(&self) -> Result<(), InvalidCheckpoint> {
+        let staged = self.staged.committed();
+        if self.hash.bytes != staged {
+            return Err(InvalidCheckpoint::OffsetMismatch {
+                hashed: self.hash.bytes,
+                staged,
+            });
+        }
+        if staged > self.source.length {
+            return Err(InvalidCheckpoint::PastEnd {
+                staged,
+                length: self.source.length,
+            });
+        }
+        if let StagedState::Multipart { parts, .. } = &self.staged
+            && parts
+                .iter()
+                .enumerate()
+                .any(|(i, p)| usize::try_from(p.number).ok() != Some(i + 1))
+        {
+            return Err(InvalidCheckpoint::PartNumbers);
+        }
+        Ok(())
+    }
+
+    /// Bytes already stored for good.
+    pub fn committed(&self) -> u64 {
+        self.staged.committed()
+    }
+}
+
+/// How failures of one class are retried: exponential backoff with full
+/// jitter (`delay = random(0, min(max, base × 2^attempt))`), at most
+/// `attempts` tries in all, never past `deadline` from the first try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            deadline: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (0 = the first retry), given a
+    /// uniform random `unit` in [0, 1); `None` when no retry is left, because
+    /// of the attempt cap or because the delay would end past the deadline
+    /// (`elapsed` is the time since the first try).
+    pub fn delay(&self, retry: u32, unit: f64, elapsed: Duration) -> Option<Duration> {
+        if retry.saturating_add(1) >= self.attempts {
+            return None;
+        }
+        let ceiling = self
+            .base
+            .saturating_mul(2u32.saturating_pow(retry.min(31)))
+            .min(self.max);
+        let delay = ceiling.mul_f64(unit.clamp(0.0, 1.0));
+        (elapsed.saturating_add(delay) < self.deadline).then_some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> SourceIdentity {
+        SourceIdentity {
+            url_sha256: "ab".repeat(32),
+            length: 100,
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        }
+    }
+
+    fn state(bytes: u64) -> HashState {
+        HashState {
+            bytes,
+            sha256: vec![1; 40],
+            md5: None,
+        }
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::parse("a/b.bin").unwrap()
+    }
+
+    #[test]
+    fn transfer_ids_are_validated() {
+        assert!(TransferId::parse("job-0a1b-3").is_ok());
+        assert!(TransferId::parse("copy-ab12.cd_ef").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "x\n", &"a".repeat(201)] {
+            assert!(TransferId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn task_ids_round_trip() {
+        let job = crate::job::JobId::parse("3f2a-b9_c").unwrap();
+        let id = TransferId::for_task(&job, 17);
+        assert_eq!(id.task(), Some((job, 17)));
+        assert_eq!(TransferId::parse("copy-abc").unwrap().task(), None);
+    }
+
+    #[test]
+    fn offsets_must_agree() {
+        let staged = StagedState::TempFile {
+            path: "/d/.x".into(),
+            length: 40,
+        };
+        assert!(Checkpoint::new(identity(), key(), state(40), staged.clone(), 0).is_ok());
+        assert_eq!(
+            Checkpoint::new(identity(), key(), state(39), staged, 0),
+            Err(InvalidCheckpoint::OffsetMismatch {
+                hashed: 39,
+                staged: 40
+            })
+        );
+        let past = StagedState::TempFile {
+            path: "/d/.x".into(),
+            length: 101,
+        };
+        assert!(matches!(
+            Checkpoint::new(identity(), key(), state(101), past, 0),
+            Err(InvalidCheckpoint::PastEnd { .. })
+        ));
+    }
+
+    #[test]
+    fn parts_are_numbered_in_order_and_summed() {
+        let part = |number, size| PartRecord {
+            number,
+            size,
+            etag: format!("\"e{number}\""),
+        };
+        let ok = StagedState::Multipart {
+            upload_id: "u".into(),
+            part_size: 30,
+            parts: vec![part(1, 30), part(2, 30)],
+        };
+        assert_eq!(ok.committed(), 60);
+        assert!(Checkpoint::new(identity(), key(), state(60), ok, 0).is_ok());
+        let gap = StagedState::Multipart {
+            upload_id: "u".into(),
+            part_size: 30,
+            parts: vec![part(1, 30), part(3, 30)],
+        };
+        assert_eq!(
+            Checkpoint::new(identity(), key(), state(60), gap, 0),
+            Err(InvalidCheckpoint::PartNumbers)
+        );
+    }
+
+    #[test]
+    fn same_content_needs_length_and_validator() {
+        let id = identity();
+        let v1 = Validator::ETag("\"v1\"".into());
+        let v2 = Validator::ETag("\"v2\"".into());
+        assert!(id.same_content(Some(100), Some(&v1)));
+        assert!(!id.same_content(Some(100), Some(&v2)));
+        assert!(!id.same_content(Some(99), Some(&v1)));
+        assert!(!id.same_content(None, Some(&v1)));
+        assert!(!id.same_content(Some(100), None));
+        let weak = SourceIdentity {
+            etag: Some("W/\"v1\"".into()),
+            last_modified: Some("Mon, 30 Nov 2026 00:00:00 GMT".into()),
+            ..identity()
+        };
+        assert_eq!(
+            weak.validator(),
+            Some(Validator::LastModified(
+                "Mon, 30 Nov 2026 00:00:00 GMT".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn retry_delays_use_full_jitter_under_a_cap_and_deadline() {
+        let policy = RetryPolicy {
+            attempts: 4,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+            deadline: Duration::from_secs(10),
+        };
+        let zero = Duration::ZERO;
+        // Ceilings 100, 200, 300 (capped) ms; the unit scales within them.
+        assert_eq!(policy.delay(0, 0.5, zero), Some(Duration::from_millis(50)));
+        assert_eq!(policy.delay(1, 0.999, zero).map(|d| d.as_millis()), Some(199));
+        assert_eq!(policy.delay(2, 1.0, zero), Some(Duration::from_millis(300)));
+        assert_eq!(policy.delay(0, 0.0, zero), Some(Duration::ZERO));
+        // Four attempts in all: three retries.
+        assert_eq!(policy.delay(3, 0.5, zero), None);
+        // The deadline wins over the attempt cap.
+        assert_eq!(policy.delay(0, 0.5, Duration::from_millis(9_990)), None);
+        assert!(policy.delay(0, 0.5, Duration::from_millis(9_900)).is_some());
+    }
+}
