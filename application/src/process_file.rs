@@ -165,14 +165,32 @@ impl ProcessFile {
         if checkpoint.key != command.key
             || checkpoint.source.url_sha256 != url_fingerprint(&command.source)
         {
-            return Ok(self.restart(command, checkpointer, &checkpoint, "the source URL or destination key changed".into()).await);
+            return Ok(self
+                .restart(
+                    command,
+                    checkpointer,
+                    &checkpoint,
+                    "the source URL or destination key changed".into(),
+                )
+                .await);
         }
         if checkpoint.hash.md5.is_some() != self.with_md5(command) {
-            return Ok(self.restart(command, checkpointer, &checkpoint, "the MD5 requirement changed".into()).await);
+            return Ok(self
+                .restart(
+                    command,
+                    checkpointer,
+                    &checkpoint,
+                    "the MD5 requirement changed".into(),
+                )
+                .await);
         }
         let hasher = match StreamHasher::restore(&checkpoint.hash) {
             Ok(h) => h,
-            Err(e) => return Ok(self.restart(command, checkpointer, &checkpoint, e.to_string()).await),
+            Err(e) => {
+                return Ok(self
+                    .restart(command, checkpointer, &checkpoint, e.to_string())
+                    .await);
+            }
         };
         let committed = checkpoint.committed();
         let length = checkpoint.source.length;
@@ -220,7 +238,14 @@ impl ProcessFile {
                     checkpointer.clear().await;
                     return Ok(Resume::AlreadyStored(result));
                 }
-                return Ok(self.restart(command, checkpointer, &checkpoint, format!("the staged bytes cannot be resumed: {e}")).await);
+                return Ok(self
+                    .restart(
+                        command,
+                        checkpointer,
+                        &checkpoint,
+                        format!("the staged bytes cannot be resumed: {e}"),
+                    )
+                    .await);
             }
         };
         let mut guard = SizeGuard::new(command.max_size, command.expected_size);
@@ -253,7 +278,11 @@ impl ProcessFile {
     ) -> Resume {
         warn!(transfer = %checkpointer.id, %reason, "checkpoint not usable; starting from zero");
         command.progress.restarted(&reason);
-        if let Err(e) = self.storage.discard(&checkpoint.key, &checkpoint.staged).await {
+        if let Err(e) = self
+            .storage
+            .discard(&checkpoint.key, &checkpoint.staged)
+            .await
+        {
             warn!(transfer = %checkpointer.id, error = %e, "could not discard the stale staged write");
         }
         checkpointer.clear().await;
@@ -632,10 +661,13 @@ impl ProcessFilePort for ProcessFile {
                 .discard(&checkpoint.key, &checkpoint.staged)
                 .await?;
         }
-        store.remove(id).await.map_err(|e| StorageError::Unexpected {
-            location: format!("checkpoint {id}"),
-            source: Box::new(e),
-        })?;
+        store
+            .remove(id)
+            .await
+            .map_err(|e| StorageError::Unexpected {
+                location: format!("checkpoint {id}"),
+                source: Box::new(e),
+            })?;
         Ok(())
     }
 }

@@ -243,7 +243,9 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         "" | "s" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(std::time::Duration::from_secs(n.saturating_mul(3600))),
-        other => Err(format!("`{other}` is not a duration unit (use ms, s, m or h)")),
+        other => Err(format!(
+            "`{other}` is not a duration unit (use ms, s, m or h)"
+        )),
     }
 }
 

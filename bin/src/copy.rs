@@ -11,6 +11,7 @@ use futures::StreamExt;
 use indicatif::MultiProgress;
 use serde::Serialize;
 
+use ferry_adapters::checkpoint::CheckpointFiles;
 use ferry_adapters::memory::{MemoryBudget, MemoryPools};
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
@@ -18,7 +19,6 @@ use ferry_adapters::{
     SourceRouter,
 };
 use ferry_application::{ProcessFile, ProcessFileConfig};
-use ferry_adapters::checkpoint::CheckpointFiles;
 use ferry_domain::ports::{
     CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort,
     ProcessFileResult,
@@ -557,9 +557,7 @@ fn open_state_dir(flag: Option<&Path>) -> Result<CheckpointFiles, UsageError> {
             let base = std::env::var_os("XDG_STATE_HOME")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
-                })
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
                 .ok_or_else(|| {
                     UsageError(
                         "no state directory: set --state-dir (or HOME), or pass --no-checkpoint"

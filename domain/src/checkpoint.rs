@@ -383,7 +383,10 @@ mod tests {
         let zero = Duration::ZERO;
         // Ceilings 100, 200, 300 (capped) ms; the unit scales within them.
         assert_eq!(policy.delay(0, 0.5, zero), Some(Duration::from_millis(50)));
-        assert_eq!(policy.delay(1, 0.999, zero).map(|d| d.as_millis()), Some(199));
+        assert_eq!(
+            policy.delay(1, 0.999, zero).map(|d| d.as_millis()),
+            Some(199)
+        );
         assert_eq!(policy.delay(2, 1.0, zero), Some(Duration::from_millis(300)));
         assert_eq!(policy.delay(0, 0.0, zero), Some(Duration::ZERO));
         // Four attempts in all: three retries.

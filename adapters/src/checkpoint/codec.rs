@@ -4,9 +4,7 @@
 
 use serde_json::{Value, json};
 
-use ferry_domain::{
-    Checkpoint, HashState, ObjectKey, PartRecord, SourceIdentity, StagedState,
-};
+use ferry_domain::{Checkpoint, HashState, ObjectKey, PartRecord, SourceIdentity, StagedState};
 
 /// Bumped when the form changes; an unknown version is treated as corrupt
 /// (the transfer restarts from zero).
@@ -165,9 +163,17 @@ mod tests {
             length: 10,
         });
         let good = to_json(&c);
-        assert!(from_json(&good[..good.len() / 2]).unwrap_err().contains("not JSON"));
+        assert!(
+            from_json(&good[..good.len() / 2])
+                .unwrap_err()
+                .contains("not JSON")
+        );
         let wrong_offset = good.replace("\"length\":10", "\"length\":11");
-        assert!(from_json(&wrong_offset).unwrap_err().contains("hash state covers"));
+        assert!(
+            from_json(&wrong_offset)
+                .unwrap_err()
+                .contains("hash state covers")
+        );
         let other_version = good.replace("\"version\":1", "\"version\":9");
         assert!(from_json(&other_version).is_err());
     }

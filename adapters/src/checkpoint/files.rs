@@ -75,12 +75,14 @@ fn save_sync(dir: &Path, path: &Path, body: &str) -> std::io::Result<()> {
 impl CheckpointStorePort for CheckpointFiles {
     async fn load(&self, id: &TransferId) -> Result<Option<Checkpoint>, CheckpointError> {
         match tokio::fs::read_to_string(self.path(id)).await {
-            Ok(raw) => codec::from_json(&raw)
-                .map(Some)
-                .map_err(|reason| CheckpointError::Corrupt {
-                    id: id.clone(),
-                    reason,
-                }),
+            Ok(raw) => {
+                codec::from_json(&raw)
+                    .map(Some)
+                    .map_err(|reason| CheckpointError::Corrupt {
+                        id: id.clone(),
+                        reason,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
         }
@@ -102,9 +104,7 @@ impl CheckpointStorePort for CheckpointFiles {
         }
     }
 
-    async fn list(
-        &self,
-    ) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+    async fn list(&self) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
         let mut found = Vec::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {

@@ -14,8 +14,8 @@ use ferry_domain::ports::{
     JobStorePort,
 };
 use ferry_domain::{
-    Checkpoint, Checksum, TransferId, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus, ObjectKey,
-    SourceUrl, TaskFailure, TaskStatus,
+    Checkpoint, Checksum, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus,
+    ObjectKey, SourceUrl, TaskFailure, TaskStatus, TransferId,
 };
 
 use super::codec;
@@ -627,13 +627,12 @@ impl CheckpointStorePort for SqlJobStore {
         Ok(())
     }
 
-    async fn list(
-        &self,
-    ) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
-        let rows = sqlx::query("SELECT transfer_id, body FROM ferry_checkpoints ORDER BY transfer_id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(checkpoint_error)?;
+    async fn list(&self) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+        let rows =
+            sqlx::query("SELECT transfer_id, body FROM ferry_checkpoints ORDER BY transfer_id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(checkpoint_error)?;
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("transfer_id").map_err(checkpoint_error)?;

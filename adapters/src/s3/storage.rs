@@ -782,7 +782,8 @@ impl StagedWrite for S3Write {
 }
 
 fn same_etag(a: &str, b: &str) -> bool {
-    a.trim_matches('"').eq_ignore_ascii_case(b.trim_matches('"'))
+    a.trim_matches('"')
+        .eq_ignore_ascii_case(b.trim_matches('"'))
 }
 
 #[async_trait]
@@ -859,10 +860,16 @@ impl FileStoragePort for S3Storage {
         };
         let size = match request.size_hint {
             Some(size) if request.replayable => size,
-            _ => return Err(refuse("only a replayable source of known length resumes".into())),
+            _ => {
+                return Err(refuse(
+                    "only a replayable source of known length resumes".into(),
+                ));
+            }
         };
         if *part_size < MIN_PART || size.div_ceil(*part_size) > MAX_PARTS {
-            return Err(refuse(format!("part size {part_size} does not fit S3's limits")));
+            return Err(refuse(format!(
+                "part size {part_size} does not fit S3's limits"
+            )));
         }
         // The upload must still hold every checkpointed part, unchanged.
         // Parts after them (uploaded after the last checkpoint) are simply

@@ -6,5 +6,6 @@ mod job_store;
 mod jobs;
 mod pipeline;
 mod pipeline_s3;
+mod resume;
 mod storage_fs;
 mod storage_s3;

@@ -1,0 +1,400 @@
+//! Resume from checkpoints, in one process: the same assertions for both
+//! storages (directory, Garage S3), as the storage conformance suite does.
+//! A transfer fails for good mid-way (no in-flight retries), its staged
+//! bytes and checkpoint stay, and the next call continues from the
+//! checkpoint; a changed source, vanished staged bytes or an abandon start
+//! over or clean up. The crash harness (bin/tests/crash.rs) does the same
+//! across `kill -9`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_adapters::checkpoint::CheckpointFiles;
+use ferry_adapters::s3::{S3Storage, S3StorageConfig};
+use ferry_adapters::{FilesystemStorage, SourceRouter};
+use ferry_application::{ProcessFile, ProcessFileConfig, chunk_size_for};
+use ferry_domain::ports::{
+    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort, ProgressPort,
+};
+use ferry_domain::{ObjectKey, StagedState, TransferId};
+use ferry_tests::garage::{garage, service, unique_prefix};
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::{command, generate, sha256_hex};
+
+use crate::storage_fs::temp_files;
+use crate::storage_s3::incomplete_uploads;
+
+const MIB: usize = 1024 * 1024;
+const LEN: usize = 24 * MIB;
+const PART: u64 = 5 * MIB as u64;
+
+/// Which storage the suite runs against, and how to see leftovers.
+enum Kind {
+    Dir(tempfile::TempDir),
+    S3 { prefix: String },
+}
+
+struct Bench {
+    origin: Origin,
+    kind: Kind,
+    storage: Arc<dyn FileStoragePort>,
+    states: tempfile::TempDir,
+    checkpoints: Arc<CheckpointFiles>,
+}
+
+impl Bench {
+    async fn new(s3: bool) -> Self {
+        let origin = Origin::start().await.unwrap();
+        let states = tempfile::tempdir().unwrap();
+        let checkpoints = Arc::new(CheckpointFiles::open(states.path().join("state")).unwrap());
+        let (kind, storage): (Kind, Arc<dyn FileStoragePort>) = if s3 {
+            let prefix = unique_prefix("resume");
+            let storage = S3Storage::new(
+                service(&garage().endpoint).await,
+                &garage().bucket,
+                &prefix,
+                S3StorageConfig {
+                    part_size: PART,
+                    ..S3StorageConfig::default()
+                },
+            );
+            (Kind::S3 { prefix }, Arc::new(storage))
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = FilesystemStorage::new(dir.path()).unwrap();
+            (Kind::Dir(dir), Arc::new(storage))
+        };
+        Self {
+            origin,
+            kind,
+            storage,
+            states,
+            checkpoints,
+        }
+    }
+
+    /// ProcessFile with checkpoints and no in-flight resume: a broken body
+    /// fails the call, as a crash would end it.
+    fn use_case(&self) -> ProcessFile {
+        let http = ferry_tests::test_http_client(Duration::from_secs(2));
+        ProcessFile::new(
+            Arc::new(SourceRouter::new(Arc::new(http), None)),
+            self.storage.clone(),
+            ProcessFileConfig {
+                resume_attempts: 0,
+                checkpoints: Some(self.checkpoints.clone()),
+                ..ProcessFileConfig::default()
+            },
+        )
+    }
+
+    fn command(&self, path: &str, id: &str) -> ProcessFileCommand {
+        let mut c = command(&self.origin.url(path), "out/file.bin");
+        c.transfer_id = Some(TransferId::parse(id).unwrap());
+        c
+    }
+
+    /// Bytes staged but not committed: temp files or incomplete uploads.
+    async fn leftovers(&self) -> usize {
+        match &self.kind {
+            Kind::Dir(dir) => temp_files(dir.path()).len(),
+            Kind::S3 { prefix } => incomplete_uploads(prefix).await,
+        }
+    }
+
+    async fn stored_sha256(&self) -> Option<String> {
+        use futures::StreamExt;
+        let key = ObjectKey::parse("out/file.bin").unwrap();
+        let mut body = self.storage.read(&key).await.ok()?;
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk.unwrap());
+        }
+        Some(sha256_hex(&all))
+    }
+
+    /// The offset of the last range request the origin saw for `path`.
+    fn last_range_start(&self, path: &str) -> Option<u64> {
+        let last = self
+            .origin
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path == path)?;
+        let range = last.range?;
+        range
+            .strip_prefix("bytes=")?
+            .trim_end_matches('-')
+            .parse()
+            .ok()
+    }
+
+    fn state_files(&self) -> usize {
+        std::fs::read_dir(self.states.path().join("state"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .count()
+    }
+}
+
+/// Records what the transfer said about resuming.
+#[derive(Default)]
+struct Told {
+    resumed: Mutex<Vec<u64>>,
+    restarted: Mutex<Vec<String>>,
+}
+
+impl ProgressPort for Told {
+    fn started(&self, _total: Option<u64>) {}
+    fn advanced(&self, _done: u64) {}
+    fn finished(&self, _ok: bool) {}
+    fn resumed(&self, offset: u64) {
+        self.resumed.lock().unwrap().push(offset);
+    }
+    fn restarted(&self, reason: &str) {
+        self.restarted.lock().unwrap().push(reason.to_owned());
+    }
+}
+
+/// The most a resume may fetch again, per storage: one part (S3) or five
+/// chunks (directory).
+fn bound(s3: bool) -> u64 {
+    if s3 {
+        PART
+    } else {
+        5 * chunk_size_for(Some(LEN as u64)) as u64
+    }
+}
+
+async fn resumes_after_a_failure(s3: bool) {
+    let b = Bench::new(s3).await;
+    let data = generate(LEN, 61);
+    let cut = 13 * MIB;
+    b.origin.serve(
+        "/f.bin",
+        data.clone(),
+        Behavior::ResetAfter {
+            after: cut,
+            times: 1,
+        },
+    );
+    let use_case = b.use_case();
+    let err = use_case
+        .process(b.command("/f.bin", "t-resume"))
+        .await
+        .unwrap_err();
+    assert!(err.class().is_retryable(), "{err}");
+    // Suspended: the staged bytes and the checkpoint are there, nothing is
+    // visible.
+    assert!(b.stored_sha256().await.is_none());
+    assert_eq!(b.state_files(), 1);
+    assert_eq!(b.leftovers().await, 1);
+    let checkpoint = b
+        .checkpoints
+        .load(&TransferId::parse("t-resume").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let committed = checkpoint.committed();
+    assert!(
+        committed > 0 && committed <= cut as u64 && cut as u64 - committed <= bound(s3),
+        "checkpoint at {committed} for a cut at {cut}"
+    );
+    match (&checkpoint.staged, s3) {
+        (StagedState::Multipart { parts, .. }, true) => assert_eq!(parts.len(), 2),
+        (StagedState::TempFile { .. }, false) => {}
+        (other, _) => panic!("unexpected staged state {other:?}"),
+    }
+
+    let told = Arc::new(Told::default());
+    let mut again = b.command("/f.bin", "t-resume");
+    again.progress = told.clone();
+    let result = use_case.process(again).await.unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert_eq!(result.resumed_from, Some(committed));
+    assert_eq!(*told.resumed.lock().unwrap(), vec![committed]);
+    assert_eq!(b.last_range_start("/f.bin"), Some(committed));
+    let last = b
+        .origin
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/f.bin");
+    assert!(
+        last.and_then(|r| r.if_range).is_some(),
+        "resumed with If-Range"
+    );
+    assert_eq!(b.stored_sha256().await, Some(sha256_hex(&data)));
+    assert_eq!(b.leftovers().await, 0, "nothing staged is left");
+    assert_eq!(b.state_files(), 0, "the checkpoint is gone");
+}
+
+async fn restarts_when_the_source_changed(s3: bool) {
+    let b = Bench::new(s3).await;
+    let old = generate(LEN, 62);
+    b.origin.serve(
+        "/c.bin",
+        old,
+        Behavior::ResetAfter {
+            after: 12 * MIB,
+            times: 1,
+        },
+    );
+    let use_case = b.use_case();
+    assert!(
+        use_case
+            .process(b.command("/c.bin", "t-changed"))
+            .await
+            .is_err()
+    );
+    assert_eq!(b.leftovers().await, 1);
+    let new = generate(LEN, 63);
+    b.origin.change("/c.bin", new.clone());
+
+    let told = Arc::new(Told::default());
+    let mut again = b.command("/c.bin", "t-changed");
+    again.progress = told.clone();
+    let result = use_case.process(again).await.unwrap();
+    assert_eq!(result.resumed_from, None, "started from zero");
+    assert_eq!(
+        result.sha256.hex(),
+        sha256_hex(&new),
+        "never a mixed object"
+    );
+    let reasons = told.restarted.lock().unwrap().clone();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("source changed"), "{reasons:?}");
+    assert_eq!(b.stored_sha256().await, Some(sha256_hex(&new)));
+    assert_eq!(b.leftovers().await, 0, "the stale upload/temp file is gone");
+    assert_eq!(b.state_files(), 0);
+}
+
+async fn abandon_discards_everything(s3: bool) {
+    let b = Bench::new(s3).await;
+    b.origin.serve(
+        "/a.bin",
+        generate(LEN, 64),
+        Behavior::ResetAfter {
+            after: 12 * MIB,
+            times: 1,
+        },
+    );
+    let use_case = b.use_case();
+    assert!(
+        use_case
+            .process(b.command("/a.bin", "t-abandon"))
+            .await
+            .is_err()
+    );
+    assert_eq!(b.leftovers().await, 1);
+    use_case
+        .abandon(&TransferId::parse("t-abandon").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(b.leftovers().await, 0);
+    assert_eq!(b.state_files(), 0);
+    assert!(b.stored_sha256().await.is_none());
+}
+
+async fn restarts_when_the_staged_bytes_are_gone(s3: bool) {
+    let b = Bench::new(s3).await;
+    let data = generate(LEN, 65);
+    b.origin.serve(
+        "/g.bin",
+        data.clone(),
+        Behavior::ResetAfter {
+            after: 12 * MIB,
+            times: 1,
+        },
+    );
+    let use_case = b.use_case();
+    assert!(
+        use_case
+            .process(b.command("/g.bin", "t-gone"))
+            .await
+            .is_err()
+    );
+    // Somebody removed the staged bytes (lifecycle rule, manual cleanup).
+    let checkpoint = b
+        .checkpoints
+        .load(&TransferId::parse("t-gone").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    b.storage
+        .discard(&checkpoint.key, &checkpoint.staged)
+        .await
+        .unwrap();
+    let result = use_case
+        .process(b.command("/g.bin", "t-gone"))
+        .await
+        .unwrap();
+    assert_eq!(result.resumed_from, None);
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert_eq!(b.leftovers().await, 0);
+    assert_eq!(b.state_files(), 0);
+}
+
+async fn non_retryable_failures_leave_nothing(s3: bool) {
+    let b = Bench::new(s3).await;
+    let data = generate(LEN, 66);
+    b.origin.serve("/m.bin", data, Behavior::Normal);
+    let use_case = b.use_case();
+    let mut cmd = b.command("/m.bin", "t-mismatch");
+    cmd.expected = vec![ferry_domain::Checksum::sha256(&"0".repeat(64)).unwrap()];
+    let err = use_case.process(cmd).await.unwrap_err();
+    assert_eq!(err.code(), "checksum_mismatch");
+    assert_eq!(b.leftovers().await, 0);
+    assert_eq!(b.state_files(), 0);
+}
+
+#[tokio::test]
+async fn directory_resumes_after_a_failure() {
+    resumes_after_a_failure(false).await;
+}
+
+#[tokio::test]
+async fn s3_resumes_after_a_failure() {
+    resumes_after_a_failure(true).await;
+}
+
+#[tokio::test]
+async fn directory_restarts_when_the_source_changed() {
+    restarts_when_the_source_changed(false).await;
+}
+
+#[tokio::test]
+async fn s3_restarts_when_the_source_changed() {
+    restarts_when_the_source_changed(true).await;
+}
+
+#[tokio::test]
+async fn directory_abandon_discards_everything() {
+    abandon_discards_everything(false).await;
+}
+
+#[tokio::test]
+async fn s3_abandon_discards_everything() {
+    abandon_discards_everything(true).await;
+}
+
+#[tokio::test]
+async fn directory_restarts_when_the_staged_bytes_are_gone() {
+    restarts_when_the_staged_bytes_are_gone(false).await;
+}
+
+#[tokio::test]
+async fn s3_restarts_when_the_staged_bytes_are_gone() {
+    restarts_when_the_staged_bytes_are_gone(true).await;
+}
+
+#[tokio::test]
+async fn directory_non_retryable_failures_leave_nothing() {
+    non_retryable_failures_leave_nothing(false).await;
+}
+
+#[tokio::test]
+async fn s3_non_retryable_failures_leave_nothing() {
+    non_retryable_failures_leave_nothing(true).await;
+}
