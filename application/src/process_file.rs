@@ -69,7 +69,7 @@ struct Opened {
 
 /// How a resume attempt ended.
 enum Resume {
-    Opened(Opened),
+    Opened(Box<Opened>),
     /// The object was committed before the crash; only the checkpoint was
     /// left to remove.
     AlreadyStored(ProcessFileResult),
@@ -257,14 +257,14 @@ impl ProcessFile {
         command.progress.resumed(committed);
         command.progress.advanced(committed);
         debug!(transfer = %checkpointer.id, committed, "resuming from a checkpoint");
-        Ok(Resume::Opened(Opened {
+        Ok(Resume::Opened(Box::new(Opened {
             meta,
             body,
             writer,
             hasher,
             guard,
             resumed_from: Some(committed),
-        }))
+        })))
     }
 
     /// Gives up a checkpoint that cannot be used: its staged bytes are
@@ -556,7 +556,7 @@ impl ProcessFilePort for ProcessFile {
             None => Resume::Fresh,
         };
         let opened = match resumed {
-            Resume::Opened(opened) => opened,
+            Resume::Opened(opened) => *opened,
             Resume::AlreadyStored(result) => {
                 command.progress.finished(true);
                 return Ok(result);

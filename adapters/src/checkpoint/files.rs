@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use ferry_domain::ports::{CheckpointError, CheckpointStorePort};
+use ferry_domain::ports::{CheckpointError, CheckpointStorePort, ListedCheckpoint};
 use ferry_domain::{Checkpoint, TransferId};
 
 use super::codec;
@@ -104,7 +104,7 @@ impl CheckpointStorePort for CheckpointFiles {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+    async fn list(&self) -> Result<Vec<ListedCheckpoint>, CheckpointError> {
         let mut found = Vec::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {

@@ -11,7 +11,7 @@ use tracing::info;
 
 use ferry_domain::ports::{
     CheckpointError, CheckpointStorePort, JobEvent, JobFilter, JobPage, JobRecord, JobStoreError,
-    JobStorePort,
+    JobStorePort, ListedCheckpoint,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus,
@@ -627,7 +627,7 @@ impl CheckpointStorePort for SqlJobStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError> {
+    async fn list(&self) -> Result<Vec<ListedCheckpoint>, CheckpointError> {
         let rows =
             sqlx::query("SELECT transfer_id, body FROM ferry_checkpoints ORDER BY transfer_id")
                 .fetch_all(&self.pool)

@@ -30,6 +30,10 @@ impl CheckpointError {
     }
 }
 
+/// One listed checkpoint: its id and the checkpoint, or why it cannot be
+/// read.
+pub type ListedCheckpoint = (TransferId, Result<Checkpoint, String>);
+
 /// Durable checkpoints, one per transfer. `save` replaces atomically: a
 /// crash in the middle of a save leaves the previous checkpoint readable.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -41,5 +45,5 @@ pub trait CheckpointStorePort: Send + Sync + std::fmt::Debug + 'static {
     async fn remove(&self, id: &TransferId) -> Result<(), CheckpointError>;
     /// Every stored checkpoint (for orphan cleanup). Unreadable ones are
     /// reported as `Err` entries so they can be removed.
-    async fn list(&self) -> Result<Vec<(TransferId, Result<Checkpoint, String>)>, CheckpointError>;
+    async fn list(&self) -> Result<Vec<ListedCheckpoint>, CheckpointError>;
 }

@@ -15,7 +15,7 @@ pub mod storage;
 pub mod storage_resolver;
 pub mod workflow;
 
-pub use checkpoint::{CheckpointError, CheckpointStorePort};
+pub use checkpoint::{CheckpointError, CheckpointStorePort, ListedCheckpoint};
 pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };
