@@ -366,7 +366,7 @@ impl StagedWrite for FsStagedWrite {
                 .await
                 .map_err(|e| io_error(&location, e))?;
             self.finished = true;
-            kill_point("ferry-fs-renamed");
+            kill_point("ferry-fs-renamed", self.written);
             if let Some(dir) = self.target.parent() {
                 // Make the rename itself durable.
                 let dir = dir.to_path_buf();

@@ -83,7 +83,7 @@ impl Checkpointer {
                 return;
             }
         };
-        kill_point("ferry-before-checkpoint");
+        kill_point("ferry-before-checkpoint", at);
         match self.store.save(&self.id, &checkpoint).await {
             Ok(()) => {
                 debug!(transfer = %self.id, at, "checkpoint saved");
@@ -91,7 +91,7 @@ impl Checkpointer {
             }
             Err(e) => warn!(transfer = %self.id, error = %e, "checkpoint not saved"),
         }
-        kill_point("ferry-after-checkpoint");
+        kill_point("ferry-after-checkpoint", at);
     }
 
     pub(crate) async fn clear(&self) {

@@ -475,7 +475,7 @@ impl ProcessFile {
                         pressure.record_chunk(chunk_started.elapsed());
                     }
                     if replayable && let Some(checkpointer) = checkpointer.as_deref_mut() {
-                        kill_point("ferry-after-write");
+                        kill_point("ferry-after-write", hasher.bytes());
                         checkpoint(writer, hasher, &snapshots, checkpointer, false).await?;
                     }
                     let durable = writer.durable_offset();
@@ -624,7 +624,7 @@ impl ProcessFilePort for ProcessFile {
             return Err(mismatch);
         }
 
-        kill_point("ferry-before-commit");
+        kill_point("ferry-before-commit", bytes);
         let stored = writer
             .commit(CommitInfo {
                 size: bytes,

@@ -25,6 +25,10 @@ fn main() -> ExitCode {
         cli.global.log_format,
         matches!(cli.command, Command::Serve(_)),
     );
+    // Kill points of the crash-test harness: only in test builds.
+    for problem in ferry_application::killpoint::arm_from_env() {
+        eprintln!("ferry: warning: {problem}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

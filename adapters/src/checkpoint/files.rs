@@ -42,6 +42,7 @@ impl CheckpointFiles {
                 dir.display()
             ))
         })?;
+        remove_dead_temp_files(&dir);
         Ok(Self { dir })
     }
 
@@ -54,14 +55,36 @@ impl CheckpointFiles {
     }
 }
 
-fn save_sync(dir: &Path, path: &Path, body: &str) -> std::io::Result<()> {
+/// Removes half-written state files (`ID.tmp.PID`) of processes that are no
+/// longer running: a crash during a save leaves one behind.
+fn remove_dead_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn save_sync(dir: &Path, path: &Path, body: &str, offset: u64) -> std::io::Result<()> {
     use std::io::Write;
     let temp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(body.as_bytes())?;
         file.sync_all()?;
-        kill_point("ferry-checkpoint-written");
+        kill_point("ferry-checkpoint-written", offset);
         std::fs::rename(&temp, path)?;
         std::fs::File::open(dir)?.sync_all()
     })();
@@ -90,7 +113,8 @@ impl CheckpointStorePort for CheckpointFiles {
 
     async fn save(&self, id: &TransferId, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let (dir, path, body) = (self.dir.clone(), self.path(id), codec::to_json(checkpoint));
-        tokio::task::spawn_blocking(move || save_sync(&dir, &path, &body))
+        let offset = checkpoint.committed();
+        tokio::task::spawn_blocking(move || save_sync(&dir, &path, &body, offset))
             .await
             .map_err(|e| CheckpointError::Unexpected(Box::new(e)))?
             .map_err(io)

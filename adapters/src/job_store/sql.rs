@@ -614,7 +614,7 @@ impl CheckpointStorePort for SqlJobStore {
         .execute(&mut *tx)
         .await
         .map_err(checkpoint_error)?;
-        kill_point("ferry-checkpoint-written");
+        kill_point("ferry-checkpoint-written", checkpoint.committed());
         tx.commit().await.map_err(checkpoint_error)
     }
 

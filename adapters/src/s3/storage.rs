@@ -568,7 +568,7 @@ impl S3Write {
             .await
             .map_err(|e| map_sdk_error(&self.location(), e))?;
         self.upload_id = None;
-        kill_point("ferry-s3-completed");
+        kill_point("ferry-s3-completed", self.written);
         Ok(())
     }
 
