@@ -124,7 +124,7 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
     origin.serve(
         "/r/b.bin",
         b.clone(),
-        Behavior::StallFirst {
+        Behavior::StallFirstRanged {
             times: 1,
             after: 100_000,
         },
@@ -153,6 +153,37 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
     assert_eq!(done["files"][1]["attempts"], 2);
     assert_eq!(std::fs::read(dir.path().join("files/a.bin")).unwrap(), a);
     assert_eq!(std::fs::read(dir.path().join("files/b.bin")).unwrap(), b);
+    // The restarted task continued from its checkpoint (every 5 chunks of
+    // 32 KiB): a conditional range request from where the temp file was
+    // synced, not the whole file again.
+    let resumed = origin
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/r/b.bin")
+        .unwrap();
+    assert_eq!(
+        resumed.range.as_deref(),
+        Some("bytes=32768-"),
+        "{resumed:?}"
+    );
+    assert!(resumed.if_range.is_some());
+    let events = reqwest::get(format!(
+        "http://{}/v1/jobs/{id}/events?after=0",
+        server.addr()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let resumed_event = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "file_resumed");
+    assert_eq!(
+        resumed_event.map(|e| (e["index"].clone(), e["offset"].clone())),
+        Some((json!(1), json!(32768)))
+    );
     let temps: Vec<_> = std::fs::read_dir(dir.path().join("files"))
         .unwrap()
         .flatten()

@@ -43,6 +43,9 @@ pub enum Behavior {
     /// The first `times` responses send `after` bytes and then stall
     /// forever; later ones are served normally.
     StallFirst { times: usize, after: usize },
+    /// Like `StallFirst`, but ranges (with ETag and If-Range) are
+    /// advertised and honoured: a resumable source that hangs.
+    StallFirstRanged { times: usize, after: usize },
     /// The first `times` responses are cut after `send` bytes (no ranges
     /// advertised, so only a whole retry helps); then served normally.
     ShortFirst { times: usize, send: usize },
@@ -299,7 +302,7 @@ async fn handle(
     };
     let ranges_ok = matches!(
         route.behavior,
-        Behavior::Normal | Behavior::ResetAfter { .. }
+        Behavior::Normal | Behavior::ResetAfter { .. } | Behavior::StallFirstRanged { .. }
     );
     let mut start = 0u64;
     if ranges_ok
@@ -345,7 +348,9 @@ async fn handle(
             .header(header::RETRY_AFTER, "0")
             .body(full(Bytes::new())),
         Behavior::Chunked => builder.body(body_of(memory(0), End::Clean)),
-        Behavior::StallFirst { times, after } if hits <= *times => {
+        Behavior::StallFirst { times, after } | Behavior::StallFirstRanged { times, after }
+            if hits <= *times =>
+        {
             let data = memory(0);
             let cut = data.slice(..(*after).min(data.len()));
             builder

@@ -4,6 +4,7 @@
 mod http_client;
 mod job_store;
 mod jobs;
+mod orphans;
 mod pipeline;
 mod pipeline_s3;
 mod resume;
