@@ -3,6 +3,7 @@
 //! Shared test support: a real HTTP origin with fault injection, and the
 //! storage conformance suite every `FileStoragePort` adapter must pass.
 
+pub mod checkpoint_conformance;
 pub mod conformance;
 pub mod export_provider;
 pub mod garage;
