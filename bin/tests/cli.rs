@@ -468,3 +468,31 @@ fn a_missing_required_flag_is_named_on_the_one_error_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--webhook-secret"), "{stderr}");
 }
+
+#[tokio::test]
+async fn resume_without_a_checkpoint_is_a_clear_usage_error() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/r.bin", generate(1000, 1), Behavior::Normal);
+    let work = tempfile::tempdir().unwrap();
+    let url = origin.url("/r.bin");
+    let out = tokio::task::spawn_blocking({
+        let cwd = work.path().to_path_buf();
+        move || {
+            ferry(
+                &["copy", &url, "out/", "--resume", "--state-dir", "st"],
+                &cwd,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--resume: there is no checkpoint of"),
+        "{stderr}"
+    );
+    assert!(entries(&work.path().join("out")).is_empty());
+    assert!(origin.requests().is_empty(), "nothing was fetched");
+}

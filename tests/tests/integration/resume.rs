@@ -398,3 +398,37 @@ async fn directory_non_retryable_failures_leave_nothing() {
 async fn s3_non_retryable_failures_leave_nothing() {
     non_retryable_failures_leave_nothing(true).await;
 }
+
+/// A source that hangs mid-body is detected by the read-idle timeout (a
+/// transient error) and re-read from the exact offset, in flight, with the
+/// checkpointed transfer still correct.
+#[tokio::test]
+async fn a_stalled_source_is_resumed_from_the_exact_offset() {
+    let b = Bench::new(false).await;
+    let data = generate(LEN, 67);
+    b.origin.serve(
+        "/s.bin",
+        data.clone(),
+        Behavior::StallFirstRanged {
+            times: 1,
+            after: 9 * MIB,
+        },
+    );
+    let http = ferry_tests::test_http_client(Duration::from_millis(300));
+    let use_case = ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        b.storage.clone(),
+        ProcessFileConfig {
+            checkpoints: Some(b.checkpoints.clone()),
+            ..ProcessFileConfig::default()
+        },
+    );
+    let result = use_case
+        .process(b.command("/s.bin", "t-stall"))
+        .await
+        .unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert_eq!(b.last_range_start("/s.bin"), Some(9 * MIB as u64));
+    assert_eq!(b.leftovers().await, 0);
+    assert_eq!(b.state_files(), 0);
+}
