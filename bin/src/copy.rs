@@ -515,7 +515,8 @@ pub async fn run(
 }
 
 /// Runs one copy, retrying transient failures with the policy's full-jitter
-/// backoff; each retry resumes from the last checkpoint. A copy that fails
+/// backoff (each retry resumes from the last checkpoint) and a source that
+/// changed mid-copy at once from zero. A copy that fails
 /// for good discards what it staged.
 async fn with_retries(
     use_case: &ProcessFile,
@@ -530,12 +531,7 @@ async fn with_retries(
             Ok(result) => return Ok(result),
             Err(e) => e,
         };
-        let delay = if error.class().is_retryable() {
-            let unit: f64 = rand::random();
-            policy.delay(retry, unit, started.elapsed())
-        } else {
-            None
-        };
+        let delay = policy.delay_for(error.class(), retry, rand::random(), started.elapsed());
         let Some(delay) = delay else {
             if let Some(id) = &command.transfer_id {
                 let _ = use_case.abandon(id).await;

@@ -241,6 +241,28 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The delay before retry number `retry` after a failure of `class`:
+    /// transient failures back off (full jitter); a source that changed
+    /// during the copy is retried at once, from zero, under the same cap and
+    /// deadline; client, storage, cancelled and internal failures are never
+    /// retried.
+    pub fn delay_for(
+        &self,
+        class: crate::ErrorClass,
+        retry: u32,
+        unit: f64,
+        elapsed: Duration,
+    ) -> Option<Duration> {
+        match class {
+            crate::ErrorClass::Transient => self.delay(retry, unit, elapsed),
+            crate::ErrorClass::SourceChanged => self.delay(retry, 0.0, elapsed),
+            crate::ErrorClass::Client
+            | crate::ErrorClass::Storage
+            | crate::ErrorClass::Cancelled
+            | crate::ErrorClass::Internal => None,
+        }
+    }
+
     /// The delay before retry number `retry` (0 = the first retry), given a
     /// uniform random `unit` in [0, 1); `None` when no retry is left, because
     /// of the attempt cap or because the delay would end past the deadline
@@ -394,5 +416,25 @@ mod tests {
         // The deadline wins over the attempt cap.
         assert_eq!(policy.delay(0, 0.5, Duration::from_millis(9_990)), None);
         assert!(policy.delay(0, 0.5, Duration::from_millis(9_900)).is_some());
+    }
+
+    #[test]
+    fn retries_depend_on_the_error_class() {
+        use crate::ErrorClass as C;
+        let policy = RetryPolicy::default();
+        let zero = Duration::ZERO;
+        assert_eq!(
+            policy.delay_for(C::Transient, 0, 0.5, zero),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            policy.delay_for(C::SourceChanged, 0, 0.5, zero),
+            Some(Duration::ZERO)
+        );
+        for class in [C::Client, C::Storage, C::Cancelled, C::Internal] {
+            assert_eq!(policy.delay_for(class, 0, 0.5, zero), None, "{class}");
+        }
+        // The cap applies to every class.
+        assert_eq!(policy.delay_for(C::SourceChanged, 4, 0.5, zero), None);
     }
 }

@@ -754,15 +754,12 @@ impl JobService {
                     return;
                 }
                 Err(error) => {
-                    let delay = if error.class().is_retryable() {
-                        policy.delay(
-                            task.attempts().saturating_sub(1),
-                            jitter_unit(),
-                            first_try.elapsed(),
-                        )
-                    } else {
-                        None
-                    };
+                    let delay = policy.delay_for(
+                        error.class(),
+                        task.attempts().saturating_sub(1),
+                        jitter_unit(),
+                        first_try.elapsed(),
+                    );
                     let retry = delay.is_some();
                     let failure = TaskFailure {
                         class: error.class(),
