@@ -22,7 +22,9 @@ fn sample(pid: u32) -> (f64, usize) {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     (rss_kib / 1024.0, fds)
 }
 
@@ -72,7 +74,11 @@ async fn serve_does_not_grow_over_many_jobs() {
         assert_eq!(done["status"], "completed_with_errors", "{done}");
         assert_eq!(done["summary"]["succeeded"], 6, "{done}");
         let cancelled = client
-            .delete(format!("{}/v1/jobs/{}", server.url, slow["id"].as_str().unwrap()))
+            .delete(format!(
+                "{}/v1/jobs/{}",
+                server.url,
+                slow["id"].as_str().unwrap()
+            ))
             .send()
             .await
             .unwrap();

@@ -786,6 +786,33 @@ fn same_etag(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_matches('"'))
 }
 
+impl S3Storage {
+    /// A write of `request` with nothing uploaded yet.
+    fn writer(&self, request: WriteRequest, size: Option<u64>, mode: Mode) -> S3Write {
+        S3Write {
+            service: self.service.clone(),
+            bucket: self.bucket.clone(),
+            key: self.full_key(&request.key),
+            object_key: request.key,
+            size,
+            written: 0,
+            durable: 0,
+            create_metadata: metadata_of(
+                request.expected_sha256_hex.as_deref(),
+                request.expected_md5_hex.as_deref(),
+            ),
+            verify_etags: self.config.verify_part_etags,
+            depth: self.config.channel_depth,
+            memory: self.config.memory.clone(),
+            upload_id: None,
+            parts: Vec::new(),
+            mode,
+            finished: false,
+            reported_parts: None,
+        }
+    }
+}
+
 #[async_trait]
 impl FileStoragePort for S3Storage {
     fn location(&self, key: &ObjectKey) -> String {
@@ -813,27 +840,8 @@ impl FileStoragePort for S3Storage {
                 grant: None,
             },
         };
-        Ok(Box::new(S3Write {
-            service: self.service.clone(),
-            bucket: self.bucket.clone(),
-            key: self.full_key(&request.key),
-            object_key: request.key,
-            size: request.size_hint,
-            written: 0,
-            durable: 0,
-            create_metadata: metadata_of(
-                request.expected_sha256_hex.as_deref(),
-                request.expected_md5_hex.as_deref(),
-            ),
-            verify_etags: self.config.verify_part_etags,
-            depth: self.config.channel_depth,
-            memory: self.config.memory.clone(),
-            upload_id: None,
-            parts: Vec::new(),
-            mode,
-            finished: false,
-            reported_parts: None,
-        }))
+        let size = request.size_hint;
+        Ok(Box::new(self.writer(request, size, mode)))
     }
 
     async fn resume_write(
@@ -895,38 +903,28 @@ impl FileStoragePort for S3Storage {
         }
         let committed = staged.committed();
         debug!(%location, committed, parts = parts.len(), "resuming a multipart upload");
-        Ok(Box::new(S3Write {
-            service: self.service.clone(),
-            bucket: self.bucket.clone(),
-            key,
-            object_key: request.key,
-            size: Some(size),
-            written: committed,
-            durable: committed,
-            create_metadata: metadata_of(
-                request.expected_sha256_hex.as_deref(),
-                request.expected_md5_hex.as_deref(),
-            ),
-            verify_etags: self.config.verify_part_etags,
-            depth: self.config.channel_depth,
-            memory: self.config.memory.clone(),
-            upload_id: Some(upload_id.clone()),
-            parts: parts
-                .iter()
-                .map(|p| {
-                    CompletedPart::builder()
-                        .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
-                        .e_tag(&p.etag)
-                        .build()
-                })
-                .collect(),
-            mode: Mode::Multipart {
+        let mut write = self.writer(
+            request,
+            Some(size),
+            Mode::Multipart {
                 part_size: *part_size,
                 current: None,
             },
-            finished: false,
-            reported_parts: Some(parts.len()),
-        }))
+        );
+        write.written = committed;
+        write.durable = committed;
+        write.upload_id = Some(upload_id.clone());
+        write.parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        write.reported_parts = Some(parts.len());
+        Ok(Box::new(write))
     }
 
     async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {

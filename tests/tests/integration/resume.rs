@@ -88,6 +88,24 @@ impl Bench {
         )
     }
 
+    /// Serves `seed`'s bytes at `path`, breaking once after 12 MiB, and runs
+    /// a transfer that fails there and stays suspended at its checkpoint.
+    async fn fail_once(&self, path: &str, seed: u64, id: &str) -> (Vec<u8>, ProcessFile) {
+        let data = generate(LEN, seed);
+        self.origin.serve(
+            path,
+            data.clone(),
+            Behavior::ResetAfter {
+                after: 12 * MIB,
+                times: 1,
+            },
+        );
+        let use_case = self.use_case();
+        assert!(use_case.process(self.command(path, id)).await.is_err());
+        assert_eq!(self.leftovers().await, 1, "suspended, not discarded");
+        (data, use_case)
+    }
+
     fn command(&self, path: &str, id: &str) -> ProcessFileCommand {
         let mut c = command(&self.origin.url(path), "out/file.bin");
         c.transfer_id = Some(TransferId::parse(id).unwrap());
@@ -232,23 +250,7 @@ async fn resumes_after_a_failure(s3: bool) {
 
 async fn restarts_when_the_source_changed(s3: bool) {
     let b = Bench::new(s3).await;
-    let old = generate(LEN, 62);
-    b.origin.serve(
-        "/c.bin",
-        old,
-        Behavior::ResetAfter {
-            after: 12 * MIB,
-            times: 1,
-        },
-    );
-    let use_case = b.use_case();
-    assert!(
-        use_case
-            .process(b.command("/c.bin", "t-changed"))
-            .await
-            .is_err()
-    );
-    assert_eq!(b.leftovers().await, 1);
+    let (_, use_case) = b.fail_once("/c.bin", 62, "t-changed").await;
     let new = generate(LEN, 63);
     b.origin.change("/c.bin", new.clone());
 
@@ -272,22 +274,8 @@ async fn restarts_when_the_source_changed(s3: bool) {
 
 async fn abandon_discards_everything(s3: bool) {
     let b = Bench::new(s3).await;
-    b.origin.serve(
-        "/a.bin",
-        generate(LEN, 64),
-        Behavior::ResetAfter {
-            after: 12 * MIB,
-            times: 1,
-        },
-    );
+    b.fail_once("/a.bin", 64, "t-abandon").await;
     let use_case = b.use_case();
-    assert!(
-        use_case
-            .process(b.command("/a.bin", "t-abandon"))
-            .await
-            .is_err()
-    );
-    assert_eq!(b.leftovers().await, 1);
     use_case
         .abandon(&TransferId::parse("t-abandon").unwrap())
         .await
@@ -299,22 +287,7 @@ async fn abandon_discards_everything(s3: bool) {
 
 async fn restarts_when_the_staged_bytes_are_gone(s3: bool) {
     let b = Bench::new(s3).await;
-    let data = generate(LEN, 65);
-    b.origin.serve(
-        "/g.bin",
-        data.clone(),
-        Behavior::ResetAfter {
-            after: 12 * MIB,
-            times: 1,
-        },
-    );
-    let use_case = b.use_case();
-    assert!(
-        use_case
-            .process(b.command("/g.bin", "t-gone"))
-            .await
-            .is_err()
-    );
+    let (data, use_case) = b.fail_once("/g.bin", 65, "t-gone").await;
     // Somebody removed the staged bytes (lifecycle rule, manual cleanup).
     let checkpoint = b
         .checkpoints
