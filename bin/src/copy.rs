@@ -471,6 +471,15 @@ pub async fn run(
         .iter()
         .filter_map(|(_, c)| c.transfer_id.clone())
         .collect();
+    // One process per transfer: two copies of the same SOURCE to the same
+    // DEST would take up the same checkpoint.
+    let _locks = match &checkpoints {
+        Some(store) => match lock_transfers(store, &transfer_ids) {
+            Ok(locks) => locks,
+            Err(e) => return usage(&e, json),
+        },
+        None => Vec::new(),
+    };
 
     let several = commands.len() > 1;
     let use_case = &use_case;
@@ -502,6 +511,7 @@ pub async fn run(
         for id in &transfer_ids {
             let _ = use_case.abandon(id).await;
         }
+        unlock_transfers(checkpoints.as_ref(), &transfer_ids);
         eprintln!("ferry: interrupted; unfinished files were not stored");
         return ExitCode::from(130);
     }
@@ -511,7 +521,18 @@ pub async fn run(
         .iter()
         .find_map(|(_, o)| o.as_ref().err().map(exit::for_error))
         .unwrap_or(exit::OK);
+    unlock_transfers(checkpoints.as_ref(), &transfer_ids);
     ExitCode::from(code)
+}
+
+/// Removes the lock files (still held, so no other copy is between open and
+/// lock on them); a crash leaves them, and the next copy reuses them.
+fn unlock_transfers(store: Option<&CheckpointFiles>, ids: &[TransferId]) {
+    if let Some(store) = store {
+        for id in ids {
+            let _ = std::fs::remove_file(store.dir().join(format!("{id}.lock")));
+        }
+    }
 }
 
 /// Runs one copy, retrying transient failures with the policy's full-jitter
@@ -564,6 +585,35 @@ fn open_state_dir(flag: Option<&Path>) -> Result<CheckpointFiles, UsageError> {
         }
     };
     CheckpointFiles::open(&dir).map_err(|e| UsageError(format!("--state-dir: {e}")))
+}
+
+/// Takes an exclusive lock (`ID.lock` in the state directory, released when
+/// the process ends, however it ends) on every transfer.
+fn lock_transfers(
+    store: &CheckpointFiles,
+    ids: &[TransferId],
+) -> Result<Vec<std::fs::File>, UsageError> {
+    ids.iter()
+        .map(|id| {
+            let path = store.dir().join(format!("{id}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| UsageError(format!("--state-dir: cannot open {}: {e}", path.display())))?;
+            match file.try_lock() {
+                Ok(()) => Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => Err(UsageError(
+                    "another ferry copy of the same SOURCE to the same DEST is running; wait for it (it resumes where it stops)".into(),
+                )),
+                Err(std::fs::TryLockError::Error(e)) => Err(UsageError(format!(
+                    "--state-dir: cannot lock {}: {e}",
+                    path.display()
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// How long a `ferry copy` checkpoint protects its temp file from the stale

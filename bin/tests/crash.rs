@@ -133,6 +133,52 @@ fn state_files(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A second copy of the same SOURCE to the same DEST while one runs is
+/// refused (it would take up the same checkpoint).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_copy_of_the_same_transfer_is_refused_while_one_runs() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/f.bin",
+        generate(4 * MIB, 78),
+        Behavior::Throttled {
+            bytes_per_tick: 64 * 1024,
+            tick: Duration::from_millis(10),
+        },
+    );
+    let url = origin.url("/f.bin");
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let dest = Dest::Dir(work.path().join("out"));
+    let mut first = ferry(&url, &dest, &state, &[]).spawn().unwrap();
+    // Wait until the first holds its lock.
+    for _ in 0..100 {
+        if state_files(&state).iter().any(|f| f.ends_with(".lock")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = {
+        let mut cmd = ferry(&url, &dest, &state, &[]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another ferry copy"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        tokio::task::spawn_blocking(move || first.wait().unwrap())
+            .await
+            .unwrap()
+            .success()
+    );
+    assert!(state_files(&state).is_empty(), "{:?}", state_files(&state));
+}
+
 /// One crash and restart.
 struct Outcome {
     label: String,
