@@ -24,6 +24,10 @@ pub struct FerryWorld {
     pub jobs: Option<crate::steps::jobs::JobWorld>,
     /// A job entity on its own (domain invariants).
     pub job: Option<ferry_domain::Job>,
+    /// Set by the checkpoint steps.
+    pub checkpoints: Option<crate::steps::checkpoints::CheckpointWorld>,
+    /// Where a flaky source breaks its first response.
+    pub broke_at: Option<u64>,
 }
 
 impl FerryWorld {
@@ -37,6 +41,8 @@ impl FerryWorld {
             outcome: None,
             jobs: None,
             job: None,
+            checkpoints: None,
+            broke_at: None,
         }
     }
 

@@ -243,8 +243,10 @@ fn waits_grow(world: &mut FerryWorld, a: u64, b: u64, c: u64) {
 
 #[then(regex = r"^the provider was polled at most (\d+) times$")]
 fn polled_at_most(world: &mut FerryWorld, n: usize) {
+    // At most: a loaded machine may reach the deadline before the first
+    // poll, which is still a bounded export.
     let polls = the_provider(world).polls().len();
-    assert!(polls >= 1 && polls <= n, "{polls} polls");
+    assert!(polls <= n, "{polls} polls");
 }
 
 #[then("the manifest was read from its own URL")]

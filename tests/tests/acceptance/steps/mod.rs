@@ -1,4 +1,5 @@
 //! One module per domain concept.
+pub mod checkpoints;
 mod checksums;
 mod exports;
 mod invariants;

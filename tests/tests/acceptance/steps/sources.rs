@@ -43,6 +43,7 @@ fn serving_flaky(
     at_unit: String,
 ) {
     let after = size(at, &at_unit);
+    world.broke_at = Some(after as u64);
     add(
         world,
         &name,

@@ -1,0 +1,159 @@
+//! Checkpoints: copies that resume from where they stopped, restart when the
+//! source changed, and clean up when given up. Real adapters: the test
+//! origin, a directory, `ferry copy`'s state files.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cucumber::{given, then, when};
+
+use ferry_adapters::checkpoint::CheckpointFiles;
+use ferry_adapters::{FilesystemStorage, SourceRouter};
+use ferry_application::{ProcessFile, ProcessFileConfig, chunk_size_for};
+use ferry_domain::ports::{CheckpointStorePort, ProcessFileCommand, ProcessFilePort, ProgressPort};
+use ferry_domain::{ObjectKey, SourceUrl, TransferId};
+use ferry_tests::generate;
+
+use crate::world::FerryWorld;
+
+/// What a checkpointed copy said about resuming.
+#[derive(Debug, Default)]
+pub struct Told {
+    resumed: Mutex<Vec<u64>>,
+    restarted: Mutex<Vec<String>>,
+}
+
+impl ProgressPort for Told {
+    fn started(&self, _total: Option<u64>) {}
+    fn advanced(&self, _done: u64) {}
+    fn finished(&self, _ok: bool) {}
+    fn resumed(&self, offset: u64) {
+        self.resumed.lock().unwrap().push(offset);
+    }
+    fn restarted(&self, reason: &str) {
+        self.restarted.lock().unwrap().push(reason.to_owned());
+    }
+}
+
+/// The checkpoint store and what the last copy said.
+#[derive(Debug)]
+pub struct CheckpointWorld {
+    state: tempfile::TempDir,
+    store: Arc<CheckpointFiles>,
+    told: Arc<Told>,
+    source: Option<String>,
+}
+
+const ID: &str = "copy-scenario";
+
+fn checkpoints(world: &mut FerryWorld) -> &mut CheckpointWorld {
+    world.checkpoints.get_or_insert_with(|| {
+        let state = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointFiles::open(state.path()).unwrap());
+        CheckpointWorld {
+            state,
+            store,
+            told: Arc::new(Told::default()),
+            source: None,
+        }
+    })
+}
+
+fn use_case(world: &mut FerryWorld) -> ProcessFile {
+    let store = checkpoints(world).store.clone();
+    let http = ferry_tests::test_http_client(Duration::from_secs(2));
+    ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(FilesystemStorage::new(world.dir.path()).unwrap()),
+        ProcessFileConfig {
+            // A break ends the attempt, as a crash would.
+            resume_attempts: 0,
+            checkpoints: Some(store),
+            ..ProcessFileConfig::default()
+        },
+    )
+}
+
+#[when(regex = r#"^I copy "([^"]+)" to "([^"]+)" with checkpoints$"#)]
+async fn copy_with_checkpoints(world: &mut FerryWorld, name: String, key: String) {
+    let process = use_case(world);
+    let told = Arc::new(Told::default());
+    checkpoints(world).told = told.clone();
+    checkpoints(world).source = Some(name.clone());
+    let source = SourceUrl::parse(&world.origin.url(&format!("/{name}"))).unwrap();
+    let mut command = ProcessFileCommand::new(source, ObjectKey::parse(&key).unwrap());
+    command.transfer_id = Some(TransferId::parse(ID).unwrap());
+    command.progress = told;
+    world.outcome = Some(process.process(command).await);
+}
+
+#[when("I give the copy up")]
+async fn give_up(world: &mut FerryWorld) {
+    let process = use_case(world);
+    process
+        .abandon(&TransferId::parse(ID).unwrap())
+        .await
+        .unwrap();
+}
+
+#[given(regex = r#"^"([^"]+)" changes at the origin$"#)]
+fn changes(world: &mut FerryWorld, name: String) {
+    let len = world.file(&name).len();
+    let new = generate(len, 999);
+    world.origin.change(&format!("/{name}"), new.clone());
+    world.files.insert(name, new);
+}
+
+#[then("a checkpoint of the copy is saved")]
+async fn saved(world: &mut FerryWorld) {
+    let store = checkpoints(world).store.clone();
+    let saved = store.load(&TransferId::parse(ID).unwrap()).await.unwrap();
+    assert!(saved.is_some_and(|c| c.committed() > 0));
+}
+
+#[then("no checkpoint remains")]
+async fn none_left(world: &mut FerryWorld) {
+    let cw = checkpoints(world);
+    assert!(cw.store.list().await.unwrap().is_empty());
+    assert!(cw.state.path().exists());
+}
+
+#[then(regex = r"^it resumed from the checkpoint, fetching at most (\d+) chunks again$")]
+fn resumed(world: &mut FerryWorld, chunks: u64) {
+    let offset = match &world.outcome {
+        Some(Ok(result)) => result.resumed_from.expect("resumed"),
+        other => panic!("no successful copy: {other:?}"),
+    };
+    let name = checkpoints(world).source.clone().unwrap();
+    let len = world.file(&name).len() as u64;
+    assert_eq!(
+        *checkpoints(world).told.resumed.lock().unwrap(),
+        vec![offset]
+    );
+    // The first request broke; the second continued from `offset`.
+    let cut = world
+        .origin
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/{name}"))
+        .count();
+    assert_eq!(cut, 2, "one broken request, one resumed request");
+    let chunk = chunk_size_for(Some(len)) as u64;
+    let broke_at = world
+        .broke_at
+        .expect("the scenario says where the source broke");
+    assert!(
+        broke_at - offset <= chunks * chunk,
+        "resumed from {offset}, broke at {broke_at}"
+    );
+}
+
+#[then(regex = r#"^it restarted from zero because "([^"]+)"$"#)]
+fn restarted(world: &mut FerryWorld, why: String) {
+    match &world.outcome {
+        Some(Ok(result)) => assert_eq!(result.resumed_from, None),
+        other => panic!("no successful copy: {other:?}"),
+    }
+    let reasons = checkpoints(world).told.restarted.lock().unwrap().clone();
+    assert!(reasons.iter().any(|r| r.contains(&why)), "{reasons:?}");
+}
