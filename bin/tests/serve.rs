@@ -370,3 +370,78 @@ async fn readyz_and_metrics_report_memory_and_backpressure() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LIGHT,MODERATE,HEAVY"));
 }
+
+/// A job into Garage, its server killed at an exact point (between a part
+/// and its checkpoint; during the checkpoint's transaction), restarted:
+/// the task resumes from the checkpoint in the job store, the object is
+/// right, and no upload or checkpoint is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_job_killed_at_a_checkpoint_resumes_from_the_job_store() {
+    let env = ferry_tests::garage::garage();
+    for (point, skip) in [
+        ("ferry-before-checkpoint", 2),
+        ("ferry-checkpoint-written", 2),
+    ] {
+        let origin = Origin::start().await.unwrap();
+        let data = generate(24 << 20, 93);
+        origin.serve("/j/big.bin", data.clone(), Behavior::Normal);
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = ferry_tests::garage::unique_prefix("serve-crash");
+        let flags = [
+            "--endpoint-url",
+            env.endpoint.as_str(),
+            "--part-size",
+            "5MiB",
+        ];
+        let failpoints = format!("{point}={skip}*off->return");
+        let server = ServeProcess::start_with_env(
+            env!("CARGO_BIN_EXE_ferry"),
+            dir.path(),
+            &flags,
+            &[("FAILPOINTS", failpoints.as_str())],
+        );
+        let job = server
+            .submit(&json!({
+                "destination": format!("s3://{}/{prefix}", env.bucket),
+                "files": [{ "source": origin.url("/j/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }]
+            }))
+            .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let mut server = server;
+        let died = tokio::task::spawn_blocking(move || {
+            let status = server.child.wait().unwrap();
+            (server, status)
+        });
+        let (server, status) = tokio::time::timeout(Duration::from_secs(60), died)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.code().is_none(), "{point}: killed by its kill point");
+        drop(server);
+
+        let server = Server::start(dir.path(), &flags);
+        let done = server.wait_terminal(&id).await;
+        assert_eq!(done["status"], "completed", "{point}: {done}");
+        let resumed = origin
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path == "/j/big.bin")
+            .unwrap();
+        // Checkpoints: the new upload, part 1 (5 MiB), part 2 (killed
+        // before or while it was saved): resumed after part 1.
+        assert_eq!(resumed.range.as_deref(), Some("bytes=5242880-"), "{point}");
+        let svc = ferry_tests::garage::service(&env.endpoint).await;
+        let uploads = svc
+            .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(uploads.is_empty(), "{point}: {uploads:?}");
+        let meta = svc
+            .head(&env.bucket, &format!("{prefix}/big.bin"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.size, 24 << 20);
+        assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
+    }
+}
