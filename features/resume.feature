@@ -14,7 +14,7 @@ Feature: Resume an interrupted copy from its checkpoint
     And nothing is visible at "out/large.bin"
     When I copy "large.bin" to "out/large.bin" with checkpoints
     Then the copy succeeds
-    And it resumed from the checkpoint, fetching at most 5 chunks again
+    And it resumed from the checkpoint, fetching at most 8 MiB again
     And "out/large.bin" holds exactly the bytes of "large.bin"
     And no temporary file remains
     And no checkpoint remains

@@ -21,6 +21,7 @@ pub struct DefaultStorageResolver {
     s3_settings: S3Settings,
     s3_config: S3StorageConfig,
     s3: OnceCell<S3Service>,
+    checkpoint_bytes: u64,
 }
 
 impl DefaultStorageResolver {
@@ -30,7 +31,16 @@ impl DefaultStorageResolver {
             s3_settings,
             s3_config,
             s3: OnceCell::new(),
+            checkpoint_bytes: crate::filesystem::DEFAULT_CHECKPOINT_BYTES,
         }
+    }
+
+    /// Directory writes checkpoint at least `bytes` apart (0: every 5
+    /// chunks).
+    #[must_use]
+    pub fn with_checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes;
+        self
     }
 }
 
@@ -46,7 +56,12 @@ impl StorageResolverPort for DefaultStorageResolver {
                 for segment in prefix.split('/').filter(|s| !s.is_empty()) {
                     root.push(segment);
                 }
-                Ok(Arc::new(FilesystemStorage::new(root)?))
+                Ok(Arc::new(
+                    FilesystemStorage::new(root)?.with_checkpoint_interval(
+                        crate::filesystem::DEFAULT_CHECKPOINT_EVERY,
+                        self.checkpoint_bytes,
+                    ),
+                ))
             }
             Destination::S3 { bucket, prefix } => {
                 let service = self

@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// S3 multipart part size.
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub part_size: ByteSize,
+    /// Least bytes between two checkpoints of a directory write (each one
+    /// is an fsync); 0 checkpoints every 5 chunks.
+    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "8MiB", value_parser = parse_size)]
+    pub checkpoint_interval: ByteSize,
     /// Check each S3 part's MD5 against the ETag the server returns (one
     /// more MD5 pass over the bytes; as `ferry copy --verify-parts`).
     #[arg(long, env = "FERRY_VERIFY_PARTS")]
@@ -337,6 +341,11 @@ pub struct CopyArgs {
     /// Neither save nor use checkpoints.
     #[arg(long, env = "FERRY_NO_CHECKPOINT")]
     pub no_checkpoint: bool,
+    /// Least bytes between two checkpoints of a directory write (each one
+    /// is an fsync); 0 checkpoints every 5 chunks. S3 checkpoints after
+    /// every part.
+    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "8MiB", value_parser = parse_size)]
+    pub checkpoint_interval: ByteSize,
     /// Retries of a transient failure (network, 5xx, stall) per file; each
     /// resumes from the last checkpoint. Delays: full jitter, doubling from
     /// 500 ms up to 30 s.

@@ -12,6 +12,7 @@ use indicatif::MultiProgress;
 use serde::Serialize;
 
 use ferry_adapters::checkpoint::CheckpointFiles;
+use ferry_adapters::filesystem::DEFAULT_CHECKPOINT_EVERY;
 use ferry_adapters::memory::{MemoryBudget, MemoryPools};
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
 use ferry_adapters::{
@@ -142,11 +143,13 @@ async fn open_storage(
     verify_parts: bool,
     memory: MemoryBudget,
     keep: HashSet<PathBuf>,
+    checkpoint_bytes: u64,
 ) -> Result<Arc<dyn FileStoragePort>, OpenError> {
     match dest {
         Destination::Directory { root, key } => {
-            let storage =
-                FilesystemStorage::new(root).map_err(|e| UsageError(format!("DEST: {e}")))?;
+            let storage = FilesystemStorage::new(root)
+                .map_err(|e| UsageError(format!("DEST: {e}")))?
+                .with_checkpoint_interval(DEFAULT_CHECKPOINT_EVERY, checkpoint_bytes);
             storage.remove_stale_temp_files_near(key, keep).await;
             Ok(Arc::new(storage))
         }
@@ -380,6 +383,7 @@ pub async fn run(
         args.verify_parts,
         pools.parts.clone(),
         keep,
+        args.checkpoint_interval.as_u64(),
     )
     .await
     {

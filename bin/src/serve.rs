@@ -204,7 +204,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             verify_part_etags: args.verify_parts,
             ..S3StorageConfig::default()
         },
-    );
+    )
+    .with_checkpoint_bytes(args.checkpoint_interval.as_u64());
     let metrics = Arc::new(Metrics::new());
     let mut sinks: Vec<Arc<dyn JobEventsPort>> = vec![metrics.clone(), Arc::new(LogEvents)];
     if let (Some(url), Some(secret)) = (args.webhook_url.clone(), args.webhook_secret.clone()) {

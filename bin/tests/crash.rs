@@ -3,7 +3,8 @@
 //! and at random times (`kill -9`), then run again with the same SOURCE and
 //! DEST. Every time: the object's SHA-256 equals the source's, no temp file,
 //! incomplete upload or state file is left, and the bytes fetched again
-//! after the restart are at most one part (S3) or five chunks (directory).
+//! after the restart are at most one part (S3) or one checkpoint interval
+//! (directory: 5 chunks and at least 8 MiB, the size of an S3 part).
 //! Figures are printed (and appended to `$FERRY_CRASH_REPORT` if set) for
 //! docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -45,7 +46,8 @@ impl Dest {
     /// The most a restart may fetch again.
     fn bound(&self) -> u64 {
         match self {
-            Dest::Dir(_) => 5 * chunk_size_for(Some(LEN as u64)) as u64,
+            // Every 5 chunks, at least 8 MiB apart (--checkpoint-interval).
+            Dest::Dir(_) => (5 * chunk_size_for(Some(LEN as u64)) as u64).max(8 << 20),
             Dest::S3 { .. } => PART,
         }
     }

@@ -176,13 +176,13 @@ impl ProgressPort for Told {
     }
 }
 
-/// The most a resume may fetch again, per storage: one part (S3) or five
-/// chunks (directory).
+/// The most a resume may fetch again, per storage: one part (S3) or one
+/// checkpoint interval (directory: 5 chunks, at least 8 MiB apart).
 fn bound(s3: bool) -> u64 {
     if s3 {
         PART
     } else {
-        5 * chunk_size_for(Some(LEN as u64)) as u64
+        (5 * chunk_size_for(Some(LEN as u64)) as u64).max(8 << 20)
     }
 }
 
