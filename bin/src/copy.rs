@@ -369,7 +369,17 @@ pub async fn run(
     } else {
         match open_state_dir(args.state_dir.as_deref()) {
             Ok(store) => Some(store),
-            Err(e) => return usage(&e, json),
+            // Asked for explicitly (or --resume): a clear error.
+            Err(e) if args.state_dir.is_some() || args.resume => return usage(&e, json),
+            // The default place is unusable (a read-only home): copy
+            // anyway, without crash-resume, and say so.
+            Err(e) => {
+                eprintln!(
+                    "ferry: warning: {}; copying without checkpoints (a crash restarts from zero)",
+                    e.0
+                );
+                None
+            }
         }
     };
     let keep = match &checkpoints {

@@ -496,3 +496,34 @@ async fn resume_without_a_checkpoint_is_a_clear_usage_error() {
     assert!(entries(&work.path().join("out")).is_empty());
     assert!(origin.requests().is_empty(), "nothing was fetched");
 }
+
+#[tokio::test]
+async fn an_unusable_default_state_directory_only_costs_the_checkpoints() {
+    let origin = Origin::start().await.unwrap();
+    let data = generate(100_000, 2);
+    origin.serve("/w.bin", data.clone(), Behavior::Normal);
+    let work = tempfile::tempdir().unwrap();
+    // HOME is a file: ~/.local/state cannot be created.
+    let home = work.path().join("home-is-a-file");
+    std::fs::write(&home, b"x").unwrap();
+    let url = origin.url("/w.bin");
+    let out = tokio::task::spawn_blocking({
+        let cwd = work.path().to_path_buf();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["copy", &url, "out/"])
+                .current_dir(&cwd)
+                .env("HOME", &home)
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("FERRY_STATE_DIR")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("copying without checkpoints"), "{stderr}");
+    assert_eq!(std::fs::read(work.path().join("out/w.bin")).unwrap(), data);
+}
