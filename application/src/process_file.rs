@@ -316,7 +316,7 @@ impl ProcessFile {
                 check.finalize().0 == sha256
             }
         };
-        if !matches || !self.expected_match(command, &sha256, md5.as_ref()) {
+        if !matches || first_mismatch(command, &sha256, md5.as_ref()).is_some() {
             return None;
         }
         debug!(key = %command.key, "the object was committed before the restart");
@@ -329,34 +329,6 @@ impl ProcessFile {
             duration: started.elapsed(),
             final_url: meta.final_url.redacted(),
             resumed_from: Some(stored.size),
-        })
-    }
-
-    fn expected_match(
-        &self,
-        command: &ProcessFileCommand,
-        sha256: &ferry_domain::Checksum,
-        md5: Option<&ferry_domain::Checksum>,
-    ) -> bool {
-        self.first_mismatch(command, sha256, md5).is_none()
-    }
-
-    fn first_mismatch(
-        &self,
-        command: &ProcessFileCommand,
-        sha256: &ferry_domain::Checksum,
-        md5: Option<&ferry_domain::Checksum>,
-    ) -> Option<ProcessFileError> {
-        command.expected.iter().find_map(|expected| {
-            let actual = match expected.algorithm() {
-                ChecksumAlgorithm::Sha256 => Some(sha256),
-                ChecksumAlgorithm::Md5 => md5,
-            }?;
-            (actual != expected).then(|| ProcessFileError::ChecksumMismatch {
-                algorithm: expected.algorithm(),
-                expected: expected.hex().to_owned(),
-                actual: actual.hex().to_owned(),
-            })
         })
     }
 
@@ -524,6 +496,25 @@ async fn checkpoint(
     Ok(())
 }
 
+/// The first expected digest the computed ones contradict.
+fn first_mismatch(
+    command: &ProcessFileCommand,
+    sha256: &ferry_domain::Checksum,
+    md5: Option<&ferry_domain::Checksum>,
+) -> Option<ProcessFileError> {
+    command.expected.iter().find_map(|expected| {
+        let actual = match expected.algorithm() {
+            ChecksumAlgorithm::Sha256 => Some(sha256),
+            ChecksumAlgorithm::Md5 => md5,
+        }?;
+        (actual != expected).then(|| ProcessFileError::ChecksumMismatch {
+            algorithm: expected.algorithm(),
+            expected: expected.hex().to_owned(),
+            actual: actual.hex().to_owned(),
+        })
+    })
+}
+
 /// The source can serve any range again and tell whether it changed.
 fn is_replayable(meta: &SourceMeta) -> bool {
     meta.accepts_ranges && meta.total_length.is_some() && meta.validator().is_some()
@@ -615,7 +606,7 @@ impl ProcessFilePort for ProcessFile {
             }
         }
         let (sha256, md5) = hasher.finalize();
-        if let Some(mismatch) = self.first_mismatch(&command, &sha256, md5.as_ref()) {
+        if let Some(mismatch) = first_mismatch(&command, &sha256, md5.as_ref()) {
             abort(writer, &command).await;
             if let Some(cp) = &checkpointer {
                 cp.clear().await;
