@@ -95,6 +95,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 sleep 6
 kill "$sampler" 2>/dev/null || true
+python3 bench/plot_soak.py "$csv" "$out/soak.png" || true
 
 python3 - "$csv" "$rounds" "$n" "$s3_mib" "$dir_mib" <<'PY'
 import csv, sys
