@@ -158,9 +158,9 @@ pub struct ServeArgs {
     /// S3 multipart part size.
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub part_size: ByteSize,
-    /// Least bytes between two checkpoints of a directory write (each one
-    /// is an fsync); 0 checkpoints every 5 chunks.
-    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "8MiB", value_parser = parse_size)]
+    /// Least bytes between two fsyncs (and checkpoints) of a directory
+    /// write; 0: every 5 chunks.
+    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "4MiB", value_parser = parse_size)]
     pub checkpoint_interval: ByteSize,
     /// Check each S3 part's MD5 against the ETag the server returns (one
     /// more MD5 pass over the bytes; as `ferry copy --verify-parts`).
@@ -341,10 +341,11 @@ pub struct CopyArgs {
     /// Neither save nor use checkpoints.
     #[arg(long, env = "FERRY_NO_CHECKPOINT")]
     pub no_checkpoint: bool,
-    /// Least bytes between two checkpoints of a directory write (each one
-    /// is an fsync); 0 checkpoints every 5 chunks. S3 checkpoints after
-    /// every part.
-    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "8MiB", value_parser = parse_size)]
+    /// Least bytes between two fsyncs of a directory write, each followed
+    /// by a checkpoint (fsyncs run in the background; a crash re-fetches at
+    /// most two intervals); 0: every 5 chunks. S3 checkpoints after every
+    /// part.
+    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", default_value = "4MiB", value_parser = parse_size)]
     pub checkpoint_interval: ByteSize,
     /// Retries of a transient failure (network, 5xx, stall) per file; each
     /// resumes from the last checkpoint. Delays: full jitter, doubling from

@@ -176,13 +176,14 @@ impl ProgressPort for Told {
     }
 }
 
-/// The most a resume may fetch again, per storage: one part (S3) or one
-/// checkpoint interval (directory: 5 chunks, at least 8 MiB apart).
+/// The most a resume may fetch again, per storage: one part (S3) or two
+/// checkpoint intervals (directory: 5 chunks, at least 4 MiB apart, fsynced
+/// in the background).
 fn bound(s3: bool) -> u64 {
     if s3 {
         PART
     } else {
-        (5 * chunk_size_for(Some(LEN as u64)) as u64).max(8 << 20)
+        2 * (5 * chunk_size_for(Some(LEN as u64)) as u64).max(4 << 20)
     }
 }
 
