@@ -15,6 +15,7 @@ pub mod s3proxy;
 pub mod serve_process;
 pub mod server;
 pub mod sfn_endpoint;
+pub mod told;
 
 use std::time::Duration;
 

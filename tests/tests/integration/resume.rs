@@ -6,7 +6,7 @@
 //! over or clean up. The crash harness (bin/tests/crash.rs) does the same
 //! across `kill -9`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::checkpoint::CheckpointFiles;
@@ -14,11 +14,12 @@ use ferry_adapters::s3::{S3Storage, S3StorageConfig};
 use ferry_adapters::{FilesystemStorage, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig, chunk_size_for};
 use ferry_domain::ports::{
-    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort, ProgressPort,
+    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort,
 };
 use ferry_domain::{ObjectKey, StagedState, TransferId};
 use ferry_tests::garage::{garage, service, unique_prefix};
 use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::told::Told;
 use ferry_tests::{command, generate, sha256_hex};
 
 use crate::storage_fs::temp_files;
@@ -157,25 +158,6 @@ impl Bench {
     }
 }
 
-/// Records what the transfer said about resuming.
-#[derive(Default)]
-struct Told {
-    resumed: Mutex<Vec<u64>>,
-    restarted: Mutex<Vec<String>>,
-}
-
-impl ProgressPort for Told {
-    fn started(&self, _total: Option<u64>) {}
-    fn advanced(&self, _done: u64) {}
-    fn finished(&self, _ok: bool) {}
-    fn resumed(&self, offset: u64) {
-        self.resumed.lock().unwrap().push(offset);
-    }
-    fn restarted(&self, reason: &str) {
-        self.restarted.lock().unwrap().push(reason.to_owned());
-    }
-}
-
 /// The most a resume may fetch again, per storage: one part (S3) or two
 /// checkpoint intervals (directory: 5 chunks, at least 4 MiB apart, fsynced
 /// in the background).
@@ -233,7 +215,7 @@ async fn resumes_after_a_failure(s3: bool) {
     let result = use_case.process(again).await.unwrap();
     assert_eq!(result.sha256.hex(), sha256_hex(&data));
     assert_eq!(result.resumed_from, Some(committed));
-    assert_eq!(*told.resumed.lock().unwrap(), vec![committed]);
+    assert_eq!(told.resumed(), vec![committed]);
     assert_eq!(b.last_range_start("/f.bin"), Some(committed));
     let last = b
         .origin
@@ -265,7 +247,7 @@ async fn restarts_when_the_source_changed(s3: bool) {
         sha256_hex(&new),
         "never a mixed object"
     );
-    let reasons = told.restarted.lock().unwrap().clone();
+    let reasons = told.restarted();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("source changed"), "{reasons:?}");
     assert_eq!(b.stored_sha256().await, Some(sha256_hex(&new)));

@@ -2,7 +2,7 @@
 //! source changed, and clean up when given up. Real adapters: the test
 //! origin, a directory, `ferry copy`'s state files.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cucumber::{given, then, when};
@@ -10,30 +10,12 @@ use cucumber::{given, then, when};
 use ferry_adapters::checkpoint::CheckpointFiles;
 use ferry_adapters::{FilesystemStorage, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig};
-use ferry_domain::ports::{CheckpointStorePort, ProcessFileCommand, ProcessFilePort, ProgressPort};
+use ferry_domain::ports::{CheckpointStorePort, ProcessFileCommand, ProcessFilePort};
 use ferry_domain::{ObjectKey, SourceUrl, TransferId};
 use ferry_tests::generate;
+use ferry_tests::told::Told;
 
 use crate::world::FerryWorld;
-
-/// What a checkpointed copy said about resuming.
-#[derive(Debug, Default)]
-pub struct Told {
-    resumed: Mutex<Vec<u64>>,
-    restarted: Mutex<Vec<String>>,
-}
-
-impl ProgressPort for Told {
-    fn started(&self, _total: Option<u64>) {}
-    fn advanced(&self, _done: u64) {}
-    fn finished(&self, _ok: bool) {}
-    fn resumed(&self, offset: u64) {
-        self.resumed.lock().unwrap().push(offset);
-    }
-    fn restarted(&self, reason: &str) {
-        self.restarted.lock().unwrap().push(reason.to_owned());
-    }
-}
 
 /// The checkpoint store and what the last copy said.
 #[derive(Debug)]
@@ -126,10 +108,7 @@ fn resumed(world: &mut FerryWorld, mib: u64) {
     };
     let name = checkpoints(world).source.clone().unwrap();
     let len = world.file(&name).len() as u64;
-    assert_eq!(
-        *checkpoints(world).told.resumed.lock().unwrap(),
-        vec![offset]
-    );
+    assert_eq!(*checkpoints(world).told.resumed(), vec![offset]);
     // The first request broke; the second continued from `offset`.
     let cut = world
         .origin
@@ -154,6 +133,6 @@ fn restarted(world: &mut FerryWorld, why: String) {
         Some(Ok(result)) => assert_eq!(result.resumed_from, None),
         other => panic!("no successful copy: {other:?}"),
     }
-    let reasons = checkpoints(world).told.restarted.lock().unwrap().clone();
+    let reasons = checkpoints(world).told.restarted();
     assert!(reasons.iter().any(|r| r.contains(&why)), "{reasons:?}");
 }
