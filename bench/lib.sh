@@ -1,8 +1,13 @@
-# Shared set-up of the S3 benchmarks (sourced by bench/s3.sh and
+# Shared set-up of the S3 benchmarks (sourced by bench/s3.sh, bench/soak.sh and
 # bench/stress.sh): the peers, nginx as the origin on loopback, Garage, a
 # release ferry, rclone's config from the environment, and helpers to run
-# and time one transfer per tool. Expects: tools, scratch (with srv/, tmp/,
-# times/).
+# and time one transfer per tool. Expects: tools. Sets scratch
+# (FERRY_BENCH_DIR, else a new temp dir; with srv/, tmp/, times/) and out
+# (FERRY_BENCH_OUT, default docs/bench).
+scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
+out="${FERRY_BENCH_OUT:-docs/bench}"
+mkdir -p "$scratch/srv" "$scratch/tmp" "$scratch/times" "$out"
+unset AWS_CA_BUNDLE   # breaks rclone against a plain-http endpoint
 for t in $tools; do
   case $t in
     rclone) command -v rclone >/dev/null || apt-get install -y -q rclone >&2 ;;

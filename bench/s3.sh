@@ -21,9 +21,6 @@ sizes=("$@")
 [ ${#sizes[@]} -eq 0 ] && sizes=(1 5)
 conc="${FERRY_BENCH_CONCURRENCY:-10}"
 tools="${FERRY_BENCH_TOOLS:-ferry rclone awscli}"
-scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
-mkdir -p "$scratch/srv" "$scratch/tmp" "$scratch/times"
-unset AWS_CA_BUNDLE   # breaks rclone against a plain-http endpoint
 
 source bench/lib.sh
 for g in "${sizes[@]}" 1; do make_source "$g"; done

@@ -21,11 +21,6 @@ s3_mib="${FERRY_SOAK_S3_MIB:-16}"
 dir_mib="${FERRY_SOAK_DIR_MIB:-64}"
 budget="${FERRY_BENCH_BUDGET:-32MiB}"
 tools=""
-scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
-out="${FERRY_BENCH_OUT:-docs/bench}"
-mkdir -p "$scratch/srv" "$scratch/tmp" "$scratch/times" "$out"
-unset AWS_CA_BUNDLE
-
 source bench/lib.sh
 for mib in "$s3_mib" "$dir_mib"; do
   f="$scratch/srv/soak-$mib.bin"

@@ -21,11 +21,6 @@ levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(10 25 50)
 budget="${FERRY_BENCH_BUDGET:-32MiB}"
 tools="${FERRY_BENCH_TOOLS:-ferry rclone awscli}"
-scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
-out="${FERRY_BENCH_OUT:-docs/bench}"
-mkdir -p "$scratch/srv" "$scratch/tmp" "$scratch/times" "$out"
-unset AWS_CA_BUNDLE
-
 source bench/lib.sh
 make_source 1
 name=bench-1g.bin
