@@ -37,30 +37,8 @@ done
 
 port=18090
 if [ "$origin_kind" = nginx ]; then
-  if ! command -v nginx >/dev/null; then
-    echo "installing nginx from Debian's packages" >&2
-    apt-get install -y -q nginx-light >&2 || apt-get install -y -q nginx >&2
-  fi
-  cat > "$scratch/nginx.conf" <<CONF
-worker_processes 1;
-pid $scratch/nginx.pid;
-error_log $scratch/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  sendfile on;
-  gzip off;
-  client_body_temp_path $scratch/tmp;
-  proxy_temp_path $scratch/tmp;
-  fastcgi_temp_path $scratch/tmp;
-  uwsgi_temp_path $scratch/tmp;
-  scgi_temp_path $scratch/tmp;
-  server { listen 127.0.0.1:$port; root $scratch/srv; }
-}
-CONF
-  mkdir -p "$scratch/tmp"
-  nginx -c "$scratch/nginx.conf"
+  source bench/nginx.sh
+  start_nginx "$port" 1
   origin_desc="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
 else
   "$bin/ferry-test-origin" "$scratch/srv" "127.0.0.1:$port" > "$scratch/origin.out" &

@@ -14,7 +14,6 @@ for t in $tools; do
     awscli) command -v aws >/dev/null || apt-get install -y -q awscli >&2 ;;
   esac
 done
-command -v nginx >/dev/null || apt-get install -y -q nginx-light >&2 || apt-get install -y -q nginx >&2
 
 cargo build --release --locked -p ferry >&2
 ferry="${CARGO_TARGET_DIR:-target}/release/ferry"
@@ -27,22 +26,9 @@ export RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other \
   RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE=true
 
 port=18091
-cat > "$scratch/nginx.conf" <<CONF
-worker_processes 2;
-pid $scratch/nginx.pid;
-error_log $scratch/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off; sendfile on; gzip off;
-  client_body_temp_path $scratch/tmp; proxy_temp_path $scratch/tmp;
-  fastcgi_temp_path $scratch/tmp; uwsgi_temp_path $scratch/tmp; scgi_temp_path $scratch/tmp;
-  server { listen 127.0.0.1:$port; root $scratch/srv; }
-}
-CONF
-nginx -c "$scratch/nginx.conf"
+source bench/nginx.sh
+start_nginx "$port" 2
 trap 'kill "$(cat "$scratch/nginx.pid")" 2>/dev/null || true' EXIT
-sleep 0.3
 
 # make_source GIB: srv/bench-GIBg.bin of random bytes and its .sha256.
 make_source() {

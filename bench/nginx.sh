@@ -1,0 +1,24 @@
+# nginx as the static origin of the benchmarks (sourced by bench/copy.sh and
+# bench/lib.sh). start_nginx PORT WORKERS serves $scratch/srv on
+# 127.0.0.1:PORT, config, pid and logs under $scratch, installing nginx from
+# Debian's packages if missing; the caller stops it with the pid file.
+start_nginx() {
+  local port=$1 workers=$2
+  command -v nginx >/dev/null || apt-get install -y -q nginx-light >&2 || apt-get install -y -q nginx >&2
+  mkdir -p "$scratch/tmp"
+  cat > "$scratch/nginx.conf" <<CONF
+worker_processes $workers;
+pid $scratch/nginx.pid;
+error_log $scratch/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off; sendfile on; gzip off;
+  client_body_temp_path $scratch/tmp; proxy_temp_path $scratch/tmp;
+  fastcgi_temp_path $scratch/tmp; uwsgi_temp_path $scratch/tmp; scgi_temp_path $scratch/tmp;
+  server { listen 127.0.0.1:$port; root $scratch/srv; }
+}
+CONF
+  nginx -c "$scratch/nginx.conf"
+  sleep 0.3
+}
