@@ -14,9 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::server::spawn_http1;
+use crate::server::{Spawned, spawn_http1};
 
 /// How the export ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,13 +76,8 @@ struct State {
 pub struct ExportProvider {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for ExportProvider {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the server when dropped.
+    _task: Spawned,
 }
 
 impl ExportProvider {
@@ -98,7 +92,11 @@ impl ExportProvider {
         }));
         let shared = state.clone();
         let task = spawn_http1(listener, || {}, move |req| handle(shared.clone(), req));
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            _task: task,
+        })
     }
 
     /// The start URL (with a secret in its query, which must never leak).

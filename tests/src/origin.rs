@@ -15,9 +15,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::server::spawn_http1;
+use crate::server::{Spawned, spawn_http1};
 use tokio_util::io::ReaderStream;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -92,13 +91,8 @@ struct State {
 pub struct Origin {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the server when dropped.
+    _task: Spawned,
 }
 
 impl Origin {
@@ -126,7 +120,11 @@ impl Origin {
             },
             move |req| handle(shared.clone(), req),
         );
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            _task: task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

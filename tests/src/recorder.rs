@@ -10,9 +10,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::server::spawn_http1;
+use crate::server::{Spawned, spawn_http1};
 
 /// One recorded request.
 #[derive(Debug, Clone)]
@@ -34,13 +33,8 @@ struct State {
 pub struct Recorder {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the server when dropped.
+    _task: Spawned,
 }
 
 impl Recorder {
@@ -50,7 +44,11 @@ impl Recorder {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = spawn_http1(listener, || {}, move |req| record(shared.clone(), req));
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            _task: task,
+        })
     }
 
     pub fn url(&self) -> String {

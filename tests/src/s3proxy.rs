@@ -14,9 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::server::spawn_http1;
+use crate::server::{Spawned, spawn_http1};
 
 type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -41,13 +40,8 @@ struct Rules {
 pub struct S3Proxy {
     addr: SocketAddr,
     rules: Arc<Mutex<Rules>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for S3Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the server when dropped.
+    _task: Spawned,
 }
 
 fn is_upload(req: &Request<Incoming>) -> bool {
@@ -73,7 +67,11 @@ impl S3Proxy {
             || {},
             move |req| forward(client.clone(), shared.clone(), upstream.clone(), req),
         );
-        Ok(Self { addr, rules, task })
+        Ok(Self {
+            addr,
+            rules,
+            _task: task,
+        })
     }
 
     pub fn endpoint(&self) -> String {

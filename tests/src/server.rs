@@ -1,5 +1,6 @@
 //! The accept loop every test HTTP server here shares: HTTP/1.1 on a bound
-//! listener, one task per connection, until the returned task is aborted.
+//! listener, one task per connection, until the returned [`Spawned`] is
+//! dropped.
 
 use std::future::Future;
 
@@ -12,12 +13,22 @@ use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A running accept loop; dropping it stops the server.
+#[derive(Debug)]
+pub struct Spawned(JoinHandle<()>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves `handler` on `listener`; `on_accept` runs for each new connection.
 pub fn spawn_http1<H, Fut, B, E>(
     listener: TcpListener,
     on_accept: impl Fn() + Send + 'static,
     handler: H,
-) -> JoinHandle<()>
+) -> Spawned
 where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
@@ -26,7 +37,7 @@ where
     B::Error: Into<BoxError>,
     E: Into<BoxError>,
 {
-    tokio::spawn(async move {
+    Spawned(tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
@@ -39,5 +50,5 @@ where
                     .await;
             });
         }
-    })
+    }))
 }

@@ -12,9 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-use crate::server::spawn_http1;
+use crate::server::{Spawned, spawn_http1};
 
 /// One recorded call: the operation (from `X-Amz-Target`) and its body.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,13 +34,8 @@ struct State {
 pub struct SfnEndpoint {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for SfnEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the server when dropped.
+    _task: Spawned,
 }
 
 impl SfnEndpoint {
@@ -51,7 +45,11 @@ impl SfnEndpoint {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = spawn_http1(listener, || {}, move |req| handle(shared.clone(), req));
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            state,
+            _task: task,
+        })
     }
 
     pub fn url(&self) -> String {
