@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 
 use ferry_domain::ports::{CheckpointStorePort, SourceMeta};
 use ferry_domain::{
-    Checkpoint, HashState, ObjectKey, SourceIdentity, SourceUrl, StagedState, TransferId,
+    Checkpoint, Checksum, HashState, ObjectKey, SourceIdentity, SourceUrl, StagedState, TransferId,
 };
 
 use crate::killpoint::kill_point;
@@ -17,17 +17,11 @@ use crate::killpoint::kill_point;
 /// SHA-256 (hex) of the full URL: identifies the source in a checkpoint
 /// without writing its query string (a presigned signature) anywhere.
 pub fn url_fingerprint(source: &SourceUrl) -> String {
-    hex_lower(&Sha256::digest(source.expose().as_bytes()))
+    let digest: [u8; 32] = Sha256::digest(source.expose().as_bytes()).into();
+    Checksum::from_sha256_digest(&digest).hex().to_owned()
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
+/// Milliseconds since the epoch (job and checkpoint timestamps).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -58,8 +52,8 @@ impl Checkpointer {
     /// Records what the source is; only a replayable source (length and
     /// validator) can be resumed, so only then are checkpoints saved.
     pub(crate) fn identify(&mut self, url: &SourceUrl, meta: &SourceMeta) {
-        self.source = match (meta.total_length, meta.validator()) {
-            (Some(length), Some(_)) if meta.accepts_ranges => Some(SourceIdentity {
+        self.source = match meta.total_length {
+            Some(length) if meta.is_replayable() => Some(SourceIdentity {
                 url_sha256: url_fingerprint(url),
                 length,
                 etag: meta.etag.clone(),

@@ -103,7 +103,7 @@ impl ProcessFile {
         WriteRequest {
             key: command.key.clone(),
             size_hint: meta.total_length,
-            replayable: is_replayable(meta),
+            replayable: meta.is_replayable(),
             expected_sha256_hex: command
                 .expected_for(ChecksumAlgorithm::Sha256)
                 .map(|c| c.hex().to_owned()),
@@ -394,7 +394,7 @@ impl ProcessFile {
     ) -> Result<(), ProcessFileError> {
         let class_size = chunk_size_for(meta.total_length);
         let target = class_size;
-        let replayable = is_replayable(meta);
+        let replayable = meta.is_replayable();
         let mut body = Rechunker::starting_at(body, target, hasher.bytes());
         let mut source_resumes = self.config.resume_attempts;
         let mut write_retries = self.config.resume_attempts;
@@ -513,11 +513,6 @@ fn first_mismatch(
             actual: actual.hex().to_owned(),
         })
     })
-}
-
-/// The source can serve any range again and tell whether it changed.
-fn is_replayable(meta: &SourceMeta) -> bool {
-    meta.accepts_ranges && meta.total_length.is_some() && meta.validator().is_some()
 }
 
 /// A body that broke before its declared end is reported as cut short.

@@ -81,11 +81,7 @@ pub struct SourceIdentity {
 impl SourceIdentity {
     /// The validator a resumed range request sends as `If-Range`.
     pub fn validator(&self) -> Option<Validator> {
-        match (&self.etag, &self.last_modified) {
-            (Some(etag), _) if !etag.starts_with("W/") => Some(Validator::ETag(etag.clone())),
-            (_, Some(lm)) => Some(Validator::LastModified(lm.clone())),
-            _ => None,
-        }
+        Validator::best(self.etag.as_deref(), self.last_modified.as_deref())
     }
 
     /// Whether a fresh response describes the same content.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable};
@@ -23,6 +23,8 @@ use ferry_domain::{
     ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy, SourceUrl, TaskFailure,
     TaskStatus, TransferId,
 };
+
+use crate::checkpointing::now_ms;
 
 use super::validate::{InvalidJobRequest, SubmitJobRequest, validate, validate_files};
 use crate::process_file::{ProcessFile, ProcessFileConfig};
@@ -146,13 +148,6 @@ impl std::fmt::Debug for JobService {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

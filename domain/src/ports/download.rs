@@ -61,10 +61,23 @@ impl SourceMeta {
 
     /// The best validator to resume this resource with.
     pub fn validator(&self) -> Option<Validator> {
-        match (&self.etag, &self.last_modified) {
-            // Weak ETags cannot be used with If-Range.
-            (Some(etag), _) if !etag.starts_with("W/") => Some(Validator::ETag(etag.clone())),
-            (_, Some(lm)) => Some(Validator::LastModified(lm.clone())),
+        Validator::best(self.etag.as_deref(), self.last_modified.as_deref())
+    }
+
+    /// The source can serve any range again and tell whether it changed:
+    /// what in-flight resume and checkpoints need.
+    pub fn is_replayable(&self) -> bool {
+        self.accepts_ranges && self.total_length.is_some() && self.validator().is_some()
+    }
+}
+
+impl Validator {
+    /// The validator to send as `If-Range`: a strong ETag, else
+    /// Last-Modified (weak ETags cannot be used with If-Range).
+    pub fn best(etag: Option<&str>, last_modified: Option<&str>) -> Option<Self> {
+        match (etag, last_modified) {
+            (Some(etag), _) if !etag.starts_with("W/") => Some(Validator::ETag(etag.to_owned())),
+            (_, Some(lm)) => Some(Validator::LastModified(lm.to_owned())),
             _ => None,
         }
     }
