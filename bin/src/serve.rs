@@ -1,12 +1,12 @@
 //! `ferry serve`: reads config, wires adapters, resumes unfinished jobs,
 //! serves the API until SIGINT/SIGTERM.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ferry_adapters::checkpoint::checkpointed_temp_files;
 use ferry_adapters::events::{FanoutEvents, LogEvents};
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
@@ -23,8 +23,8 @@ use ferry_adapters::{
 use ferry_application::jobs::{JobService, JobServiceConfig};
 use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig};
 use ferry_domain::ports::MemoryGaugePort;
-use ferry_domain::ports::{CheckpointStorePort, HttpDownloadPort, JobEventsPort};
-use ferry_domain::{EgressPolicy, JobId, StagedState};
+use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
+use ferry_domain::{EgressPolicy, JobId};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -147,15 +147,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     };
     // Temp files of dead processes go, except those a checkpoint names:
     // their transfers resume below.
-    let keep: HashSet<PathBuf> = CheckpointStorePort::list(store.as_ref())
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(_, c)| match c.ok()?.staged {
-            StagedState::TempFile { path, .. } => Some(PathBuf::from(path)),
-            StagedState::Multipart { .. } => None,
-        })
-        .collect();
+    let keep = checkpointed_temp_files(store.as_ref(), None).await;
     match files.remove_stale_temp_files_except(keep).await {
         Ok(0) | Err(_) => {}
         Ok(n) => tracing::info!(removed = n, "stale temp files removed"),

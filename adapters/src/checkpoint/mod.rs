@@ -5,4 +5,40 @@
 pub mod codec;
 mod files;
 
-pub use files::CheckpointFiles;
+pub use files::{CheckpointFiles, LockError, TransferLock};
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_domain::StagedState;
+use ferry_domain::ports::CheckpointStorePort;
+
+/// The temp files that checkpoints name (saved less than `max_age` ago, if
+/// given): a stale temp sweep keeps them for their resume.
+pub async fn checkpointed_temp_files(
+    store: &dyn CheckpointStorePort,
+    max_age: Option<Duration>,
+) -> HashSet<PathBuf> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let oldest_ms = max_age.map_or(i64::MIN, |age| {
+        now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+    });
+    store
+        .list()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, c)| {
+            let c = c.ok()?;
+            match c.staged {
+                StagedState::TempFile { path, .. } if c.saved_at_ms > oldest_ms => {
+                    Some(PathBuf::from(path))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}

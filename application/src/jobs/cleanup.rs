@@ -87,22 +87,4 @@ impl JobService {
         }
         discarded
     }
-
-    /// Temp-file paths named by live checkpoints, so a startup sweep of stale
-    /// temp files keeps them for their resume.
-    pub async fn checkpointed_temp_files(&self) -> Vec<String> {
-        let Some(store) = &self.config.process.checkpoints else {
-            return Vec::new();
-        };
-        store
-            .list()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, c)| match c.ok()?.staged {
-                ferry_domain::StagedState::TempFile { path, .. } => Some(path),
-                ferry_domain::StagedState::Multipart { .. } => None,
-            })
-            .collect()
-    }
 }
