@@ -451,20 +451,10 @@ impl S3Service {
                     other => warn!(%location, error = %other, attempt, "abort failed"),
                 },
             }
-            let parts = self
-                .client
-                .list_parts()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .send()
-                .await;
-            match parts {
-                Err(e) => match map_sdk_error(&location, e) {
-                    StorageError::NotFound { .. } => return Ok(()),
-                    other => debug!(%location, error = %other, "list parts after abort"),
-                },
-                Ok(out) if out.parts.as_ref().is_none_or(Vec::is_empty) => return Ok(()),
+            match self.list_parts(bucket, key, upload_id).await {
+                Err(StorageError::NotFound { .. }) => return Ok(()),
+                Err(other) => debug!(%location, error = %other, "list parts after abort"),
+                Ok(parts) if parts.is_empty() => return Ok(()),
                 Ok(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
