@@ -107,6 +107,33 @@ impl FilesystemStorage {
         self
     }
 
+    /// A write into `temp` (opened as `file`, holding `length` bytes already
+    /// on disk) that becomes `target` on commit.
+    fn writer(
+        &self,
+        key: ObjectKey,
+        temp: PathBuf,
+        target: PathBuf,
+        file: tokio::fs::File,
+        length: u64,
+    ) -> FsStagedWrite {
+        FsStagedWrite {
+            key,
+            temp,
+            target,
+            file: Some(file),
+            written: length,
+            finished: false,
+            every: self.checkpoint_every,
+            every_bytes: self.checkpoint_bytes,
+            since: 0,
+            synced: length,
+            sync_started: length,
+            pending: None,
+            reported: false,
+        }
+    }
+
     /// A new temp file name beside `target`, owned by this process.
     fn temp_for(target: &Path, key: &ObjectKey) -> PathBuf {
         let suffix: u64 = rand::rng().random();
@@ -556,21 +583,7 @@ impl FileStoragePort for FilesystemStorage {
                 });
             }
         }
-        Ok(Box::new(FsStagedWrite {
-            key: request.key,
-            temp,
-            target,
-            file: Some(file),
-            written: 0,
-            finished: false,
-            every: self.checkpoint_every,
-            every_bytes: self.checkpoint_bytes,
-            since: 0,
-            synced: 0,
-            sync_started: 0,
-            pending: None,
-            reported: false,
-        }))
+        Ok(Box::new(self.writer(request.key, temp, target, file, 0)))
     }
 
     async fn resume_write(
@@ -619,21 +632,13 @@ impl FileStoragePort for FilesystemStorage {
                 .map_err(|e| io_error(&location, e))?;
         }
         debug!(path = %temp.display(), length, "resuming a temp file");
-        Ok(Box::new(FsStagedWrite {
-            key: request.key,
+        Ok(Box::new(self.writer(
+            request.key,
             temp,
             target,
-            file: Some(file),
-            written: *length,
-            finished: false,
-            every: self.checkpoint_every,
-            every_bytes: self.checkpoint_bytes,
-            since: 0,
-            synced: *length,
-            sync_started: *length,
-            pending: None,
-            reported: false,
-        }))
+            file,
+            *length,
+        )))
     }
 
     async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {
