@@ -11,7 +11,9 @@ use futures::StreamExt;
 use indicatif::MultiProgress;
 use serde::Serialize;
 
-use ferry_adapters::checkpoint::CheckpointFiles;
+use ferry_adapters::checkpoint::{
+    CheckpointFiles, LockError, TransferLock, checkpointed_temp_files,
+};
 use ferry_adapters::filesystem::DEFAULT_CHECKPOINT_EVERY;
 use ferry_adapters::memory::{MemoryBudget, MemoryPools};
 use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
@@ -24,9 +26,7 @@ use ferry_domain::ports::{
     CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort,
     ProcessFileResult,
 };
-use ferry_domain::{
-    ByteSize, EgressPolicy, ObjectKey, RetryPolicy, SourceUrl, StagedState, TransferId,
-};
+use ferry_domain::{ByteSize, EgressPolicy, ObjectKey, RetryPolicy, SourceUrl, TransferId};
 
 use crate::cli::{CopyArgs, Toggle};
 use crate::exit;
@@ -383,7 +383,7 @@ pub async fn run(
         }
     };
     let keep = match &checkpoints {
-        Some(store) => live_temp_files(store).await,
+        Some(store) => checkpointed_temp_files(store, Some(STATE_GRACE)).await,
         None => HashSet::new(),
     };
     let storage = match open_storage(
@@ -525,7 +525,6 @@ pub async fn run(
         for id in &transfer_ids {
             let _ = use_case.abandon(id).await;
         }
-        unlock_transfers(checkpoints.as_ref(), &transfer_ids);
         eprintln!("ferry: interrupted; unfinished files were not stored");
         return ExitCode::from(130);
     }
@@ -535,18 +534,7 @@ pub async fn run(
         .iter()
         .find_map(|(_, o)| o.as_ref().err().map(exit::for_error))
         .unwrap_or(exit::OK);
-    unlock_transfers(checkpoints.as_ref(), &transfer_ids);
     ExitCode::from(code)
-}
-
-/// Removes the lock files (still held, so no other copy is between open and
-/// lock on them); a crash leaves them, and the next copy reuses them.
-fn unlock_transfers(store: Option<&CheckpointFiles>, ids: &[TransferId]) {
-    if let Some(store) = store {
-        for id in ids {
-            let _ = std::fs::remove_file(store.dir().join(format!("{id}.lock")));
-        }
-    }
 }
 
 /// Runs one copy, retrying transient failures with the policy's full-jitter
@@ -601,60 +589,27 @@ fn open_state_dir(flag: Option<&Path>) -> Result<CheckpointFiles, UsageError> {
     CheckpointFiles::open(&dir).map_err(|e| UsageError(format!("--state-dir: {e}")))
 }
 
-/// Takes an exclusive lock (`ID.lock` in the state directory, released when
-/// the process ends, however it ends) on every transfer.
+/// Locks every transfer (one process per transfer); the locks are let go
+/// when the returned guards drop.
 fn lock_transfers(
     store: &CheckpointFiles,
     ids: &[TransferId],
-) -> Result<Vec<std::fs::File>, UsageError> {
+) -> Result<Vec<TransferLock>, UsageError> {
     ids.iter()
         .map(|id| {
-            let path = store.dir().join(format!("{id}.lock"));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| UsageError(format!("--state-dir: cannot open {}: {e}", path.display())))?;
-            match file.try_lock() {
-                Ok(()) => Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) => Err(UsageError(
+            store.lock(id).map_err(|e| match e {
+                LockError::Held => UsageError(
                     "another ferry copy of the same SOURCE to the same DEST is running; wait for it (it resumes where it stops)".into(),
-                )),
-                Err(std::fs::TryLockError::Error(e)) => Err(UsageError(format!(
-                    "--state-dir: cannot lock {}: {e}",
-                    path.display()
-                ))),
-            }
+                ),
+                LockError::Failed(reason) => UsageError(format!("--state-dir: {reason}")),
+            })
         })
         .collect()
 }
 
 /// How long a `ferry copy` checkpoint protects its temp file from the stale
 /// temp sweep: after a week, an unresumed copy's temp file is swept.
-const STATE_GRACE_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// Temp files that recent checkpoints name (kept by the stale temp sweep).
-async fn live_temp_files(store: &CheckpointFiles) -> HashSet<PathBuf> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    store
-        .list()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(_, c)| {
-            let c = c.ok()?;
-            match c.staged {
-                StagedState::TempFile { path, .. } if now - c.saved_at_ms < STATE_GRACE_MS => {
-                    Some(PathBuf::from(path))
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
+const STATE_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// One copy's id: a digest of the full source URL, the destination and the
 /// endpoint (no secret can be read back from it).

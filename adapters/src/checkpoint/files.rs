@@ -53,6 +53,50 @@ impl CheckpointFiles {
     fn path(&self, id: &TransferId) -> PathBuf {
         self.dir.join(format!("{id}{SUFFIX}"))
     }
+
+    /// Takes the exclusive lock of a transfer (`ID.lock`), so that one
+    /// process at a time works on its checkpoint. The OS releases it when
+    /// the process ends, however it ends; dropping the guard also removes
+    /// the file (a crash leaves it, and the next lock reuses it).
+    pub fn lock(&self, id: &TransferId) -> Result<TransferLock, LockError> {
+        let path = self.dir.join(format!("{id}.lock"));
+        let shown = path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LockError::Failed(format!("cannot open {shown}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => Ok(TransferLock { path, _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(LockError::Failed(format!("cannot lock {shown}: {e}")))
+            }
+        }
+    }
+}
+
+/// Why a transfer could not be locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    /// Another process holds it.
+    Held,
+    Failed(String),
+}
+
+/// A held transfer lock; removes its file when dropped (still holding the
+/// lock, so no other process is between opening and locking it).
+#[derive(Debug)]
+pub struct TransferLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for TransferLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Removes half-written state files (`ID.tmp.PID`) of processes that are no
