@@ -103,7 +103,7 @@ impl HttpExportProvider {
         let body = read_limited(resp, limit, what).await?;
         if !(200..300).contains(&status) {
             let message = message_of(&body);
-            return Err(if status == 408 || status == 429 || status >= 500 {
+            return Err(if ferry_domain::retry::is_transient_status(status) {
                 ExportProviderError::Unavailable(format!("{what}: HTTP {status}: {message}"))
             } else {
                 ExportProviderError::Rejected { status, message }

@@ -226,17 +226,10 @@ impl FilesystemStorage {
 }
 
 impl FilesystemStorage {
-    /// Like [`Self::remove_stale_temp_files`], but only in the directory the
-    /// key would land in (not recursive): cheap enough for every CLI copy.
-    pub async fn remove_stale_temp_files_near(
-        &self,
-        key: &ObjectKey,
-        keep: HashSet<PathBuf>,
-    ) -> usize {
-        let path = self.path_for(key);
-        let Some(dir) = path.parent().map(Path::to_path_buf) else {
-            return 0;
-        };
+    /// Like [`Self::remove_stale_temp_files`], but only in the root itself
+    /// (not recursive): cheap enough for every CLI copy.
+    pub async fn remove_stale_temp_files_in_root(&self, keep: HashSet<PathBuf>) -> usize {
+        let dir = self.root.clone();
         tokio::task::spawn_blocking(move || sweep_dir(&dir, false, &keep))
             .await
             .unwrap_or(0)

@@ -11,9 +11,11 @@
 //!   age: old connections finish their bodies and close);
 //! - `connect_timeout`, and a read-idle timeout on the body
 //!   (`read_idle_timeout`) so a stalled source fails instead of hanging;
-//! - retries with exponential backoff and full jitter for connect errors,
-//!   408/425/429 and 5xx answered before the body starts, honouring
-//!   `Retry-After`;
+//! - retries of connect errors and transient statuses (the domain's one
+//!   table, `retry::is_transient_status`) answered before the body starts,
+//!   with the domain's one `RetryPolicy` (full jitter, `Retry-After`
+//!   honoured); the per-host permit is given back while it waits; what it
+//!   gives up on is marked exhausted so no caller retries it again;
 //! - no automatic decompression (`Accept-Encoding: identity`): bytes are
 //!   stored exactly as served;
 //! - at most `max_redirects` redirects (http and https only); the final URL
@@ -28,17 +30,17 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
-use rand::Rng;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use ferry_domain::SourceUrl;
 use ferry_domain::ports::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };
+use ferry_domain::retry::{self, is_transient_status};
 use ferry_domain::source::redact_text;
+use ferry_domain::{RetryPolicy, SourceUrl};
 
 use crate::egress::{self, SourceGuard};
 
@@ -53,10 +55,9 @@ pub struct HttpClientConfig {
     pub connect_timeout: Duration,
     pub read_idle_timeout: Duration,
     pub max_redirects: usize,
-    /// Retries after the first attempt, for failures before the body starts.
-    pub retries: u32,
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
+    /// Retries of failures before the body starts: `retry.attempts` tries
+    /// in all, delays from the policy.
+    pub retry: RetryPolicy,
     pub user_agent: String,
     /// The SSRF guard: when set, only addresses its policy allows are
     /// connected to, for the first request and every redirect hop.
@@ -72,9 +73,12 @@ impl Default for HttpClientConfig {
             connect_timeout: Duration::from_secs(10),
             read_idle_timeout: Duration::from_secs(30),
             max_redirects: 5,
-            retries: 3,
-            retry_base_delay: Duration::from_millis(250),
-            retry_max_delay: Duration::from_secs(30),
+            retry: RetryPolicy {
+                attempts: 4,
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(30),
+                deadline: Duration::from_secs(15 * 60),
+            },
             user_agent: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
             guard: None,
         }
@@ -152,20 +156,6 @@ impl PooledHttpClient {
             .clone()
     }
 
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(d) = retry_after {
-            return d.min(self.config.retry_max_delay);
-        }
-        let cap = self
-            .config
-            .retry_base_delay
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.config.retry_max_delay);
-        // Full jitter: uniform in [0, cap].
-        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::rng().random_range(0..=millis))
-    }
-
     async fn send_once(&self, request: &DownloadRequest) -> Result<Response, reqwest::Error> {
         let mut builder = self
             .client()
@@ -220,6 +210,7 @@ fn map_send_error(url: &str, e: &reqwest::Error, max_redirects: usize) -> Downlo
         DownloadError::Connect {
             url: url.to_owned(),
             reason,
+            exhausted: false,
         }
     }
 }
@@ -243,8 +234,22 @@ fn error_chain(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-fn retryable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 425 | 429 | 500..=599)
+/// Marks an error this client retried (`retried`) as exhausted, so callers
+/// do not retry it again.
+fn exhausted(error: DownloadError, retried: bool) -> DownloadError {
+    match error {
+        DownloadError::Status { url, status, .. } => DownloadError::Status {
+            url,
+            status,
+            exhausted: retried,
+        },
+        DownloadError::Connect { url, reason, .. } => DownloadError::Connect {
+            url,
+            reason,
+            exhausted: retried,
+        },
+        other => other,
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -295,27 +300,32 @@ impl HttpDownloadPort for PooledHttpClient {
             });
         }
         let limiter = self.host_limiter(&request.source);
-        let permit: OwnedSemaphorePermit =
-            limiter
-                .acquire_owned()
-                .await
-                .map_err(|e| DownloadError::Unexpected {
-                    url: url.clone(),
-                    source: Box::new(e),
-                })?;
-
-        let mut attempt = 0u32;
-        let response = loop {
+        let policy = self.config.retry;
+        let first_try = Instant::now();
+        let mut retry = 0u32;
+        let (response, permit) = loop {
+            // The per-host permit is held for one request (and its body),
+            // never across a backoff sleep.
+            let permit: OwnedSemaphorePermit =
+                limiter
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| DownloadError::Unexpected {
+                        url: url.clone(),
+                        source: Box::new(e),
+                    })?;
             let outcome = self.send_once(&request).await;
             let (error, wait_hint) = match outcome {
-                Ok(resp) if resp.status().is_success() => break resp,
+                Ok(resp) if resp.status().is_success() => break (resp, permit),
                 Ok(resp) => {
-                    let status = resp.status();
+                    let status = resp.status().as_u16();
                     let error = DownloadError::Status {
                         url: url.clone(),
-                        status: status.as_u16(),
+                        status,
+                        exhausted: false,
                     };
-                    if !retryable_status(status) {
+                    if !is_transient_status(status) {
                         return Err(error);
                     }
                     (error, retry_after(resp.headers()))
@@ -328,12 +338,14 @@ impl HttpDownloadPort for PooledHttpClient {
                     (error, None)
                 }
             };
-            if attempt >= self.config.retries {
-                return Err(error);
-            }
-            let delay = self.backoff(attempt, wait_hint);
-            attempt += 1;
-            warn!(source = %url, attempt, delay_ms = delay.as_millis() as u64, %error, "retrying source");
+            drop(permit);
+            let Some(delay) =
+                policy.delay_honouring(retry, retry::jitter(), first_try.elapsed(), wait_hint)
+            else {
+                return Err(exhausted(error, retry > 0));
+            };
+            retry += 1;
+            warn!(source = %url, retry, delay_ms = delay.as_millis() as u64, %error, "retrying source");
             tokio::time::sleep(delay).await;
         };
 
@@ -467,24 +479,19 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped_and_honours_retry_after() {
-        let client = PooledHttpClient::new(HttpClientConfig {
-            retry_base_delay: Duration::from_millis(100),
-            retry_max_delay: Duration::from_millis(500),
-            ..HttpClientConfig::default()
-        })
-        .unwrap();
-        for attempt in 0..10 {
-            assert!(client.backoff(attempt, None) <= Duration::from_millis(500));
-        }
-        assert_eq!(
-            client.backoff(0, Some(Duration::from_secs(60))),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            client.backoff(0, Some(Duration::from_millis(20))),
-            Duration::from_millis(20)
-        );
+    fn only_retried_errors_are_marked_exhausted() {
+        let status = |exhausted| DownloadError::Status {
+            url: "http://h/x".into(),
+            status: 503,
+            exhausted,
+        };
+        assert!(exhausted(status(false), true).is_exhausted());
+        assert!(!exhausted(status(false), false).is_exhausted());
+        let stalled = DownloadError::Stalled {
+            url: "http://h/x".into(),
+            idle: Duration::from_secs(1),
+        };
+        assert!(!exhausted(stalled, true).is_exhausted());
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Opens the storage for a job's destination: a directory under the
-//! server's files root, or an S3 bucket and prefix (one S3 client, created
-//! on first use and shared).
+//! Opens the storage for a destination: a job's directory under the
+//! server's files root, a directory named on the command line (`ferry
+//! copy`), or an S3 bucket and prefix (one S3 client, created on first use
+//! and shared). The one place storages are constructed.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +24,9 @@ pub struct DefaultStorageResolver {
     s3_config: S3StorageConfig,
     s3: OnceCell<S3Service>,
     checkpoint_bytes: u64,
+    /// For `Local` destinations: sweep stale temp files left by killed
+    /// processes in the directory, except these (checkpointed ones).
+    sweep_keep: Option<HashSet<PathBuf>>,
 }
 
 impl DefaultStorageResolver {
@@ -32,7 +37,23 @@ impl DefaultStorageResolver {
             s3_config,
             s3: OnceCell::new(),
             checkpoint_bytes: crate::filesystem::DEFAULT_CHECKPOINT_BYTES,
+            sweep_keep: None,
         }
+    }
+
+    /// Opening a `Local` destination first removes stale temp files in its
+    /// directory, except `keep` (`ferry copy`'s startup sweep).
+    #[must_use]
+    pub fn with_local_sweep(mut self, keep: HashSet<PathBuf>) -> Self {
+        self.sweep_keep = Some(keep);
+        self
+    }
+
+    fn directory(&self, root: PathBuf) -> Result<FilesystemStorage, StorageError> {
+        Ok(FilesystemStorage::new(root)?.with_checkpoint_interval(
+            crate::filesystem::DEFAULT_CHECKPOINT_EVERY,
+            self.checkpoint_bytes,
+        ))
     }
 
     /// Directory writes checkpoint at least `bytes` apart (0: every 5
@@ -56,12 +77,14 @@ impl StorageResolverPort for DefaultStorageResolver {
                 for segment in prefix.split('/').filter(|s| !s.is_empty()) {
                     root.push(segment);
                 }
-                Ok(Arc::new(
-                    FilesystemStorage::new(root)?.with_checkpoint_interval(
-                        crate::filesystem::DEFAULT_CHECKPOINT_EVERY,
-                        self.checkpoint_bytes,
-                    ),
-                ))
+                Ok(Arc::new(self.directory(root)?))
+            }
+            Destination::Local { path } => {
+                let storage = self.directory(PathBuf::from(path))?;
+                if let Some(keep) = &self.sweep_keep {
+                    storage.remove_stale_temp_files_in_root(keep.clone()).await;
+                }
+                Ok(Arc::new(storage))
             }
             Destination::S3 { bucket, prefix } => {
                 let service = self

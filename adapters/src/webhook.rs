@@ -1,6 +1,7 @@
 //! `JobEventsPort` that POSTs every event as JSON to a webhook, signed with
 //! HMAC-SHA256 (`X-Ferry-Signature: sha256=<hex of HMAC(secret, body)>`),
-//! retried with exponential backoff on 5xx, 429 and network errors.
+//! retried with the domain's retry policy (full jitter) on transient
+//! statuses (`retry::is_transient_status`) and network errors.
 //!
 //! Delivery never slows the job runner: `publish` only enqueues into a
 //! bounded queue; one background task delivers in order. If the queue is
@@ -15,7 +16,9 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use ferry_domain::RetryPolicy;
 use ferry_domain::ports::{JobEvent, JobEventsPort};
+use ferry_domain::retry::{self, is_transient_status};
 use ferry_domain::source::redact_text;
 
 use crate::job_store::codec::event_json;
@@ -25,9 +28,9 @@ use crate::job_store::codec::event_json;
 pub struct WebhookConfig {
     pub url: String,
     pub secret: Vec<u8>,
-    /// Attempts per event (1 = no retry).
-    pub attempts: u32,
-    pub base_delay: Duration,
+    /// Deliveries per event (`retry.attempts`, 1 = no retry) and the
+    /// delays between them: the domain's one retry policy.
+    pub retry: RetryPolicy,
     pub queue: usize,
     pub timeout: Duration,
 }
@@ -36,7 +39,7 @@ impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("url", &redact_text(&self.url))
-            .field("attempts", &self.attempts)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -46,8 +49,12 @@ impl WebhookConfig {
         Self {
             url,
             secret,
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
+            retry: RetryPolicy {
+                attempts: 5,
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+                deadline: Duration::from_secs(10 * 60),
+            },
             queue: 10_000,
             timeout: Duration::from_secs(10),
         }
@@ -92,16 +99,10 @@ impl WebhookEvents {
 async fn deliver(client: &reqwest::Client, config: &WebhookConfig, event: &JobEvent) {
     let body = event_json(event).to_string();
     let sig = signature(&config.secret, body.as_bytes());
-    let mut last = String::new();
-    for attempt in 0..config.attempts.max(1) {
-        if attempt > 0 {
-            tokio::time::sleep(
-                config
-                    .base_delay
-                    .saturating_mul(2u32.saturating_pow(attempt - 1)),
-            )
-            .await;
-        }
+    let mut last;
+    let first_try = std::time::Instant::now();
+    let mut retry = 0;
+    loop {
         let sent = client
             .post(&config.url)
             .header("content-type", "application/json")
@@ -119,12 +120,20 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, event: &JobEv
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 last = format!("HTTP {status}");
-                if !(status == 429 || status >= 500) {
+                if !is_transient_status(status) {
                     break;
                 }
             }
             Err(e) => last = e.without_url().to_string(),
         }
+        let Some(delay) = config
+            .retry
+            .delay(retry, retry::jitter(), first_try.elapsed())
+        else {
+            break;
+        };
+        retry += 1;
+        tokio::time::sleep(delay).await;
     }
     warn!(job = %event.job_id, seq = event.seq, error = %last, webhook = %redact_text(&config.url), "webhook delivery failed");
 }

@@ -11,9 +11,11 @@ pub mod jobs;
 pub mod killpoint;
 pub mod process_file;
 pub mod size_guard;
+pub mod transfer;
 
 pub use backpressure::{Admission, Backpressure, BackpressureConfig, PressureReport};
 pub use chunking::{Rechunker, chunk_size_for};
 pub use hashing::{HashState, InvalidHashState, StreamHasher};
 pub use process_file::{ProcessFile, ProcessFileConfig};
 pub use size_guard::SizeGuard;
+pub use transfer::{Transfer, TransferFactory};

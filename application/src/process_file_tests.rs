@@ -399,6 +399,7 @@ async fn permanent_source_error_fails_before_storage() {
         Err(DownloadError::Status {
             url: "http://origin.test/f.bin".into(),
             status: 404,
+            exhausted: false,
         })
     });
     let mut storage = MockFileStoragePort::new();

@@ -14,19 +14,20 @@ use serde::Serialize;
 use ferry_adapters::checkpoint::{
     CheckpointFiles, LockError, TransferLock, checkpointed_temp_files,
 };
-use ferry_adapters::filesystem::DEFAULT_CHECKPOINT_EVERY;
-use ferry_adapters::memory::{MemoryBudget, MemoryPools};
-use ferry_adapters::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig, S3Target};
+use ferry_adapters::memory::MemoryPools;
+use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{
-    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard,
-    SourceRouter,
+    HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard, SourceRouter,
 };
-use ferry_application::{ProcessFile, ProcessFileConfig};
+use ferry_application::{ProcessFileConfig, TransferFactory};
 use ferry_domain::ports::{
-    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFileError, ProcessFilePort,
-    ProcessFileResult,
+    CheckpointStorePort, ProcessFileCommand, ProcessFileError, ProcessFileResult, TransferError,
+    TransferFactoryPort, TransferPort, Unobserved,
 };
-use ferry_domain::{ByteSize, EgressPolicy, ObjectKey, RetryPolicy, SourceUrl, TransferId};
+use ferry_domain::{
+    ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceUrl, TransferId,
+};
 
 use crate::cli::{CopyArgs, Toggle};
 use crate::exit;
@@ -34,19 +35,6 @@ use crate::progress::TerminalProgress;
 
 /// A problem with the arguments, reported before any transfer starts.
 struct UsageError(String);
-
-/// Where a copy goes: a storage and a key in it.
-enum Destination {
-    Directory {
-        root: PathBuf,
-        key: ObjectKey,
-    },
-    S3 {
-        bucket: String,
-        prefix: String,
-        key: ObjectKey,
-    },
-}
 
 fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
     if raw.contains("://") {
@@ -61,128 +49,6 @@ fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
     })?;
     let url = format!("file://{}", absolute.display());
     SourceUrl::parse(&url).map_err(|e| UsageError(format!("SOURCE: {e}")))
-}
-
-fn parse_dest(raw: &str, source: &SourceUrl) -> Result<Destination, UsageError> {
-    if raw.starts_with("s3://") {
-        let target = S3Target::parse(raw).map_err(|e| UsageError(format!("DEST: {e}")))?;
-        if target.is_prefix {
-            let name = source_file_name(source, raw)?;
-            return Ok(Destination::S3 {
-                bucket: target.bucket,
-                prefix: target.prefix,
-                key: name,
-            });
-        }
-        let key = ObjectKey::parse(&target.prefix)
-            .map_err(|e| UsageError(format!("DEST key `{}`: {e}", target.prefix)))?;
-        return Ok(Destination::S3 {
-            bucket: target.bucket,
-            prefix: String::new(),
-            key,
-        });
-    }
-    if raw.contains("://") {
-        return Err(UsageError(format!(
-            "DEST `{raw}` is not a local path; give a directory (ending in /) or a file path"
-        )));
-    }
-    let path = Path::new(raw);
-    let is_dir = raw.ends_with('/') || raw == "." || raw == ".." || path.is_dir();
-    if is_dir {
-        let key = source_file_name(source, raw)?;
-        return Ok(Destination::Directory {
-            root: path.to_path_buf(),
-            key,
-        });
-    }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| UsageError(format!("DEST `{raw}` has no file name")))?;
-    let key = ObjectKey::parse(name).map_err(|e| UsageError(format!("DEST file name: {e}")))?;
-    let root = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(Destination::Directory { root, key })
-}
-
-/// The key a "directory" destination gives the file: the source's name.
-fn source_file_name(source: &SourceUrl, raw: &str) -> Result<ObjectKey, UsageError> {
-    let name = source.file_name().ok_or_else(|| {
-        UsageError(format!(
-            "cannot name the file from SOURCE {source}: its URL has no file name; give DEST with a file name, e.g. {}file.bin",
-            if raw.ends_with('/') { raw.to_owned() } else { format!("{raw}/") }
-        ))
-    })?;
-    ObjectKey::parse(&name).map_err(|e| {
-        UsageError(format!(
-            "the source's file name `{name}` cannot be used: {e}"
-        ))
-    })
-}
-
-/// Why the destination could not be opened.
-enum OpenError {
-    Usage(UsageError),
-    Storage(ProcessFileError),
-}
-
-impl From<UsageError> for OpenError {
-    fn from(e: UsageError) -> Self {
-        OpenError::Usage(e)
-    }
-}
-
-/// Builds the storage adapter for the destination.
-async fn open_storage(
-    dest: &Destination,
-    endpoint_url: Option<String>,
-    part_size: ByteSize,
-    verify_parts: bool,
-    memory: MemoryBudget,
-    keep: HashSet<PathBuf>,
-    checkpoint_bytes: u64,
-) -> Result<Arc<dyn FileStoragePort>, OpenError> {
-    match dest {
-        Destination::Directory { root, key } => {
-            let storage = FilesystemStorage::new(root)
-                .map_err(|e| UsageError(format!("DEST: {e}")))?
-                .with_checkpoint_interval(DEFAULT_CHECKPOINT_EVERY, checkpoint_bytes);
-            storage.remove_stale_temp_files_near(key, keep).await;
-            Ok(Arc::new(storage))
-        }
-        Destination::S3 { bucket, prefix, .. } => {
-            if part_size.as_u64() < 5 * 1024 * 1024 {
-                return Err(UsageError(format!(
-                    "--part-size {part_size} is below S3's 5 MiB minimum"
-                ))
-                .into());
-            }
-            let service = S3Service::connect(&S3Settings {
-                endpoint_url,
-                region: None,
-            })
-            .await;
-            service
-                .check_bucket(bucket)
-                .await
-                .map_err(|e| OpenError::Storage(e.into()))?;
-            let config = S3StorageConfig {
-                part_size: part_size.as_u64(),
-                verify_part_etags: verify_parts,
-                memory: Some(memory),
-                ..S3StorageConfig::default()
-            };
-            Ok(Arc::new(S3Storage::new(
-                service,
-                bucket.clone(),
-                prefix,
-                config,
-            )))
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -295,15 +161,7 @@ fn usage(e: &UsageError, json: bool) -> ExitCode {
 /// One planned transfer.
 struct Planned {
     source: SourceUrl,
-    dest: Destination,
-}
-
-impl Destination {
-    fn key(&self) -> &ObjectKey {
-        match self {
-            Destination::Directory { key, .. } | Destination::S3 { key, .. } => key,
-        }
-    }
+    target: CopyTarget,
 }
 
 /// Parses every SOURCE against DEST; several sources need a directory or a
@@ -330,16 +188,15 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
     let mut planned: Vec<Planned> = Vec::with_capacity(sources.len());
     for raw in sources {
         let source = parse_source(raw)?;
-        let dest = parse_dest(dest_raw, &source)?;
-        if let Some(other) = planned.iter().find(|p| p.dest.key() == dest.key()) {
+        let target = CopyTarget::parse(dest_raw, &source, Path::new(dest_raw).is_dir())
+            .map_err(|e| UsageError(e.0))?;
+        if let Some(other) = planned.iter().find(|p| p.target.key == target.key) {
             return Err(UsageError(format!(
                 "SOURCE {} and {} would both be stored as `{}`",
-                other.source,
-                source,
-                dest.key()
+                other.source, source, target.key
             )));
         }
-        planned.push(Planned { source, dest });
+        planned.push(Planned { source, target });
     }
     Ok(planned)
 }
@@ -386,52 +243,29 @@ pub async fn run(
         Some(store) => checkpointed_temp_files(store, Some(STATE_GRACE)).await,
         None => HashSet::new(),
     };
-    let storage = match open_storage(
-        &first.dest,
-        endpoint_url.clone(),
-        args.part_size,
-        args.verify_parts,
-        pools.parts.clone(),
-        keep,
-        args.checkpoint_interval.as_u64(),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(OpenError::Usage(e)) => return usage(&e, json),
-        Err(OpenError::Storage(e)) => return report_failure(&e, json),
-    };
-    let guard = (args.source_guard == Toggle::On).then(|| {
-        SourceGuard::new(EgressPolicy::with_allowed(
-            args.sources.allow_source.clone(),
-        ))
-    });
-    let http = match PooledHttpClient::new(HttpClientConfig {
-        guard,
-        ..HttpClientConfig::default()
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ferry: error: {e}");
-            return ExitCode::from(exit::INTERNAL);
-        }
-    };
-    let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
-    let use_case = ProcessFile::new(
-        Arc::new(downloader),
-        storage.clone(),
-        ProcessFileConfig {
-            memory: Some(Arc::new(pools)),
-            checkpoints: checkpoints
-                .clone()
-                .map(|c| Arc::new(c) as Arc<dyn CheckpointStorePort>),
-            ..ProcessFileConfig::default()
-        },
-    );
     let policy = RetryPolicy {
         attempts: args.retries.saturating_add(1),
         deadline: args.retry_deadline,
         ..RetryPolicy::default()
+    };
+    let transfer = match open_transfer(
+        &args,
+        first,
+        endpoint_url.clone(),
+        pools,
+        checkpoints.as_ref(),
+        keep,
+        policy,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(OpenError::Usage(e)) => return usage(&e, json),
+        Err(OpenError::Storage(e)) => return report_failure(&e, json),
+        Err(OpenError::Internal(e)) => {
+            eprintln!("ferry: error: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
     };
 
     let show_progress = !args.no_progress && !args.json && std::io::stderr().is_terminal();
@@ -443,11 +277,11 @@ pub async fn run(
     let commands: Vec<(SourceUrl, ProcessFileCommand)> = planned
         .into_iter()
         .map(|p| {
-            let mut command = ProcessFileCommand::new(p.source.clone(), p.dest.key().clone());
+            let mut command = ProcessFileCommand::new(p.source.clone(), p.target.key.clone());
             if checkpoints.is_some() {
                 command.transfer_id = transfer_id(
                     &p.source,
-                    &storage.location(p.dest.key()),
+                    &transfer.location(&p.target.key),
                     endpoint_url.as_deref(),
                 );
             }
@@ -473,7 +307,7 @@ pub async fn run(
                 return usage(
                     &UsageError(format!(
                         "--resume: there is no checkpoint of {source} to {} in {}; run without --resume to start it",
-                        storage.location(&command.key),
+                        transfer.location(&command.key),
                         store.dir().display()
                     )),
                     json,
@@ -496,10 +330,21 @@ pub async fn run(
     };
 
     let several = commands.len() > 1;
-    let use_case = &use_case;
+    let use_case = transfer.as_ref();
     let transfers = futures::stream::iter(commands.into_iter().enumerate())
         .map(|(i, (source, command))| async move {
-            (i, source, with_retries(use_case, command, policy).await)
+            let outcome = match use_case.run(command, 0, &Unobserved).await {
+                Ok(result) => Ok(result),
+                Err(TransferError::Failed(e)) => Err(e),
+                // Unobserved never refuses an attempt.
+                Err(TransferError::Refused(e)) => Err(ProcessFileError::Storage(
+                    ferry_domain::ports::StorageError::Unexpected {
+                        location: String::new(),
+                        source: Box::new(e),
+                    },
+                )),
+            };
+            (i, source, outcome)
         })
         .buffer_unordered(usize::from(args.concurrency));
     let mut outcomes = Vec::new();
@@ -537,34 +382,82 @@ pub async fn run(
     ExitCode::from(code)
 }
 
-/// Runs one copy, retrying transient failures with the policy's full-jitter
-/// backoff (each retry resumes from the last checkpoint) and a source that
-/// changed mid-copy at once from zero. A copy that fails
-/// for good discards what it staged.
-async fn with_retries(
-    use_case: &ProcessFile,
-    command: ProcessFileCommand,
+/// Why the destination could not be opened.
+enum OpenError {
+    Usage(UsageError),
+    Storage(ProcessFileError),
+    /// The HTTP client could not be built (a bug or a broken TLS setup).
+    Internal(String),
+}
+
+/// The transfer for DEST: the source client (with the guard when asked),
+/// the destination's storage from the one resolver, checkpoints, the memory
+/// pools and the retry policy; the source client retries before a body
+/// with the same policy and marks what it gave up on, so nothing retries
+/// twice.
+async fn open_transfer(
+    args: &CopyArgs,
+    first: &Planned,
+    endpoint_url: Option<String>,
+    pools: MemoryPools,
+    checkpoints: Option<&CheckpointFiles>,
+    keep: HashSet<PathBuf>,
     policy: RetryPolicy,
-) -> Result<ProcessFileResult, ProcessFileError> {
-    let started = std::time::Instant::now();
-    let mut retry = 0;
-    loop {
-        let outcome = use_case.process(command.clone()).await;
-        let error = match outcome {
-            Ok(result) => return Ok(result),
-            Err(e) => e,
-        };
-        let delay = policy.delay_for(error.class(), retry, rand::random(), started.elapsed());
-        let Some(delay) = delay else {
-            if let Some(id) = &command.transfer_id {
-                let _ = use_case.abandon(id).await;
-            }
-            return Err(error);
-        };
-        tracing::warn!(source = %command.source, retry = retry + 1, delay_ms = delay.as_millis(), %error, "transient failure; retrying from the last checkpoint");
-        tokio::time::sleep(delay).await;
-        retry += 1;
+) -> Result<Arc<dyn TransferPort>, OpenError> {
+    let destination = &first.target.destination;
+    if matches!(destination, Destination::S3 { .. }) && args.part_size.as_u64() < 5 * 1024 * 1024 {
+        return Err(OpenError::Usage(UsageError(format!(
+            "--part-size {} is below S3's 5 MiB minimum",
+            args.part_size
+        ))));
     }
+    let guard = (args.source_guard == Toggle::On).then(|| {
+        SourceGuard::new(EgressPolicy::with_allowed(
+            args.sources.allow_source.clone(),
+        ))
+    });
+    let http = PooledHttpClient::new(HttpClientConfig {
+        guard,
+        retry: policy,
+        ..HttpClientConfig::default()
+    })
+    .map_err(|e| OpenError::Internal(e.to_string()))?;
+    let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
+    let storages = DefaultStorageResolver::new(
+        PathBuf::from("."),
+        S3Settings {
+            endpoint_url,
+            region: None,
+        },
+        S3StorageConfig {
+            part_size: args.part_size.as_u64(),
+            verify_part_etags: args.verify_parts,
+            memory: Some(pools.parts.clone()),
+            ..S3StorageConfig::default()
+        },
+    )
+    .with_checkpoint_bytes(args.checkpoint_interval.as_u64())
+    .with_local_sweep(keep);
+    let factory = TransferFactory::new(
+        Arc::new(downloader),
+        Arc::new(storages),
+        ProcessFileConfig {
+            memory: Some(Arc::new(pools)),
+            checkpoints: checkpoints
+                .cloned()
+                .map(|c| Arc::new(c) as Arc<dyn CheckpointStorePort>),
+            ..ProcessFileConfig::default()
+        },
+        policy,
+    );
+    factory
+        .open(destination)
+        .await
+        .map_err(|e| match destination {
+            // A directory that cannot be made or written is a DEST problem.
+            Destination::Local { .. } => OpenError::Usage(UsageError(format!("DEST: {e}"))),
+            _ => OpenError::Storage(e.into()),
+        })
 }
 
 /// The state directory: --state-dir, else $XDG_STATE_HOME/ferry/copy, else

@@ -21,7 +21,7 @@ use ferry_adapters::{
     SourceRouter,
 };
 use ferry_application::jobs::{JobService, JobServiceConfig};
-use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig};
+use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig, TransferFactory};
 use ferry_domain::ports::MemoryGaugePort;
 use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
 use ferry_domain::{EgressPolicy, JobId};
@@ -164,8 +164,13 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             Err(e) => return fail(format!("--file-root {}: {e}", root.display())),
         },
     };
+    // One retry policy: the source client retries before a body with the
+    // jobs' policy and marks what it gave up on, so a task never retries
+    // it again.
+    let retry = JobServiceConfig::default().retry;
     let http = match PooledHttpClient::new(HttpClientConfig {
         guard: guard.clone(),
+        retry,
         ..HttpClientConfig::default()
     }) {
         Ok(c) => c,
@@ -220,6 +225,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         watch_max_lag: args.stream_max_lag,
         allow_file_sources: file_source.is_some(),
         pressure: Some(pressure),
+        retry,
         process: ProcessFileConfig {
             memory: Some(Arc::new(pools.clone())),
             checkpoints: Some(store.clone()),
@@ -235,11 +241,17 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    let resolver = Arc::new(resolver);
+    let transfers = TransferFactory::for_jobs(
+        Arc::new(SourceRouter::new(Arc::new(http), file_source)),
+        resolver.clone(),
+        &config,
+    );
     let jobs = Arc::new(
         JobService::new(
             store,
-            Arc::new(SourceRouter::new(Arc::new(http), file_source)),
-            Arc::new(resolver),
+            Arc::new(transfers),
+            resolver,
             Arc::new(events),
             Box::new(new_job_id),
             config,

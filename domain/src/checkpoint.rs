@@ -9,7 +9,6 @@
 //! upload id and its completed parts, or a temp file and its synced length).
 
 use std::fmt;
-use std::time::Duration;
 
 use thiserror::Error;
 
@@ -214,68 +213,6 @@ impl Checkpoint {
     }
 }
 
-/// How failures of one class are retried: exponential backoff with full
-/// jitter (`delay = random(0, min(max, base × 2^attempt))`), at most
-/// `attempts` tries in all, never past `deadline` from the first try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-    pub deadline: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 5,
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            deadline: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `retry` after a failure of `class`:
-    /// transient failures back off (full jitter); a source that changed
-    /// during the copy is retried at once, from zero, under the same cap and
-    /// deadline; client, storage, cancelled and internal failures are never
-    /// retried.
-    pub fn delay_for(
-        &self,
-        class: crate::ErrorClass,
-        retry: u32,
-        unit: f64,
-        elapsed: Duration,
-    ) -> Option<Duration> {
-        match class {
-            crate::ErrorClass::Transient => self.delay(retry, unit, elapsed),
-            crate::ErrorClass::SourceChanged => self.delay(retry, 0.0, elapsed),
-            crate::ErrorClass::Client
-            | crate::ErrorClass::Storage
-            | crate::ErrorClass::Cancelled
-            | crate::ErrorClass::Internal => None,
-        }
-    }
-
-    /// The delay before retry number `retry` (0 = the first retry), given a
-    /// uniform random `unit` in [0, 1); `None` when no retry is left, because
-    /// of the attempt cap or because the delay would end past the deadline
-    /// (`elapsed` is the time since the first try).
-    pub fn delay(&self, retry: u32, unit: f64, elapsed: Duration) -> Option<Duration> {
-        if retry.saturating_add(1) >= self.attempts {
-            return None;
-        }
-        let ceiling = self
-            .base
-            .saturating_mul(2u32.saturating_pow(retry.min(31)))
-            .min(self.max);
-        let delay = ceiling.mul_f64(unit.clamp(0.0, 1.0));
-        (elapsed.saturating_add(delay) < self.deadline).then_some(delay)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,49 +325,5 @@ mod tests {
                 "Mon, 30 Nov 2026 00:00:00 GMT".into()
             ))
         );
-    }
-
-    #[test]
-    fn retry_delays_use_full_jitter_under_a_cap_and_deadline() {
-        let policy = RetryPolicy {
-            attempts: 4,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(300),
-            deadline: Duration::from_secs(10),
-        };
-        let zero = Duration::ZERO;
-        // Ceilings 100, 200, 300 (capped) ms; the unit scales within them.
-        assert_eq!(policy.delay(0, 0.5, zero), Some(Duration::from_millis(50)));
-        assert_eq!(
-            policy.delay(1, 0.999, zero).map(|d| d.as_millis()),
-            Some(199)
-        );
-        assert_eq!(policy.delay(2, 1.0, zero), Some(Duration::from_millis(300)));
-        assert_eq!(policy.delay(0, 0.0, zero), Some(Duration::ZERO));
-        // Four attempts in all: three retries.
-        assert_eq!(policy.delay(3, 0.5, zero), None);
-        // The deadline wins over the attempt cap.
-        assert_eq!(policy.delay(0, 0.5, Duration::from_millis(9_990)), None);
-        assert!(policy.delay(0, 0.5, Duration::from_millis(9_900)).is_some());
-    }
-
-    #[test]
-    fn retries_depend_on_the_error_class() {
-        use crate::ErrorClass as C;
-        let policy = RetryPolicy::default();
-        let zero = Duration::ZERO;
-        assert_eq!(
-            policy.delay_for(C::Transient, 0, 0.5, zero),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(
-            policy.delay_for(C::SourceChanged, 0, 0.5, zero),
-            Some(Duration::ZERO)
-        );
-        for class in [C::Client, C::Storage, C::Cancelled, C::Internal] {
-            assert_eq!(policy.delay_for(class, 0, 0.5, zero), None, "{class}");
-        }
-        // The cap applies to every class.
-        assert_eq!(policy.delay_for(C::SourceChanged, 4, 0.5, zero), None);
     }
 }

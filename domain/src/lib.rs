@@ -18,16 +18,17 @@ pub mod job;
 pub mod key;
 pub mod ports;
 pub mod pressure;
+pub mod retry;
 pub mod size;
 pub mod source;
 pub mod stream;
 
 pub use checkpoint::{
-    Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, PartRecord, RetryPolicy,
-    SourceIdentity, StagedState, TransferId,
+    Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, PartRecord, SourceIdentity,
+    StagedState, TransferId,
 };
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
-pub use destination::{Destination, InvalidDestination};
+pub use destination::{CopyTarget, Destination, InvalidCopyTarget, InvalidDestination, S3Url};
 pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};
 pub use error::ErrorClass;
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
@@ -39,6 +40,7 @@ pub use key::{InvalidKey, ObjectKey};
 pub use pressure::{
     AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,
 };
+pub use retry::RetryPolicy;
 pub use size::{ByteSize, InvalidByteSize};
 pub use source::{InvalidSource, SourceScheme, SourceUrl};
 pub use stream::ByteStream;

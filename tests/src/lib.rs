@@ -21,18 +21,28 @@ use std::time::Duration;
 
 use ferry_adapters::{HttpClientConfig, PooledHttpClient};
 use ferry_domain::ports::ProcessFileCommand;
-use ferry_domain::{ObjectKey, SourceUrl};
+use ferry_domain::{ObjectKey, RetryPolicy, SourceUrl};
 use sha2::Digest;
 
 /// The pooled HTTP client as the tests use it: retries after 5 ms instead
 /// of a second, and a read is stalled after `read_idle`.
 pub fn test_http_client(read_idle: Duration) -> PooledHttpClient {
     PooledHttpClient::new(HttpClientConfig {
-        retry_base_delay: Duration::from_millis(5),
+        retry: retry(3, Duration::from_millis(5)),
         read_idle_timeout: read_idle,
         ..HttpClientConfig::default()
     })
     .unwrap()
+}
+
+/// The default retry policy with `retries` retries after the first try and
+/// delays from `base`.
+pub fn retry(retries: u32, base: Duration) -> RetryPolicy {
+    RetryPolicy {
+        attempts: retries + 1,
+        base,
+        ..RetryPolicy::default()
+    }
 }
 
 /// A ProcessFile command copying `url` to `key`.
@@ -63,4 +73,27 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn md5_hex(data: &[u8]) -> String {
     hex::encode(md5::Md5::digest(data))
+}
+
+/// A JobService wired as `ferry serve` wires it: each file through a
+/// `TransferFactory` over `downloader` and `storages` with the config's
+/// ProcessFile settings and retry policy.
+pub fn job_service(
+    store: std::sync::Arc<dyn ferry_domain::ports::JobStorePort>,
+    downloader: std::sync::Arc<dyn ferry_domain::ports::HttpDownloadPort>,
+    storages: std::sync::Arc<dyn ferry_domain::ports::StorageResolverPort>,
+    events: std::sync::Arc<dyn ferry_domain::ports::JobEventsPort>,
+    new_id: Box<dyn Fn() -> ferry_domain::JobId + Send + Sync>,
+    config: ferry_application::jobs::JobServiceConfig,
+) -> ferry_application::jobs::JobService {
+    let transfers =
+        ferry_application::TransferFactory::for_jobs(downloader, storages.clone(), &config);
+    ferry_application::jobs::JobService::new(
+        store,
+        std::sync::Arc::new(transfers),
+        storages,
+        events,
+        new_id,
+        config,
+    )
 }

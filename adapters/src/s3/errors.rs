@@ -6,6 +6,7 @@ use crate::error_text::error_chain;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use ferry_domain::ports::StorageError;
+use ferry_domain::retry::is_transient_status;
 
 /// Maps any S3 operation error. `location` names what was being accessed.
 pub fn map_sdk_error<E>(location: &str, err: SdkError<E, HttpResponse>) -> StorageError
@@ -45,8 +46,12 @@ where
                 },
                 ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _)
                 | (_, 401 | 403) => StorageError::PermissionDenied { location, reason },
-                ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _)
-                | (_, 408 | 429 | 500..=599) => StorageError::Unavailable { location, reason },
+                ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _) => {
+                    StorageError::Unavailable { location, reason }
+                }
+                (_, status) if is_transient_status(status) => {
+                    StorageError::Unavailable { location, reason }
+                }
                 ("EntityTooLarge" | "QuotaExceeded", _) => StorageError::StorageFull { location },
                 _ => StorageError::Unexpected {
                     location,

@@ -19,4 +19,4 @@ mod storage;
 
 pub use errors::map_sdk_error;
 pub use service::{BatchDeleteReport, IncompleteUpload, S3Service, S3Settings};
-pub use storage::{S3Storage, S3StorageConfig, S3Target};
+pub use storage::{S3Storage, S3StorageConfig};

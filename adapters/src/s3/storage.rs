@@ -86,39 +86,6 @@ pub fn part_size_for(total: u64, configured: u64) -> u64 {
     size.div_ceil(MIB) * MIB
 }
 
-/// `s3://bucket/prefix` parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Target {
-    pub bucket: String,
-    /// Key prefix; empty, or ending without `/`.
-    pub prefix: String,
-    /// The URL ended in `/` (or had no key): it names a "directory".
-    pub is_prefix: bool,
-}
-
-impl S3Target {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let rest = raw
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("`{raw}` is not an s3:// URL"))?;
-        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid_bucket = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !valid_bucket {
-            return Err(format!(
-                "`{bucket}` is not a valid bucket name (3-63 characters: a-z, 0-9, `-`, `.`)"
-            ));
-        }
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            prefix: key.trim_end_matches('/').to_owned(),
-            is_prefix: key.is_empty() || key.ends_with('/'),
-        })
-    }
-}
-
 /// Storage in one bucket under one prefix.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -965,21 +932,6 @@ mod tests {
         assert!(big.div_ceil(p) <= MAX_PARTS);
         assert_eq!(p % MIB, 0);
         assert_eq!(part_size_for(0, 8 * MIB), 8 * MIB);
-    }
-
-    #[test]
-    fn parses_targets() {
-        let t = S3Target::parse("s3://my-bucket/a/b/").unwrap();
-        assert_eq!(
-            (t.bucket.as_str(), t.prefix.as_str(), t.is_prefix),
-            ("my-bucket", "a/b", true)
-        );
-        let t = S3Target::parse("s3://my-bucket/a/b.bin").unwrap();
-        assert_eq!((t.prefix.as_str(), t.is_prefix), ("a/b.bin", false));
-        let t = S3Target::parse("s3://my-bucket").unwrap();
-        assert!(t.is_prefix && t.prefix.is_empty());
-        assert!(S3Target::parse("s3://A_B/x").is_err());
-        assert!(S3Target::parse("http://x/y").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The job use cases: StartExportJob (submit), DispatchDownloadTasks (run),
-//! ProcessFile (per task, through the ProcessFile use case), CompleteJob,
-//! cancel, and resume after a restart.
+//! one Transfer per task (through `TransferPort`: ProcessFile, checkpoints,
+//! the one retry loop), CompleteJob, cancel, and resume after a restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,10 +13,12 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{info, warn};
 
+use async_trait::async_trait;
 use ferry_domain::ports::{
-    ExportPoll, ExportProviderPort, FileStoragePort, HttpDownloadPort, JobEvent, JobEventKind,
-    JobEventsPort, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, ProcessFileCommand,
-    ProcessFilePort, ProgressPort, StorageResolverPort, WorkflowCallbackPort,
+    AttemptObserver, AttemptRefused, AttemptSlot, ExportPoll, ExportProviderPort, JobEvent,
+    JobEventKind, JobEventsPort, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort,
+    ProcessFileCommand, ProcessFileError, ProgressPort, StorageResolverPort, TransferError,
+    TransferFactoryPort, TransferPort, WorkflowCallbackPort,
 };
 use ferry_domain::source::redact_text;
 use ferry_domain::{
@@ -27,7 +29,7 @@ use ferry_domain::{
 use crate::checkpointing::now_ms;
 
 use super::validate::{InvalidJobRequest, SubmitJobRequest, validate, validate_files};
-use crate::process_file::{ProcessFile, ProcessFileConfig};
+use crate::process_file::ProcessFileConfig;
 
 /// Tuning of the job runner.
 #[derive(Debug, Clone)]
@@ -36,14 +38,9 @@ pub struct JobServiceConfig {
     pub per_job_concurrency: usize,
     /// File tasks running at once across all jobs.
     pub global_concurrency: usize,
-    /// Attempts per file for retryable failures (1 = no retry).
-    pub max_attempts: u32,
-    /// Retry delays: full jitter under `retry_base_delay × 2^n`, capped at
-    /// `retry_max_delay`; no retry starts after `retry_deadline` from the
-    /// first attempt. A retry resumes from the task's last checkpoint.
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
-    pub retry_deadline: Duration,
+    /// Retries of a file's transfer (attempts per file, delays, deadline);
+    /// a retry resumes from the task's last checkpoint.
+    pub retry: RetryPolicy,
     pub max_files_per_job: usize,
     pub max_file_size: ByteSize,
     /// At most one progress event per file per interval.
@@ -67,10 +64,12 @@ impl Default for JobServiceConfig {
         Self {
             per_job_concurrency: 4,
             global_concurrency: 16,
-            max_attempts: 3,
-            retry_base_delay: Duration::from_secs(1),
-            retry_max_delay: Duration::from_secs(30),
-            retry_deadline: Duration::from_secs(30 * 60),
+            retry: RetryPolicy {
+                attempts: 3,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+                deadline: Duration::from_secs(30 * 60),
+            },
             max_files_per_job: 10_000,
             max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             progress_interval: Duration::from_secs(1),
@@ -115,7 +114,7 @@ struct Running {
 /// The job use cases, shared by the API handlers and the runner.
 pub struct JobService {
     pub(super) store: Arc<dyn JobStorePort>,
-    downloader: Arc<dyn HttpDownloadPort>,
+    transfers: Arc<dyn TransferFactoryPort>,
     pub(super) storages: Arc<dyn StorageResolverPort>,
     events: Arc<dyn JobEventsPort>,
     new_id: Box<dyn Fn() -> JobId + Send + Sync>,
@@ -172,17 +171,6 @@ struct EventProgress {
     state: Mutex<(Option<Instant>, Option<u64>)>,
 }
 
-/// A uniform number in [0, 1) for retry jitter, from std's randomly keyed
-/// hasher (no random-number crate needed for a delay).
-fn jitter_unit() -> f64 {
-    use std::hash::BuildHasher;
-    let x = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    // 53 random bits scaled into [0, 1): exact in an f64.
-    #[allow(clippy::cast_precision_loss)]
-    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-    unit
-}
-
 impl ProgressPort for EventProgress {
     fn started(&self, total: Option<u64>) {
         lock(&self.state).1 = total;
@@ -209,9 +197,11 @@ impl ProgressPort for EventProgress {
 }
 
 impl JobService {
+    /// `transfers` runs each file (see `TransferFactory::for_jobs`);
+    /// `storages` is used for readiness and orphan cleanup.
     pub fn new(
         store: Arc<dyn JobStorePort>,
-        downloader: Arc<dyn HttpDownloadPort>,
+        transfers: Arc<dyn TransferFactoryPort>,
         storages: Arc<dyn StorageResolverPort>,
         events: Arc<dyn JobEventsPort>,
         new_id: Box<dyn Fn() -> JobId + Send + Sync>,
@@ -223,7 +213,7 @@ impl JobService {
             live,
             watch_stats: super::watch::WatchStats::default(),
             store,
-            downloader,
+            transfers,
             storages,
             events,
             new_id,
@@ -418,8 +408,8 @@ impl JobService {
         if record.job.status().is_terminal() {
             return Ok(());
         }
-        let storage = match self.storages.resolve(&record.destination).await {
-            Ok(s) => s,
+        let transfer = match self.transfers.open(&record.destination).await {
+            Ok(t) => t,
             Err(e) => {
                 let reason = format!("the destination cannot be used: {e}");
                 self.fail_job(&mut record, reason).await?;
@@ -451,22 +441,17 @@ impl JobService {
         if record.job.requeue_running() > 0 {
             self.store.replace_tasks(id, record.job.tasks()).await?;
         }
-        self.dispatch(record, storage).await
+        self.dispatch(record, transfer).await
     }
 
-    /// DispatchDownloadTasks: every queued task through ProcessFile, then
+    /// DispatchDownloadTasks: every queued task through its Transfer, then
     /// CompleteJob.
     async fn dispatch(
         &self,
         record: JobRecord,
-        storage: Arc<dyn FileStoragePort>,
+        transfer: Arc<dyn TransferPort>,
     ) -> Result<(), JobStoreError> {
         let id = record.job.id.clone();
-        let mut process_config = self.config.process.clone();
-        if process_config.pressure.is_none() {
-            process_config.pressure = self.config.pressure.clone();
-        }
-        let process = ProcessFile::new(self.downloader.clone(), storage, process_config);
         let queued: Vec<usize> = record
             .job
             .tasks()
@@ -476,7 +461,7 @@ impl JobService {
             .collect();
         let shared = Mutex::new(record);
         stream::iter(queued)
-            .map(|i| self.run_task(&shared, &process, i))
+            .map(|i| self.run_task(&shared, transfer.as_ref(), i))
             .buffer_unordered(self.config.per_job_concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
@@ -641,164 +626,90 @@ impl JobService {
         }
     }
 
-    /// One file task, with retries for retryable failures.
-    async fn run_task(&self, shared: &Mutex<JobRecord>, process: &ProcessFile, index: usize) {
-        let id = lock(shared).job.id.clone();
-        let first_try = Instant::now();
-        let policy = RetryPolicy {
-            attempts: self.config.max_attempts,
-            base: self.config.retry_base_delay,
-            max: self.config.retry_max_delay,
-            deadline: self.config.retry_deadline,
+    /// One file task: its Transfer (which retries), with each attempt
+    /// recorded on the task and announced by [`TaskAttempts`].
+    async fn run_task(&self, shared: &Mutex<JobRecord>, transfer: &dyn TransferPort, index: usize) {
+        let (id, task) = {
+            let rec = lock(shared);
+            (rec.job.id.clone(), rec.job.tasks().get(index).cloned())
         };
-        let transfer_id = self
+        let Some(task) = task else {
+            warn!(job = %id, index, "no such task");
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded();
+        let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
+        command.expected = task.spec.expected.clone();
+        command.expected_size = task.spec.expected_size;
+        command.max_size = self.config.max_file_size;
+        command.transfer_id = self
             .config
             .process
             .checkpoints
             .is_some()
             .then(|| TransferId::for_task(&id, index));
-        loop {
-            let Ok(_permit) = self.global.acquire().await else {
-                return;
-            };
-            let _admission = match &self.config.pressure {
-                Some(gate) => Some(gate.admit().await),
-                None => None,
-            };
-            let started = {
-                let mut rec = lock(shared);
-                rec.job
-                    .task_mut(index)
-                    .and_then(|t| t.start().map(|()| t.clone()))
-            };
-            let task = match started {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(job = %id, index, error = %e, "task not started");
-                    return;
-                }
-            };
-            self.save_task(&id, &task).await;
-            self.emit(
-                &id,
-                JobEventKind::FileStarted {
-                    index,
-                    attempt: task.attempts(),
-                },
-            )
-            .await;
-
-            let (tx, mut rx) = mpsc::unbounded();
-            let mut command =
-                ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
-            command.expected = task.spec.expected.clone();
-            command.expected_size = task.spec.expected_size;
-            command.max_size = self.config.max_file_size;
-            command.transfer_id = transfer_id.clone();
-            command.progress = Arc::new(EventProgress {
-                tx,
-                interval: self.config.progress_interval,
-                state: Mutex::new((None, None)),
-            });
-            let forward = async {
-                while let Some(note) = rx.next().await {
-                    let kind = match note {
-                        Note::Progress(bytes_done, total) => {
-                            let _ = lock(shared)
-                                .job
-                                .task_mut(index)
-                                .and_then(|t| t.progress(bytes_done));
-                            JobEventKind::FileProgress {
-                                index,
-                                bytes_done,
-                                total,
-                            }
-                        }
-                        Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
-                        Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
-                    };
-                    self.emit(&id, kind).await;
-                }
-            };
-            // The command (and its progress sender) is dropped when the
-            // transfer ends, which ends the forwarder.
-            let (outcome, ()) = futures::join!(process.process(command), forward);
-
-            match outcome {
-                Ok(result) => {
-                    let done = {
-                        let mut rec = lock(shared);
-                        rec.job.task_mut(index).and_then(|t| {
-                            t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
-                                .map(|()| t.clone())
-                        })
-                    };
-                    if let Ok(t) = done {
-                        self.save_task(&id, &t).await;
-                    }
-                    self.emit(
-                        &id,
-                        JobEventKind::FileSucceeded {
+        command.progress = Arc::new(EventProgress {
+            tx,
+            interval: self.config.progress_interval,
+            state: Mutex::new((None, None)),
+        });
+        let forward = async {
+            while let Some(note) = rx.next().await {
+                let kind = match note {
+                    Note::Progress(bytes_done, total) => {
+                        let _ = lock(shared)
+                            .job
+                            .task_mut(index)
+                            .and_then(|t| t.progress(bytes_done));
+                        JobEventKind::FileProgress {
                             index,
-                            bytes: result.bytes,
-                            sha256: result.sha256.hex().to_owned(),
-                            md5: result.md5.map(|c| c.hex().to_owned()),
-                        },
-                    )
-                    .await;
-                    return;
-                }
-                Err(error) => {
-                    let delay = policy.delay_for(
-                        error.class(),
-                        task.attempts().saturating_sub(1),
-                        jitter_unit(),
-                        first_try.elapsed(),
-                    );
-                    let retry = delay.is_some();
-                    let failure = TaskFailure {
-                        class: error.class(),
-                        code: error.code().to_owned(),
-                        message: error.to_string(),
-                    };
-                    let updated = {
-                        let mut rec = lock(shared);
-                        rec.job.task_mut(index).and_then(|t| {
-                            if retry {
-                                t.requeue()
-                            } else {
-                                t.fail(failure.clone())
-                            }
+                            bytes_done,
+                            total,
+                        }
+                    }
+                    Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
+                    Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
+                };
+                self.emit(&id, kind).await;
+            }
+        };
+        let attempts = TaskAttempts {
+            service: self,
+            shared,
+            id: &id,
+            index,
+        };
+        // The command (and its progress sender) is dropped when the
+        // transfer ends, which ends the forwarder.
+        let (outcome, ()) =
+            futures::join!(transfer.run(command, task.attempts(), &attempts), forward);
+        match outcome {
+            Ok(result) => {
+                let done = {
+                    let mut rec = lock(shared);
+                    rec.job.task_mut(index).and_then(|t| {
+                        t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
                             .map(|()| t.clone())
-                        })
-                    };
-                    if let Ok(t) = updated {
-                        self.save_task(&id, &t).await;
-                    }
-                    warn!(job = %id, index, code = failure.code, retry, error = %failure.message, "file failed");
-                    self.emit(
-                        &id,
-                        JobEventKind::FileFailed {
-                            index,
-                            code: failure.code,
-                            class: failure.class.as_str().to_owned(),
-                            message: failure.message,
-                            will_retry: retry,
-                        },
-                    )
-                    .await;
-                    let Some(delay) = delay else {
-                        // No retry: whatever the transfer staged goes now.
-                        if let Some(transfer) = &transfer_id
-                            && let Err(e) = process.abandon(transfer).await
-                        {
-                            warn!(job = %id, index, error = %e, "could not discard a failed task's staged bytes");
-                        }
-                        return;
-                    };
-                    drop(_permit);
-                    tokio::time::sleep(delay).await;
+                    })
+                };
+                if let Ok(t) = done {
+                    self.save_task(&id, &t).await;
                 }
+                self.emit(
+                    &id,
+                    JobEventKind::FileSucceeded {
+                        index,
+                        bytes: result.bytes,
+                        sha256: result.sha256.hex().to_owned(),
+                        md5: result.md5.map(|c| c.hex().to_owned()),
+                    },
+                )
+                .await;
+            }
+            // Recorded and announced attempt by attempt.
+            Err(TransferError::Failed(_)) => {}
+            Err(TransferError::Refused(e)) => {
+                warn!(job = %id, index, error = %e, "task not started")
             }
         }
     }
@@ -871,3 +782,85 @@ impl JobService {
 }
 
 pub use CancelError as JobCancelError;
+
+/// A task's attempts as the job sees them: each takes a global permit and
+/// an admission, starts the task (stored, `file_started`), and a failure
+/// re-queues or fails it (stored, `file_failed`).
+struct TaskAttempts<'a> {
+    service: &'a JobService,
+    shared: &'a Mutex<JobRecord>,
+    id: &'a JobId,
+    index: usize,
+}
+
+#[async_trait]
+impl AttemptObserver for TaskAttempts<'_> {
+    async fn starting(&self, attempt: u32) -> Result<AttemptSlot, AttemptRefused> {
+        let refused = |reason: String| AttemptRefused { attempt, reason };
+        let permit = self
+            .service
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let admission = match &self.service.config.pressure {
+            Some(gate) => Some(gate.admit().await),
+            None => None,
+        };
+        let started = {
+            let mut rec = lock(self.shared);
+            rec.job
+                .task_mut(self.index)
+                .and_then(|t| t.start().map(|()| t.clone()))
+        };
+        let task = started.map_err(|e| refused(e.to_string()))?;
+        self.service.save_task(self.id, &task).await;
+        self.service
+            .emit(
+                self.id,
+                JobEventKind::FileStarted {
+                    index: self.index,
+                    attempt: task.attempts(),
+                },
+            )
+            .await;
+        Ok(Box::new((permit, admission)))
+    }
+
+    async fn failed(&self, _attempt: u32, error: &ProcessFileError, will_retry: bool) {
+        let (id, index) = (self.id, self.index);
+        let failure = TaskFailure {
+            class: error.class(),
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        };
+        let updated = {
+            let mut rec = lock(self.shared);
+            rec.job.task_mut(index).and_then(|t| {
+                if will_retry {
+                    t.requeue()
+                } else {
+                    t.fail(failure.clone())
+                }
+                .map(|()| t.clone())
+            })
+        };
+        if let Ok(t) = updated {
+            self.service.save_task(id, &t).await;
+        }
+        warn!(job = %id, index, code = failure.code, retry = will_retry, error = %failure.message, "file failed");
+        self.service
+            .emit(
+                id,
+                JobEventKind::FileFailed {
+                    index,
+                    code: failure.code,
+                    class: failure.class.as_str().to_owned(),
+                    message: failure.message,
+                    will_retry,
+                },
+            )
+            .await;
+    }
+}

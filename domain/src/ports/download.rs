@@ -100,10 +100,20 @@ impl std::fmt::Debug for Download {
 /// Why a source could not be read. URLs in these errors are redacted.
 #[derive(Debug, Error)]
 pub enum DownloadError {
-    #[error("the source {url} answered HTTP {status}{}", retry_hint(*.status))]
-    Status { url: String, status: u16 },
-    #[error("could not connect to the source {url}: {reason}")]
-    Connect { url: String, reason: String },
+    /// `exhausted`: the adapter already retried this request as the retry
+    /// policy allows; retrying it again would stack a second loop.
+    #[error("the source {url} answered HTTP {status}{}{}", retry_hint(*.status), gave_up(*.exhausted))]
+    Status {
+        url: String,
+        status: u16,
+        exhausted: bool,
+    },
+    #[error("could not connect to the source {url}: {reason}{}", gave_up(*.exhausted))]
+    Connect {
+        url: String,
+        reason: String,
+        exhausted: bool,
+    },
     #[error("the source {url} sent no data for {} s; it may be overloaded or the connection stalled", .idle.as_secs())]
     Stalled { url: String, idle: Duration },
     #[error("the connection to the source {url} broke during the body: {reason}")]
@@ -133,19 +143,24 @@ fn retry_hint(status: u16) -> &'static str {
         404 => " (not found): check the URL",
         401 | 403 => " (access denied): check the URL's credentials or signature",
         416 => " (range not satisfiable)",
-        429 => " (too many requests): retried with backoff",
+        429 => " (too many requests)",
         500..=599 => " (server error)",
         _ => "",
+    }
+}
+
+fn gave_up(exhausted: bool) -> &'static str {
+    if exhausted {
+        " (gave up after the retries allowed)"
+    } else {
+        ""
     }
 }
 
 impl DownloadError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            DownloadError::Status { status, .. } => match status {
-                408 | 425 | 429 | 500..=599 => ErrorClass::Transient,
-                _ => ErrorClass::Client,
-            },
+            DownloadError::Status { status, .. } => crate::retry::class_of_status(*status),
             DownloadError::Connect { .. }
             | DownloadError::Stalled { .. }
             | DownloadError::Interrupted { .. } => ErrorClass::Transient,
@@ -160,6 +175,21 @@ impl DownloadError {
 
     pub fn is_retryable(&self) -> bool {
         self.class().is_retryable()
+    }
+
+    /// The adapter already retried this failure as far as the retry policy
+    /// allows: the caller must not retry it again.
+    pub fn is_exhausted(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::Status {
+                exhausted: true,
+                ..
+            } | DownloadError::Connect {
+                exhausted: true,
+                ..
+            }
+        )
     }
 }
 
@@ -181,12 +211,21 @@ mod tests {
         let s = |status| DownloadError::Status {
             url: "http://h/x".into(),
             status,
+            exhausted: false,
         };
         assert!(s(503).is_retryable());
         assert!(s(429).is_retryable());
         assert!(!s(404).is_retryable());
         assert!(!s(403).is_retryable());
         assert!(s(404).to_string().contains("HTTP 404 (not found)"));
+        let gave_up = DownloadError::Status {
+            url: "http://h/x".into(),
+            status: 503,
+            exhausted: true,
+        };
+        assert!(gave_up.is_exhausted() && gave_up.is_retryable());
+        assert!(gave_up.to_string().contains("gave up"), "{gave_up}");
+        assert!(!s(503).is_exhausted());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod process;
 pub mod progress;
 pub mod storage;
 pub mod storage_resolver;
+pub mod transfer;
 pub mod workflow;
 
 pub use checkpoint::{CheckpointError, CheckpointStorePort, ListedCheckpoint};
@@ -31,4 +32,8 @@ pub use storage::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 pub use storage_resolver::StorageResolverPort;
+pub use transfer::{
+    AttemptObserver, AttemptRefused, AttemptSlot, TransferError, TransferFactoryPort, TransferPort,
+    Unobserved,
+};
 pub use workflow::{CallbackError, WorkflowCallbackPort};

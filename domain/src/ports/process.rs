@@ -162,6 +162,12 @@ impl ProcessFileError {
         }
     }
 
+    /// An adapter already retried this failure as far as the policy allows
+    /// (see [`crate::retry`]): no further retry.
+    pub fn is_exhausted(&self) -> bool {
+        matches!(self, ProcessFileError::Source(e) if e.is_exhausted())
+    }
+
     /// A stable snake_case code for JSON output and events.
     pub fn code(&self) -> &'static str {
         match self {

@@ -125,8 +125,7 @@ async fn gives_up_after_the_retry_budget_with_the_status() {
         },
     );
     let c = PooledHttpClient::new(HttpClientConfig {
-        retries: 2,
-        retry_base_delay: Duration::from_millis(1),
+        retry: ferry_tests::retry(2, Duration::from_millis(1)),
         ..HttpClientConfig::default()
     })
     .unwrap();
@@ -242,7 +241,7 @@ async fn connection_errors_never_show_credentials() {
         l.local_addr().unwrap().port()
     };
     let c = PooledHttpClient::new(HttpClientConfig {
-        retries: 0,
+        retry: ferry_tests::retry(0, Duration::from_millis(1)),
         ..HttpClientConfig::default()
     })
     .unwrap();
@@ -325,7 +324,7 @@ async fn dns_rebinding_to_loopback_is_refused_at_connect_time() {
         guard: Some(guard),
         // A new pool (so a new lookup) for every request.
         max_connection_age: Duration::ZERO,
-        retries: 0,
+        retry: ferry_tests::retry(0, Duration::from_millis(1)),
         ..HttpClientConfig::default()
     })
     .unwrap();
@@ -370,7 +369,7 @@ async fn redirects_are_checked_hop_by_hop() {
         guard: Some(SourceGuard::new(EgressPolicy::with_allowed(vec![
             AllowEntry::parse("127.0.0.2").unwrap(),
         ]))),
-        retries: 0,
+        retry: ferry_tests::retry(0, Duration::from_millis(1)),
         ..HttpClientConfig::default()
     })
     .unwrap();

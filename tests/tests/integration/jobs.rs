@@ -14,7 +14,7 @@ use ferry_application::jobs::{
     FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
 use ferry_domain::ports::{JobEventKind, JobFilter, JobStorePort};
-use ferry_domain::{JobId, JobStatus, TaskStatus};
+use ferry_domain::{JobId, JobStatus, RetryPolicy, TaskStatus};
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::{generate, sha256_hex};
 use tokio::sync::broadcast;
@@ -51,7 +51,7 @@ pub fn build_service(
         S3Settings::default(),
         S3StorageConfig::default(),
     );
-    JobService::new(
+    ferry_tests::job_service(
         store,
         Arc::new(SourceRouter::new(Arc::new(http), None)),
         Arc::new(resolver),
@@ -63,7 +63,10 @@ pub fn build_service(
 
 pub fn fast_config() -> JobServiceConfig {
     JobServiceConfig {
-        retry_base_delay: Duration::from_millis(10),
+        retry: RetryPolicy {
+            base: Duration::from_millis(10),
+            ..JobServiceConfig::default().retry
+        },
         progress_interval: Duration::from_millis(10),
         ..JobServiceConfig::default()
     }
@@ -510,14 +513,14 @@ async fn every_event_reaches_the_webhook_signed_and_in_order() {
     receiver.refuse_next(1);
     let secret = b"webhook-secret".to_vec();
     let mut config = WebhookConfig::new(receiver.url(), secret.clone());
-    config.base_delay = Duration::from_millis(10);
+    config.retry.base = Duration::from_millis(10);
     let webhook = WebhookEvents::start(config).unwrap();
 
     let mut h = Harness::sqlite().await;
     let files_root = h.files.path().to_path_buf();
     let fanout = FanoutEvents(vec![Arc::new(h.events.clone()), Arc::new(webhook)]);
     let http = PooledHttpClient::new(HttpClientConfig::default()).unwrap();
-    h.service = Arc::new(JobService::new(
+    h.service = Arc::new(ferry_tests::job_service(
         h.store.clone(),
         Arc::new(SourceRouter::new(Arc::new(http), None)),
         Arc::new(DefaultStorageResolver::new(

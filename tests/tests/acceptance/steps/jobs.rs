@@ -19,7 +19,7 @@ use ferry_application::jobs::{
     ExportRequest, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
 use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStorePort};
-use ferry_domain::{JobId, TaskStatus};
+use ferry_domain::{JobId, RetryPolicy, TaskStatus};
 use ferry_tests::export_provider::ExportProvider;
 use ferry_tests::garage::{garage, unique_prefix};
 use ferry_tests::origin::Behavior;
@@ -106,7 +106,10 @@ impl JobWorld {
             events,
             config: JobServiceConfig {
                 per_job_concurrency: per_job,
-                retry_base_delay: Duration::from_millis(10),
+                retry: RetryPolicy {
+                    base: Duration::from_millis(10),
+                    ..JobServiceConfig::default().retry
+                },
                 progress_interval: Duration::from_millis(10),
                 ..JobServiceConfig::default()
             },
@@ -135,7 +138,7 @@ impl JobWorld {
                 region: Some("garage".into()),
             },
         };
-        let mut service = JobService::new(
+        let mut service = ferry_tests::job_service(
             self.store.clone(),
             Arc::new(SourceRouter::new(Arc::new(http), None)),
             Arc::new(DefaultStorageResolver::new(
