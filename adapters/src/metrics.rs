@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,11 +38,38 @@ pub struct ProtocolLabel {
     pub protocol: String,
 }
 
+/// The HTTP method label: a closed vocabulary, so requests with made-up
+/// methods cannot add series to `/metrics`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum MethodLabel {
+    GET,
+    POST,
+    DELETE,
+    HEAD,
+    OPTIONS,
+    other,
+}
+
+impl MethodLabel {
+    pub fn of(method: &str) -> Self {
+        match method {
+            "GET" => Self::GET,
+            "POST" => Self::POST,
+            "DELETE" => Self::DELETE,
+            "HEAD" => Self::HEAD,
+            "OPTIONS" => Self::OPTIONS,
+            _ => Self::other,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// A route template of the router (a fixed set), never a raw path.
     pub route: String,
-    pub method: String,
-    pub status: String,
+    pub method: MethodLabel,
+    pub status: u16,
 }
 
 fn duration_histogram() -> Histogram {
@@ -278,13 +305,14 @@ impl Metrics {
         StreamGuard { gauge }
     }
 
-    /// Records one HTTP request (`route` is the route template).
+    /// Records one HTTP request (`route` is the route template; the method
+    /// is folded into [`MethodLabel`]).
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
-                status: status.to_string(),
+                method: MethodLabel::of(method),
+                status,
             })
             .observe(took.as_secs_f64());
     }
@@ -493,5 +521,24 @@ mod tests {
             m.encode()
                 .contains("ferry_streams_connected{protocol=\"sse\"} 0")
         );
+    }
+
+    #[test]
+    fn made_up_methods_share_one_series() {
+        let m = Metrics::new();
+        for i in 0..50 {
+            m.request("/healthz", &format!("MADEUP{i}"), 405, Duration::ZERO);
+        }
+        m.request("/healthz", "get", 405, Duration::ZERO);
+        m.request("/healthz", "GET", 200, Duration::ZERO);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("ferry_http_request_duration_seconds_count"))
+            .collect::<Vec<_>>();
+        assert_eq!(series.len(), 2, "{series:?}");
+        assert!(text.contains(
+            "ferry_http_request_duration_seconds_count{route=\"/healthz\",method=\"other\",status=\"405\"} 51"
+        ));
     }
 }

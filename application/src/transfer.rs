@@ -78,7 +78,10 @@ impl TransferPort for Transfer {
             attempt += 1;
             let slot = observer.starting(attempt).await?;
             let error = match self.process.process(command.clone()).await {
-                Ok(result) => return Ok(result),
+                Ok(result) => {
+                    observer.succeeded(attempt, &result).await;
+                    return Ok(result);
+                }
                 Err(error) => error,
             };
             let retry = prior_attempts.saturating_add(attempt - 1);

@@ -56,6 +56,7 @@ fn policy(attempts: u32) -> RetryPolicy {
 struct Recorder {
     started: Mutex<Vec<u32>>,
     failed: Mutex<Vec<(u32, bool)>>,
+    succeeded: Mutex<Vec<u32>>,
     refuse_at: Option<u32>,
 }
 
@@ -70,6 +71,10 @@ impl AttemptObserver for Recorder {
         }
         self.started.lock().unwrap().push(attempt);
         Ok(Box::new(()))
+    }
+
+    async fn succeeded(&self, attempt: u32, _result: &ProcessFileResult) {
+        self.succeeded.lock().unwrap().push(attempt);
     }
 
     async fn failed(&self, attempt: u32, _error: &ProcessFileError, will_retry: bool) {
@@ -120,6 +125,7 @@ async fn transient_failures_are_retried_then_succeed() {
     t.run(command(true), 0, &seen).await.unwrap();
     assert_eq!(*seen.started.lock().unwrap(), vec![1, 2, 3]);
     assert_eq!(*seen.failed.lock().unwrap(), vec![(1, true), (2, true)]);
+    assert_eq!(*seen.succeeded.lock().unwrap(), vec![3]);
 }
 
 #[tokio::test(start_paused = true)]

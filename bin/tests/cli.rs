@@ -527,3 +527,48 @@ async fn an_unusable_default_state_directory_only_costs_the_checkpoints() {
     assert!(stderr.contains("copying without checkpoints"), "{stderr}");
     assert_eq!(std::fs::read(work.path().join("out/w.bin")).unwrap(), data);
 }
+
+/// One retry loop: with `--retries 2`, a source that answers 503 forever is
+/// asked exactly three times (counted at the origin), then the copy fails
+/// with the source's exit code and stores nothing.
+#[tokio::test]
+async fn a_source_that_always_answers_503_costs_retries_plus_one_requests() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/down.bin",
+        generate(10_000, 41),
+        Behavior::FailFirst {
+            times: usize::MAX,
+            status: 503,
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let url = origin.url("/down.bin");
+    let cwd = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        ferry(
+            &[
+                "copy",
+                &url,
+                "out/",
+                "--retries",
+                "2",
+                "--json",
+                "--no-checkpoint",
+            ],
+            &cwd,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["code"], "source_error");
+    assert_eq!(origin.requests().len(), 3);
+    assert!(entries(&work.path().join("out")).is_empty());
+}

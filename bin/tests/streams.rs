@@ -568,3 +568,63 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// Metric labels come from closed vocabularies: 50 requests with made-up
+/// methods add no series to `/metrics` beyond the one `other` series.
+#[tokio::test]
+async fn made_up_methods_add_no_metric_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("ferry_http_request_duration_seconds_count"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let metrics = |client: reqwest::Client, url: String| async move {
+        client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // One made-up method first, so its `other` series exists.
+    let first = client
+        .request(
+            reqwest::Method::from_bytes(b"FIRSTMADEUP").unwrap(),
+            format!("{}/healthz", server.url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 405);
+    let before = series(&metrics(client.clone(), server.url.clone()).await);
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let path = if i % 2 == 0 { "/healthz" } else { "/v1/jobs" };
+        let resp = client
+            .request(method, format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    let after = series(&metrics(client.clone(), server.url.clone()).await);
+    let new: Vec<_> = after
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+        .filter(|name| !before.iter().any(|b| b.starts_with(name.as_str())))
+        .collect();
+    // At most: /v1/jobs's `other` series and /metrics's own GET series.
+    assert!(
+        new.iter()
+            .all(|s| s.contains("method=\"other\"") || s.contains("route=\"/metrics\"")),
+        "{new:?}"
+    );
+    assert!(new.len() <= 2, "{new:?}");
+    assert!(!after.iter().any(|l| l.contains("MADEUP")), "{after:?}");
+}

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, ExportPoll, ExportProviderPort, JobEvent,
     JobEventKind, JobEventsPort, JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort,
-    ProcessFileCommand, ProcessFileError, ProgressPort, StorageResolverPort, TransferError,
-    TransferFactoryPort, TransferPort, WorkflowCallbackPort,
+    ProcessFileCommand, ProcessFileError, ProcessFileResult, ProgressPort, StorageResolverPort,
+    TransferError, TransferFactoryPort, TransferPort, WorkflowCallbackPort,
 };
 use ferry_domain::source::redact_text;
 use ferry_domain::{
@@ -684,30 +684,8 @@ impl JobService {
         let (outcome, ()) =
             futures::join!(transfer.run(command, task.attempts(), &attempts), forward);
         match outcome {
-            Ok(result) => {
-                let done = {
-                    let mut rec = lock(shared);
-                    rec.job.task_mut(index).and_then(|t| {
-                        t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
-                            .map(|()| t.clone())
-                    })
-                };
-                if let Ok(t) = done {
-                    self.save_task(&id, &t).await;
-                }
-                self.emit(
-                    &id,
-                    JobEventKind::FileSucceeded {
-                        index,
-                        bytes: result.bytes,
-                        sha256: result.sha256.hex().to_owned(),
-                        md5: result.md5.map(|c| c.hex().to_owned()),
-                    },
-                )
-                .await;
-            }
             // Recorded and announced attempt by attempt.
-            Err(TransferError::Failed(_)) => {}
+            Ok(_) | Err(TransferError::Failed(_)) => {}
             Err(TransferError::Refused(e)) => {
                 warn!(job = %id, index, error = %e, "task not started")
             }
@@ -828,6 +806,31 @@ impl AttemptObserver for TaskAttempts<'_> {
         Ok(Box::new((permit, admission)))
     }
 
+    async fn succeeded(&self, _attempt: u32, result: &ProcessFileResult) {
+        let (id, index) = (self.id, self.index);
+        let done = {
+            let mut rec = lock(self.shared);
+            rec.job.task_mut(index).and_then(|t| {
+                t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
+                    .map(|()| t.clone())
+            })
+        };
+        if let Ok(t) = done {
+            self.service.save_task(id, &t).await;
+        }
+        self.service
+            .emit(
+                id,
+                JobEventKind::FileSucceeded {
+                    index,
+                    bytes: result.bytes,
+                    sha256: result.sha256.hex().to_owned(),
+                    md5: result.md5.as_ref().map(|c| c.hex().to_owned()),
+                },
+            )
+            .await;
+    }
+
     async fn failed(&self, _attempt: u32, error: &ProcessFileError, will_retry: bool) {
         let (id, index) = (self.id, self.index);
         let failure = TaskFailure {
@@ -864,3 +867,7 @@ impl AttemptObserver for TaskAttempts<'_> {
             .await;
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

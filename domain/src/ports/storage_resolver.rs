@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::destination::Destination;
 use crate::ports::storage::{FileStoragePort, StorageError};
 
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait StorageResolverPort: Send + Sync + 'static {
     async fn resolve(

@@ -33,7 +33,11 @@ pub trait AttemptObserver: Send + Sync {
     /// what must be held during the attempt, or refuses to go on.
     async fn starting(&self, attempt: u32) -> Result<AttemptSlot, AttemptRefused>;
 
-    /// After a failed attempt; `will_retry` says whether another follows.
+    /// After the attempt that succeeded, while its slot is still held.
+    async fn succeeded(&self, attempt: u32, result: &ProcessFileResult);
+
+    /// After a failed attempt, while its slot is still held; `will_retry`
+    /// says whether another follows.
     async fn failed(&self, attempt: u32, error: &ProcessFileError, will_retry: bool);
 }
 
@@ -46,6 +50,8 @@ impl AttemptObserver for Unobserved {
     async fn starting(&self, _attempt: u32) -> Result<AttemptSlot, AttemptRefused> {
         Ok(Box::new(()))
     }
+
+    async fn succeeded(&self, _attempt: u32, _result: &ProcessFileResult) {}
 
     async fn failed(&self, _attempt: u32, _error: &ProcessFileError, _will_retry: bool) {}
 }

@@ -809,3 +809,64 @@ async fn heavy_pressure_runs_a_jobs_files_one_at_a_time() {
     assert_eq!(report.level, ferry_domain::PressureLevel::Heavy);
     assert_eq!(report.active, 0, "every admission was given back");
 }
+
+/// One retry loop: a source that answers 503 forever costs one request per
+/// attempt the policy allows (the source client retries before the body
+/// with the job's policy and marks the error exhausted, so the task does
+/// not retry it again), counted at the origin.
+#[tokio::test]
+async fn a_source_that_always_answers_503_costs_one_request_per_allowed_attempt() {
+    let mut h = Harness::sqlite().await;
+    let config = fast_config();
+    let http = PooledHttpClient::new(HttpClientConfig {
+        retry: config.retry,
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    h.service = Arc::new(ferry_tests::job_service(
+        h.store.clone(),
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(DefaultStorageResolver::new(
+            h.files.path().to_path_buf(),
+            S3Settings::default(),
+            S3StorageConfig::default(),
+        )),
+        Arc::new(h.events.clone()),
+        Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
+        config.clone(),
+    ));
+    let (f, _) = h.file(
+        "down.bin",
+        10_000,
+        Behavior::FailFirst {
+            times: usize::MAX,
+            status: 503,
+        },
+    );
+    let rec = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![f],
+            destination: String::new(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    h.service.clone().run_abortable(rec.job.id.clone()).await;
+    let done = h.service.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(done.job.status(), JobStatus::Failed);
+    let task = &done.job.tasks()[0];
+    assert_eq!(task.status(), TaskStatus::Failed);
+    assert_eq!(
+        task.attempts(),
+        1,
+        "the task did not retry what the client gave up on"
+    );
+    let served = h
+        .origin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/down.bin")
+        .count();
+    assert_eq!(served, config.retry.attempts as usize);
+}

@@ -1,0 +1,364 @@
+//! JobService's branches with mocked ports: the job store, the events sink,
+//! the storage resolver and the transfer factory are mockall mocks; each
+//! file runs through the real `Transfer` (the one retry loop) over a
+//! scripted ProcessFile.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use ferry_domain::ports::events::MockJobEventsPort;
+use ferry_domain::ports::job_store::MockJobStorePort;
+use ferry_domain::ports::storage::MockFileStoragePort;
+use ferry_domain::ports::storage_resolver::MockStorageResolverPort;
+use ferry_domain::ports::transfer::MockTransferFactoryPort;
+use ferry_domain::ports::{
+    DownloadError, JobEvent, JobEventKind, JobRecord, ProcessFileCommand, ProcessFileError,
+    ProcessFilePort, ProcessFileResult, TransferPort,
+};
+use ferry_domain::{
+    Checksum, ChecksumAlgorithm, JobId, JobStatus, ObjectKey, RetryPolicy, TaskStatus, TransferId,
+};
+
+use super::*;
+use crate::jobs::{FileRequest, SubmitJobRequest};
+use crate::transfer::Transfer;
+
+/// What a scripted ProcessFile does on its next call.
+enum Step {
+    Ok,
+    Fail(u16),
+    /// Never returns (until the job is cancelled).
+    Hang,
+}
+
+/// A ProcessFile that follows a script and counts abandons.
+struct Scripted {
+    steps: StdMutex<VecDeque<Step>>,
+    calls: StdMutex<u32>,
+    abandoned: StdMutex<u32>,
+}
+
+impl Scripted {
+    fn new(steps: Vec<Step>) -> Arc<Self> {
+        Arc::new(Self {
+            steps: StdMutex::new(steps.into()),
+            calls: StdMutex::new(0),
+            abandoned: StdMutex::new(0),
+        })
+    }
+}
+
+fn sha() -> Checksum {
+    Checksum::new(ChecksumAlgorithm::Sha256, &"ab".repeat(32)).unwrap()
+}
+
+#[async_trait]
+impl ProcessFilePort for Scripted {
+    async fn process(
+        &self,
+        command: ProcessFileCommand,
+    ) -> Result<ProcessFileResult, ProcessFileError> {
+        *self.calls.lock().unwrap() += 1;
+        let step = self.steps.lock().unwrap().pop_front().unwrap_or(Step::Ok);
+        match step {
+            Step::Ok => Ok(ProcessFileResult {
+                key: command.key.clone(),
+                location: command.key.to_string(),
+                bytes: 7,
+                sha256: sha(),
+                md5: None,
+                duration: Duration::from_millis(1),
+                final_url: command.source.redacted(),
+                resumed_from: None,
+            }),
+            Step::Fail(status) => Err(ProcessFileError::Source(DownloadError::Status {
+                url: command.source.redacted(),
+                status,
+                exhausted: false,
+            })),
+            Step::Hang => futures::future::pending().await,
+        }
+    }
+
+    async fn abandon(&self, _id: &TransferId) -> Result<(), ProcessFileError> {
+        *self.abandoned.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+/// The mocked world one test runs in.
+struct World {
+    service: Arc<JobService>,
+    stored: Arc<StdMutex<Option<JobRecord>>>,
+    published: Arc<StdMutex<Vec<JobEvent>>>,
+    process: Arc<Scripted>,
+    /// `prior_attempts` the service passed to each transfer run.
+    priors: Arc<StdMutex<Vec<u32>>>,
+}
+
+/// A TransferPort that records `prior_attempts`, then runs the real
+/// Transfer.
+struct Recording {
+    inner: Transfer,
+    priors: Arc<StdMutex<Vec<u32>>>,
+}
+
+#[async_trait]
+impl TransferPort for Recording {
+    async fn run(
+        &self,
+        command: ProcessFileCommand,
+        prior_attempts: u32,
+        observer: &dyn ferry_domain::ports::AttemptObserver,
+    ) -> Result<ProcessFileResult, ferry_domain::ports::TransferError> {
+        self.priors.lock().unwrap().push(prior_attempts);
+        self.inner.run(command, prior_attempts, observer).await
+    }
+
+    async fn abandon(&self, id: &TransferId) -> Result<(), ProcessFileError> {
+        self.inner.abandon(id).await
+    }
+
+    fn location(&self, key: &ObjectKey) -> String {
+        self.inner.location(key)
+    }
+}
+
+fn world(steps: Vec<Step>, attempts: u32) -> World {
+    let stored: Arc<StdMutex<Option<JobRecord>>> = Arc::new(StdMutex::new(None));
+    let published = Arc::new(StdMutex::new(Vec::new()));
+    let seq = Arc::new(StdMutex::new(0u64));
+
+    let mut store = MockJobStorePort::new();
+    let s = stored.clone();
+    store.expect_create().returning(move |r| {
+        *s.lock().unwrap() = Some(r.clone());
+        Ok(())
+    });
+    let s = stored.clone();
+    store
+        .expect_get()
+        .returning(move |_| Ok(s.lock().unwrap().clone()));
+    let s = stored.clone();
+    store.expect_save_job().returning(move |r| {
+        *s.lock().unwrap() = Some(r.clone());
+        Ok(())
+    });
+    store.expect_save_task().returning(|_, _| Ok(()));
+    store.expect_replace_tasks().returning(|_, _| Ok(()));
+    store.expect_append_event().returning(move |_| {
+        let mut n = seq.lock().unwrap();
+        *n += 1;
+        Ok(*n)
+    });
+
+    let mut events = MockJobEventsPort::new();
+    let p = published.clone();
+    events
+        .expect_publish()
+        .returning(move |e| p.lock().unwrap().push(e.clone()));
+
+    let process = Scripted::new(steps);
+    let priors = Arc::new(StdMutex::new(Vec::new()));
+    let mut transfers = MockTransferFactoryPort::new();
+    let (pr, pi) = (process.clone(), priors.clone());
+    let policy = RetryPolicy {
+        attempts,
+        base: Duration::from_millis(1),
+        max: Duration::from_millis(2),
+        deadline: Duration::from_secs(60),
+    };
+    transfers.expect_open().returning(move |_| {
+        Ok(Arc::new(Recording {
+            inner: Transfer::new(pr.clone(), Arc::new(MockFileStoragePort::new()), policy),
+            priors: pi.clone(),
+        }) as Arc<dyn TransferPort>)
+    });
+
+    let config = JobServiceConfig {
+        retry: policy,
+        progress_interval: Duration::from_millis(1),
+        ..JobServiceConfig::default()
+    };
+    let service = JobService::new(
+        Arc::new(store),
+        Arc::new(transfers),
+        Arc::new(MockStorageResolverPort::new()),
+        Arc::new(events),
+        Box::new(|| JobId::parse("job-unit").unwrap()),
+        config,
+    );
+    World {
+        service: Arc::new(service),
+        stored,
+        published,
+        process,
+        priors,
+    }
+}
+
+fn one_file() -> SubmitJobRequest {
+    SubmitJobRequest {
+        files: vec![FileRequest {
+            source: "http://origin.test/a.bin".into(),
+            key: "a.bin".into(),
+            size: None,
+            sha256: None,
+            md5: None,
+        }],
+        destination: "out".into(),
+        ..SubmitJobRequest::default()
+    }
+}
+
+impl World {
+    async fn submit_and_run(&self) -> JobRecord {
+        let rec = self.service.submit(one_file()).await.unwrap();
+        self.service.clone().run_abortable(rec.job.id.clone()).await;
+        self.record()
+    }
+
+    fn record(&self) -> JobRecord {
+        self.stored.lock().unwrap().clone().unwrap()
+    }
+
+    fn kinds(&self) -> Vec<JobEventKind> {
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect()
+    }
+
+    fn retries_announced(&self) -> Vec<bool> {
+        self.kinds()
+            .iter()
+            .filter_map(|k| match k {
+                JobEventKind::FileFailed { will_retry, .. } => Some(*will_retry),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn started(kinds: &[JobEventKind]) -> usize {
+    kinds
+        .iter()
+        .filter(|k| matches!(k, JobEventKind::FileStarted { .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn a_file_that_succeeds_completes_the_job() {
+    let w = world(vec![Step::Ok], 3);
+    let rec = w.submit_and_run().await;
+    assert_eq!(rec.job.status(), JobStatus::Completed);
+    let task = &rec.job.tasks()[0];
+    assert_eq!(task.status(), TaskStatus::Succeeded);
+    assert_eq!(task.attempts(), 1);
+    let kinds = w.kinds();
+    assert!(matches!(kinds[0], JobEventKind::JobCreated { files: 1 }));
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, JobEventKind::FileSucceeded { bytes: 7, .. }))
+    );
+    assert!(matches!(
+        kinds.last(),
+        Some(JobEventKind::JobCompleted {
+            status: JobStatus::Completed,
+            ..
+        })
+    ));
+    assert_eq!(*w.priors.lock().unwrap(), vec![0]);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_then_succeeds() {
+    let w = world(vec![Step::Fail(503), Step::Ok], 3);
+    let rec = w.submit_and_run().await;
+    assert_eq!(rec.job.status(), JobStatus::Completed);
+    assert_eq!(rec.job.tasks()[0].attempts(), 2);
+    assert_eq!(w.retries_announced(), vec![true]);
+    assert_eq!(started(&w.kinds()), 2);
+    assert_eq!(*w.process.abandoned.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_the_file_at_once() {
+    let w = world(vec![Step::Fail(404)], 3);
+    let rec = w.submit_and_run().await;
+    assert_eq!(rec.job.status(), JobStatus::Failed);
+    let task = &rec.job.tasks()[0];
+    assert_eq!(task.status(), TaskStatus::Failed);
+    assert_eq!(task.attempts(), 1);
+    assert_eq!(
+        task.failure().map(|f| f.code.as_str()),
+        Some("source_error")
+    );
+    assert_eq!(w.retries_announced(), vec![false]);
+    assert_eq!(*w.process.calls.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_file_after_the_last_attempt() {
+    let w = world(vec![Step::Fail(503), Step::Fail(503), Step::Fail(503)], 3);
+    let rec = w.submit_and_run().await;
+    assert_eq!(rec.job.status(), JobStatus::Failed);
+    assert_eq!(rec.job.tasks()[0].attempts(), 3);
+    assert_eq!(w.retries_announced(), vec![true, true, false]);
+    assert_eq!(*w.process.calls.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_file() {
+    let w = world(vec![Step::Hang], 3);
+    let rec = w.service.submit(one_file()).await.unwrap();
+    let id = rec.job.id.clone();
+    let runner = tokio::spawn(w.service.clone().run_abortable(id.clone()));
+    // Wait until the transfer runs.
+    for _ in 0..500 {
+        if started(&w.kinds()) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(started(&w.kinds()), 1, "the file never started");
+    let cancelled = w.service.cancel(&id).await.unwrap();
+    assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
+    tokio::time::timeout(Duration::from_secs(5), runner)
+        .await
+        .expect("the run ended")
+        .expect("the run did not panic");
+    assert_eq!(w.record().job.status(), JobStatus::Cancelled);
+    assert!(w.kinds().contains(&JobEventKind::JobCancelled));
+    assert!(matches!(
+        w.service.cancel(&id).await,
+        Err(CancelError::AlreadyEnded { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_a_task_left_running_counting_its_attempt() {
+    let w = world(vec![Step::Ok], 3);
+    let rec = w.service.submit(one_file()).await.unwrap();
+    // As a process that died mid-file left it: downloading, task running
+    // (attempt 1).
+    {
+        let mut stored = w.stored.lock().unwrap();
+        let r = stored.as_mut().unwrap();
+        r.job.start_downloading().unwrap();
+        r.job.task_mut(0).unwrap().start().unwrap();
+    }
+    w.service.clone().run_abortable(rec.job.id.clone()).await;
+    let done = w.record();
+    assert_eq!(done.job.status(), JobStatus::Completed);
+    assert_eq!(done.job.tasks()[0].attempts(), 2);
+    assert_eq!(*w.priors.lock().unwrap(), vec![1]);
+}
