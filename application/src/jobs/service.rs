@@ -28,6 +28,7 @@ use ferry_domain::{
 
 use crate::checkpointing::now_ms;
 
+use super::access::Access;
 use super::validate::{InvalidJobRequest, SubmitJobRequest, validate, validate_files};
 use crate::process_file::ProcessFileConfig;
 
@@ -342,12 +343,32 @@ impl JobService {
         Ok(record)
     }
 
-    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError> {
-        self.store.get(id).await
+    /// The job, if it exists and `access` may see it (`None` otherwise:
+    /// a caller cannot tell another owner's job from a missing one).
+    pub async fn get(
+        &self,
+        access: &Access,
+        id: &JobId,
+    ) -> Result<Option<JobRecord>, JobStoreError> {
+        Ok(self
+            .store
+            .get(id)
+            .await?
+            .filter(|record| access.can_see(record)))
     }
 
-    pub async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError> {
-        self.store.list(filter).await
+    /// A page of the jobs `access` may see (the filter's owner is set from
+    /// it).
+    pub async fn list(
+        &self,
+        access: &Access,
+        filter: &JobFilter,
+    ) -> Result<JobPage, JobStoreError> {
+        let filter = JobFilter {
+            owner: access.owner_filter(),
+            ..filter.clone()
+        };
+        self.store.list(&filter).await
     }
 
     pub async fn events_after(
@@ -722,9 +743,13 @@ impl JobService {
         Ok(())
     }
 
-    /// Cancels a job: its running transfers stop (temp files removed,
-    /// uploads aborted) and unfinished tasks become cancelled.
-    pub async fn cancel(&self, id: &JobId) -> Result<JobRecord, CancelError> {
+    /// Cancels a job `access` may see: its running transfers stop (temp
+    /// files removed, uploads aborted) and unfinished tasks become
+    /// cancelled.
+    pub async fn cancel(&self, access: &Access, id: &JobId) -> Result<JobRecord, CancelError> {
+        if self.get(access, id).await?.is_none() {
+            return Err(CancelError::NotFound(id.clone()));
+        }
         let running = lock(&self.running).remove(id);
         if let Some(mut running) = running {
             running.abort.abort();

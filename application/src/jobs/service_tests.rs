@@ -330,7 +330,7 @@ async fn cancel_stops_a_running_file() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(started(&w.kinds()), 1, "the file never started");
-    let cancelled = w.service.cancel(&id).await.unwrap();
+    let cancelled = w.service.cancel(&Access::All, &id).await.unwrap();
     assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
     tokio::time::timeout(Duration::from_secs(5), runner)
         .await
@@ -339,7 +339,7 @@ async fn cancel_stops_a_running_file() {
     assert_eq!(w.record().job.status(), JobStatus::Cancelled);
     assert!(w.kinds().contains(&JobEventKind::JobCancelled));
     assert!(matches!(
-        w.service.cancel(&id).await,
+        w.service.cancel(&Access::All, &id).await,
         Err(CancelError::AlreadyEnded { .. })
     ));
 }
@@ -361,4 +361,35 @@ async fn a_restart_resumes_a_task_left_running_counting_its_attempt() {
     assert_eq!(done.job.status(), JobStatus::Completed);
     assert_eq!(done.job.tasks()[0].attempts(), 2);
     assert_eq!(*w.priors.lock().unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn every_read_cancel_and_watch_takes_the_callers_access() {
+    let w = world(vec![Step::Ok], 3);
+    let mut request = one_file();
+    request.owner = Some("alice".into());
+    let rec = w.service.submit(request).await.unwrap();
+    let id = rec.job.id.clone();
+    let bob = Access::Owner("bob".into());
+    let alice = Access::Owner("alice".into());
+    assert!(w.service.get(&bob, &id).await.unwrap().is_none());
+    assert!(w.service.get(&alice, &id).await.unwrap().is_some());
+    assert!(w.service.get(&Access::All, &id).await.unwrap().is_some());
+    assert!(matches!(
+        w.service.cancel(&bob, &id).await,
+        Err(CancelError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.service.watch(&bob, &id, None).await,
+        Err(crate::jobs::WatchError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.service.watch_all(&alice).await,
+        Err(crate::jobs::WatchError::Forbidden)
+    ));
+    assert_eq!(
+        w.record().job.status(),
+        JobStatus::Pending,
+        "bob cancelled nothing"
+    );
 }

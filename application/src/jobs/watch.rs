@@ -21,6 +21,7 @@ use tokio::sync::broadcast::{Receiver, error::RecvError};
 use ferry_domain::JobId;
 use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError};
 
+use super::access::Access;
 use super::service::JobService;
 
 /// What a watcher receives.
@@ -48,6 +49,9 @@ pub enum WatchItem {
 pub enum WatchError {
     #[error("job {0} does not exist")]
     NotFound(JobId),
+    /// Every job's stream is for callers who may see every job.
+    #[error("the all-jobs stream needs an admin token; follow your jobs at /v1/jobs/{{id}}/events")]
+    Forbidden,
     #[error(transparent)]
     Store(#[from] JobStoreError),
 }
@@ -113,7 +117,7 @@ impl JobWatch {
     /// Reads the next page from the store, or ends the watch with `Lagged`.
     async fn catch_up(&mut self) -> Result<Option<WatchItem>, JobStoreError> {
         let config = self.service.config();
-        if let Some(record) = self.service.get(&self.id).await? {
+        if let Some(record) = self.service.store.get(&self.id).await? {
             self.known = self.known.max(record.last_event_seq);
         }
         if self.known.saturating_sub(self.cursor) > config.watch_max_lag {
@@ -203,13 +207,14 @@ impl JobService {
     /// those after the snapshot), until its terminal event.
     pub async fn watch(
         self: &Arc<Self>,
+        access: &Access,
         id: &JobId,
         after: Option<u64>,
     ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
         // Subscribe before reading, so nothing published meanwhile is missed.
         let rx = self.live.subscribe();
         let record = self
-            .get(id)
+            .get(access, id)
             .await?
             .ok_or_else(|| WatchError::NotFound(id.clone()))?;
         let seq = record.last_event_seq;
@@ -239,15 +244,22 @@ impl JobService {
     /// happens. A watcher that falls behind the broadcast gets `Lagged`.
     pub async fn watch_all(
         self: &Arc<Self>,
+        access: &Access,
     ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
+        if *access != Access::All {
+            return Err(WatchError::Forbidden);
+        }
         let rx = self.live.subscribe();
         let page = self
-            .list(&JobFilter {
-                owner: None,
-                status: None,
-                limit: 1000,
-                cursor: None,
-            })
+            .list(
+                access,
+                &JobFilter {
+                    owner: None,
+                    status: None,
+                    limit: 1000,
+                    cursor: None,
+                },
+            )
             .await?;
         let active: Vec<JobRecord> = page
             .jobs

@@ -101,10 +101,11 @@ impl IntoResponse for ApiError {
 
 /// The job, if it exists and `caller` may see it.
 async fn visible_job(state: &AppState, caller: &Caller, id: &JobId) -> Result<JobRecord, ApiError> {
-    match state.jobs.get(id).await? {
-        Some(record) if caller.access().can_see(&record) => Ok(record),
-        _ => Err(ApiError::job_not_found(id)),
-    }
+    state
+        .jobs
+        .get(&caller.access(), id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))
 }
 
 impl From<JobStoreError> for ApiError {
@@ -335,12 +336,15 @@ async fn list_jobs(
     };
     let page = state
         .jobs
-        .list(&JobFilter {
-            status,
-            owner: caller.access().owner_filter(),
-            limit: q.limit.unwrap_or(50).clamp(1, 1000),
-            cursor: q.cursor,
-        })
+        .list(
+            &caller.access(),
+            &JobFilter {
+                status,
+                owner: None,
+                limit: q.limit.unwrap_or(50).clamp(1, 1000),
+                cursor: q.cursor,
+            },
+        )
         .await?;
     let jobs: Vec<_> = page.jobs.iter().map(dto::job_json).collect();
     Ok(Json(
@@ -354,8 +358,7 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
-    visible_job(&state, &caller, &id).await?;
-    match state.jobs.cancel(&id).await {
+    match state.jobs.cancel(&caller.access(), &id).await {
         Ok(record) => Ok(Json(dto::job_json(&record))),
         Err(JobCancelError::NotFound(id)) => Err(JobStoreError::NotFound(id).into()),
         Err(e @ JobCancelError::AlreadyEnded { .. }) => Err(ApiError::new(

@@ -104,12 +104,14 @@ pub struct StreamQuery {
 }
 
 fn watch_error(e: WatchError) -> ApiError {
+    let message = e.to_string();
     match e {
         WatchError::NotFound(id) => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("job {id} does not exist"),
         ),
+        WatchError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
         WatchError::Store(e) => e.into(),
     }
 }
@@ -198,7 +200,11 @@ pub async fn job_events(
     let after = after_of(&query, &headers)?;
     visible_job(&state, &caller, &id).await?;
     let slot = state.limits.stream(&caller)?;
-    let items = state.jobs.watch(&id, after).await.map_err(watch_error)?;
+    let items = state
+        .jobs
+        .watch(&caller.access(), &id, after)
+        .await
+        .map_err(watch_error)?;
     Ok(http_stream(&state, &headers, Box::pin(items), slot))
 }
 
@@ -209,15 +215,12 @@ pub async fn all_events(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if caller.access() != Access::All {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the all-jobs stream needs an admin token; follow your jobs at /v1/jobs/{id}/events",
-        ));
+    let access = caller.access();
+    if access != Access::All {
+        return Err(watch_error(WatchError::Forbidden));
     }
     let slot = state.limits.stream(&caller)?;
-    let items = state.jobs.watch_all().await.map_err(watch_error)?;
+    let items = state.jobs.watch_all(&access).await.map_err(watch_error)?;
     Ok(http_stream(&state, &headers, Box::pin(items), slot))
 }
 
@@ -259,7 +262,11 @@ pub async fn job_ws(
     let after = after_of(&query, &headers)?;
     visible_job(&state, &caller, &id).await?;
     let slot = state.limits.stream(&caller)?;
-    let items = state.jobs.watch(&id, after).await.map_err(watch_error)?;
+    let items = state
+        .jobs
+        .watch(&caller.access(), &id, after)
+        .await
+        .map_err(watch_error)?;
     let guard = state.metrics.stream_connected("websocket");
     let frames = framed(
         Box::pin(items),

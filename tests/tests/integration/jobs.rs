@@ -11,7 +11,7 @@ use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{HttpClientConfig, PooledHttpClient, SourceRouter};
 use ferry_application::jobs::{
-    FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
+    Access, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
 use ferry_domain::ports::{JobEventKind, JobFilter, JobStorePort};
 use ferry_domain::{JobId, JobStatus, RetryPolicy, TaskStatus};
@@ -166,7 +166,7 @@ async fn twenty_files_one_wrong_checksum(h: Harness) {
     );
     h.service.clone().run_abortable(id.clone()).await;
 
-    let done = h.service.get(&id).await.unwrap().unwrap();
+    let done = h.service.get(&Access::All, &id).await.unwrap().unwrap();
     assert_eq!(done.job.status(), JobStatus::CompletedWithErrors);
     let s = done.job.summary();
     assert_eq!((s.total, s.succeeded, s.failed), (20, 19, 1));
@@ -255,7 +255,12 @@ async fn transient_failures_are_retried_and_counted() {
         .unwrap();
     let mut rx = h.events.subscribe();
     h.service.clone().run_abortable(rec.job.id.clone()).await;
-    let done = h.service.get(&rec.job.id).await.unwrap().unwrap();
+    let done = h
+        .service
+        .get(&Access::All, &rec.job.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(done.job.status(), JobStatus::Completed);
     assert_eq!(done.job.tasks()[0].attempts(), 2);
     assert_eq!(
@@ -297,7 +302,7 @@ async fn cancelling_mid_transfer_stops_it_and_leaves_nothing() {
             break;
         }
     }
-    let cancelled = h.service.cancel(&id).await.unwrap();
+    let cancelled = h.service.cancel(&Access::All, &id).await.unwrap();
     assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
     tokio::time::timeout(Duration::from_secs(5), runner)
         .await
@@ -312,7 +317,7 @@ async fn cancelling_mid_transfer_stops_it_and_leaves_nothing() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     assert!(
-        h.service.cancel(&id).await.is_err(),
+        h.service.cancel(&Access::All, &id).await.is_err(),
         "a cancelled job cannot be cancelled again"
     );
 }
@@ -351,7 +356,7 @@ async fn a_restart_resumes_unfinished_jobs() {
     let unfinished = fresh.unfinished().await.unwrap();
     assert_eq!(unfinished, vec![rec.job.id.clone()]);
     fresh.clone().run_abortable(rec.job.id.clone()).await;
-    let done = fresh.get(&rec.job.id).await.unwrap().unwrap();
+    let done = fresh.get(&Access::All, &rec.job.id).await.unwrap().unwrap();
     assert_eq!(done.job.status(), JobStatus::Completed);
     assert_eq!(
         done.job.tasks()[0].attempts(),
@@ -389,7 +394,7 @@ async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
     }
     let page = h
         .service
-        .list(&JobFilter {
+        .list(&Access::All, &JobFilter {
             owner: None,
             limit: 10,
             ..JobFilter::default()
@@ -631,7 +636,7 @@ mod watching {
             .await
             .unwrap();
         let id = rec.job.id.clone();
-        let watch = h.service.watch(&id, None).await.unwrap();
+        let watch = h.service.watch(&Access::All, &id, None).await.unwrap();
         // Not polled while the job runs.
         h.service.clone().run_abortable(id.clone()).await;
         let items: Vec<WatchItem> = tokio::time::timeout(Duration::from_secs(30), watch.collect())
@@ -686,7 +691,7 @@ mod watching {
     async fn watching_an_unknown_job_is_an_error_and_a_finished_job_ends_after_its_snapshot() {
         let h = Harness::sqlite().await;
         let missing = JobId::parse("nope").unwrap();
-        assert!(h.service.watch(&missing, None).await.is_err());
+        assert!(h.service.watch(&Access::All, &missing, None).await.is_err());
         let (f, _) = h.file("done.bin", 10_000, Behavior::Normal);
         let rec = h
             .service
@@ -705,7 +710,11 @@ mod watching {
         .expect("the job runs to its end");
         let items: Vec<WatchItem> = tokio::time::timeout(
             Duration::from_secs(10),
-            h.service.watch(&rec.job.id, None).await.unwrap().collect(),
+            h.service
+                .watch(&Access::All, &rec.job.id, None)
+                .await
+                .unwrap()
+                .collect(),
         )
         .await
         .expect("a finished job's watch ends after its snapshot");
@@ -713,7 +722,7 @@ mod watching {
         let all: Vec<WatchItem> = tokio::time::timeout(
             Duration::from_secs(10),
             h.service
-                .watch(&rec.job.id, Some(0))
+                .watch(&Access::All, &rec.job.id, Some(0))
                 .await
                 .unwrap()
                 .collect(),
@@ -803,7 +812,7 @@ async fn heavy_pressure_runs_a_jobs_files_one_at_a_time() {
         most = most.max(running);
     }
     assert_eq!(most, 1, "HEAVY admits one transfer at a time");
-    let done = service.get(&id).await.unwrap().unwrap();
+    let done = service.get(&Access::All, &id).await.unwrap().unwrap();
     assert_eq!(done.job.status(), JobStatus::Completed);
     let report = service.pressure().unwrap();
     assert_eq!(report.level, ferry_domain::PressureLevel::Heavy);
@@ -853,7 +862,12 @@ async fn a_source_that_always_answers_503_costs_one_request_per_allowed_attempt(
         .await
         .unwrap();
     h.service.clone().run_abortable(rec.job.id.clone()).await;
-    let done = h.service.get(&rec.job.id).await.unwrap().unwrap();
+    let done = h
+        .service
+        .get(&Access::All, &rec.job.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(done.job.status(), JobStatus::Failed);
     let task = &done.job.tasks()[0];
     assert_eq!(task.status(), TaskStatus::Failed);

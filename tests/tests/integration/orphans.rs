@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_adapters::events::BroadcastEvents;
 use ferry_adapters::job_store::SqlJobStore;
-use ferry_application::jobs::{JobServiceConfig, SubmitJobRequest};
+use ferry_application::jobs::{Access, JobServiceConfig, SubmitJobRequest};
 use ferry_domain::ports::{CheckpointStorePort, JobStorePort};
 use ferry_domain::{
     Checkpoint, HashState, JobStatus, ObjectKey, SourceIdentity, StagedState, TransferId,
@@ -145,7 +145,7 @@ async fn checkpoints_of_finished_tasks_are_discarded_and_live_ones_kept() {
     assert!(orphan_temp.exists());
 
     // Cancelling cleans the job's checkpoints at once.
-    let cancelled = service.cancel(&live.job.id).await.unwrap();
+    let cancelled = service.cancel(&Access::All, &live.job.id).await.unwrap();
     assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
     let _ = runner.await;
     assert!(h.store.load(&live_id).await.unwrap().is_none());
@@ -206,7 +206,7 @@ async fn a_cancelled_s3_job_leaves_no_upload_and_other_writers_uploads_are_untou
                 .is_some_and(|c| c.committed() > 0)
         })
         .await;
-    service.cancel(&id).await.unwrap();
+    service.cancel(&Access::All, &id).await.unwrap();
     let _ = runner.await;
 
     let uploads = || async {

@@ -16,7 +16,7 @@ use ferry_adapters::job_store::SqlJobStore;
 use ferry_adapters::s3::{S3Service, S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_application::jobs::{
-    ExportRequest, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
+    Access, ExportRequest, FileRequest, JobService, JobServiceConfig, SubmitError, SubmitJobRequest,
 };
 use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStorePort};
 use ferry_domain::{JobId, RetryPolicy, TaskStatus};
@@ -414,7 +414,7 @@ async fn cancel_when_transferring(world: &mut FerryWorld) {
     wait_for_event(world, |k| matches!(k, JobEventKind::FileProgress { .. })).await;
     let id = job_id(world);
     let j = jw(world);
-    j.service().cancel(&id).await.unwrap();
+    j.service().cancel(&Access::All, &id).await.unwrap();
     if let Some(runner) = j.runner.take() {
         tokio::time::timeout(Duration::from_secs(10), runner)
             .await
@@ -534,7 +534,7 @@ pub async fn nothing_under(world: &mut FerryWorld, name: String) {
 #[then("cancelling the job again is refused")]
 async fn cancel_again(world: &mut FerryWorld) {
     let id = job_id(world);
-    assert!(jw(world).service().cancel(&id).await.is_err());
+    assert!(jw(world).service().cancel(&Access::All, &id).await.is_err());
 }
 
 #[then(regex = r#"^the first event is "([a-z_]+)" and the last is "([a-z_]+)"$"#)]
