@@ -6,6 +6,8 @@
 //! - [`source_router::SourceRouter`]: picks one of the two by scheme.
 //! - [`filesystem::FilesystemStorage`]: `FileStoragePort` on a directory.
 //! - [`export_provider::HttpExportProvider`]: `ExportProviderPort` over HTTP+JSON.
+//! - [`wire`]: the wire format (API, event streams, webhook) as serde DTOs
+//!   with OpenAPI schemas.
 //!
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
@@ -27,6 +29,7 @@ pub mod sfn;
 pub mod source_router;
 pub mod storage_resolver;
 pub mod webhook;
+pub mod wire;
 
 pub use egress::SourceGuard;
 pub use filesystem::FilesystemStorage;

@@ -21,7 +21,7 @@ use ferry_domain::ports::{JobEvent, JobEventsPort};
 use ferry_domain::retry::{self, is_transient_status};
 use ferry_domain::source::redact_text;
 
-use crate::job_store::codec::event_json;
+use crate::wire::EventDto;
 
 /// Webhook settings.
 #[derive(Clone)]
@@ -97,7 +97,13 @@ impl WebhookEvents {
 }
 
 async fn deliver(client: &reqwest::Client, config: &WebhookConfig, event: &JobEvent) {
-    let body = event_json(event).to_string();
+    let body = match serde_json::to_string(&EventDto::from(event)) {
+        Ok(body) => body,
+        Err(e) => {
+            warn!(job = %event.job_id, seq = event.seq, error = %e, "webhook: event not encodable");
+            return;
+        }
+    };
     let sig = signature(&config.secret, body.as_bytes());
     let mut last;
     let first_try = std::time::Instant::now();

@@ -1,16 +1,18 @@
-//! JSON form of job events, shared by the job store (payload column) and the
-//! HTTP API (event streams), so both always agree.
+//! The job store's own codec: the JSON it keeps in its payload and export
+//! columns. Versioned with the store's migrations, separate from the wire
+//! format (`crate::wire`), so renaming a public field never changes a
+//! stored row.
 
 use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use ferry_domain::ports::{JobEvent, JobEventKind};
+use ferry_domain::ports::JobEventKind;
 use ferry_domain::{
-    Export, ExportProgress, ExportSpec, JobId, JobStatus, JobSummary, PollPolicy, SourceUrl,
+    Export, ExportProgress, ExportSpec, JobStatus, JobSummary, PollPolicy, SourceUrl,
 };
 
-pub fn summary_json(s: &JobSummary) -> Value {
+fn summary_json(s: &JobSummary) -> Value {
     json!({
         "total": s.total, "queued": s.queued, "running": s.running,
         "succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled,
@@ -130,19 +132,6 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
     })
 }
 
-/// The whole event as the API shows it:
-/// `{"seq":3,"job_id":"…","type":"file_started","at_ms":…, …fields}`.
-pub fn event_json(event: &JobEvent) -> Value {
-    let mut v = kind_payload(&event.kind);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("seq".into(), json!(event.seq));
-        obj.insert("job_id".into(), json!(event.job_id.as_str()));
-        obj.insert("type".into(), json!(event.kind.name()));
-        obj.insert("at_ms".into(), json!(event.at_ms));
-    }
-    v
-}
-
 /// The stored form of a job's export (full URLs: the store needs them to
 /// run; the API shows redacted ones).
 pub fn export_json(e: &Export) -> Value {
@@ -182,16 +171,6 @@ pub fn export_from(v: &Value) -> Option<Export> {
             status_url: url("status_url")?,
             started_at_ms: v.get("started_at_ms").and_then(Value::as_i64),
         },
-    })
-}
-
-/// Parses [`event_json`]'s output.
-pub fn event_from_json(v: &Value) -> Option<JobEvent> {
-    Some(JobEvent {
-        job_id: JobId::parse(v.get("job_id")?.as_str()?).ok()?,
-        seq: v.get("seq")?.as_u64()?,
-        at_ms: v.get("at_ms")?.as_i64()?,
-        kind: kind_from(v.get("type")?.as_str()?, v)?,
     })
 }
 
@@ -277,13 +256,7 @@ mod tests {
             JobEventKind::JobCancelled,
         ];
         for kind in kinds {
-            let e = JobEvent {
-                job_id: JobId::parse("j1").unwrap(),
-                seq: 7,
-                at_ms: 123,
-                kind,
-            };
-            assert_eq!(event_from_json(&event_json(&e)), Some(e));
+            assert_eq!(kind_from(kind.name(), &kind_payload(&kind)), Some(kind));
         }
     }
 }

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -30,7 +29,10 @@ use auth::{AuthConfig, Caller, Limits};
 use ferry_domain::ports::{JobFilter, JobStoreError};
 use ferry_domain::{JobId, JobStatus};
 
-pub use dto::JobRequestDto;
+use ferry_adapters::wire::{
+    CheckDto, ErrorDetailDto, ErrorDto, HealthDto, JobDto, JobPageDto, JobRequestDto, PressureDto,
+    ReadinessDto,
+};
 
 /// Shared state: the use cases, metrics, and the stream settings.
 #[derive(Clone, Debug)]
@@ -87,8 +89,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({ "error": { "code": self.code, "message": self.message, "field": self.field } });
+        let body = ErrorDto {
+            error: ErrorDetailDto {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
@@ -221,36 +228,58 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", security(()), tag = "health",
+    responses((status = 200, description = "alive", body = HealthDto)))]
+async fn healthz() -> Json<HealthDto> {
+    Json(HealthDto {
+        status: "ok".into(),
+    })
 }
 
-/// 200 when the job store and the storage answer, 503 otherwise, with the
-/// status of each.
+/// Readiness: 200 when the job store and the storage answer, 503 otherwise,
+/// with the status of each and the backpressure level.
+#[utoipa::path(get, path = "/readyz", security(()), tag = "health",
+    responses(
+        (status = 200, description = "ready", body = ReadinessDto),
+        (status = 503, description = "a dependency is not ready (named in `checks`)", body = ReadinessDto),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let checks = state.jobs.readiness().await;
     let ready = checks.iter().all(|(_, e)| e.is_none());
-    let details: serde_json::Map<String, serde_json::Value> = checks
+    let details = checks
         .into_iter()
         .map(|(name, err)| {
-            let v = match err {
-                None => json!({ "status": "ok" }),
-                Some(e) => json!({ "status": "unavailable", "error": ferry_domain::source::redact_text(&e) }),
+            let check = match err {
+                None => CheckDto {
+                    status: "ok".into(),
+                    error: None,
+                },
+                Some(e) => CheckDto {
+                    status: "unavailable".into(),
+                    error: Some(ferry_domain::source::redact_text(&e)),
+                },
             };
-            (name.to_owned(), v)
+            (name.to_owned(), check)
         })
         .collect();
-    let pressure = state.jobs.pressure().map(|r| {
-        json!({
-            "level": r.level.as_str(),
-            "score": r.score.total(),
-            "memory": r.score.memory, "streams": r.score.streams, "latency": r.score.latency,
-            "admitted": r.active,
-            "cap": r.cap,
-            "chunk_latency_p95_ms": r.chunk_latency_p95.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        })
+    let pressure = state.jobs.pressure().map(|r| PressureDto {
+        level: r.level.as_str().to_owned(),
+        score: u32::from(r.score.total()),
+        memory: u32::from(r.score.memory),
+        streams: u32::from(r.score.streams),
+        latency: u32::from(r.score.latency),
+        admitted: r.active,
+        cap: r.cap,
+        chunk_latency_p95_ms: r
+            .chunk_latency_p95
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     });
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": details, "pressure": pressure });
+    let body = ReadinessDto {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        checks: details,
+        pressure,
+    };
     let code = if ready {
         StatusCode::OK
     } else {
@@ -259,7 +288,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// Prometheus text exposition.
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "OpenMetrics text exposition",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 401, description = "a token is needed (unless --public-metrics)", body = ErrorDto),
+    ))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.jobs.watch_stats();
     state.metrics.observe_watch_totals(
@@ -276,14 +311,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Submit a job; it is stored durably before the 202.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequestDto,
+    responses(
+        (status = 202, description = "accepted and stored; it runs now", body = JobDto),
+        (status = 400, description = "invalid request (`field` names the culprit, e.g. files[3].sha256)", body = ErrorDto),
+        (status = 401, description = "a token is needed (when the server has tokens)", body = ErrorDto),
+        (status = 413, description = "body too large", body = ErrorDto),
+        (status = 415, description = "not application/json", body = ErrorDto),
+        (status = 422, description = "JSON of the wrong shape", body = ErrorDto),
+        (status = 429, description = "too many jobs submitted by this caller; see Retry-After", body = ErrorDto),
+    ))]
 async fn submit_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<JobRequestDto>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobDto>), ApiError> {
     state.limits.submit(&caller)?;
-    let Json(dto) = body.map_err(|r| json_rejection(&r))?;
-    let mut request = dto.into_request();
+    let Json(request) = body.map_err(|r| json_rejection(&r))?;
+    let mut request = dto::into_request(request);
     request.owner = caller.name.clone();
     let record = state.jobs.submit(request).await.map_err(|e| match e {
         SubmitError::Invalid(invalid) => {
@@ -295,31 +341,52 @@ async fn submit_job(
         SubmitError::Store(e) => e.into(),
     })?;
     tokio::spawn(state.jobs.clone().run_abortable(record.job.id.clone()));
-    Ok((StatusCode::ACCEPTED, Json(dto::job_json(&record))))
+    Ok((StatusCode::ACCEPTED, Json(JobDto::from(&record))))
 }
 
+/// A job with its files.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "the job", body = JobDto),
+        (status = 400, description = "not a job id", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
+    ))]
 async fn get_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
     let record = visible_job(&state, &caller, &id).await?;
-    Ok(Json(dto::job_json(&record)))
+    Ok(Json(JobDto::from(&record)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this status (pending, exporting, downloading,
+    /// completed, completed_with_errors, failed, cancelled).
     status: Option<String>,
+    /// Page size, 1-1000 (default 50).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List jobs, newest first (a scoped token sees only its own).
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "a page", body = JobPageDto),
+        (status = 400, description = "bad status, limit or cursor", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+    ))]
 async fn list_jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobPageDto>, ApiError> {
     let Query(q) = query
         .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text()))?;
     let status = match q.status.as_deref() {
@@ -346,20 +413,30 @@ async fn list_jobs(
             },
         )
         .await?;
-    let jobs: Vec<_> = page.jobs.iter().map(dto::job_json).collect();
-    Ok(Json(
-        json!({ "jobs": jobs, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(JobPageDto {
+        jobs: page.jobs.iter().map(JobDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
+/// Cancel a job: transfers stop, partial uploads are aborted.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "cancelled", body = JobDto),
+        (status = 400, description = "not a job id", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
+        (status = 409, description = "the job already ended", body = ErrorDto),
+    ))]
 async fn cancel_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
     match state.jobs.cancel(&caller.access(), &id).await {
-        Ok(record) => Ok(Json(dto::job_json(&record))),
+        Ok(record) => Ok(Json(JobDto::from(&record))),
         Err(JobCancelError::NotFound(id)) => Err(JobStoreError::NotFound(id).into()),
         Err(e @ JobCancelError::AlreadyEnded { .. }) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -10,6 +10,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,15 +19,14 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use ferry_adapters::job_store::codec::event_json;
 use ferry_adapters::metrics::StreamGuard;
+use ferry_adapters::wire::{ControlDto, ErrorDto, EventDto, JobDto, StreamItemDto};
 use ferry_application::jobs::{Access, WatchError, WatchItem};
 
 use super::auth::{Caller, StreamSlot};
-use super::{ApiError, AppState, dto, parse_id, visible_job};
+use super::{ApiError, AppState, parse_id, visible_job};
 
 /// What goes down a stream.
 enum Frame {
@@ -60,8 +61,10 @@ fn framed(
     )
 }
 
-/// The JSON of a frame (`None` for heartbeats).
-fn frame_json(frame: &Frame) -> Option<(Value, &'static str, Option<u64>)> {
+/// A frame as the wire shows it (`None` for heartbeats), with its SSE event
+/// name and id.
+fn frame_item(frame: &Frame) -> Option<(StreamItemDto, &'static str, Option<u64>)> {
+    let control = |c: ControlDto| StreamItemDto::Control(c);
     match frame {
         // The snapshot's SSE id is its seq only when no older events
         // follow, so a reconnect never skips a replay.
@@ -70,27 +73,40 @@ fn frame_json(frame: &Frame) -> Option<(Value, &'static str, Option<u64>)> {
             seq,
             replay_from,
         }) => Some((
-            json!({ "type": "snapshot", "seq": seq, "job": dto::job_json(job) }),
+            control(ControlDto::Snapshot {
+                seq: Some(*seq),
+                job: Some(Box::new(JobDto::from(job.as_ref()))),
+                jobs: None,
+            }),
             "snapshot",
             (replay_from >= seq).then_some(*seq),
         )),
-        Frame::Item(WatchItem::Jobs(jobs)) => {
-            let jobs: Vec<Value> = jobs.iter().map(dto::job_json).collect();
-            Some((
-                json!({ "type": "snapshot", "jobs": jobs }),
-                "snapshot",
-                None,
-            ))
-        }
-        Frame::Item(WatchItem::Event(e)) => Some((event_json(e), e.kind.name(), Some(e.seq))),
+        Frame::Item(WatchItem::Jobs(jobs)) => Some((
+            control(ControlDto::Snapshot {
+                seq: None,
+                job: None,
+                jobs: Some(jobs.iter().map(JobDto::from).collect()),
+            }),
+            "snapshot",
+            None,
+        )),
+        Frame::Item(WatchItem::Event(e)) => Some((
+            StreamItemDto::Event(EventDto::from(e)),
+            e.kind.name(),
+            Some(e.seq),
+        )),
         Frame::Item(WatchItem::Lagged { last_seq }) => Some((
-            json!({ "type": "lagged", "last_seq": last_seq,
-                    "message": format!("the client fell too far behind; reconnect with after={last_seq}") }),
+            control(ControlDto::Lagged {
+                last_seq: *last_seq,
+                message: format!("the client fell too far behind; reconnect with after={last_seq}"),
+            }),
             "lagged",
             None,
         )),
         Frame::Shutdown => Some((
-            json!({ "type": "shutdown", "message": "the server is shutting down; reconnect to continue" }),
+            control(ControlDto::Shutdown {
+                message: "the server is shutting down; reconnect to continue".into(),
+            }),
             "shutdown",
             None,
         )),
@@ -98,8 +114,19 @@ fn frame_json(frame: &Frame) -> Option<(Value, &'static str, Option<u64>)> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// One wire item as JSON text.
+fn text(item: &StreamItemDto) -> String {
+    serde_json::to_string(item).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "stream item not encodable");
+        String::from("{}")
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Replay the stored events after this sequence number (wins over
+    /// `Last-Event-ID`).
     after: Option<u64>,
 }
 
@@ -114,6 +141,17 @@ fn watch_error(e: WatchError) -> ApiError {
         WatchError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
         WatchError::Store(e) => e.into(),
     }
+}
+
+/// The stream's query, or a JSON 400 naming the field.
+fn stream_query(
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<StreamQuery, ApiError> {
+    query.map(|Query(q)| q).map_err(|r| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text());
+        err.field = Some("after".into());
+        err
+    })
 }
 
 /// `?after=N` wins over `Last-Event-ID`.
@@ -149,10 +187,10 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 
 fn sse(frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
     let events = frames.map(|frame| {
-        let event = match frame_json(&frame) {
+        let event = match frame_item(&frame) {
             None => Event::default().comment("heartbeat"),
-            Some((value, name, id)) => {
-                let e = Event::default().event(name).data(value.to_string());
+            Some((item, name, id)) => {
+                let e = Event::default().event(name).data(text(&item));
                 match id {
                     Some(id) => e.id(id.to_string()),
                     None => e,
@@ -169,10 +207,11 @@ fn sse(frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
 
 fn ndjson(frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
     let lines = frames.map(|frame| {
-        let value = frame_json(&frame)
-            .map(|(v, _, _)| v)
-            .unwrap_or_else(|| json!({ "type": "heartbeat" }));
-        let mut line = value.to_string();
+        let item = frame_item(&frame).map_or(
+            StreamItemDto::Control(ControlDto::Heartbeat {}),
+            |(item, _, _)| item,
+        );
+        let mut line = text(&item);
         line.push('\n');
         Ok::<_, Infallible>(Bytes::from(line))
     });
@@ -187,17 +226,28 @@ fn ndjson(frames: impl Stream<Item = Frame> + Send + 'static) -> Response {
     resp
 }
 
-/// `GET /v1/jobs/{id}/events`: SSE for `Accept: text/event-stream`,
-/// NDJSON otherwise.
+/// A job's live events: a snapshot, then every event in order until the
+/// terminal one. SSE for `Accept: text/event-stream`, NDJSON otherwise.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "streams",
+    params(("id" = String, Path, description = "the job id"), StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "SSE reconnect: replay after this seq")),
+    responses(
+        (status = 200, description = "the stream (one JSON item per line or per SSE `data:`)",
+            content((StreamItemDto = "application/x-ndjson"), (StreamItemDto = "text/event-stream"))),
+        (status = 400, description = "bad id, `after` or Last-Event-ID", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
+        (status = 429, description = "too many open streams for this caller", body = ErrorDto),
+    ))]
 pub async fn job_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let after = after_of(&query, &headers)?;
+    let after = after_of(&stream_query(query)?, &headers)?;
     visible_job(&state, &caller, &id).await?;
     let slot = state.limits.stream(&caller)?;
     let items = state
@@ -208,8 +258,16 @@ pub async fn job_events(
     Ok(http_stream(&state, &headers, Box::pin(items), slot))
 }
 
-/// `GET /v1/events`: every job's events (SSE or NDJSON), after a snapshot
-/// of the unfinished jobs.
+/// Every job's events (SSE or NDJSON), after a snapshot of the unfinished
+/// jobs; admin only.
+#[utoipa::path(get, path = "/v1/events", tag = "streams",
+    responses(
+        (status = 200, description = "the stream, never ending while the server runs",
+            content((StreamItemDto = "application/x-ndjson"), (StreamItemDto = "text/event-stream"))),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 403, description = "a non-admin token", body = ErrorDto),
+        (status = 429, description = "too many open streams for this caller", body = ErrorDto),
+    ))]
 pub async fn all_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -248,18 +306,38 @@ fn http_stream(
     }
 }
 
-/// `GET /v1/jobs/{id}/ws`: the same JSON as text frames; heartbeats are
-/// pings; the server closes the socket after the terminal event.
+/// A job's live events over a WebSocket: the same JSON items as text
+/// frames; heartbeats are pings; the server closes the socket after the
+/// terminal event.
+#[utoipa::path(get, path = "/v1/jobs/{id}/ws", tag = "streams",
+    params(("id" = String, Path, description = "the job id"), StreamQuery),
+    responses(
+        (status = 101, description = "switched to WebSocket; text frames carry StreamItem JSON"),
+        (status = 400, description = "bad id or `after`, or not a WebSocket upgrade", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
+        (status = 426, description = "a WebSocket upgrade is required", body = ErrorDto),
+        (status = 429, description = "too many open streams for this caller", body = ErrorDto),
+    ))]
 pub async fn job_ws(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let after = after_of(&query, &headers)?;
+    let after = after_of(&stream_query(query)?, &headers)?;
+    let upgrade = upgrade.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::UPGRADE_REQUIRED {
+            "upgrade_required"
+        } else {
+            "invalid_request"
+        };
+        ApiError::new(status, code, r.body_text())
+    })?;
     visible_job(&state, &caller, &id).await?;
     let slot = state.limits.stream(&caller)?;
     let items = state
@@ -284,9 +362,9 @@ async fn pump_ws(socket: WebSocket, frames: impl Stream<Item = Frame> + Send + '
         tokio::select! {
             frame = frames.next() => {
                 let Some(frame) = frame else { break };
-                let msg = match frame_json(&frame) {
+                let msg = match frame_item(&frame) {
                     None => Message::Ping(Bytes::from_static(b"ferry")),
-                    Some((v, _, _)) => Message::Text(v.to_string().into()),
+                    Some((item, _, _)) => Message::Text(text(&item).into()),
                 };
                 if tx.send(msg).await.is_err() {
                     return;

@@ -394,11 +394,14 @@ async fn an_invalid_job_is_rejected_and_nothing_is_stored() {
     }
     let page = h
         .service
-        .list(&Access::All, &JobFilter {
-            owner: None,
-            limit: 10,
-            ..JobFilter::default()
-        })
+        .list(
+            &Access::All,
+            &JobFilter {
+                owner: None,
+                limit: 10,
+                ..JobFilter::default()
+            },
+        )
         .await
         .unwrap();
     assert!(page.jobs.is_empty());

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Contract test: `ferry serve`'s real answers checked against its generated
+# OpenAPI document (/v1/openapi.json) by schemathesis (pinned, from PyPI,
+# installed into a virtualenv outside the clone). Every route is exercised,
+# including the per-job event streams (for jobs that exist the stream ends
+# at the job's terminal event). Fails on any 5xx, any undocumented status,
+# content type or header, and any body that does not match its schema.
+#
+#   scripts/contract.sh [FERRY_BINARY]     (default: target/debug/ferry)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+venv="${FERRY_VENV:-/var/tmp/ferry-venv}"
+ferry="${1:-${CARGO_TARGET_DIR:-target}/debug/ferry}"
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+work="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$ferry" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --jobs-per-minute 100000 \
+  >"$work/serve.log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# The all-jobs stream never ends while the server runs: it is checked for
+# its status, content type and first item by bin/tests/streams.rs instead.
+"$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+  --exclude-path /v1/events \
+  --phases examples,coverage,fuzzing,stateful \
+  --max-examples 60 \
+  --request-timeout 10 \
+  --workers 2 \
+  --suppress-health-check all \
+  --no-color
