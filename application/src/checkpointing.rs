@@ -28,6 +28,16 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl ferry_domain::ports::Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
 /// Saves one transfer's checkpoints.
 pub(crate) struct Checkpointer {
     pub(crate) store: Arc<dyn CheckpointStorePort>,

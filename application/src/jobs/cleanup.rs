@@ -20,7 +20,7 @@ impl JobService {
     /// (a task of a job still running is never touched). With `job`, only
     /// that job's. Returns how many were discarded.
     pub async fn discard_checkpoints(&self, job: Option<&JobId>, grace: Duration) -> usize {
-        let Some(store) = self.config.process.checkpoints.clone() else {
+        let Some(store) = self.config().process.checkpoints.clone() else {
             return 0;
         };
         let listed = match store.list().await {
@@ -39,7 +39,7 @@ impl JobService {
             if job.is_some_and(|j| *j != job_id) {
                 continue;
             }
-            let record = match self.store.get(&job_id).await {
+            let record = match self.recorder().store().get(&job_id).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(transfer = %id, error = %e, "checkpoint cleanup: job store unavailable");
@@ -57,7 +57,7 @@ impl JobService {
             }
             match (&checkpoint, &record) {
                 (Ok(c), _) if now_ms().saturating_sub(c.saved_at_ms) < grace_ms => continue,
-                (Ok(c), Some(record)) => match self.storages.resolve(&record.destination).await {
+                (Ok(c), Some(record)) => match self.storages().resolve(&record.destination).await {
                     Ok(storage) => {
                         if let Err(e) = storage.discard(&c.key, &c.staged).await {
                             warn!(transfer = %id, error = %e, "checkpoint cleanup: could not discard staged bytes; will retry");

@@ -1,12 +1,18 @@
-//! Export jobs: submit (validate, persist, announce), run (dispatch the file
-//! tasks through ProcessFile with bounded concurrency and retries), complete,
-//! cancel, and resume after a restart.
+//! Export jobs: submit (validate, persist, announce), run (the export
+//! phase, then the file tasks through their Transfer with bounded
+//! concurrency), complete, cancel, watch, orphan cleanup, and resume after
+//! a restart. `service` orchestrates; `recorder`, `runner`, `export` and
+//! `workflow` each own one part.
 
 mod access;
 mod cleanup;
+mod export;
+mod recorder;
+mod runner;
 mod service;
 mod validate;
 mod watch;
+mod workflow;
 
 pub use access::Access;
 pub use service::{JobCancelError, JobService, JobServiceConfig, SubmitError};

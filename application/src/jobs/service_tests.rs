@@ -393,3 +393,39 @@ async fn every_read_cancel_and_watch_takes_the_callers_access() {
         "bob cancelled nothing"
     );
 }
+
+/// A clock that reads what the test set.
+#[derive(Debug)]
+struct FixedClock(StdMutex<i64>);
+
+impl ferry_domain::ports::Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn records_and_events_take_the_injected_clock() {
+    let mut w = world(vec![Step::Ok], 3);
+    let clock = Arc::new(FixedClock(StdMutex::new(1_000)));
+    let service = Arc::try_unwrap(w.service)
+        .unwrap()
+        .with_clock(clock.clone());
+    w.service = Arc::new(service);
+    let rec = w.service.submit(one_file()).await.unwrap();
+    assert_eq!((rec.created_at_ms, rec.updated_at_ms), (1_000, 1_000));
+    *clock.0.lock().unwrap() = 5_000;
+    w.service.clone().run_abortable(rec.job.id.clone()).await;
+    let done = w.record();
+    assert_eq!(done.created_at_ms, 1_000);
+    assert_eq!(done.updated_at_ms, 5_000);
+    let stamps: Vec<i64> = w
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(stamps.first(), Some(&1_000));
+    assert!(stamps[1..].iter().all(|&t| t == 5_000), "{stamps:?}");
+}

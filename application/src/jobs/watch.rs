@@ -117,15 +117,12 @@ impl JobWatch {
     /// Reads the next page from the store, or ends the watch with `Lagged`.
     async fn catch_up(&mut self) -> Result<Option<WatchItem>, JobStoreError> {
         let config = self.service.config();
-        if let Some(record) = self.service.store.get(&self.id).await? {
+        if let Some(record) = self.service.recorder().store().get(&self.id).await? {
             self.known = self.known.max(record.last_event_seq);
         }
         if self.known.saturating_sub(self.cursor) > config.watch_max_lag {
             self.done = true;
-            self.service
-                .watch_stats
-                .lagged
-                .fetch_add(1, Ordering::Relaxed);
+            self.service.stats().lagged.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(WatchItem::Lagged {
                 last_seq: self.cursor,
             }));
@@ -138,7 +135,7 @@ impl JobWatch {
         if self.lagging {
             let dropped = coalesce(&mut page);
             self.service
-                .watch_stats
+                .stats()
                 .coalesced
                 .fetch_add(dropped, Ordering::Relaxed);
         }
@@ -212,7 +209,7 @@ impl JobService {
         after: Option<u64>,
     ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
         // Subscribe before reading, so nothing published meanwhile is missed.
-        let rx = self.live.subscribe();
+        let rx = self.recorder().subscribe();
         let record = self
             .get(access, id)
             .await?
@@ -249,7 +246,7 @@ impl JobService {
         if *access != Access::All {
             return Err(WatchError::Forbidden);
         }
-        let rx = self.live.subscribe();
+        let rx = self.recorder().subscribe();
         let page = self
             .list(
                 access,
@@ -280,7 +277,7 @@ impl JobService {
                 match rx.recv().await {
                     Ok(e) => Some((WatchItem::Event(e), (None, rx, false, service))),
                     Err(RecvError::Lagged(_)) => {
-                        service.watch_stats.lagged.fetch_add(1, Ordering::Relaxed);
+                        service.stats().lagged.fetch_add(1, Ordering::Relaxed);
                         Some((WatchItem::Lagged { last_seq: 0 }, (None, rx, true, service)))
                     }
                     Err(RecvError::Closed) => None,
@@ -291,7 +288,7 @@ impl JobService {
 
     /// Counters of all watches.
     pub fn watch_stats(&self) -> &WatchStats {
-        &self.watch_stats
+        self.stats()
     }
 }
 

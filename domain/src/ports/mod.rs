@@ -4,6 +4,7 @@
 //! source, and a `class()` that says whether a retry can help.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod download;
 pub mod events;
 pub mod export;
@@ -17,6 +18,7 @@ pub mod transfer;
 pub mod workflow;
 
 pub use checkpoint::{CheckpointError, CheckpointStorePort, ListedCheckpoint};
+pub use clock::Clock;
 pub use download::{
     Download, DownloadError, DownloadRequest, HttpDownloadPort, SourceMeta, Validator,
 };

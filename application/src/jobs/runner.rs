@@ -1,0 +1,287 @@
+//! The task runner: every queued file of a job through its Transfer, at
+//! most `per_job_concurrency` at once and within the global limit and the
+//! backpressure gate, each attempt recorded on its task and announced.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::channel::mpsc;
+use futures::{StreamExt, stream};
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use ferry_domain::ports::{
+    AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, JobRecord, ProcessFileCommand,
+    ProcessFileError, ProcessFileResult, ProgressPort, TransferError, TransferPort,
+};
+use ferry_domain::{ByteSize, JobId, TaskFailure, TaskStatus, TransferId};
+
+use super::recorder::Recorder;
+use crate::backpressure::Backpressure;
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Runs a job's file tasks.
+pub(super) struct Runner {
+    /// File tasks running at once across all jobs.
+    pub(super) global: Arc<Semaphore>,
+    /// The backpressure gate every attempt passes.
+    pub(super) pressure: Option<Arc<Backpressure>>,
+    pub(super) per_job_concurrency: usize,
+    /// At most one progress event per file per interval.
+    pub(super) progress_interval: Duration,
+    pub(super) max_file_size: ByteSize,
+    /// Tasks get transfer ids (and so checkpoints).
+    pub(super) checkpoints: bool,
+}
+
+impl Runner {
+    /// DispatchDownloadTasks: every queued task through `transfer`; returns
+    /// the record with the tasks' final states.
+    pub(super) async fn dispatch(
+        &self,
+        recorder: &Recorder,
+        record: JobRecord,
+        transfer: Arc<dyn TransferPort>,
+    ) -> JobRecord {
+        let queued: Vec<usize> = record
+            .job
+            .tasks()
+            .iter()
+            .filter(|t| t.status() == TaskStatus::Queued)
+            .map(|t| t.index)
+            .collect();
+        let shared = Mutex::new(record);
+        stream::iter(queued)
+            .map(|i| self.run_task(recorder, &shared, transfer.as_ref(), i))
+            .buffer_unordered(self.per_job_concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        match shared.into_inner() {
+            Ok(record) => record,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// One file task: its Transfer (which retries), with each attempt
+    /// recorded on the task and announced by [`TaskAttempts`].
+    async fn run_task(
+        &self,
+        recorder: &Recorder,
+        shared: &Mutex<JobRecord>,
+        transfer: &dyn TransferPort,
+        index: usize,
+    ) {
+        let (id, task) = {
+            let rec = lock(shared);
+            (rec.job.id.clone(), rec.job.tasks().get(index).cloned())
+        };
+        let Some(task) = task else {
+            warn!(job = %id, index, "no such task");
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded();
+        let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
+        command.expected = task.spec.expected.clone();
+        command.expected_size = task.spec.expected_size;
+        command.max_size = self.max_file_size;
+        command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
+        command.progress = Arc::new(EventProgress {
+            tx,
+            interval: self.progress_interval,
+            state: Mutex::new((None, None)),
+        });
+        let forward = async {
+            while let Some(note) = rx.next().await {
+                let kind = match note {
+                    Note::Progress(bytes_done, total) => {
+                        let _ = lock(shared)
+                            .job
+                            .task_mut(index)
+                            .and_then(|t| t.progress(bytes_done));
+                        JobEventKind::FileProgress {
+                            index,
+                            bytes_done,
+                            total,
+                        }
+                    }
+                    Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
+                    Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
+                };
+                recorder.emit(&id, kind).await;
+            }
+        };
+        let attempts = TaskAttempts {
+            runner: self,
+            recorder,
+            shared,
+            id: &id,
+            index,
+        };
+        // The command (and its progress sender) is dropped when the
+        // transfer ends, which ends the forwarder.
+        let (outcome, ()) =
+            futures::join!(transfer.run(command, task.attempts(), &attempts), forward);
+        match outcome {
+            // Recorded and announced attempt by attempt.
+            Ok(_) | Err(TransferError::Failed(_)) => {}
+            Err(TransferError::Refused(e)) => {
+                warn!(job = %id, index, error = %e, "task not started")
+            }
+        }
+    }
+}
+
+/// What a transfer tells its task's event forwarder.
+enum Note {
+    Progress(u64, Option<u64>),
+    Resumed(u64),
+    Restarted(String),
+}
+
+/// Sends rate-limited progress from the (sync) ProgressPort to the job's
+/// event stream.
+struct EventProgress {
+    tx: mpsc::UnboundedSender<Note>,
+    interval: Duration,
+    state: Mutex<(Option<Instant>, Option<u64>)>,
+}
+
+impl ProgressPort for EventProgress {
+    fn started(&self, total: Option<u64>) {
+        lock(&self.state).1 = total;
+    }
+
+    fn advanced(&self, done: u64) {
+        let mut st = lock(&self.state);
+        let due = st.0.is_none_or(|t| t.elapsed() >= self.interval);
+        if due {
+            st.0 = Some(Instant::now());
+            let _ = self.tx.unbounded_send(Note::Progress(done, st.1));
+        }
+    }
+
+    fn finished(&self, _ok: bool) {}
+
+    fn resumed(&self, offset: u64) {
+        let _ = self.tx.unbounded_send(Note::Resumed(offset));
+    }
+
+    fn restarted(&self, reason: &str) {
+        let _ = self.tx.unbounded_send(Note::Restarted(reason.to_owned()));
+    }
+}
+
+/// A task's attempts as the job sees them: each takes a global permit and
+/// an admission, starts the task (stored, `file_started`), and a failure
+/// re-queues or fails it (stored, `file_failed`).
+struct TaskAttempts<'a> {
+    runner: &'a Runner,
+    recorder: &'a Recorder,
+    shared: &'a Mutex<JobRecord>,
+    id: &'a JobId,
+    index: usize,
+}
+
+#[async_trait]
+impl AttemptObserver for TaskAttempts<'_> {
+    async fn starting(&self, attempt: u32) -> Result<AttemptSlot, AttemptRefused> {
+        let refused = |reason: String| AttemptRefused { attempt, reason };
+        let permit = self
+            .runner
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let admission = match &self.runner.pressure {
+            Some(gate) => Some(gate.admit().await),
+            None => None,
+        };
+        let started = {
+            let mut rec = lock(self.shared);
+            rec.job
+                .task_mut(self.index)
+                .and_then(|t| t.start().map(|()| t.clone()))
+        };
+        let task = started.map_err(|e| refused(e.to_string()))?;
+        self.recorder.save_task(self.id, &task).await;
+        self.recorder
+            .emit(
+                self.id,
+                JobEventKind::FileStarted {
+                    index: self.index,
+                    attempt: task.attempts(),
+                },
+            )
+            .await;
+        Ok(Box::new((permit, admission)))
+    }
+
+    async fn succeeded(&self, _attempt: u32, result: &ProcessFileResult) {
+        let (id, index) = (self.id, self.index);
+        let done = {
+            let mut rec = lock(self.shared);
+            rec.job.task_mut(index).and_then(|t| {
+                t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
+                    .map(|()| t.clone())
+            })
+        };
+        if let Ok(t) = done {
+            self.recorder.save_task(id, &t).await;
+        }
+        self.recorder
+            .emit(
+                id,
+                JobEventKind::FileSucceeded {
+                    index,
+                    bytes: result.bytes,
+                    sha256: result.sha256.hex().to_owned(),
+                    md5: result.md5.as_ref().map(|c| c.hex().to_owned()),
+                },
+            )
+            .await;
+    }
+
+    async fn failed(&self, _attempt: u32, error: &ProcessFileError, will_retry: bool) {
+        let (id, index) = (self.id, self.index);
+        let failure = TaskFailure {
+            class: error.class(),
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        };
+        let updated = {
+            let mut rec = lock(self.shared);
+            rec.job.task_mut(index).and_then(|t| {
+                if will_retry {
+                    t.requeue()
+                } else {
+                    t.fail(failure.clone())
+                }
+                .map(|()| t.clone())
+            })
+        };
+        if let Ok(t) = updated {
+            self.recorder.save_task(id, &t).await;
+        }
+        warn!(job = %id, index, code = failure.code, retry = will_retry, error = %failure.message, "file failed");
+        self.recorder
+            .emit(
+                id,
+                JobEventKind::FileFailed {
+                    index,
+                    code: failure.code,
+                    class: failure.class.as_str().to_owned(),
+                    message: failure.message,
+                    will_retry,
+                },
+            )
+            .await;
+    }
+}
