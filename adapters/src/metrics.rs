@@ -20,8 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use ferry_domain::JobId;
 use ferry_domain::ports::{JobEvent, JobEventKind, JobEventsPort};
+use ferry_domain::{ErrorCode, JobId};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
@@ -390,11 +390,11 @@ impl Metrics {
                 if self.take_started(&event.job_id, *index).is_some() {
                     self.active_transfers.dec();
                 }
-                if code == "checksum_mismatch" {
+                if *code == ErrorCode::ChecksumMismatch {
                     self.checksum_failures.inc();
                 }
                 let label = ClassLabel {
-                    class: class.clone(),
+                    class: class.as_str().to_owned(),
                 };
                 self.failed_files.get_or_create(&label).inc();
                 if *will_retry {
@@ -482,13 +482,13 @@ mod tests {
         m.record(&ev(JobEventKind::FileSucceeded {
             index: 0,
             bytes: 1000,
-            sha256: "a".into(),
+            sha256: ferry_domain::Checksum::sha256(&"a".repeat(64)).unwrap(),
             md5: None,
         }));
         m.record(&ev(JobEventKind::FileFailed {
             index: 1,
-            code: "checksum_mismatch".into(),
-            class: "client".into(),
+            code: ferry_domain::ErrorCode::ChecksumMismatch,
+            class: ferry_domain::ErrorClass::Client,
             message: "x".into(),
             will_retry: false,
         }));

@@ -153,7 +153,7 @@ impl From<&FileTask> for FileDto {
             md5: t.md5().map(|c| c.hex().to_owned()),
             error: t.failure().map(|f| FileErrorDto {
                 class: f.class.into(),
-                code: f.code.clone(),
+                code: f.code.as_str().to_owned(),
                 message: f.message.clone(),
             }),
         }
@@ -269,8 +269,9 @@ pub enum EventKindDto {
     },
     FileFailed {
         index: usize,
+        /// Stable snake_case code, e.g. `checksum_mismatch`.
         code: String,
-        class: String,
+        class: ErrorClassDto,
         message: String,
         will_retry: bool,
     },
@@ -313,8 +314,8 @@ impl From<&JobEventKind> for EventKindDto {
             } => Self::FileSucceeded {
                 index,
                 bytes,
-                sha256,
-                md5,
+                sha256: sha256.hex().to_owned(),
+                md5: md5.as_ref().map(|c| c.hex().to_owned()),
             },
             JobEventKind::FileFailed {
                 index,
@@ -324,8 +325,8 @@ impl From<&JobEventKind> for EventKindDto {
                 will_retry,
             } => Self::FileFailed {
                 index,
-                code,
-                class,
+                code: code.as_str().to_owned(),
+                class: class.into(),
                 message,
                 will_retry,
             },

@@ -104,12 +104,8 @@ impl ProcessFile {
             key: command.key.clone(),
             size_hint: meta.total_length,
             replayable: meta.is_replayable(),
-            expected_sha256_hex: command
-                .expected_for(ChecksumAlgorithm::Sha256)
-                .map(|c| c.hex().to_owned()),
-            expected_md5_hex: command
-                .expected_for(ChecksumAlgorithm::Md5)
-                .map(|c| c.hex().to_owned()),
+            expected_sha256: command.expected_for(ChecksumAlgorithm::Sha256).cloned(),
+            expected_md5: command.expected_for(ChecksumAlgorithm::Md5).cloned(),
         }
     }
 

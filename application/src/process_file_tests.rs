@@ -464,7 +464,7 @@ async fn failed_storage_write_rewinds_to_the_durable_offset_and_rereads_the_sour
     assert_eq!(seen.rewound_to, vec![2 * K32 as u64]);
     let request = seen.request.clone().unwrap();
     assert!(request.replayable);
-    assert_eq!(request.expected_sha256_hex.as_deref(), Some(want_sha.hex()));
+    assert_eq!(request.expected_sha256.as_ref(), Some(&want_sha));
 }
 
 #[tokio::test]

@@ -134,7 +134,7 @@ fn report_failure_of(error: &ProcessFileError, json: bool, source: Option<&Sourc
         print_json(&JsonFailure {
             status: "error",
             source: source.map(SourceUrl::redacted),
-            code: error.code(),
+            code: error.code().as_str(),
             class: error.class().as_str(),
             retryable: error.class().is_retryable(),
             message: &message,

@@ -48,6 +48,98 @@ impl fmt::Display for ErrorClass {
     }
 }
 
+/// Why a file failed, as a stable code: what scripts, JSON output, events
+/// and the API carry (`code`). One variant per business case of
+/// `ProcessFileError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The source's address is not allowed (SSRF guard).
+    SourceForbidden,
+    /// The source failed: network, HTTP status, cut short, changed.
+    SourceError,
+    /// The destination failed.
+    StorageError,
+    /// Over the size limit.
+    SizeLimitExceeded,
+    /// The body's length differs from the declared one.
+    LengthMismatch,
+    /// The size differs from the expected one.
+    SizeMismatch,
+    ChecksumMismatch,
+    /// Anything else (a bug).
+    Internal,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 8] = [
+        ErrorCode::SourceForbidden,
+        ErrorCode::SourceError,
+        ErrorCode::StorageError,
+        ErrorCode::SizeLimitExceeded,
+        ErrorCode::LengthMismatch,
+        ErrorCode::SizeMismatch,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SourceForbidden => "source_forbidden",
+            ErrorCode::SourceError => "source_error",
+            ErrorCode::StorageError => "storage_error",
+            ErrorCode::SizeLimitExceeded => "size_limit_exceeded",
+            ErrorCode::LengthMismatch => "length_mismatch",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for ErrorCode {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl ErrorClass {
+    const ALL: [ErrorClass; 6] = [
+        ErrorClass::Transient,
+        ErrorClass::SourceChanged,
+        ErrorClass::Client,
+        ErrorClass::Storage,
+        ErrorClass::Cancelled,
+        ErrorClass::Internal,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// A boxed error source, kept so that the cause is never lost.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -68,5 +160,18 @@ mod tests {
         let retryable: Vec<_> = all.iter().filter(|c| c.is_retryable()).collect();
         assert_eq!(retryable, vec![&ErrorClass::Transient]);
         assert_eq!(ErrorClass::SourceChanged.to_string(), "source_changed");
+        for c in all {
+            assert_eq!(ErrorClass::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorClass::parse("nope"), None);
+    }
+
+    #[test]
+    fn codes_round_trip_and_compare_with_text() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::ChecksumMismatch, "checksum_mismatch");
+        assert_eq!(ErrorCode::parse("nope"), None);
     }
 }

@@ -13,7 +13,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::checksum::Checksum;
-use crate::error::ErrorClass;
+use crate::error::{ErrorClass, ErrorCode};
 use crate::key::ObjectKey;
 use crate::source::SourceUrl;
 
@@ -180,8 +180,8 @@ pub struct FileSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFailure {
     pub class: ErrorClass,
-    /// Stable snake_case code (e.g. `checksum_mismatch`).
-    pub code: String,
+    /// Stable code (e.g. `checksum_mismatch`).
+    pub code: ErrorCode,
     pub message: String,
 }
 

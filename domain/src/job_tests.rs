@@ -20,7 +20,7 @@ fn sha() -> Checksum {
 fn failure() -> TaskFailure {
     TaskFailure {
         class: ErrorClass::Client,
-        code: "checksum_mismatch".into(),
+        code: crate::ErrorCode::ChecksumMismatch,
         message: "sha256 mismatch".into(),
     }
 }

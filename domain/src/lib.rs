@@ -30,7 +30,7 @@ pub use checkpoint::{
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use destination::{CopyTarget, Destination, InvalidCopyTarget, InvalidDestination, S3Url};
 pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};
-pub use error::ErrorClass;
+pub use error::{ErrorClass, ErrorCode};
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
 pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,

@@ -100,7 +100,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         t.start().unwrap();
         t.fail(TaskFailure {
             class: ErrorClass::Client,
-            code: "checksum_mismatch".into(),
+            code: ferry_domain::ErrorCode::ChecksumMismatch,
             message: "bad".into(),
         })
         .unwrap();

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ferry_domain::ports::JobEventKind;
 use ferry_domain::{
-    Export, ExportProgress, ExportSpec, JobStatus, JobSummary, PollPolicy, SourceUrl,
+    Checksum, ErrorClass, ErrorCode, Export, ExportProgress, ExportSpec, JobStatus, JobSummary,
+    PollPolicy, SourceUrl,
 };
 
 fn summary_json(s: &JobSummary) -> Value {
@@ -56,7 +57,7 @@ pub fn kind_payload(kind: &JobEventKind) -> Value {
             sha256,
             md5,
         } => {
-            json!({ "index": index, "bytes": bytes, "sha256": sha256, "md5": md5 })
+            json!({ "index": index, "bytes": bytes, "sha256": sha256.hex(), "md5": md5.as_ref().map(Checksum::hex) })
         }
         JobEventKind::FileFailed {
             index,
@@ -65,7 +66,7 @@ pub fn kind_payload(kind: &JobEventKind) -> Value {
             message,
             will_retry,
         } => json!({
-            "index": index, "code": code, "class": class, "message": message, "will_retry": will_retry
+            "index": index, "code": code.as_str(), "class": class.as_str(), "message": message, "will_retry": will_retry
         }),
         JobEventKind::FileResumed { index, offset } => {
             json!({ "index": index, "offset": offset })
@@ -105,13 +106,16 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
         "file_succeeded" => JobEventKind::FileSucceeded {
             index: u("index")?,
             bytes: n("bytes")?,
-            sha256: s("sha256")?,
-            md5: s("md5"),
+            sha256: Checksum::sha256(&s("sha256")?).ok()?,
+            md5: match s("md5") {
+                Some(hex) => Some(Checksum::md5(&hex).ok()?),
+                None => None,
+            },
         },
         "file_failed" => JobEventKind::FileFailed {
             index: u("index")?,
-            code: s("code")?,
-            class: s("class")?,
+            code: ErrorCode::parse(&s("code")?)?,
+            class: ErrorClass::parse(&s("class")?)?,
             message: s("message")?,
             will_retry: p.get("will_retry").and_then(Value::as_bool)?,
         },
@@ -225,13 +229,13 @@ mod tests {
             JobEventKind::FileSucceeded {
                 index: 0,
                 bytes: 5,
-                sha256: "ab".into(),
+                sha256: Checksum::sha256(&"ab".repeat(32)).unwrap(),
                 md5: None,
             },
             JobEventKind::FileFailed {
                 index: 0,
-                code: "checksum_mismatch".into(),
-                class: "client".into(),
+                code: ferry_domain::ErrorCode::ChecksumMismatch,
+                class: ErrorClass::Client,
                 message: "m".into(),
                 will_retry: false,
             },

@@ -14,8 +14,8 @@ use ferry_domain::ports::{
     JobStorePort, ListedCheckpoint,
 };
 use ferry_domain::{
-    Checkpoint, Checksum, Destination, ErrorClass, FileSpec, FileTask, Job, JobId, JobStatus,
-    ObjectKey, SourceUrl, TaskFailure, TaskStatus, TransferId,
+    Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
+    JobStatus, ObjectKey, SourceUrl, TaskFailure, TaskStatus, TransferId,
 };
 
 use super::codec;
@@ -265,8 +265,8 @@ fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
         opt("error_message")?,
     ) {
         (Some(class), Some(code), Some(message)) => Some(TaskFailure {
-            class: class_from(&class),
-            code,
+            class: ErrorClass::parse(&class).unwrap_or(ErrorClass::Internal),
+            code: ErrorCode::parse(&code).ok_or_else(|| corrupt(code))?,
             message,
         }),
         _ => None,
@@ -297,17 +297,6 @@ fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
         md5,
         failure,
     ))
-}
-
-fn class_from(s: &str) -> ErrorClass {
-    match s {
-        "transient" => ErrorClass::Transient,
-        "source_changed" => ErrorClass::SourceChanged,
-        "client" => ErrorClass::Client,
-        "storage" => ErrorClass::Storage,
-        "cancelled" => ErrorClass::Cancelled,
-        _ => ErrorClass::Internal,
-    }
 }
 
 async fn upsert_task<'c, E>(exec: E, id: &JobId, t: &FileTask) -> Result<(), sqlx::Error>
@@ -344,7 +333,7 @@ where
     .bind(t.sha256().map(|c| c.hex().to_owned()))
     .bind(t.md5().map(|c| c.hex().to_owned()))
     .bind(failure.map(|f| f.class.as_str().to_owned()))
-    .bind(failure.map(|f| f.code.clone()))
+    .bind(failure.map(|f| f.code.as_str().to_owned()))
     .bind(failure.map(|f| f.message.clone()))
     .execute(exec)
     .await?;

@@ -38,7 +38,7 @@ use ferry_domain::ports::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 use ferry_domain::stream::ByteStream;
-use ferry_domain::{ObjectKey, PartRecord, StagedState};
+use ferry_domain::{Checksum, ObjectKey, PartRecord, StagedState};
 
 use super::body::channel_body;
 use super::errors::map_sdk_error;
@@ -765,8 +765,8 @@ impl S3Storage {
             written: 0,
             durable: 0,
             create_metadata: metadata_of(
-                request.expected_sha256_hex.as_deref(),
-                request.expected_md5_hex.as_deref(),
+                request.expected_sha256.as_ref().map(Checksum::hex),
+                request.expected_md5.as_ref().map(Checksum::hex),
             ),
             verify_etags: self.config.verify_part_etags,
             depth: self.config.channel_depth,

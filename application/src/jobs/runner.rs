@@ -242,8 +242,8 @@ impl AttemptObserver for TaskAttempts<'_> {
                 JobEventKind::FileSucceeded {
                     index,
                     bytes: result.bytes,
-                    sha256: result.sha256.hex().to_owned(),
-                    md5: result.md5.as_ref().map(|c| c.hex().to_owned()),
+                    sha256: result.sha256.clone(),
+                    md5: result.md5.clone(),
                 },
             )
             .await;
@@ -253,7 +253,7 @@ impl AttemptObserver for TaskAttempts<'_> {
         let (id, index) = (self.id, self.index);
         let failure = TaskFailure {
             class: error.class(),
-            code: error.code().to_owned(),
+            code: error.code(),
             message: error.to_string(),
         };
         let updated = {
@@ -270,14 +270,14 @@ impl AttemptObserver for TaskAttempts<'_> {
         if let Ok(t) = updated {
             self.recorder.save_task(id, &t).await;
         }
-        warn!(job = %id, index, code = failure.code, retry = will_retry, error = %failure.message, "file failed");
+        warn!(job = %id, index, code = %failure.code, retry = will_retry, error = %failure.message, "file failed");
         self.recorder
             .emit(
                 id,
                 JobEventKind::FileFailed {
                     index,
                     code: failure.code,
-                    class: failure.class.as_str().to_owned(),
+                    class: failure.class,
                     message: failure.message,
                     will_retry,
                 },

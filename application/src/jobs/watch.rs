@@ -335,7 +335,7 @@ mod tests {
                 JobEventKind::FileSucceeded {
                     index: 1,
                     bytes: 9,
-                    sha256: "a".into(),
+                    sha256: ferry_domain::Checksum::sha256(&"a".repeat(64)).unwrap(),
                     md5: None,
                 },
             ),

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::checksum::Checksum;
+use crate::error::{ErrorClass, ErrorCode};
 use crate::job::{JobId, JobStatus, JobSummary};
 
 /// One event of a job. `seq` is assigned by the job store (1, 2, ...); 0
@@ -38,13 +40,13 @@ pub enum JobEventKind {
     FileSucceeded {
         index: usize,
         bytes: u64,
-        sha256: String,
-        md5: Option<String>,
+        sha256: Checksum,
+        md5: Option<Checksum>,
     },
     FileFailed {
         index: usize,
-        code: String,
-        class: String,
+        code: ErrorCode,
+        class: ErrorClass,
         message: String,
         will_retry: bool,
     },

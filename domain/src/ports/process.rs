@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::checkpoint::TransferId;
 use crate::checksum::{Checksum, ChecksumAlgorithm};
-use crate::error::ErrorClass;
+use crate::error::{ErrorClass, ErrorCode};
 use crate::key::ObjectKey;
 use crate::ports::download::DownloadError;
 use crate::ports::progress::ProgressPort;
@@ -168,18 +168,18 @@ impl ProcessFileError {
         matches!(self, ProcessFileError::Source(e) if e.is_exhausted())
     }
 
-    /// A stable snake_case code for JSON output and events.
-    pub fn code(&self) -> &'static str {
+    /// The stable code for JSON output and events.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ProcessFileError::Source(DownloadError::Forbidden { .. }) => "source_forbidden",
-            ProcessFileError::Source(_) => "source_error",
-            ProcessFileError::Storage(_) => "storage_error",
+            ProcessFileError::Source(DownloadError::Forbidden { .. }) => ErrorCode::SourceForbidden,
+            ProcessFileError::Source(_) => ErrorCode::SourceError,
+            ProcessFileError::Storage(_) => ErrorCode::StorageError,
             ProcessFileError::TooLarge { .. } | ProcessFileError::LimitExceeded { .. } => {
-                "size_limit_exceeded"
+                ErrorCode::SizeLimitExceeded
             }
-            ProcessFileError::LengthMismatch { .. } => "length_mismatch",
-            ProcessFileError::UnexpectedSize { .. } => "size_mismatch",
-            ProcessFileError::ChecksumMismatch { .. } => "checksum_mismatch",
+            ProcessFileError::LengthMismatch { .. } => ErrorCode::LengthMismatch,
+            ProcessFileError::UnexpectedSize { .. } => ErrorCode::SizeMismatch,
+            ProcessFileError::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
         }
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::checkpoint::StagedState;
+use crate::checksum::Checksum;
 use crate::error::{BoxError, ErrorClass};
 use crate::key::ObjectKey;
 use crate::stream::ByteStream;
@@ -27,8 +28,8 @@ pub struct WriteRequest {
     pub replayable: bool,
     /// Digests the caller will verify before commit, known up front; the
     /// storage may record them when the write starts.
-    pub expected_sha256_hex: Option<String>,
-    pub expected_md5_hex: Option<String>,
+    pub expected_sha256: Option<Checksum>,
+    pub expected_md5: Option<Checksum>,
 }
 
 impl WriteRequest {
@@ -37,8 +38,8 @@ impl WriteRequest {
             key,
             size_hint,
             replayable: false,
-            expected_sha256_hex: None,
-            expected_md5_hex: None,
+            expected_sha256: None,
+            expected_md5: None,
         }
     }
 }

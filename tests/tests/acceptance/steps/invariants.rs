@@ -47,7 +47,7 @@ fn fails(world: &mut FerryWorld, i: usize) {
     t.start().unwrap();
     t.fail(TaskFailure {
         class: ErrorClass::Client,
-        code: "checksum_mismatch".into(),
+        code: ferry_domain::ErrorCode::ChecksumMismatch,
         message: "differs".into(),
     })
     .unwrap();
@@ -120,7 +120,7 @@ fn task_terminal(world: &mut FerryWorld) {
     assert!(
         t.fail(TaskFailure {
             class: ErrorClass::Internal,
-            code: "x".into(),
+            code: ferry_domain::ErrorCode::Internal,
             message: "x".into(),
         })
         .is_err()
