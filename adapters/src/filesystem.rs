@@ -35,7 +35,7 @@ pub const TEMP_MARKER: &str = ".ferry-tmp.";
 /// Age after which a temp file is stale even if its owner cannot be checked.
 const STALE_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Chunks between two checkpoints of a directory write (spec 001).
+/// Chunks between two checkpoints of a directory write.
 pub const DEFAULT_CHECKPOINT_EVERY: u32 = 5;
 /// Bytes between two fsyncs of a checkpointed directory write, at least.
 /// The fsyncs run in the background (at most one at a time) and a
@@ -315,16 +315,54 @@ fn closed(location: &str) -> StorageError {
     }
 }
 
+/// What a directory write checkpoints: its temp file and the length known
+/// to be on disk. The domain carries it as an opaque `StagedState` (kind
+/// `temp_file`, a JSON token); only this adapter reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TempFileState {
+    pub path: String,
+    pub length: u64,
+}
+
+impl TempFileState {
+    /// The `StagedState` kind of directory writes.
+    pub const KIND: &'static str = "temp_file";
+
+    /// As the domain carries it.
+    pub fn to_staged(&self) -> StagedState {
+        let token = serde_json::to_string(self).unwrap_or_default();
+        StagedState::new(Self::KIND, self.length, token)
+    }
+
+    /// Reads a `StagedState` this adapter made; the error says what is
+    /// wrong.
+    pub fn from_staged(staged: &StagedState) -> Result<Self, String> {
+        if staged.kind() != Self::KIND {
+            return Err(format!(
+                "a {} checkpoint is not a directory write",
+                staged.kind()
+            ));
+        }
+        let state: Self = serde_json::from_str(staged.token())
+            .map_err(|e| format!("damaged temp file state: {e}"))?;
+        if state.length != staged.committed() {
+            return Err("the temp file's length is not the committed bytes".into());
+        }
+        Ok(state)
+    }
+}
+
 impl FsStagedWrite {
     fn location(&self) -> String {
         self.target.display().to_string()
     }
 
     fn state_at(&self, length: u64) -> StagedState {
-        StagedState::TempFile {
+        TempFileState {
             path: self.temp.display().to_string(),
             length,
         }
+        .to_staged()
     }
 
     /// Waits for the background fsync, if any; its length is then durable.
@@ -584,12 +622,14 @@ impl FileStoragePort for FilesystemStorage {
         request: WriteRequest,
         staged: &StagedState,
     ) -> Result<Box<dyn StagedWrite>, StorageError> {
-        let StagedState::TempFile { path, length } = staged else {
-            return Err(StorageError::InvalidDestination {
-                location: self.location(&request.key),
-                reason: format!("a {} checkpoint is not a directory write", staged.kind()),
-            });
-        };
+        let TempFileState { path, length } =
+            TempFileState::from_staged(staged).map_err(|reason| {
+                StorageError::InvalidDestination {
+                    location: self.location(&request.key),
+                    reason,
+                }
+            })?;
+        let (path, length) = (&path, &length);
         let (old, target) = self.checkpointed_temp(&request.key, path).await?;
         let location = target.display().to_string();
         let on_disk = tokio::fs::symlink_metadata(&old)
@@ -635,10 +675,10 @@ impl FileStoragePort for FilesystemStorage {
     }
 
     async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {
-        let StagedState::TempFile { path, .. } = staged else {
+        let Ok(state) = TempFileState::from_staged(staged) else {
             return Ok(());
         };
-        let (temp, _) = self.checkpointed_temp(key, path).await?;
+        let (temp, _) = self.checkpointed_temp(key, &state.path).await?;
         match tokio::fs::remove_file(&temp).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

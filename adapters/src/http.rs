@@ -44,7 +44,8 @@ use ferry_domain::{RetryPolicy, SourceUrl};
 
 use crate::egress::{self, SourceGuard};
 
-/// Tuning of the pooled client. Defaults follow spec 004's undici pool.
+/// Tuning of the pooled client. Defaults follow undici's `Pool` (per-host
+/// connection cap, keep-alive, connect and read-idle timeouts).
 #[derive(Debug, Clone)]
 pub struct HttpClientConfig {
     pub max_connections_per_host: usize,

@@ -109,7 +109,7 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// How close memory is to its ceiling, in spec 001's thresholds.
+/// How close memory is to its ceiling (alerts at 60, 75 and 85 %).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MemoryAlert {
     Normal,

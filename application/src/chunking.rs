@@ -1,4 +1,4 @@
-//! Adaptive chunking: chunk size by file size class (spec 001), and a stream
+//! Adaptive chunking: chunk size by file size class, and a stream
 //! adaptor that re-cuts whatever frames a source yields into chunks of that
 //! size, so that hashing and storage writes see few, evenly sized chunks.
 
@@ -11,7 +11,7 @@ use futures::Stream;
 const KIB: usize = 1024;
 const MB: u64 = 1_000_000;
 
-/// Chunk size for a body of `len` bytes (spec 001's size classes):
+/// Chunk size for a body of `len` bytes (its size class):
 /// under 1 MB 32 KiB, under 10 MB 64 KiB, under 100 MB 128 KiB, else
 /// 256 KiB; 64 KiB when the length is unknown.
 /// The smallest chunk pressure shrinks to.

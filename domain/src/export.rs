@@ -78,10 +78,7 @@ impl PollPolicy {
 
     /// The wait before poll number `poll` (0-based): base * 2^poll, capped.
     pub fn interval(&self, poll: u32) -> Duration {
-        let factor = 2u32.saturating_pow(poll.min(30));
-        self.base_interval
-            .saturating_mul(factor)
-            .min(self.max_interval)
+        crate::retry::exponential(self.base_interval, self.max_interval, poll)
     }
 }
 

@@ -24,8 +24,8 @@ pub mod source;
 pub mod stream;
 
 pub use checkpoint::{
-    Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, PartRecord, SourceIdentity,
-    StagedState, TransferId,
+    Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, SourceIdentity, StagedState,
+    TransferId,
 };
 pub use checksum::{Checksum, ChecksumAlgorithm, InvalidChecksum};
 pub use destination::{CopyTarget, Destination, InvalidCopyTarget, InvalidDestination, S3Url};

@@ -30,6 +30,12 @@ pub fn class_of_status(status: u16) -> ErrorClass {
     }
 }
 
+/// The one backoff formula: `base × 2^n`, capped at `max`. Retries draw
+/// their delay under it (full jitter); export polls wait exactly it.
+pub fn exponential(base: Duration, max: Duration, n: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(n.min(31))).min(max)
+}
+
 /// A uniform number in [0, 1) for retry jitter: the one source every retry
 /// loop draws from (tests pass their own unit to [`RetryPolicy::delay`]).
 pub fn jitter() -> f64 {
@@ -89,11 +95,7 @@ impl RetryPolicy {
         if retry.saturating_add(1) >= self.attempts {
             return None;
         }
-        let ceiling = self
-            .base
-            .saturating_mul(2u32.saturating_pow(retry.min(31)))
-            .min(self.max);
-        let delay = ceiling.mul_f64(unit.clamp(0.0, 1.0));
+        let delay = exponential(self.base, self.max, retry).mul_f64(unit.clamp(0.0, 1.0));
         (elapsed.saturating_add(delay) < self.deadline).then_some(delay)
     }
 }

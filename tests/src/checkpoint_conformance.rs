@@ -1,13 +1,12 @@
 //! One suite for every `CheckpointStorePort`: the job store on SQLite and
 //! PostgreSQL, and `ferry copy`'s state files.
 
+use ferry_adapters::s3::{MultipartState, PartRecord};
 use ferry_domain::ports::{CheckpointError, CheckpointStorePort};
-use ferry_domain::{
-    Checkpoint, HashState, ObjectKey, PartRecord, SourceIdentity, StagedState, TransferId,
-};
+use ferry_domain::{Checkpoint, HashState, ObjectKey, SourceIdentity, TransferId};
 
 fn checkpoint(parts: u32) -> Checkpoint {
-    let staged = StagedState::Multipart {
+    let staged = MultipartState {
         upload_id: format!("upload-{parts}"),
         part_size: 8 << 20,
         parts: (1..=parts)
@@ -17,7 +16,8 @@ fn checkpoint(parts: u32) -> Checkpoint {
                 etag: format!("\"etag-{number}\""),
             })
             .collect(),
-    };
+    }
+    .to_staged();
     Checkpoint::new(
         SourceIdentity {
             url_sha256: "cd".repeat(32),

@@ -1,31 +1,27 @@
 //! The one JSON form of a checkpoint, shared by the job store's
 //! `ferry_checkpoints` table and `ferry copy`'s state files. Hash states are
 //! hex; the source is identified by a digest of its URL, never the URL.
+//! The staged state is the storage adapter's own (a JSON token, stored as
+//! an object with its `kind`), read back through that adapter's type: the
+//! form is the same as when the domain named each kind.
 
 use serde_json::{Value, json};
 
-use ferry_domain::{Checkpoint, HashState, ObjectKey, PartRecord, SourceIdentity, StagedState};
+use ferry_domain::{Checkpoint, HashState, ObjectKey, SourceIdentity, StagedState};
+
+use crate::filesystem::TempFileState;
+use crate::s3::MultipartState;
 
 /// Bumped when the form changes; an unknown version is treated as corrupt
 /// (the transfer restarts from zero).
 const VERSION: u64 = 1;
 
 pub fn to_json(c: &Checkpoint) -> String {
-    let staged = match &c.staged {
-        StagedState::Multipart {
-            upload_id,
-            part_size,
-            parts,
-        } => json!({
-            "kind": "multipart",
-            "upload_id": upload_id,
-            "part_size": part_size,
-            "parts": parts.iter().map(|p| json!({"number": p.number, "size": p.size, "etag": p.etag})).collect::<Vec<_>>(),
-        }),
-        StagedState::TempFile { path, length } => {
-            json!({"kind": "temp_file", "path": path, "length": length})
-        }
-    };
+    // The adapter's token is a JSON object; stored with its kind.
+    let mut staged = serde_json::from_str::<Value>(c.staged.token()).unwrap_or(Value::Null);
+    if let Some(obj) = staged.as_object_mut() {
+        obj.insert("kind".into(), json!(c.staged.kind()));
+    }
     json!({
         "version": VERSION,
         "key": c.key.as_str(),
@@ -81,32 +77,31 @@ pub fn from_json(raw: &str) -> Result<Checkpoint, String> {
         md5: opt(h, "md5").map(unhex).transpose()?,
     };
     let st = v.get("staged").ok_or("missing staged")?;
-    let staged = match text(st, "kind")?.as_str() {
-        "multipart" => StagedState::Multipart {
-            upload_id: text(st, "upload_id")?,
-            part_size: num(st, "part_size")?,
-            parts: st
-                .get("parts")
-                .and_then(Value::as_array)
-                .ok_or("missing parts")?
-                .iter()
-                .map(|p| {
-                    Ok(PartRecord {
-                        number: u32::try_from(num(p, "number")?).map_err(|e| e.to_string())?,
-                        size: num(p, "size")?,
-                        etag: text(p, "etag")?,
-                    })
-                })
-                .collect::<Result<_, String>>()?,
-        },
-        "temp_file" => StagedState::TempFile {
-            path: text(st, "path")?,
-            length: num(st, "length")?,
-        },
-        other => return Err(format!("unknown staged kind {other}")),
-    };
+    let staged = staged_from(st, &text(st, "kind")?)?;
     let saved_at_ms = v.get("saved_at_ms").and_then(Value::as_i64).unwrap_or(0);
     Checkpoint::new(source, key, hash, staged, saved_at_ms).map_err(|e| e.to_string())
+}
+
+/// A stored staged state, read through the adapter that owns its kind.
+fn staged_from(st: &Value, kind: &str) -> Result<StagedState, String> {
+    let parse = |what: &'static str| move |e: serde_json::Error| format!("bad {what} state: {e}");
+    let mut token = st.clone();
+    if let Some(o) = token.as_object_mut() {
+        o.remove("kind");
+    }
+    match kind {
+        MultipartState::KIND => {
+            let state: MultipartState =
+                serde_json::from_value(token).map_err(parse("multipart"))?;
+            state.validate()?;
+            Ok(state.to_staged())
+        }
+        TempFileState::KIND => {
+            let state: TempFileState = serde_json::from_value(token).map_err(parse("temp file"))?;
+            Ok(state.to_staged())
+        }
+        other => Err(format!("unknown staged kind {other}")),
+    }
 }
 
 #[cfg(test)]
@@ -136,21 +131,27 @@ mod tests {
 
     #[test]
     fn both_kinds_round_trip() {
-        let multipart = sample(StagedState::Multipart {
-            upload_id: "u-1".into(),
-            part_size: 8 << 20,
-            parts: (1..=3)
-                .map(|n| PartRecord {
-                    number: n,
-                    size: 8 << 20,
-                    etag: format!("\"etag{n}\""),
-                })
-                .collect(),
-        });
-        let file = sample(StagedState::TempFile {
-            path: "/data/dir/.file.bin.ferry-tmp.1.2".into(),
-            length: 5 << 20,
-        });
+        let multipart = sample(
+            MultipartState {
+                upload_id: "u-1".into(),
+                part_size: 8 << 20,
+                parts: (1..=3)
+                    .map(|n| crate::s3::PartRecord {
+                        number: n,
+                        size: 8 << 20,
+                        etag: format!("\"etag{n}\""),
+                    })
+                    .collect(),
+            }
+            .to_staged(),
+        );
+        let file = sample(
+            TempFileState {
+                path: "/data/dir/.file.bin.ferry-tmp.1.2".into(),
+                length: 5 << 20,
+            }
+            .to_staged(),
+        );
         for c in [multipart, file] {
             assert_eq!(from_json(&to_json(&c)).unwrap(), c);
         }
@@ -158,10 +159,13 @@ mod tests {
 
     #[test]
     fn damaged_checkpoints_are_refused_with_a_reason() {
-        let c = sample(StagedState::TempFile {
-            path: "/d/.f.ferry-tmp.1.2".into(),
-            length: 10,
-        });
+        let c = sample(
+            TempFileState {
+                path: "/d/.f.ferry-tmp.1.2".into(),
+                length: 10,
+            }
+            .to_staged(),
+        );
         let good = to_json(&c);
         assert!(
             from_json(&good[..good.len() / 2])
@@ -176,5 +180,24 @@ mod tests {
         );
         let other_version = good.replace("\"version\":1", "\"version\":9");
         assert!(from_json(&other_version).is_err());
+    }
+
+    /// Checkpoints written before the staged state became the adapters'
+    /// own still read back (the stored form did not change).
+    #[test]
+    fn checkpoints_in_the_earlier_form_still_resume() {
+        let raw = r#"{"version":1,"key":"dir/file.bin","source":{"url_sha256":"abab","length":100,"etag":"\"e1\"","last_modified":null},"hash":{"bytes":60,"sha256":"0707","md5":null},"staged":{"kind":"multipart","upload_id":"u-1","part_size":30,"parts":[{"number":1,"size":30,"etag":"\"a\""},{"number":2,"size":30,"etag":"\"b\""}]},"saved_at_ms":5}"#;
+        let c = from_json(raw).unwrap();
+        let state = MultipartState::from_staged(&c.staged).unwrap();
+        assert_eq!((state.upload_id.as_str(), state.parts.len()), ("u-1", 2));
+        assert_eq!(c.committed(), 60);
+        let file = r#"{"version":1,"key":"f.bin","source":{"url_sha256":"abab","length":100,"etag":null,"last_modified":"x"},"hash":{"bytes":10,"sha256":"0707","md5":null},"staged":{"kind":"temp_file","path":"/d/.f.ferry-tmp.1.2","length":10},"saved_at_ms":5}"#;
+        let c = from_json(file).unwrap();
+        assert_eq!(
+            TempFileState::from_staged(&c.staged).unwrap().path,
+            "/d/.f.ferry-tmp.1.2"
+        );
+        let gap = raw.replace("\"number\":2", "\"number\":3");
+        assert!(from_json(&gap).unwrap_err().contains("1..n"));
     }
 }

@@ -11,8 +11,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_domain::StagedState;
 use ferry_domain::ports::CheckpointStorePort;
+
+use crate::filesystem::TempFileState;
 
 /// The temp files that checkpoints name (saved less than `max_age` ago, if
 /// given): a stale temp sweep keeps them for their resume.
@@ -33,12 +34,8 @@ pub async fn checkpointed_temp_files(
         .into_iter()
         .filter_map(|(_, c)| {
             let c = c.ok()?;
-            match c.staged {
-                StagedState::TempFile { path, .. } if c.saved_at_ms > oldest_ms => {
-                    Some(PathBuf::from(path))
-                }
-                _ => None,
-            }
+            let state = TempFileState::from_staged(&c.staged).ok()?;
+            (c.saved_at_ms > oldest_ms).then(|| PathBuf::from(state.path))
         })
         .collect()
 }

@@ -1,8 +1,8 @@
-//! S3 (aws-sdk-s3): the per-call-bucket [`S3Service`] (spec 004's S3
-//! surface) and [`S3Storage`], the `FileStoragePort` for one bucket and
-//! prefix.
+//! S3 (aws-sdk-s3): the per-call-bucket [`S3Service`] (ferry's S3
+//! operations, each naming its bucket) and [`S3Storage`], the
+//! `FileStoragePort` for one bucket and prefix.
 //!
-//! Client settings, measured against Garage 2.5.0 (see shared notes):
+//! Client settings, measured against Garage 2.5.0 (docs/s3.md):
 //! path-style addressing, `request_checksum_calculation(WhenRequired)` (a
 //! streamed UploadPart with the SDK's default flexible checksums is rejected
 //! by Garage with "Invalid payload signature"), and the SDK's stalled-stream
@@ -15,8 +15,10 @@
 mod body;
 mod errors;
 mod service;
+mod staged;
 mod storage;
 
 pub use errors::map_sdk_error;
 pub use service::{BatchDeleteReport, IncompleteUpload, S3Service, S3Settings};
+pub use staged::{MultipartState, PartRecord};
 pub use storage::{S3Storage, S3StorageConfig};

@@ -1,5 +1,11 @@
-//! Spec 004's S3 surface, with the bucket given on every call (no hidden
-//! default bucket).
+//! ferry's S3 operations, with the bucket given on every call (no hidden
+//! default bucket). `S3Storage` (the `FileStoragePort`) uses the upload,
+//! download, head, delete, list-parts, abort and metadata calls; the rest
+//! (`download_to_file`, `delete_objects`, `presigned_get`,
+//! `list_incomplete_uploads`) are library API for tools and tests built on
+//! ferry's client settings, each tested on Garage. Nothing here aborts an
+//! upload it is not given the id of: ferry aborts only uploads a checkpoint
+//! or a live write names.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -184,6 +190,7 @@ impl S3Service {
     }
 
     /// Downloads to `path` atomically: a temp file beside it, fsync, rename.
+    /// Library API (not used by `ferry copy`/`serve`).
     pub async fn download_to_file(
         &self,
         bucket: &str,
@@ -266,6 +273,7 @@ impl S3Service {
     }
 
     /// Deletes many keys, 1,000 per request, reporting per-key failures.
+    /// Library API (not used by `ferry copy`/`serve`).
     pub async fn delete_objects(
         &self,
         bucket: &str,
@@ -339,7 +347,9 @@ impl S3Service {
         Ok(req.uri().to_owned())
     }
 
-    /// Multipart uploads under `prefix` started more than `older_than` ago.
+    /// Multipart uploads under `prefix` started more than `older_than` ago
+    /// (to inspect, e.g. that nothing was left behind; it never aborts).
+    /// Library API (not used by `ferry copy`/`serve`).
     pub async fn list_incomplete_uploads(
         &self,
         bucket: &str,
@@ -457,28 +467,17 @@ impl S3Service {
                 Ok(parts) if parts.is_empty() => return Ok(()),
                 Ok(_) => {}
             }
-            tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+            tokio::time::sleep(ferry_domain::retry::exponential(
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+                attempt,
+            ))
+            .await;
         }
         Err(StorageError::Unavailable {
             location,
             reason: "the multipart upload could not be aborted".into(),
         })
-    }
-
-    /// Aborts every incomplete upload under `prefix` older than `older_than`.
-    pub async fn abort_incomplete_uploads(
-        &self,
-        bucket: &str,
-        prefix: Option<&str>,
-        older_than: Duration,
-    ) -> Result<usize, StorageError> {
-        let uploads = self
-            .list_incomplete_uploads(bucket, prefix, older_than)
-            .await?;
-        for u in &uploads {
-            self.abort_upload(bucket, &u.key, &u.upload_id).await?;
-        }
-        Ok(uploads.len())
     }
 
     /// Replaces an object's user metadata (server-side self-copy).

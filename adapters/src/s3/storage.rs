@@ -38,7 +38,9 @@ use ferry_domain::ports::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };
 use ferry_domain::stream::ByteStream;
-use ferry_domain::{Checksum, ObjectKey, PartRecord, StagedState};
+use ferry_domain::{Checksum, ObjectKey, StagedState};
+
+use super::staged::{MultipartState, PartRecord};
 
 use super::body::channel_body;
 use super::errors::map_sdk_error;
@@ -139,9 +141,9 @@ fn metadata_of(sha256: Option<&str>, md5: Option<&str>) -> HashMap<String, Strin
     m
 }
 
+/// Whether an ETag is the MD5 `md5` (a single-part object's or part's).
 fn etag_matches(etag: &str, md5: &[u8]) -> bool {
-    etag.trim_matches('"')
-        .eq_ignore_ascii_case(&hex::encode(md5))
+    same_etag(etag, &hex::encode(md5))
 }
 
 type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;
@@ -732,13 +734,13 @@ impl StagedWrite for S3Write {
                 etag: part.e_tag.clone().unwrap_or_default(),
             });
         }
-        let state = StagedState::Multipart {
+        let state = MultipartState {
             upload_id: upload_id.clone(),
             part_size: *part_size,
             parts,
         };
         self.reported_parts = Some(self.parts.len());
-        Ok(Some(state))
+        Ok(Some(state.to_staged()))
     }
 
     fn suspend(mut self: Box<Self>) {
@@ -748,6 +750,7 @@ impl StagedWrite for S3Write {
     }
 }
 
+/// The one ETag comparison: quotes dropped, hex case ignored.
 fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"')
         .eq_ignore_ascii_case(b.trim_matches('"'))
@@ -822,17 +825,12 @@ impl FileStoragePort for S3Storage {
             location: location.clone(),
             reason,
         };
-        let StagedState::Multipart {
+        let MultipartState {
             upload_id,
             part_size,
             parts,
-        } = staged
-        else {
-            return Err(refuse(format!(
-                "a {} checkpoint is not an S3 upload",
-                staged.kind()
-            )));
-        };
+        } = MultipartState::from_staged(staged).map_err(&refuse)?;
+        let (upload_id, part_size, parts) = (&upload_id, &part_size, &parts);
         let size = match request.size_hint {
             Some(size) if request.replayable => size,
             _ => {
@@ -895,11 +893,11 @@ impl FileStoragePort for S3Storage {
     }
 
     async fn discard(&self, key: &ObjectKey, staged: &StagedState) -> Result<(), StorageError> {
-        let StagedState::Multipart { upload_id, .. } = staged else {
+        let Ok(state) = MultipartState::from_staged(staged) else {
             return Ok(());
         };
         self.service
-            .abort_upload(&self.bucket, &self.full_key(key), upload_id)
+            .abort_upload(&self.bucket, &self.full_key(key), &state.upload_id)
             .await
     }
 

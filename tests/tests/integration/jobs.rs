@@ -61,6 +61,28 @@ pub fn build_service(
     )
 }
 
+/// A service over the harness's store and files with its own source client
+/// and event sink.
+fn service_over(
+    h: &Harness,
+    http: PooledHttpClient,
+    events: Arc<dyn ferry_domain::ports::JobEventsPort>,
+    config: JobServiceConfig,
+) -> Arc<JobService> {
+    Arc::new(ferry_tests::job_service(
+        h.store.clone(),
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        Arc::new(DefaultStorageResolver::new(
+            h.files.path().to_path_buf(),
+            S3Settings::default(),
+            S3StorageConfig::default(),
+        )),
+        events,
+        Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
+        config,
+    ))
+}
+
 pub fn fast_config() -> JobServiceConfig {
     JobServiceConfig {
         retry: RetryPolicy {
@@ -525,21 +547,9 @@ async fn every_event_reaches_the_webhook_signed_and_in_order() {
     let webhook = WebhookEvents::start(config).unwrap();
 
     let mut h = Harness::sqlite().await;
-    let files_root = h.files.path().to_path_buf();
     let fanout = FanoutEvents(vec![Arc::new(h.events.clone()), Arc::new(webhook)]);
     let http = PooledHttpClient::new(HttpClientConfig::default()).unwrap();
-    h.service = Arc::new(ferry_tests::job_service(
-        h.store.clone(),
-        Arc::new(SourceRouter::new(Arc::new(http), None)),
-        Arc::new(DefaultStorageResolver::new(
-            files_root,
-            S3Settings::default(),
-            S3StorageConfig::default(),
-        )),
-        Arc::new(fanout),
-        Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
-        fast_config(),
-    ));
+    h.service = service_over(&h, http, Arc::new(fanout), fast_config());
     let (a, _) = h.file("w1.bin", 30_000, Behavior::Normal);
     let (b, _) = h.file("w2.bin", 40_000, Behavior::Normal);
     let rec = h
@@ -835,18 +845,7 @@ async fn a_source_that_always_answers_503_costs_one_request_per_allowed_attempt(
         ..HttpClientConfig::default()
     })
     .unwrap();
-    h.service = Arc::new(ferry_tests::job_service(
-        h.store.clone(),
-        Arc::new(SourceRouter::new(Arc::new(http), None)),
-        Arc::new(DefaultStorageResolver::new(
-            h.files.path().to_path_buf(),
-            S3Settings::default(),
-            S3StorageConfig::default(),
-        )),
-        Arc::new(h.events.clone()),
-        Box::new(|| JobId::parse(&format!("job-{:016x}", rand::random::<u64>())).unwrap()),
-        config.clone(),
-    ));
+    h.service = service_over(&h, http, Arc::new(h.events.clone()), config.clone());
     let (f, _) = h.file(
         "down.bin",
         10_000,

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::events::BroadcastEvents;
+use ferry_adapters::filesystem::TempFileState;
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_application::jobs::{Access, JobServiceConfig, SubmitJobRequest};
 use ferry_domain::ports::{CheckpointStorePort, JobStorePort};
-use ferry_domain::{
-    Checkpoint, HashState, JobStatus, ObjectKey, SourceIdentity, StagedState, TransferId,
-};
+use ferry_domain::{Checkpoint, HashState, JobStatus, ObjectKey, SourceIdentity, TransferId};
 use ferry_tests::garage::{garage, service, unique_prefix};
 use ferry_tests::origin::Behavior;
 
@@ -39,10 +38,11 @@ fn temp_checkpoint(path: &std::path::Path, key: &str, len: u64) -> Checkpoint {
             sha256: vec![0; 40],
             md5: None,
         },
-        StagedState::TempFile {
+        TempFileState {
             path: path.display().to_string(),
             length: len,
-        },
+        }
+        .to_staged(),
         0,
     )
     .unwrap()

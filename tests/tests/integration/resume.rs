@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::checkpoint::CheckpointFiles;
+use ferry_adapters::filesystem::TempFileState;
+use ferry_adapters::s3::MultipartState;
 use ferry_adapters::s3::{S3Storage, S3StorageConfig};
 use ferry_adapters::{FilesystemStorage, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig, chunk_size_for};
 use ferry_domain::ports::{
     CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort,
 };
-use ferry_domain::{ObjectKey, StagedState, TransferId};
+use ferry_domain::{ObjectKey, TransferId};
 use ferry_tests::garage::{garage, service, unique_prefix};
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::told::Told;
@@ -203,10 +205,11 @@ async fn resumes_after_a_failure(s3: bool) {
         committed > 0 && committed <= cut as u64 && cut as u64 - committed <= bound(s3),
         "checkpoint at {committed} for a cut at {cut}"
     );
-    match (&checkpoint.staged, s3) {
-        (StagedState::Multipart { parts, .. }, true) => assert_eq!(parts.len(), 2),
-        (StagedState::TempFile { .. }, false) => {}
-        (other, _) => panic!("unexpected staged state {other:?}"),
+    if s3 {
+        let state = MultipartState::from_staged(&checkpoint.staged).unwrap();
+        assert_eq!(state.parts.len(), 2);
+    } else {
+        TempFileState::from_staged(&checkpoint.staged).unwrap();
     }
 
     let told = Arc::new(Told::default());

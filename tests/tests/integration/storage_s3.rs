@@ -166,11 +166,10 @@ async fn incomplete_uploads_are_listed_by_age_and_aborted() {
         .unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].upload_id, id);
-    let aborted = svc
-        .abort_incomplete_uploads(&garage().bucket, Some(&prefix), Duration::ZERO)
+    // ferry aborts only uploads it can name (a checkpoint's upload id).
+    svc.abort_upload(&garage().bucket, &key, &all[0].upload_id)
         .await
         .unwrap();
-    assert_eq!(aborted, 1);
     assert_eq!(incomplete_uploads(&prefix).await, 0);
 }
 
