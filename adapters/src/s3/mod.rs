@@ -17,6 +17,7 @@ mod errors;
 mod service;
 mod staged;
 mod storage;
+mod write;
 
 pub use errors::map_sdk_error;
 pub use service::{BatchDeleteReport, IncompleteUpload, S3Service, S3Settings};

@@ -84,6 +84,11 @@ pub enum StorageError {
     InvalidDestination { location: String, reason: String },
     #[error("the storage at {location} is unavailable: {reason}")]
     Unavailable { location: String, reason: String },
+    /// The memory budget cannot hold what this write must buffer.
+    #[error(
+        "the memory budget cannot buffer a part for {location}: {reason}; raise --memory-budget or lower --part-size"
+    )]
+    MemoryBudget { location: String, reason: String },
     #[error("unexpected storage error at {location}: {source}")]
     Unexpected {
         location: String,
@@ -95,9 +100,9 @@ pub enum StorageError {
 impl StorageError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            StorageError::NotFound { .. } | StorageError::InvalidDestination { .. } => {
-                ErrorClass::Client
-            }
+            StorageError::NotFound { .. }
+            | StorageError::InvalidDestination { .. }
+            | StorageError::MemoryBudget { .. } => ErrorClass::Client,
             StorageError::PermissionDenied { .. } | StorageError::StorageFull { .. } => {
                 ErrorClass::Storage
             }
