@@ -13,6 +13,9 @@ pub mod process_file;
 pub mod size_guard;
 pub mod transfer;
 
+#[cfg(test)]
+mod proptests;
+
 pub use backpressure::{Admission, Backpressure, BackpressureConfig, PressureReport};
 pub use chunking::{Rechunker, chunk_size_for};
 pub use hashing::{HashState, InvalidHashState, StreamHasher};

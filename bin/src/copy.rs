@@ -371,7 +371,7 @@ pub async fn run(
             let _ = use_case.abandon(id).await;
         }
         eprintln!("ferry: interrupted; unfinished files were not stored");
-        return ExitCode::from(130);
+        return ExitCode::from(exit::INTERRUPTED);
     }
     // The exit code of the first failed SOURCE, in command-line order.
     outcomes.sort_by_key(|(i, _)| *i);

@@ -22,6 +22,8 @@ pub const JOB_WITH_ERRORS: u8 = 7;
 pub const JOB_FAILED: u8 = 8;
 /// The ferry server could not be reached or failed (job commands).
 pub const SERVER: u8 = 9;
+/// Interrupted (Ctrl-C, SIGINT): nothing was stored.
+pub const INTERRUPTED: u8 = 130;
 
 pub fn for_error(error: &ProcessFileError) -> u8 {
     match error {
@@ -51,6 +53,7 @@ mod tests {
         let limit = ProcessFileError::LimitExceeded {
             limit: ferry_domain::ByteSize::new(1),
         };
+        // The README's table, in its order.
         let codes = [
             OK,
             INTERNAL,
@@ -59,11 +62,33 @@ mod tests {
             SIZE_LIMIT,
             SOURCE,
             STORAGE,
+            JOB_WITH_ERRORS,
+            JOB_FAILED,
+            SERVER,
+            INTERRUPTED,
         ];
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130]);
         let mut sorted = codes.to_vec();
+        sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), codes.len());
         assert_eq!(for_error(&mismatch), CHECKSUM_MISMATCH);
         assert_eq!(for_error(&limit), SIZE_LIMIT);
+        let gave_up = ProcessFileError::Source(ferry_domain::ports::DownloadError::Status {
+            url: "http://h/x".into(),
+            status: 503,
+            exhausted: true,
+        });
+        assert_eq!(for_error(&gave_up), SOURCE);
+        let bug = ProcessFileError::Storage(ferry_domain::ports::StorageError::Unexpected {
+            location: "x".into(),
+            source: "bug".into(),
+        });
+        assert_eq!(for_error(&bug), INTERNAL);
+        let budget = ProcessFileError::Storage(ferry_domain::ports::StorageError::MemoryBudget {
+            location: "x".into(),
+            reason: "r".into(),
+        });
+        assert_eq!(for_error(&budget), STORAGE);
     }
 }

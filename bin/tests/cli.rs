@@ -572,3 +572,50 @@ async fn a_source_that_always_answers_503_costs_retries_plus_one_requests() {
     assert_eq!(origin.requests().len(), 3);
     assert!(entries(&work.path().join("out")).is_empty());
 }
+
+/// Ctrl-C (SIGINT) mid-copy: exit 130, a one-line message, and nothing
+/// stored: no destination file, no temp file.
+#[tokio::test]
+async fn an_interrupted_copy_exits_130_and_stores_nothing() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/slow.bin",
+        generate(4_000_000, 42),
+        Behavior::Throttled {
+            bytes_per_tick: 50_000,
+            tick: std::time::Duration::from_millis(50),
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("out");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["copy", &origin.url("/slow.bin"), "out/", "--no-checkpoint"])
+        .current_dir(work.path())
+        .env_remove("FERRY_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the copy is under way: its temp file exists.
+    let started = std::time::Instant::now();
+    while entries(&out_dir).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the copy never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
+}

@@ -23,6 +23,9 @@ pub mod size;
 pub mod source;
 pub mod stream;
 
+#[cfg(test)]
+mod proptests;
+
 pub use checkpoint::{
     Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, SourceIdentity, StagedState,
     TransferId,
