@@ -216,7 +216,7 @@ impl From<&JobRecord> for JobDto {
             updated_at_ms: record.updated_at_ms,
             failure: record.job.failure().map(str::to_owned),
             has_task_token: record.task_token.is_some(),
-            callback: record.callback.clone(),
+            callback: record.callback.as_ref().map(ToString::to_string),
             summary: (&record.job.summary()).into(),
             export: record.export.as_ref().map(|e| ExportView {
                 start_url: e.spec.start_url.redacted(),

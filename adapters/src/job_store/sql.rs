@@ -10,8 +10,8 @@ use sqlx::{AnyPool, Row};
 use tracing::info;
 
 use ferry_domain::ports::{
-    CheckpointError, CheckpointStorePort, JobEvent, JobFilter, JobPage, JobRecord, JobStoreError,
-    JobStorePort, ListedCheckpoint,
+    CallbackOutcome, CheckpointError, CheckpointStorePort, JobEvent, JobFilter, JobPage, JobRecord,
+    JobStoreError, JobStorePort, ListedCheckpoint,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -229,7 +229,9 @@ impl SqlJobStore {
             owner: opt("owner")?,
             created_at_ms: row.try_get("created_at_ms").map_err(unavailable)?,
             updated_at_ms: row.try_get("updated_at_ms").map_err(unavailable)?,
-            callback: opt("callback")?,
+            callback: opt("callback")?
+                .map(|c| CallbackOutcome::parse(&c).ok_or_else(|| corrupt(c)))
+                .transpose()?,
             export,
             last_event_seq: to_u64(row.try_get("next_seq").map_err(unavailable)?),
         })
@@ -355,7 +357,7 @@ impl JobStorePort for SqlJobStore {
         .bind(record.task_token.clone())
         .bind(record.owner.clone())
         .bind(record.job.failure().map(str::to_owned))
-        .bind(record.callback.clone())
+        .bind(record.callback.as_ref().map(ToString::to_string))
         .bind(record.created_at_ms)
         .bind(record.updated_at_ms)
         .bind(export_text(record))
@@ -451,7 +453,7 @@ impl JobStorePort for SqlJobStore {
         )
         .bind(record.job.status().as_str())
         .bind(record.job.failure().map(str::to_owned))
-        .bind(record.callback.clone())
+        .bind(record.callback.as_ref().map(ToString::to_string))
         .bind(record.updated_at_ms)
         .bind(export_text(record))
         .bind(record.job.id.as_str())

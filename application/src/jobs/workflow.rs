@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use ferry_domain::JobStatus;
-use ferry_domain::ports::{JobRecord, WorkflowCallbackPort};
+use ferry_domain::ports::{CallbackOutcome, CallbackSent, JobRecord, WorkflowCallbackPort};
 
 use super::recorder::Recorder;
 
@@ -39,25 +39,25 @@ impl WorkflowNotifier {
                 callback
                     .succeed(&token, &output.to_string())
                     .await
-                    .map(|()| "task_success")
+                    .map(|()| CallbackSent::TaskSuccess)
             }
             JobStatus::Cancelled => callback
                 .fail(&token, "ferry.JobCancelled", "the job was cancelled")
                 .await
-                .map(|()| "task_failure"),
+                .map(|()| CallbackSent::TaskFailure),
             _ => {
                 let cause = record.job.failure().unwrap_or("the job failed").to_owned();
                 callback
                     .fail(&token, "ferry.JobFailed", &cause)
                     .await
-                    .map(|()| "task_failure")
+                    .map(|()| CallbackSent::TaskFailure)
             }
         };
         record.callback = Some(match outcome {
-            Ok(sent) => format!("sent {sent}"),
+            Ok(sent) => CallbackOutcome::Sent(sent),
             Err(e) => {
                 warn!(job = %record.job.id, error = %e, "workflow callback failed");
-                format!("failed: {e}")
+                CallbackOutcome::Failed(e.to_string())
             }
         });
         if let Err(e) = recorder.save_job(record).await {

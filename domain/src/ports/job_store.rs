@@ -8,6 +8,7 @@ use crate::error::{BoxError, ErrorClass};
 use crate::export::Export;
 use crate::job::{FileTask, Job, JobId, JobStatus};
 use crate::ports::events::JobEvent;
+use crate::ports::workflow::CallbackOutcome;
 
 /// A stored job with what the store keeps beside the state machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +24,7 @@ pub struct JobRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// What happened to the workflow callback, if any.
-    pub callback: Option<String>,
+    pub callback: Option<CallbackOutcome>,
     /// The export this job started at a provider, if it did not list its
     /// files (saved with the job).
     pub export: Option<Export>,

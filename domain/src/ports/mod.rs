@@ -38,4 +38,4 @@ pub use transfer::{
     AttemptObserver, AttemptRefused, AttemptSlot, TransferError, TransferFactoryPort, TransferPort,
     Unobserved,
 };
-pub use workflow::{CallbackError, WorkflowCallbackPort};
+pub use workflow::{CallbackError, CallbackOutcome, CallbackSent, WorkflowCallbackPort};

@@ -73,14 +73,23 @@ fn failure(world: &mut FerryWorld, token: String, error: String, cause: String) 
 #[then(regex = r#"^the job records the callback as "([^"]+)"$"#)]
 async fn recorded(world: &mut FerryWorld, outcome: String) {
     assert_eq!(
-        current(world).await.callback.as_deref(),
+        current(world)
+            .await
+            .callback
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some(outcome.as_str())
     );
 }
 
 #[then("the job records that the callback failed, after retries")]
 async fn recorded_failure(world: &mut FerryWorld) {
-    let callback = current(world).await.callback.unwrap_or_default();
+    let callback = current(world)
+        .await
+        .callback
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     assert!(callback.starts_with("failed:"), "{callback}");
     assert!(calls(world).len() > 1, "the SDK retried");
 }
