@@ -111,6 +111,7 @@ impl StorageResolverPort for DefaultStorageResolver {
         let io = |e: std::io::Error| StorageError::Unavailable {
             location: location.clone(),
             reason: e.to_string(),
+            exhausted: false,
         };
         tokio::fs::create_dir_all(&root).await.map_err(io)?;
         let meta = tokio::fs::metadata(&root).await.map_err(io)?;

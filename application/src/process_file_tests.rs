@@ -82,6 +82,7 @@ fn storage(seen: Arc<Mutex<Seen>>) -> MockFileStoragePort {
                 return Err(ferry_domain::ports::StorageError::Unavailable {
                     location: "mem".into(),
                     reason: "part upload reset".into(),
+                    exhausted: false,
                 });
             }
             s.written.extend_from_slice(&chunk);

@@ -187,3 +187,25 @@ async fn retries_wait_within_the_policy() {
     // Full jitter under the first ceiling (100 ms).
     assert!(before.elapsed() <= Duration::from_millis(100));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_storage_request_the_sdk_already_retried_is_not_retried_again() {
+    let exhausted = ProcessFileError::Storage(ferry_domain::ports::StorageError::Unavailable {
+        location: "s3://b/k".into(),
+        reason: "SlowDown".into(),
+        exhausted: true,
+    });
+    let t = transfer(scripted(vec![exhausted], 1), 5);
+    let seen = Recorder::default();
+    assert!(t.run(command(true), 0, &seen).await.is_err());
+    assert_eq!(*seen.failed.lock().unwrap(), vec![(1, false)]);
+    let fresh = ProcessFileError::Storage(ferry_domain::ports::StorageError::Unavailable {
+        location: "s3://b/k".into(),
+        reason: "reset".into(),
+        exhausted: false,
+    });
+    let t = transfer(scripted(vec![fresh], 0), 5);
+    let seen = Recorder::default();
+    t.run(command(true), 0, &seen).await.unwrap();
+    assert_eq!(*seen.failed.lock().unwrap(), vec![(1, true)]);
+}

@@ -8,8 +8,27 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use ferry_domain::ports::StorageError;
 use ferry_domain::retry::is_transient_status;
 
-/// Maps any S3 operation error. `location` names what was being accessed.
+/// Maps an S3 operation error whose request the SDK could retry (its body
+/// is in memory or empty: the SDK's standard retries ran), so a transient
+/// failure is marked exhausted. `location` names what was being accessed.
 pub fn map_sdk_error<E>(location: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    map(location, err, true)
+}
+
+/// Maps the error of a request whose body was streamed from the source: the
+/// SDK cannot retry it, so a transient failure is left to the caller
+/// (ProcessFile re-reads the part, or the transfer retries).
+pub fn map_streamed_error<E>(location: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    map(location, err, false)
+}
+
+fn map<E>(location: &str, err: SdkError<E, HttpResponse>, exhausted: bool) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -23,7 +42,11 @@ where
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            StorageError::Unavailable { location, reason }
+            StorageError::Unavailable {
+                location,
+                reason,
+                exhausted,
+            }
         }
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default().to_owned();
@@ -47,10 +70,18 @@ where
                 ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _)
                 | (_, 401 | 403) => StorageError::PermissionDenied { location, reason },
                 ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _) => {
-                    StorageError::Unavailable { location, reason }
+                    StorageError::Unavailable {
+                location,
+                reason,
+                exhausted,
+            }
                 }
                 (_, status) if is_transient_status(status) => {
-                    StorageError::Unavailable { location, reason }
+                    StorageError::Unavailable {
+                location,
+                reason,
+                exhausted,
+            }
                 }
                 ("EntityTooLarge" | "QuotaExceeded", _) => StorageError::StorageFull { location },
                 _ => StorageError::Unexpected {

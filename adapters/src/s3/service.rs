@@ -180,6 +180,7 @@ impl S3Service {
                     let error = StorageError::Unavailable {
                         location: location.clone(),
                         reason: e.to_string(),
+                        exhausted: false,
                     };
                     Some((Err(error), (body, location)))
                 }
@@ -477,6 +478,7 @@ impl S3Service {
         Err(StorageError::Unavailable {
             location,
             reason: "the multipart upload could not be aborted".into(),
+            exhausted: true,
         })
     }
 

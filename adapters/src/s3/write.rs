@@ -28,7 +28,7 @@ use ferry_domain::ports::{CommitInfo, StagedWrite, StorageError, StoredObject};
 use ferry_domain::{ObjectKey, StagedState};
 
 use super::body::channel_body;
-use super::errors::map_sdk_error;
+use super::errors::{map_sdk_error, map_streamed_error};
 use super::service::{S3Service, s3_location};
 use super::staged::{MultipartState, PartRecord};
 use crate::killpoint::kill_point;
@@ -98,6 +98,7 @@ impl Target {
                     "{what} arrived corrupted: ETag {etag} differs from the MD5 {} ferry sent",
                     hex::encode(md5)
                 ),
+                exhausted: false,
             }),
             None => Err(self.unexpected(format!("{what} returned no ETag"))),
         }
@@ -166,7 +167,7 @@ impl Target {
                         .body(body)
                         .send()
                         .await
-                        .map_err(|e| map_sdk_error(&location, e))?
+                        .map_err(|e| map_streamed_error(&location, e))?
                         .e_tag
                 }
                 Request::Part { upload_id, number } => {
@@ -180,7 +181,7 @@ impl Target {
                         .body(body)
                         .send()
                         .await
-                        .map_err(|e| map_sdk_error(&location, e))?
+                        .map_err(|e| map_streamed_error(&location, e))?
                         .e_tag
                 }
             };

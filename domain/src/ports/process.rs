@@ -165,7 +165,11 @@ impl ProcessFileError {
     /// An adapter already retried this failure as far as the policy allows
     /// (see [`crate::retry`]): no further retry.
     pub fn is_exhausted(&self) -> bool {
-        matches!(self, ProcessFileError::Source(e) if e.is_exhausted())
+        match self {
+            ProcessFileError::Source(e) => e.is_exhausted(),
+            ProcessFileError::Storage(e) => e.is_exhausted(),
+            _ => false,
+        }
     }
 
     /// The stable code for JSON output and events.

@@ -82,8 +82,14 @@ pub enum StorageError {
     StorageFull { location: String },
     #[error("the destination {location} cannot be used: {reason}")]
     InvalidDestination { location: String, reason: String },
+    /// `exhausted`: the adapter (or its SDK) already retried this request
+    /// as far as its policy allows; retrying it again would stack loops.
     #[error("the storage at {location} is unavailable: {reason}")]
-    Unavailable { location: String, reason: String },
+    Unavailable {
+        location: String,
+        reason: String,
+        exhausted: bool,
+    },
     /// The memory budget cannot hold what this write must buffer.
     #[error(
         "the memory budget cannot buffer a part for {location}: {reason}; raise --memory-budget or lower --part-size"
@@ -113,6 +119,18 @@ impl StorageError {
 
     pub fn is_retryable(&self) -> bool {
         self.class().is_retryable()
+    }
+
+    /// The adapter already retried this failure as far as its policy
+    /// allows: the caller must not retry it again.
+    pub fn is_exhausted(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Unavailable {
+                exhausted: true,
+                ..
+            }
+        )
     }
 }
 
