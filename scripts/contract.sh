@@ -34,6 +34,8 @@ done
 
 # The all-jobs stream never ends while the server runs: it is checked for
 # its status, content type and first item by bin/tests/streams.rs instead.
+out="$work/schemathesis.log"
+set +e
 "$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --exclude-path /v1/events \
@@ -42,4 +44,14 @@ done
   --request-timeout 10 \
   --workers 2 \
   --suppress-health-check all \
-  --no-color
+  --no-color 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "contract: schemathesis found problems (exit $status); ferry serve's log:" >&2
+  tail -n 50 "$work/serve.log" >&2
+  exit "$status"
+fi
+# One plain closing line: the generated cases that passed.
+passed="$(grep -oE '[0-9]+ generated, [0-9]+ passed' "$out" | tail -n1 | awk '{print $3}')"
+echo "contract: ${passed:-0} passed, 0 failed"
