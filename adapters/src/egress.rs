@@ -12,6 +12,7 @@
 //! - Proxies from the environment are ignored when the guard is on: a proxy
 //!   would make the connection, out of the guard's sight.
 
+use crate::error_text::find_cause;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -187,26 +188,12 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The first cause of type `T` in an error's chain.
-fn cause<T: std::error::Error + Clone + 'static>(
-    error: &(dyn std::error::Error + 'static),
-) -> Option<T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found.clone());
-        }
-        current = e.source();
-    }
-    None
-}
-
 /// Why a request was refused by the guard or the redirect policy (a denied
 /// address, a redirect to another scheme), if that is why it failed.
 pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    cause::<SourceDenied>(error)
+    find_cause::<SourceDenied>(error)
         .map(|d| d.to_string())
-        .or_else(|| cause::<RedirectSchemeRefused>(error).map(|r| r.to_string()))
+        .or_else(|| find_cause::<RedirectSchemeRefused>(error).map(|r| r.to_string()))
 }
 
 #[cfg(test)]

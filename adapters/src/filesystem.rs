@@ -315,6 +315,34 @@ fn closed(location: &str) -> StorageError {
     }
 }
 
+/// Flushes and fsyncs a written temp file, renames it over `target` and
+/// fsyncs the directory, so the rename itself is durable: the one way a
+/// file of ferry's becomes visible on disk.
+pub(crate) async fn publish(
+    file: &mut tokio::fs::File,
+    temp: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    file.flush().await?;
+    file.sync_all().await?;
+    tokio::fs::rename(temp, target).await?;
+    sync_parent_dir(target).await;
+    Ok(())
+}
+
+/// Makes a rename into `path`'s directory durable (a failure is logged:
+/// the file itself is complete and fsynced).
+async fn sync_parent_dir(path: &Path) {
+    let Some(dir) = path.parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let synced = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await;
+    if let Ok(Err(e)) = synced {
+        warn!(error = %e, "could not fsync the destination directory");
+    }
+}
+
 /// What a directory write checkpoints: its temp file and the length known
 /// to be on disk. The domain carries it as an opaque `StagedState` (kind
 /// `temp_file`, a JSON token); only this adapter reads it.
@@ -465,9 +493,6 @@ impl StagedWrite for FsStagedWrite {
                 location: location.clone(),
                 source: "commit after the file was closed".into(),
             })?;
-            file.flush().await.map_err(|e| io_error(&location, e))?;
-            file.sync_all().await.map_err(|e| io_error(&location, e))?;
-            drop(file);
             if self.written != info.size {
                 return Err(StorageError::Unexpected {
                     location: location.clone(),
@@ -478,20 +503,11 @@ impl StagedWrite for FsStagedWrite {
                     .into(),
                 });
             }
-            tokio::fs::rename(&self.temp, &self.target)
+            publish(&mut file, &self.temp, &self.target)
                 .await
                 .map_err(|e| io_error(&location, e))?;
             self.finished = true;
             kill_point("ferry-fs-renamed", self.written);
-            if let Some(dir) = self.target.parent() {
-                // Make the rename itself durable.
-                let dir = dir.to_path_buf();
-                let synced =
-                    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await;
-                if let Ok(Err(e)) = synced {
-                    warn!(error = %e, "could not fsync the destination directory");
-                }
-            }
             Ok(())
         }
         .await;

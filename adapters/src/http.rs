@@ -216,23 +216,15 @@ fn map_send_error(url: &str, e: &reqwest::Error, max_redirects: usize) -> Downlo
     }
 }
 
-/// The error and its causes, without the URL reqwest puts in its message.
+/// The error's causes, without the URL reqwest puts in its own message.
 fn error_chain(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut parts = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(err) = current {
-        parts.push(err.to_string());
-        current = err.source();
-    }
-    if parts.is_empty() {
-        parts.push(if e.is_timeout() {
+    crate::error_text::causes(e).unwrap_or_else(|| {
+        if e.is_timeout() {
             "timed out".to_owned()
         } else {
             "request failed".to_owned()
-        });
-    }
-    parts.join(": ")
+        }
+    })
 }
 
 /// Marks an error this client retried (`retried`) as exhausted, so callers

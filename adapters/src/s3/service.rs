@@ -218,9 +218,9 @@ impl S3Service {
                 total += chunk.len() as u64;
                 file.write_all(&chunk).await.map_err(io)?;
             }
-            file.flush().await.map_err(io)?;
-            file.sync_all().await.map_err(io)?;
-            tokio::fs::rename(&temp, path).await.map_err(io)?;
+            crate::filesystem::publish(&mut file, &temp, path)
+                .await
+                .map_err(io)?;
             Ok(total)
         }
         .await;
