@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// At most one progress event per file per this interval.
     #[arg(long, env = "FERRY_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub progress_interval: std::time::Duration,
+    /// The shortest poll interval an export job may ask for (a shorter
+    /// `export.poll.base_interval_ms` is refused with 400), so a job cannot
+    /// turn ferry into a flood against a provider.
+    #[arg(long, env = "FERRY_MIN_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub min_poll_interval: std::time::Duration,
     /// Recent events held in memory for live streams (shared); a stream
     /// further behind catches up from the job store.
     #[arg(long, env = "FERRY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]

@@ -221,6 +221,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         max_files_per_job: args.max_files_per_job,
         max_file_size: args.max_size,
         progress_interval: args.progress_interval,
+        min_poll_interval: args.min_poll_interval,
         live_capacity: usize::try_from(args.stream_buffer).unwrap_or(4096),
         watch_max_lag: args.stream_max_lag,
         allow_file_sources: file_source.is_some(),

@@ -738,7 +738,7 @@ async fn a_thousand_slowloris_sockets_do_not_stop_healthz() {
     let mut sockets = Vec::new();
     for _ in 0..1000 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await
             .unwrap();
         sockets.push(s);
@@ -785,7 +785,7 @@ async fn idle_keep_alive_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(FERRY, dir.path(), &["--header-read-timeout", "1s"]);
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut buf = vec![0u8; 4096];
@@ -794,4 +794,168 @@ async fn idle_keep_alive_connections_are_closed() {
     // Idle: no next request. The server closes the connection.
     let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+}
+
+/// DNS rebinding and WebSocket abuse on an API without tokens: a foreign
+/// `Host` gets 421 and changes nothing; a cross-site WebSocket upgrade gets
+/// 403; a 1 MiB WebSocket message closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebinding_hosts_and_websocket_abuse_are_refused() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/slow.bin",
+        generate(3_000_000, 31),
+        Behavior::Throttled {
+            bytes_per_tick: 100_000,
+            tick: Duration::from_millis(100),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &["--allow-source", "127.0.0.1"]);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", server.url);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let job = json!({ "files": [{ "source": origin.url("/slow.bin"), "key": "slow.bin" }], "destination": "ws" });
+
+    // A page that rebinds its own name to 127.0.0.1 sends that name.
+    for path in ["/healthz", "/v1/jobs"] {
+        let resp = http
+            .get(url(path))
+            .header("host", format!("rebind.evil.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+    }
+    let refused = http
+        .post(url("/v1/jobs"))
+        .header("host", "rebind.evil.example")
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+    let listed: Value = http
+        .get(url("/v1/jobs"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        0,
+        "nothing was submitted"
+    );
+
+    let created: Value = http
+        .post(url("/v1/jobs"))
+        .json(&job)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let ws_url = format!("{}/v1/jobs/{id}/ws", server.url.replace("http://", "ws://"));
+
+    // Another site's page.
+    let mut cross = ws_url.clone().into_client_request().unwrap();
+    cross
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(cross).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("a cross-site upgrade was accepted: {:?}", other.map(|_| ())),
+    }
+
+    // Its own page may; a 1 MiB message closes the socket.
+    let mut same = ws_url.into_client_request().unwrap();
+    same.headers_mut()
+        .insert("origin", server.url.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(same).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first, Message::Text(_)), "{first:?}");
+    // A small message is fine: events keep coming.
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(next, Message::Text(_)), "{next:?}");
+    let _ = ws.send(Message::Text("x".repeat(1 << 20).into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(_)) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    let job_now: Value = http
+        .get(url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        job_now["status"], "downloading",
+        "the socket closed before the job ended: {job_now}"
+    );
+}
+
+/// An export job cannot make ferry poll a provider in a tight loop: a
+/// 1 ms poll interval is refused with 400 naming the field, and nothing is
+/// stored or started.
+#[tokio::test]
+async fn a_one_millisecond_poll_policy_is_refused() {
+    let canary = Canary::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &[]);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({
+            "export": { "start_url": format!("http://127.0.0.1:{}/start", canary.port),
+                        "poll": { "base_interval_ms": 1, "max_interval_ms": 1, "deadline_ms": 604_800_000 } },
+            "destination": "flood"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"]["field"], "export.poll.base_interval_ms",
+        "{body}"
+    );
+    let listed: Value = http
+        .get(format!("{}/v1/jobs", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(canary.hits(), 0);
 }

@@ -283,7 +283,7 @@ async fn api_runs_an_export_job_and_never_shows_the_provider_secret() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &["--min-poll-interval", "10ms"]);
     let client = reqwest::Client::new();
 
     // Files and an export together are refused, naming the field.

@@ -271,7 +271,7 @@ async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_even
     let mut stream = socket.connect(addr).await.unwrap();
     stream
         .write_all(
-            format!("GET /v1/jobs/{id}/events?after=0 HTTP/1.1\r\nHost: x\r\nAccept: application/x-ndjson\r\nConnection: close\r\n\r\n")
+            format!("GET /v1/jobs/{id}/events?after=0 HTTP/1.1\r\nHost: localhost\r\nAccept: application/x-ndjson\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
         .await
@@ -548,7 +548,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let server = Server::start(dir.path(), &["--header-read-timeout", "300ms"]);
     let addr = server.addr();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 512];

@@ -41,6 +41,8 @@ pub struct JobServiceConfig {
     pub retry: RetryPolicy,
     pub max_files_per_job: usize,
     pub max_file_size: ByteSize,
+    /// The shortest export poll interval a job may ask for.
+    pub min_poll_interval: Duration,
     /// At most one progress event per file per interval.
     pub progress_interval: Duration,
     /// Events held for live watchers (shared by all); a watcher further
@@ -69,6 +71,7 @@ impl Default for JobServiceConfig {
                 deadline: Duration::from_secs(30 * 60),
             },
             max_files_per_job: 10_000,
+            min_poll_interval: Duration::from_secs(1),
             max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             progress_interval: Duration::from_secs(1),
             live_capacity: 4096,
@@ -215,6 +218,17 @@ impl JobService {
             self.config.max_files_per_job,
             self.config.allow_file_sources,
         )?;
+        if let Some(spec) = &valid.export
+            && spec.poll.base_interval() < self.config.min_poll_interval
+        {
+            return Err(SubmitError::Invalid(InvalidJobRequest {
+                field: "export.poll.base_interval_ms".into(),
+                message: format!(
+                    "polls at most every {} ms on this server; ask for a longer base_interval_ms",
+                    self.config.min_poll_interval.as_millis()
+                ),
+            }));
+        }
         let files = valid.files.len();
         let id = (self.new_id)();
         let now = self.recorder.now_ms();

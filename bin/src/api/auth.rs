@@ -284,6 +284,54 @@ fn unauthorized(message: &str) -> Response {
     resp
 }
 
+/// Whether `host` (a `Host` header: name or IP literal, optional port) may
+/// reach an API without tokens: `localhost` or an IP literal. A web page
+/// that DNS-rebinds its own name to 127.0.0.1 still sends its name as
+/// `Host`, so it is refused (421) before anything runs.
+pub fn open_api_host_allowed(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (port.is_empty() || port.strip_prefix(':').is_some_and(valid_port));
+            }
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// On an API without tokens, refuses requests whose `Host` is a name other
+/// than `localhost` (DNS rebinding) with 421.
+pub async fn check_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.auth.tokens.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if !host.is_some_and(open_api_host_allowed) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "this server has no tokens and answers only to localhost or an IP address as Host; configure --tokens to serve other names",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Puts the [`Caller`] in the request's extensions, or answers 401.
 /// `/healthz`, `/readyz` and `/v1/openapi.json` are open; `/metrics` is open
 /// when configured so.
@@ -322,6 +370,33 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_api_hosts_are_localhost_or_ip_literals() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:8080",
+            "10.1.2.3:80",
+        ] {
+            assert!(open_api_host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "rebind.evil.example",
+            "rebind.evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "[::1",
+            "[evil]:80",
+            "localhost:http",
+            "",
+        ] {
+            assert!(!open_api_host_allowed(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn tokens_verify_by_hash() {

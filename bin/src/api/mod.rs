@@ -182,6 +182,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_host,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -143,6 +143,34 @@ fn watch_error(e: WatchError) -> ApiError {
     }
 }
 
+/// The largest WebSocket message or frame a client may send (4 KiB).
+const WS_MAX_MESSAGE: usize = 4 * 1024;
+
+/// A browser's WebSocket upgrade must come from a page of this server: its
+/// `Origin` (when sent) names the same host as `Host`. Cross-site pages get
+/// 403 (WebSockets are not covered by CORS).
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    if host.is_some() && origin_host.is_some_and(|o| Some(o) == host) {
+        return Ok(());
+    }
+    let mut err = ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "the WebSocket upgrade comes from another site's page (Origin differs from Host)",
+    );
+    err.field = Some("Origin".into());
+    Err(err)
+}
+
 /// The stream's query, or a JSON 400 naming the field.
 fn stream_query(
     query: Result<Query<StreamQuery>, QueryRejection>,
@@ -315,6 +343,7 @@ fn http_stream(
         (status = 101, description = "switched to WebSocket; text frames carry StreamItem JSON"),
         (status = 400, description = "bad id or `after`, or not a WebSocket upgrade", body = ErrorDto),
         (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 403, description = "the Origin is another site's", body = ErrorDto),
         (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
         (status = 426, description = "a WebSocket upgrade is required", body = ErrorDto),
         (status = 429, description = "too many open streams for this caller", body = ErrorDto),
@@ -329,6 +358,7 @@ pub async fn job_ws(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let after = after_of(&stream_query(query)?, &headers)?;
+    same_origin(&headers)?;
     let upgrade = upgrade.map_err(|r| {
         let status = r.status();
         let code = if status == StatusCode::UPGRADE_REQUIRED {
@@ -352,7 +382,11 @@ pub async fn job_ws(
         state.shutdown.clone(),
         (guard, slot),
     );
-    Ok(upgrade.on_upgrade(move |socket| pump_ws(socket, frames)))
+    // Clients only listen: their messages are never larger than a ping.
+    Ok(upgrade
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| pump_ws(socket, frames)))
 }
 
 async fn pump_ws(socket: WebSocket, frames: impl Stream<Item = Frame> + Send + 'static) {

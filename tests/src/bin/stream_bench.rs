@@ -60,7 +60,7 @@ async fn open(addr: &str, path: &str, accept: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: {accept}\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();

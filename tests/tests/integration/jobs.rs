@@ -85,6 +85,7 @@ fn service_over(
 
 pub fn fast_config() -> JobServiceConfig {
     JobServiceConfig {
+        min_poll_interval: Duration::from_millis(1),
         retry: RetryPolicy {
             base: Duration::from_millis(10),
             ..JobServiceConfig::default().retry

@@ -106,6 +106,7 @@ impl JobWorld {
             events,
             config: JobServiceConfig {
                 per_job_concurrency: per_job,
+                min_poll_interval: Duration::from_millis(1),
                 retry: RetryPolicy {
                     base: Duration::from_millis(10),
                     ..JobServiceConfig::default().retry
