@@ -41,6 +41,15 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 }
 
+/// How `ferry copy` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    Auto,
+    Bar,
+    Lines,
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Human,
@@ -324,9 +333,18 @@ pub struct CopyArgs {
     /// Print one JSON object with the result (the default when stdout is not a terminal).
     #[arg(long, env = "FERRY_JSON")]
     pub json: bool,
-    /// Never show a progress bar.
+    /// Never show progress (same as `--progress none`).
     #[arg(long, env = "FERRY_NO_PROGRESS")]
     pub no_progress: bool,
+    /// How progress shows on stderr: `bar` (a terminal bar), `lines` (a
+    /// short line every --progress-every: for CI and Kubernetes logs),
+    /// `none`, or `auto`: a bar on a terminal, lines otherwise. The JSON
+    /// result on stdout is the same whatever this is.
+    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// With `--progress lines`: at most one line per file this often.
+    #[arg(long, env = "FERRY_PROGRESS_EVERY", default_value = "5s", value_parser = parse_duration)]
+    pub progress_every: std::time::Duration,
     /// Refuse sources that resolve to non-public addresses (SSRF guard;
     /// on by default for ferry serve).
     #[arg(long, env = "FERRY_SOURCE_GUARD", value_enum, default_value_t = Toggle::Off)]

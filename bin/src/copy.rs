@@ -29,9 +29,9 @@ use ferry_domain::{
     ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceUrl, TransferId,
 };
 
-use crate::cli::{CopyArgs, Toggle};
+use crate::cli::{CopyArgs, ProgressMode, Toggle};
 use crate::exit;
-use crate::progress::TerminalProgress;
+use crate::progress::{LineProgress, TerminalProgress};
 
 /// A problem with the arguments, reported before any transfer starts.
 struct UsageError(String);
@@ -268,7 +268,18 @@ pub async fn run(
         }
     };
 
-    let show_progress = !args.no_progress && !args.json && std::io::stderr().is_terminal();
+    let progress = match (args.no_progress, args.progress) {
+        (true, _) | (false, ProgressMode::None) => ProgressMode::None,
+        (false, ProgressMode::Auto) if std::io::stderr().is_terminal() => {
+            if args.json {
+                ProgressMode::None
+            } else {
+                ProgressMode::Bar
+            }
+        }
+        (false, ProgressMode::Auto) => ProgressMode::Lines,
+        (false, mode) => mode,
+    };
     let group = MultiProgress::new();
     let expected: Vec<_> = [args.sha256.clone(), args.md5.clone()]
         .into_iter()
@@ -288,9 +299,15 @@ pub async fn run(
             command.expected = expected.clone();
             command.max_size = args.max_size;
             command.compute_md5 = args.compute_md5;
-            if show_progress {
-                let label = p.source.file_name().unwrap_or_else(|| "download".into());
-                command.progress = Arc::new(TerminalProgress::in_group(label, &group));
+            let label = || p.source.file_name().unwrap_or_else(|| "download".into());
+            match progress {
+                ProgressMode::Bar => {
+                    command.progress = Arc::new(TerminalProgress::in_group(label(), &group));
+                }
+                ProgressMode::Lines => {
+                    command.progress = Arc::new(LineProgress::new(label(), args.progress_every));
+                }
+                ProgressMode::Auto | ProgressMode::None => {}
             }
             (p.source, command)
         })

@@ -619,3 +619,103 @@ async fn an_interrupted_copy_exits_130_and_stores_nothing() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
 }
+
+/// `--progress lines`: short progress lines on stderr during a slow copy
+/// (what CI and Kubernetes logs show); none with `--progress none`; the
+/// JSON result on stdout is the same either way.
+#[tokio::test]
+async fn progress_lines_appear_in_logs_and_the_json_result_is_unchanged() {
+    let origin = Origin::start().await.unwrap();
+    let data = generate(2_000_000, 43);
+    origin.serve(
+        "/slow.bin",
+        data.clone(),
+        Behavior::Throttled {
+            bytes_per_tick: 100_000,
+            tick: std::time::Duration::from_millis(100),
+        },
+    );
+    let url = origin.url("/slow.bin");
+    let run = |mode: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let work = tempfile::tempdir().unwrap();
+            let out = ferry(
+                &[
+                    "copy",
+                    &url,
+                    "out/",
+                    "--progress",
+                    mode,
+                    "--progress-every",
+                    "300ms",
+                    "--no-checkpoint",
+                ],
+                work.path(),
+            );
+            (out, work)
+        })
+    };
+    let (lines, _w1) = run("lines").await.unwrap();
+    let (none, _w2) = run("none").await.unwrap();
+    for out in [&lines, &none] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(out);
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["sha256"], sha256_hex(&data));
+    }
+    let stderr = String::from_utf8_lossy(&lines.stderr);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ferry: slow.bin: "))
+        .collect();
+    assert!(progress.len() >= 2, "{stderr}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains("MiB") || l.contains("KiB")),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains('%') && l.contains("ETA")),
+        "{progress:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&none.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+}
+
+/// Logs written to a pipe carry no colour escape codes.
+#[tokio::test]
+async fn piped_logs_have_no_escape_codes() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/busy.bin",
+        generate(10_000, 44),
+        Behavior::FailFirst {
+            times: 1,
+            status: 503,
+        },
+    );
+    let url = origin.url("/busy.bin");
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        ferry(&["copy", &url, "out/", "--no-checkpoint"], &cwd)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The retry was logged (a warning), without escape codes.
+    assert!(stderr.contains("retrying source"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
