@@ -289,10 +289,17 @@ pub enum JobCommand {
     /// Submit a job from a JSON file ({"files":[{"source","key","sha256"?}],"destination"?}).
     Submit {
         file: std::path::PathBuf,
-        /// Wait for the job to end, showing progress; the exit code tells how it ended.
+        /// Wait for the job to end, following its event stream (as `ferry job
+        /// watch`); the exit code tells how it ended.
         #[arg(long)]
         wait: bool,
     },
+    /// Follow a job's event stream until it ends: per-file progress bars on
+    /// a terminal, NDJSON lines on stderr otherwise; reconnects without gap
+    /// or duplicate after a drop or a server restart; prints the final job
+    /// on stdout and exits with its code (0, 7 with errors, 8 failed or
+    /// cancelled, 9 server unreachable).
+    Watch { id: String },
     /// Show a job.
     Status { id: String },
     /// Cancel a job.

@@ -1,11 +1,9 @@
 //! `ferry job submit|status|cancel`: a client of `ferry serve`'s API.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::cli::{JobArgs, JobCommand};
@@ -61,7 +59,7 @@ fn print(value: &Value) {
     }
 }
 
-fn exit_for_status(status: &str) -> ExitCode {
+pub(crate) fn exit_for_status(status: &str) -> ExitCode {
     ExitCode::from(match status {
         "completed" => exit::OK,
         "completed_with_errors" => exit::JOB_WITH_ERRORS,
@@ -69,14 +67,13 @@ fn exit_for_status(status: &str) -> ExitCode {
     })
 }
 
-fn is_terminal_status(s: &str) -> bool {
-    matches!(
-        s,
-        "completed" | "completed_with_errors" | "failed" | "cancelled"
-    )
-}
-
-async fn submit(client: &reqwest::Client, server: &str, file: &Path, wait: bool) -> ExitCode {
+async fn submit(
+    client: &reqwest::Client,
+    streams: &reqwest::Client,
+    server: &str,
+    file: &Path,
+    wait: bool,
+) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => return fail(exit::USAGE, format!("cannot read {}: {e}", file.display())),
@@ -108,45 +105,8 @@ async fn submit(client: &reqwest::Client, server: &str, file: &Path, wait: bool)
         print(&job);
         return ExitCode::from(exit::OK);
     }
-    eprintln!("ferry: job {id} accepted; waiting for it to finish");
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(job["summary"]["total"].as_u64().unwrap_or(0));
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} files {msg}")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    });
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let job = match answer(
-            client.get(format!("{server}/v1/jobs/{id}")).send().await,
-            server,
-        )
-        .await
-        {
-            Ok(j) => j,
-            Err(code) => return code,
-        };
-        let status = job["status"].as_str().unwrap_or_default().to_owned();
-        if let Some(bar) = &bar {
-            let s = &job["summary"];
-            let finished = s["succeeded"].as_u64().unwrap_or(0) + s["failed"].as_u64().unwrap_or(0);
-            bar.set_position(finished);
-            bar.set_message(format!(
-                "{} bytes, {status}",
-                s["bytes_done"].as_u64().unwrap_or(0)
-            ));
-        }
-        if is_terminal_status(&status) {
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            print(&job);
-            return exit_for_status(&status);
-        }
-    }
+    eprintln!("ferry: job {id} accepted; following its events");
+    crate::watch::watch(streams, server, &id).await
 }
 
 /// Prints the job the server answered with.
@@ -174,16 +134,25 @@ pub async fn run(args: JobArgs) -> ExitCode {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let client = match reqwest::Client::builder()
+    let built = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .default_headers(headers)
+        .default_headers(headers.clone())
         .build()
-    {
+        .and_then(|client| {
+            // Streams last as long as the job: no overall timeout.
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .default_headers(headers)
+                .build()
+                .map(|streams| (client, streams))
+        });
+    let (client, streams) = match built {
         Ok(c) => c,
         Err(e) => return fail(exit::INTERNAL, format!("cannot build the HTTP client: {e}")),
     };
     match args.command {
-        JobCommand::Submit { file, wait } => submit(&client, &server, &file, wait).await,
+        JobCommand::Submit { file, wait } => submit(&client, &streams, &server, &file, wait).await,
+        JobCommand::Watch { id } => crate::watch::watch(&streams, &server, &id).await,
         JobCommand::Status { id } => {
             show(
                 client.get(format!("{server}/v1/jobs/{id}")).send().await,

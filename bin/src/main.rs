@@ -9,6 +9,7 @@ mod job_cmd;
 mod logging;
 mod progress;
 mod serve;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -445,3 +445,221 @@ async fn an_s3_job_killed_at_a_checkpoint_resumes_from_the_job_store() {
         assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
     }
 }
+
+/// The NDJSON items `ferry job watch` wrote to stderr.
+fn watched_items(stderr: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(Value::is_object)
+        .collect()
+}
+
+/// Event sequence numbers in the order shown.
+fn shown_seqs(items: &[Value]) -> Vec<u64> {
+    items
+        .iter()
+        .filter(|v| v["type"] != "snapshot")
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+/// `ferry job watch ID` without a terminal: the stream as NDJSON on stderr
+/// (snapshot first, events in order, progress included), the final job on
+/// stdout, exit 0; an unknown job exits 9.
+#[tokio::test]
+async fn job_watch_follows_the_event_stream_to_the_end() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--progress-interval", "50ms"]);
+    let files: Vec<Value> = (0..3)
+        .map(|i| {
+            let data = generate(600_000, 700 + i);
+            let path = format!("/w/{i}.bin");
+            origin.serve(
+                &path,
+                data.clone(),
+                Behavior::Throttled {
+                    bytes_per_tick: 100_000,
+                    tick: Duration::from_millis(100),
+                },
+            );
+            json!({ "source": origin.url(&path), "key": format!("w/{i}.bin"), "sha256": sha256_hex(&data) })
+        })
+        .collect();
+    let job = server
+        .submit(&json!({ "files": files, "destination": "watch" }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["job", "--server", &url, "watch", &id])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed");
+    let items = watched_items(&out.stderr);
+    assert_eq!(items[0]["type"], "snapshot", "{items:?}");
+    let seqs = shown_seqs(&items);
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    let count = |t: &str| items.iter().filter(|v| v["type"] == t).count();
+    assert!(count("file_progress") >= 3, "{items:?}");
+    assert_eq!(count("file_succeeded"), 3);
+    assert_eq!(count("job_completed"), 1);
+
+    let url = server.url.clone();
+    let missing = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["job", "--server", &url, "watch", "no-such-job"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(missing.status.code(), Some(9));
+}
+
+/// A server restart while `ferry job watch` follows a job: the watcher
+/// reconnects with `after=` and shows every event once, in order, to the
+/// end; the job (resumed by the new process) completes; exit 0.
+#[tokio::test]
+async fn job_watch_reconnects_across_a_server_restart_without_gap_or_duplicate() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--progress-interval", "50ms"];
+    let first = Server::start(dir.path(), &flags);
+    let data = generate(3_000_000, 777);
+    origin.serve(
+        "/r/slow.bin",
+        data.clone(),
+        Behavior::Throttled {
+            bytes_per_tick: 100_000,
+            tick: Duration::from_millis(100),
+        },
+    );
+    let job = first
+        .submit(&json!({ "files": [{ "source": origin.url("/r/slow.bin"), "key": "slow.bin", "sha256": sha256_hex(&data) }], "destination": "restart" }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let addr = first.addr();
+    let watcher = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["job", "--server", &first.url, "watch", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restart the server mid-transfer (the file takes about 3 s), on the
+    // same address.
+    first.wait_status(&id, &["downloading"]).await;
+    for _ in 0..400 {
+        let j = first.get_json(&format!("/v1/jobs/{id}")).await;
+        if j["summary"]["running"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let j = first.get_json(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(j["status"], "downloading", "restarted before the end: {j}");
+    first.sigterm();
+    let mut first = first;
+    first.child.wait().unwrap();
+    let _second =
+        ServeProcess::start_on(env!("CARGO_BIN_EXE_ferry"), &addr, dir.path(), &flags, &[]);
+    let out = tokio::task::spawn_blocking(move || watcher.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed");
+    let items = watched_items(&out.stderr);
+    let seqs = shown_seqs(&items);
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "no duplicate: {seqs:?}"
+    );
+    // No gap: every stored event up to the end was shown.
+    let stored: Vec<Value> = reqwest::get(format!("http://{addr}/v1/jobs/{id}/events?after=0"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] != "snapshot")
+        .collect();
+    // Everything after what the first snapshot reflected.
+    assert_eq!(items[0]["type"], "snapshot");
+    let from = items[0]["seq"].as_u64().unwrap();
+    let stored_seqs: Vec<u64> = stored
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .filter(|s| *s > from)
+        .collect();
+    assert_eq!(seqs, stored_seqs);
+    assert_eq!(
+        items
+            .iter()
+            .filter(|v| v["type"] == "job_completed")
+            .count(),
+        1
+    );
+}
+
+/// `ferry job watch` on a terminal (a pseudo-terminal made by `script`):
+/// progress bars instead of NDJSON lines, then the final job and exit 0.
+#[tokio::test]
+async fn job_watch_on_a_terminal_draws_bars_not_json_lines() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--progress-interval", "50ms"]);
+    let data = generate(1_000_000, 778);
+    origin.serve(
+        "/t/bar.bin",
+        data.clone(),
+        Behavior::Throttled {
+            bytes_per_tick: 100_000,
+            tick: Duration::from_millis(100),
+        },
+    );
+    let job = server
+        .submit(&json!({ "files": [{ "source": origin.url("/t/bar.bin"), "key": "bar.bin", "sha256": sha256_hex(&data) }], "destination": "tty" }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let command = format!(
+        "{} job --server {} watch {id}",
+        env!("CARGO_BIN_EXE_ferry"),
+        server.url
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    // `script` merges the terminal's output into its stdout.
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("file 0 ["), "a bar was drawn: {screen}");
+    assert!(!screen.contains("\"type\":\"file_progress\""), "{screen}");
+    assert!(screen.contains("\"status\": \"completed\""), "{screen}");
+}
