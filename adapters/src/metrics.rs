@@ -64,6 +64,19 @@ impl MethodLabel {
     }
 }
 
+/// A refused request's status (401, 403, 413, 421, 429, 431).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    pub status: u16,
+}
+
+/// The statuses that mean "refused before any work": counted and summed up
+/// in one log line per interval instead of a line per request, so a flood
+/// cannot fill the disk with logs.
+pub fn is_refusal(status: u16) -> bool {
+    matches!(status, 401 | 403 | 413 | 421 | 429 | 431)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// A route template of the router (a fixed set), never a raw path.
@@ -101,6 +114,9 @@ pub struct Metrics {
     coalesced_seen: AtomicU64,
     lagged_seen: AtomicU64,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    refused: Family<RefusedLabel, Counter>,
+    /// Refusals since the last summary line, by status.
+    refused_tally: Mutex<std::collections::BTreeMap<u16, u64>>,
     rss: Gauge,
     budget_total: Gauge,
     budget_in_use: Gauge,
@@ -151,6 +167,8 @@ impl Metrics {
             admitted: Gauge::default(),
             admission_cap: Gauge::default(),
             started: Mutex::new(HashMap::new()),
+            refused: Family::default(),
+            refused_tally: Mutex::new(std::collections::BTreeMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -222,6 +240,11 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP requests by route template, method and status",
             m.requests.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "Requests refused before any work (401, 403, 413, 421, 429, 431), by status",
+            m.refused.clone(),
         );
         for (name, help, gauge) in [
             (
@@ -315,6 +338,22 @@ impl Metrics {
                 status,
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a refused request (see [`is_refusal`]).
+    pub fn refused(&self, status: u16) {
+        self.refused.get_or_create(&RefusedLabel { status }).inc();
+        if let Ok(mut tally) = self.refused_tally.lock() {
+            *tally.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Refusals since the last call, by status (for one summary log line).
+    pub fn take_refused(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.refused_tally
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
     }
 
     /// Brings counters kept elsewhere (watch statistics) up to date.

@@ -279,6 +279,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
 
     tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
     tokio::spawn(clean_orphans(jobs.clone()));
+    tokio::spawn(summarise_refusals(metrics.clone()));
     let shutdown = CancellationToken::new();
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(
@@ -460,3 +461,32 @@ async fn shutdown_signal() {
     }
     eprintln!("ferry serve: shutting down; unfinished jobs resume at the next start");
 }
+
+/// One log line per interval for the requests refused in it (401, 403,
+/// 413, 421, 429, 431), instead of a line each: a flood of refused
+/// requests cannot fill the disk.
+async fn summarise_refusals(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(REFUSAL_SUMMARY_EVERY);
+    loop {
+        tick.tick().await;
+        let tally = metrics.take_refused();
+        if tally.is_empty() {
+            continue;
+        }
+        let total: u64 = tally.values().sum();
+        let by_status = tally
+            .iter()
+            .map(|(status, n)| format!("{status}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(
+            refused = total,
+            by_status = %by_status,
+            seconds = REFUSAL_SUMMARY_EVERY.as_secs(),
+            "requests refused"
+        );
+    }
+}
+
+/// How often refused requests are summed up in the log.
+const REFUSAL_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -959,3 +959,70 @@ async fn a_one_millisecond_poll_policy_is_refused() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(canary.hits(), 0);
 }
+
+/// A flood of refused requests (no token) for 10 s: every one is counted in
+/// `/metrics`, and the server's log grows by summary lines, not a line per
+/// request (under 1 MB in all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_flood_writes_a_bounded_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, [_alice, _bob, ops]) = tokens_file(dir.path());
+    let server = Server::start(
+        FERRY,
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap(), "--public-metrics"],
+    );
+    let url = format!("{}/v1/jobs", server.url);
+    let started = std::time::Instant::now();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, sent) = (url.clone(), sent.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while started.elapsed() < Duration::from_secs(10) {
+                    let resp = http
+                        .post(&url)
+                        .json(&json!({ "files": [], "destination": "" }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 1_000, "the flood was a flood: {sent} requests");
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: usize = metrics
+        .lines()
+        .find(|l| l.starts_with("ferry_http_refused_total{status=\"401\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(counted, sent, "every refusal is counted");
+    let log = server.log();
+    assert!(
+        log.len() < 1_000_000,
+        "log of {} bytes for {sent} refusals",
+        log.len()
+    );
+    // The admin token still works, and its request is logged as usual.
+    let ok = reqwest::Client::new()
+        .get(format!("{}/v1/jobs", server.url))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}

@@ -222,6 +222,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
     let status = resp.status().as_u16();
     state.metrics.request(&route, &method, status, took);
+    if ferry_adapters::metrics::is_refusal(status) {
+        // Summed up in one line per interval (serve.rs), never a line each.
+        state.metrics.refused(status);
+        return resp;
+    }
     span.in_scope(|| {
         tracing::info!(
             status,
