@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::pg::PgDatabase;
 use ferry_tests::serve_process::Server as ServeProcess;
 use ferry_tests::{generate, sha256_hex};
 
@@ -19,11 +20,48 @@ impl Server {
     }
 }
 
+/// The job store `ferry serve` runs on: the embedded SQLite default, or a
+/// throwaway PostgreSQL database (`--database-url`).
+enum Store {
+    Sqlite,
+    Postgres(PgDatabase),
+}
+
+impl Store {
+    async fn postgres() -> Self {
+        Store::Postgres(PgDatabase::create().await)
+    }
+
+    /// `ferry serve` started on this store.
+    fn start(&self, data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        let mut flags: Vec<&str> = extra.to_vec();
+        if let Store::Postgres(db) = self {
+            flags.extend(["--database-url", db.url.as_str()]);
+        }
+        let server = Server::start(data_dir, &flags);
+        let wanted = match self {
+            Store::Sqlite => "job store sqlite",
+            Store::Postgres(_) => "job store postgres",
+        };
+        assert!(server.log().contains(wanted), "{}", server.log());
+        server
+    }
+}
+
 #[tokio::test]
 async fn api_runs_a_twenty_file_job_and_reports_per_file_results() {
+    twenty_file_job(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn api_runs_a_twenty_file_job_on_postgresql() {
+    twenty_file_job(Store::postgres().await).await;
+}
+
+async fn twenty_file_job(store: Store) {
     let origin = Origin::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = store.start(dir.path(), &[]);
     let client = reqwest::Client::new();
     let mut files = Vec::new();
     for i in 0..20 {
@@ -115,6 +153,15 @@ async fn bad_requests_get_json_errors_naming_the_field_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_job_survives_kill_9_and_completes_after_restart() {
+    kill_9_then_restart(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_job_survives_kill_9_and_completes_after_restart_on_postgresql() {
+    kill_9_then_restart(Store::postgres().await).await;
+}
+
+async fn kill_9_then_restart(store: Store) {
     let origin = Origin::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = generate(300_000, 90);
@@ -129,7 +176,7 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
             after: 100_000,
         },
     );
-    let server = Server::start(dir.path(), &[]);
+    let server = store.start(dir.path(), &[]);
     let job = server
         .submit(&json!({ "files": [
             { "source": origin.url("/r/a.bin"), "key": "a.bin", "sha256": sha256_hex(&a) },
@@ -147,7 +194,7 @@ async fn a_job_survives_kill_9_and_completes_after_restart() {
     server.kill9();
     assert!(!dir.path().join("files/b.bin").exists());
 
-    let server = Server::start(dir.path(), &[]);
+    let server = store.start(dir.path(), &[]);
     let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["files"][1]["attempts"], 2);
