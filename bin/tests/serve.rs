@@ -32,6 +32,34 @@ impl Store {
         Store::Postgres(PgDatabase::create().await)
     }
 
+    /// The store's URL, as `ferry serve` with `data_dir` uses it.
+    fn url(&self, data_dir: &Path) -> String {
+        match self {
+            Store::Sqlite => format!("sqlite://{}", data_dir.join("ferry.db").display()),
+            Store::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// Waits until the store holds a checkpoint with some bytes committed.
+    async fn wait_for_a_checkpoint(&self, data_dir: &Path) {
+        use ferry_domain::ports::CheckpointStorePort;
+        let store = ferry_adapters::job_store::SqlJobStore::connect(&self.url(data_dir))
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            let saved = store.list().await.unwrap_or_default();
+            if saved
+                .iter()
+                .any(|(_, c)| c.as_ref().is_ok_and(|c| c.committed() > 0))
+            {
+                store.close().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no checkpoint was saved");
+    }
+
     /// `ferry serve` started on this store.
     fn start(&self, data_dir: &Path, extra: &[&str]) -> ServeProcess {
         let mut flags: Vec<&str> = extra.to_vec();
@@ -183,7 +211,7 @@ async fn kill_9_then_restart(store: Store) {
             { "source": origin.url("/r/b.bin"), "key": "b.bin", "sha256": sha256_hex(&b) } ] }))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    // Wait until b is running and a is done.
+    // Wait until b is running (and checkpointed) and a is done.
     for _ in 0..200 {
         let j = server.get_json(&format!("/v1/jobs/{id}")).await;
         if j["files"][0]["status"] == "succeeded" && j["files"][1]["status"] == "running" {
@@ -191,6 +219,7 @@ async fn kill_9_then_restart(store: Store) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    store.wait_for_a_checkpoint(dir.path()).await;
     server.kill9();
     assert!(!dir.path().join("files/b.bin").exists());
 
