@@ -1,6 +1,7 @@
 //! A fault-injecting proxy in front of an S3 server (Garage). It forwards
 //! requests unchanged (the Host header the client signed included) and can
-//! fail the Nth UploadPart (or PutObject) with a 503 or a connection reset,
+//! fail the Nth UploadPart (or PutObject) with a 503, a connection reset or
+//! a wrong ETag in its answer,
 //! or answer CompleteMultipartUpload with `200 OK` and an error body.
 
 use std::net::SocketAddr;
@@ -24,6 +25,9 @@ type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 pub enum Fault {
     Status503,
     Reset,
+    /// The upload reaches the server, but its answer carries another ETag
+    /// (as if the bytes had been corrupted on the way).
+    WrongEtag,
 }
 
 #[derive(Debug, Default)]
@@ -146,7 +150,7 @@ async fn forward(
             *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             return Ok(resp);
         }
-        None => {}
+        Some(Fault::WrongEtag) | None => {}
     }
     if fake_complete {
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>injected error in a 200 answer</Message></Error>";
@@ -162,6 +166,12 @@ async fn forward(
     let mut parts = upstream.into_parts();
     parts.path_and_query = Some(path.parse()?);
     *req.uri_mut() = Uri::from_parts(parts)?;
-    let resp = client.request(req).await?;
+    let mut resp = client.request(req).await?;
+    if fault == Some(Fault::WrongEtag) {
+        resp.headers_mut().insert(
+            http::header::ETAG,
+            http::HeaderValue::from_static("\"00000000000000000000000000000000\""),
+        );
+    }
     Ok(resp.map(boxed))
 }

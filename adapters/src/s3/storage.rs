@@ -49,7 +49,8 @@ pub struct S3StorageConfig {
     pub part_size: u64,
     /// Files at least this large use multipart upload.
     pub multipart_threshold: u64,
-    /// Compare each part's in-flight MD5 with the ETag the server returns.
+    /// Compare each part's in-flight MD5 with the ETag the server returns
+    /// (`--verify-parts`; off by default, as in both binaries).
     pub verify_part_etags: bool,
     /// Chunks that may wait between the source and a part's request.
     pub channel_depth: usize,
@@ -63,7 +64,7 @@ impl Default for S3StorageConfig {
         Self {
             part_size: 8 * MIB,
             multipart_threshold: 8 * MIB,
-            verify_part_etags: true,
+            verify_part_etags: false,
             channel_depth: 2,
             memory: None,
         }

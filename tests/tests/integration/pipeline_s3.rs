@@ -26,6 +26,12 @@ struct Setup {
 }
 
 async fn setup(endpoint: &str, label: &str) -> Setup {
+    setup_with(endpoint, label, false).await
+}
+
+/// `verify_parts`: check each part's MD5 against its ETag (`--verify-parts`;
+/// off in both binaries by default, as in [`setup`]).
+async fn setup_with(endpoint: &str, label: &str, verify_parts: bool) -> Setup {
     let origin = Origin::start().await.unwrap();
     let prefix = unique_prefix(label);
     let storage = Arc::new(S3Storage::new(
@@ -34,6 +40,7 @@ async fn setup(endpoint: &str, label: &str) -> Setup {
         &prefix,
         S3StorageConfig {
             part_size: 5 * MIB as u64,
+            verify_part_etags: verify_parts,
             ..S3StorageConfig::default()
         },
     ));
@@ -155,6 +162,36 @@ async fn failed_part_is_reread_by_range_and_the_object_is_correct() {
         // Part 2 starts at 5 MiB: exactly that range is fetched again.
         assert_eq!(ranges, vec![format!("bytes={}-", 5 * MIB)], "{fault:?}");
     }
+}
+
+/// `--verify-parts`: a part whose answer carries another ETag (corrupted on
+/// the way) is caught, re-read by its range and sent again; the object is
+/// correct.
+#[tokio::test]
+async fn a_part_with_a_wrong_etag_is_caught_and_sent_again() {
+    let proxy = S3Proxy::start(&garage().endpoint).await.unwrap();
+    let s = setup_with(&proxy.endpoint(), "wrongetag", true).await;
+    let data = generate(17 * MIB, 67);
+    s.origin.serve("/f.bin", data.clone(), Behavior::Normal);
+    proxy.fail_upload(2, Fault::WrongEtag);
+    let mut cmd = command(&s.origin.url("/f.bin"), "f.bin");
+    cmd.expected = vec![Checksum::sha256(&sha256_hex(&data)).unwrap()];
+    let result = s.use_case.process(cmd).await;
+    assert!(result.is_ok(), "{result:?}");
+    s.assert_stored("f.bin", &data).await;
+    let ranges: Vec<String> = s
+        .origin
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert_eq!(ranges, vec![format!("bytes={}-", 5 * MIB)]);
+    let part_2_uploads = proxy
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("PUT ") && l.contains("partNumber=2"))
+        .count();
+    assert_eq!(part_2_uploads, 2, "part 2 was sent again");
 }
 
 #[tokio::test]
