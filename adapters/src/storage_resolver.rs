@@ -103,8 +103,10 @@ impl StorageResolverPort for DefaultStorageResolver {
         }
     }
 
-    /// The files root exists (or can be created) and is a writable
-    /// directory.
+    /// The files root exists (or can be created), is a directory whose mode
+    /// allows writing, and a probe file can really be written and removed
+    /// there (mode bits say nothing of a read-only mount, a full disk or,
+    /// for a non-root user, a directory owned by someone else).
     async fn ready(&self) -> Result<(), StorageError> {
         let root = self.files_root.clone();
         let location = root.display().to_string();
@@ -121,6 +123,16 @@ impl StorageResolverPort for DefaultStorageResolver {
                 reason: "not a writable directory".into(),
             });
         }
-        Ok(())
+        let probe = root.join(format!(
+            ".ferry-ready-probe.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let written = tokio::fs::write(&probe, b"ready").await;
+        let _ = tokio::fs::remove_file(&probe).await;
+        written.map_err(|e| StorageError::PermissionDenied {
+            location: location.clone(),
+            reason: format!("a probe file cannot be written: {e}"),
+        })
     }
 }

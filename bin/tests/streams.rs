@@ -628,3 +628,59 @@ async fn made_up_methods_add_no_metric_series() {
     assert!(new.len() <= 2, "{new:?}");
     assert!(!after.iter().any(|l| l.contains("MADEUP")), "{after:?}");
 }
+
+/// A read-only mount under a directory whose mode bits say "writable".
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn over(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mount {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let d = dir.to_str().unwrap();
+        run(&["--bind", d, d]);
+        let mount = Self(dir.to_path_buf());
+        run(&["-o", "remount,ro,bind", d]);
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `/readyz` probes the storage for real: on a read-only mount (whose mode
+/// bits still say writable) it answers 503 naming the storage.
+#[tokio::test]
+async fn readiness_probes_the_storage_with_a_real_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    let _ro = ReadOnlyMount::over(&files);
+    assert!(!std::fs::metadata(&files).unwrap().permissions().readonly());
+    let server = Server::start(dir.path(), &[]);
+    let resp = reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"]["status"], "unavailable", "{body}");
+    assert!(
+        body["checks"]["storage"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("probe file"),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["job_store"]["status"], "ok");
+}
