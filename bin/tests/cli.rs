@@ -719,3 +719,114 @@ async fn piped_logs_have_no_escape_codes() {
     assert!(stderr.contains("retrying source"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// A successful copy from a URL carrying userinfo and a presigned query,
+/// with debug logs on: the JSON shows the source redacted, and no secret
+/// appears on stdout or stderr.
+#[tokio::test]
+async fn a_successful_copy_shows_no_secret_even_at_debug_level() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/s.bin", generate(50_000, 45), Behavior::Normal);
+    let url = origin
+        .url("/s.bin?X-Amz-Signature=deadbeef77&token=t0psecret77")
+        .replace("http://", "http://admin77:hunter277@");
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["copy", &url, "out/", "--json", "--no-checkpoint"])
+            .current_dir(&cwd)
+            .env("FERRY_LOG", "debug")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "debug logs were on: {stderr}");
+    let v = json(&out);
+    assert!(v["source"].as_str().unwrap().contains("REDACTED"), "{v}");
+    for secret in ["hunter277", "deadbeef77", "t0psecret77", "admin77"] {
+        assert!(!stdout.contains(secret), "{secret} in stdout: {stdout}");
+        assert!(!stderr.contains(secret), "{secret} in stderr");
+    }
+}
+
+/// `--source-guard on` from the command line: a loopback source is refused
+/// before any connection (the origin sees nothing), unless allowed.
+#[tokio::test]
+async fn the_source_guard_refuses_loopback_from_the_cli_unless_allowed() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/g.bin", generate(10_000, 46), Behavior::Normal);
+    let url = origin.url("/g.bin");
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let (refused, allowed) = tokio::task::spawn_blocking(move || {
+        let refused = ferry(
+            &["copy", &url, "out/", "--source-guard", "on", "--json"],
+            &cwd,
+        );
+        let allowed = ferry(
+            &[
+                "copy",
+                &url,
+                "out/",
+                "--source-guard",
+                "on",
+                "--allow-source",
+                "127.0.0.1",
+                "--json",
+            ],
+            &cwd,
+        );
+        (refused, allowed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(5));
+    assert_eq!(json(&refused)["code"], "source_forbidden");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    // Only the allowed copy reached the origin.
+    assert_eq!(origin.requests().len(), 1);
+}
+
+/// 408, 425 and 429 answered before the body (with `Retry-After`) are
+/// retried by the binary, and the copy succeeds.
+#[tokio::test]
+async fn statuses_that_say_later_are_retried_through_the_binary() {
+    let origin = Origin::start().await.unwrap();
+    for status in [408u16, 425, 429] {
+        origin.serve(
+            &format!("/later-{status}.bin"),
+            generate(20_000, u64::from(status)),
+            Behavior::FailFirst { times: 2, status },
+        );
+    }
+    for status in [408u16, 425, 429] {
+        let url = origin.url(&format!("/later-{status}.bin"));
+        let work = tempfile::tempdir().unwrap();
+        let cwd = work.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            ferry(&["copy", &url, "out/", "--no-checkpoint", "--json"], &cwd)
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let asked = origin
+            .requests()
+            .iter()
+            .filter(|r| r.path == format!("/later-{status}.bin"))
+            .count();
+        assert_eq!(asked, 3, "{status}: two refusals, then the body");
+    }
+}

@@ -739,3 +739,44 @@ async fn job_watch_on_a_terminal_draws_bars_not_json_lines() {
     assert!(!screen.contains("\"type\":\"file_progress\""), "{screen}");
     assert!(screen.contains("\"status\": \"completed\""), "{screen}");
 }
+
+/// `ferry job submit --wait` of a job where one file of two fails: the job
+/// completes with errors and the command exits 7.
+#[tokio::test]
+async fn a_job_with_a_failed_file_exits_7() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let good = generate(30_000, 93);
+    origin.serve("/e/good.bin", good.clone(), Behavior::Normal);
+    origin.serve("/e/bad.bin", generate(30_000, 94), Behavior::Normal);
+    let spec = dir.path().join("mixed.json");
+    std::fs::write(
+        &spec,
+        json!({ "files": [
+            { "source": origin.url("/e/good.bin"), "key": "good.bin", "sha256": sha256_hex(&good) },
+            { "source": origin.url("/e/bad.bin"), "key": "bad.bin", "sha256": "2".repeat(64) } ] })
+        .to_string(),
+    )
+    .unwrap();
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["job", "--server", &url, "submit"])
+            .arg(&spec)
+            .arg("--wait")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "completed_with_errors");
+    assert_eq!(job["files"][1]["error"]["code"], "checksum_mismatch");
+}
