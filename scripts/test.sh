@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit, integration (real HTTP origin,
-# filesystem, Garage S3), CLI and acceptance (cucumber) tests.
+# Runs every test: formatting, lints, unit, property, integration (real HTTP
+# origin, filesystem, Garage S3, PostgreSQL), CLI, serve, attack, crash and
+# acceptance (cucumber) tests; the CLI and serve tests once more against
+# the shipped release binary; then the API contract test.
 # Starts the test Garage (installing it first if missing: ~10-20 minutes once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 eval "$(scripts/garage.sh start)"
+
+# The crash harness's build: the same program with kill points compiled in.
+# `ferry` itself (what ships, and what every other test runs) has none.
+cargo build --locked -p ferry --bin ferry-crashtest --features failpoints
+export FERRY_CRASHTEST_BIN="$target/debug/ferry-crashtest"
+
 cargo test --workspace --locked
+
+# What ships: the release binary (fat LTO, no kill points), through the CLI
+# and serve process tests.
+cargo build --release --locked -p ferry
+FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve
 
 # Contract: the running server's answers against its generated OpenAPI
 # document (schemathesis, pinned; zero 5xx, zero schema violations).

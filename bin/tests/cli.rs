@@ -7,8 +7,18 @@ use std::process::{Command, Output};
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::{generate, sha256_hex};
 
+/// The ferry binary under test: `FERRY_BIN` (e.g. the release build, which
+/// scripts/test.sh runs these tests against once more), else the test
+/// build.
+fn ferry_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FERRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
+    })
+}
+
 fn ferry(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+    Command::new(ferry_bin())
         .args(args)
         .current_dir(cwd)
         .env_remove("FERRY_LOG")
@@ -510,7 +520,7 @@ async fn an_unusable_default_state_directory_only_costs_the_checkpoints() {
     let out = tokio::task::spawn_blocking({
         let cwd = work.path().to_path_buf();
         move || {
-            Command::new(env!("CARGO_BIN_EXE_ferry"))
+            Command::new(ferry_bin())
                 .args(["copy", &url, "out/"])
                 .current_dir(&cwd)
                 .env("HOME", &home)
@@ -588,7 +598,7 @@ async fn an_interrupted_copy_exits_130_and_stores_nothing() {
     );
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("out");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = std::process::Command::new(ferry_bin())
         .args(["copy", &origin.url("/slow.bin"), "out/", "--no-checkpoint"])
         .current_dir(work.path())
         .env_remove("FERRY_LOG")
@@ -733,7 +743,7 @@ async fn a_successful_copy_shows_no_secret_even_at_debug_level() {
     let work = tempfile::tempdir().unwrap();
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_bin())
             .args(["copy", &url, "out/", "--json", "--no-checkpoint"])
             .current_dir(&cwd)
             .env("FERRY_LOG", "debug")
@@ -829,4 +839,47 @@ async fn statuses_that_say_later_are_retried_through_the_binary() {
             .count();
         assert_eq!(asked, 3, "{status}: two refusals, then the body");
     }
+}
+
+/// The shipped binary has no kill points: `FAILPOINTS` naming one (as the
+/// crash harness arms `ferry-crashtest`) changes nothing: the copy
+/// completes, stores the file and prints no warning about it.
+#[tokio::test]
+async fn failpoints_have_no_effect_on_the_shipped_binary() {
+    let origin = Origin::start().await.unwrap();
+    let data = generate(600_000, 47);
+    origin.serve("/fp.bin", data.clone(), Behavior::Normal);
+    let url = origin.url("/fp.bin");
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_path_buf();
+    let report = work.path().join("killed");
+    let report_s = report.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(ferry_bin())
+            .args(["copy", &url, "out/", "--json"])
+            .current_dir(&cwd)
+            .env_remove("FERRY_LOG")
+            .env(
+                "FAILPOINTS",
+                "ferry-after-write=off->return;ferry-before-checkpoint=off->return;ferry-fs-renamed=off->return",
+            )
+            .env("FERRY_KILL_REPORT", &report_s)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["sha256"], sha256_hex(&data));
+    assert_eq!(std::fs::read(work.path().join("out/fp.bin")).unwrap(), data);
+    assert!(!report.exists(), "no kill point ran");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -108,7 +108,7 @@ impl Dest {
 }
 
 fn ferry(url: &str, dest: &Dest, state: &Path, envs: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    let mut cmd = Command::new(ferry_tests::crashtest_bin(env!("CARGO_BIN_EXE_ferry")));
     cmd.args(["copy", url, &dest.arg(), "--json", "--no-progress"])
         .arg("--state-dir")
         .arg(state)

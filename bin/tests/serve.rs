@@ -12,11 +12,21 @@ use ferry_tests::pg::PgDatabase;
 use ferry_tests::serve_process::Server as ServeProcess;
 use ferry_tests::{generate, sha256_hex};
 
+/// The ferry binary under test: `FERRY_BIN` (e.g. the release build, which
+/// scripts/test.sh runs these tests against once more), else the test
+/// build.
+fn ferry_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FERRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
+    })
+}
+
 struct Server;
 
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> ServeProcess {
-        ServeProcess::start(env!("CARGO_BIN_EXE_ferry"), data_dir, extra)
+        ServeProcess::start(ferry_bin(), data_dir, extra)
     }
 }
 
@@ -288,7 +298,7 @@ async fn job_cli_submits_waits_and_reports_through_exit_codes() {
     };
     let server_url = server.url.clone();
     let ferry = move |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_bin())
             .args(args)
             .env("FERRY_SERVER", &server_url)
             .output()
@@ -322,12 +332,12 @@ async fn job_cli_submits_waits_and_reports_through_exit_codes() {
         "every file failed: the job failed"
     );
 
-    let status = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let status = Command::new(ferry_bin())
         .args(["job", "status", &id, "--server", &server.url])
         .output()
         .unwrap();
     assert!(status.status.success());
-    let cancel = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let cancel = Command::new(ferry_bin())
         .args(["job", "cancel", &id, "--server", &server.url])
         .output()
         .unwrap();
@@ -338,7 +348,7 @@ async fn job_cli_submits_waits_and_reports_through_exit_codes() {
         String::from_utf8_lossy(&cancel.stderr)
     );
     assert!(String::from_utf8_lossy(&cancel.stderr).contains("already ended"));
-    let unreachable = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let unreachable = Command::new(ferry_bin())
         .args(["job", "status", "x", "--server", "http://127.0.0.1:1"])
         .output()
         .unwrap();
@@ -439,7 +449,7 @@ async fn readyz_and_metrics_report_memory_and_backpressure() {
     assert_eq!(value("ferry_pressure_level"), 0.0);
     assert_eq!(value("ferry_admission_cap"), 16.0);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let out = Command::new(ferry_bin())
         .args(["serve", "--admission-caps", "1,3,6"])
         .output()
         .unwrap();
@@ -470,8 +480,10 @@ async fn an_s3_job_killed_at_a_checkpoint_resumes_from_the_job_store() {
             "5MiB",
         ];
         let failpoints = format!("{point}={skip}*off->return");
+        // The kill-point build dies; the shipped build takes over.
+        let crashtest = ferry_tests::crashtest_bin(env!("CARGO_BIN_EXE_ferry"));
         let server = ServeProcess::start_with_env(
-            env!("CARGO_BIN_EXE_ferry"),
+            crashtest.to_str().unwrap(),
             dir.path(),
             &flags,
             &[("FAILPOINTS", failpoints.as_str())],
@@ -569,7 +581,7 @@ async fn job_watch_follows_the_event_stream_to_the_end() {
     let id = job["id"].as_str().unwrap().to_owned();
     let url = server.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_bin())
             .args(["job", "--server", &url, "watch", &id])
             .output()
             .unwrap()
@@ -595,7 +607,7 @@ async fn job_watch_follows_the_event_stream_to_the_end() {
 
     let url = server.url.clone();
     let missing = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_bin())
             .args(["job", "--server", &url, "watch", "no-such-job"])
             .output()
             .unwrap()
@@ -628,7 +640,7 @@ async fn job_watch_reconnects_across_a_server_restart_without_gap_or_duplicate()
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let addr = first.addr();
-    let watcher = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let watcher = std::process::Command::new(ferry_bin())
         .args(["job", "--server", &first.url, "watch", &id])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -649,8 +661,7 @@ async fn job_watch_reconnects_across_a_server_restart_without_gap_or_duplicate()
     first.sigterm();
     let mut first = first;
     first.child.wait().unwrap();
-    let _second =
-        ServeProcess::start_on(env!("CARGO_BIN_EXE_ferry"), &addr, dir.path(), &flags, &[]);
+    let _second = ServeProcess::start_on(ferry_bin(), &addr, dir.path(), &flags, &[]);
     let out = tokio::task::spawn_blocking(move || watcher.wait_with_output())
         .await
         .unwrap()
@@ -718,11 +729,7 @@ async fn job_watch_on_a_terminal_draws_bars_not_json_lines() {
         .submit(&json!({ "files": [{ "source": origin.url("/t/bar.bin"), "key": "bar.bin", "sha256": sha256_hex(&data) }], "destination": "tty" }))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    let command = format!(
-        "{} job --server {} watch {id}",
-        env!("CARGO_BIN_EXE_ferry"),
-        server.url
-    );
+    let command = format!("{} job --server {} watch {id}", ferry_bin(), server.url);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("script")
             .args(["-qec", &command, "/dev/null"])
@@ -761,7 +768,7 @@ async fn a_job_with_a_failed_file_exits_7() {
     .unwrap();
     let url = server.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        Command::new(ferry_bin())
             .args(["job", "--server", &url, "submit"])
             .arg(&spec)
             .arg("--wait")

@@ -97,3 +97,20 @@ pub fn job_service(
         config,
     )
 }
+
+/// The kill-point build of ferry (`ferry-crashtest`) for the crash tests:
+/// `FERRY_CRASHTEST_BIN`, else the binary beside `ferry` (the tested
+/// build); scripts/test.sh builds it with `cargo build -p ferry --bin
+/// ferry-crashtest --features failpoints`.
+pub fn crashtest_bin(ferry: &str) -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("FERRY_CRASHTEST_BIN") {
+        return bin.into();
+    }
+    let beside = std::path::Path::new(ferry).with_file_name("ferry-crashtest");
+    assert!(
+        beside.exists(),
+        "{} is missing: build it with `cargo build -p ferry --bin ferry-crashtest --features failpoints` (scripts/test.sh does)",
+        beside.display()
+    );
+    beside
+}
