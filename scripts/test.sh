@@ -6,7 +6,9 @@
 # Starts the test Garage (installing it first if missing: ~10-20 minutes once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Absolute: the tests run from their package's directory.
 target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
