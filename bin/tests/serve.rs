@@ -534,6 +534,25 @@ async fn an_s3_job_killed_at_a_checkpoint_resumes_from_the_job_store() {
     }
 }
 
+/// `ferry job --server URL ARGS...`, run off the async runtime.
+async fn ferry_job(server: &str, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(ferry_bin());
+    command.args(["job", "--server", server]).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Asserts the exit code, showing stderr when it differs.
+fn assert_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The NDJSON items `ferry job watch` wrote to stderr.
 fn watched_items(stderr: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stderr)
@@ -579,21 +598,8 @@ async fn job_watch_follows_the_event_stream_to_the_end() {
         .submit(&json!({ "files": files, "destination": "watch" }))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    let url = server.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(ferry_bin())
-            .args(["job", "--server", &url, "watch", &id])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ferry_job(&server.url, &["watch", &id]).await;
+    assert_exit(&out, 0);
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "completed");
     let items = watched_items(&out.stderr);
@@ -605,16 +611,8 @@ async fn job_watch_follows_the_event_stream_to_the_end() {
     assert_eq!(count("file_succeeded"), 3);
     assert_eq!(count("job_completed"), 1);
 
-    let url = server.url.clone();
-    let missing = tokio::task::spawn_blocking(move || {
-        Command::new(ferry_bin())
-            .args(["job", "--server", &url, "watch", "no-such-job"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(missing.status.code(), Some(9));
+    let missing = ferry_job(&server.url, &["watch", "no-such-job"]).await;
+    assert_exit(&missing, 9);
 }
 
 /// A server restart while `ferry job watch` follows a job: the watcher
@@ -666,12 +664,7 @@ async fn job_watch_reconnects_across_a_server_restart_without_gap_or_duplicate()
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "completed");
     let items = watched_items(&out.stderr);
@@ -766,23 +759,8 @@ async fn a_job_with_a_failed_file_exits_7() {
         .to_string(),
     )
     .unwrap();
-    let url = server.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(ferry_bin())
-            .args(["job", "--server", &url, "submit"])
-            .arg(&spec)
-            .arg("--wait")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ferry_job(&server.url, &["submit", spec.to_str().unwrap(), "--wait"]).await;
+    assert_exit(&out, 7);
     let job: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(job["status"], "completed_with_errors");
     assert_eq!(job["files"][1]["error"]["code"], "checksum_mismatch");
