@@ -802,8 +802,8 @@ impl StagedWrite for BufferedMultipart {
             let last = self.buf.split().freeze();
             let _held_until_sent = self.grant.take();
             if self.upload.id.is_none() {
+                // No upload was created: nothing to complete or abort.
                 self.upload.target.put_whole(last, &info).await?;
-                self.upload.keep();
                 return Ok(true);
             }
             if !last.is_empty() {

@@ -206,7 +206,8 @@ impl JobService {
         &self.storages
     }
 
-    pub(super) fn stats(&self) -> &super::watch::WatchStats {
+    /// Counters of all watches (exported as metrics).
+    pub fn watch_stats(&self) -> &super::watch::WatchStats {
         &self.watch_stats
     }
 

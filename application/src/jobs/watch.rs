@@ -122,7 +122,10 @@ impl JobWatch {
         }
         if self.known.saturating_sub(self.cursor) > config.watch_max_lag {
             self.done = true;
-            self.service.stats().lagged.fetch_add(1, Ordering::Relaxed);
+            self.service
+                .watch_stats()
+                .lagged
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(Some(WatchItem::Lagged {
                 last_seq: self.cursor,
             }));
@@ -135,7 +138,7 @@ impl JobWatch {
         if self.lagging {
             let dropped = coalesce(&mut page);
             self.service
-                .stats()
+                .watch_stats()
                 .coalesced
                 .fetch_add(dropped, Ordering::Relaxed);
         }
@@ -277,18 +280,13 @@ impl JobService {
                 match rx.recv().await {
                     Ok(e) => Some((WatchItem::Event(e), (None, rx, false, service))),
                     Err(RecvError::Lagged(_)) => {
-                        service.stats().lagged.fetch_add(1, Ordering::Relaxed);
+                        service.watch_stats().lagged.fetch_add(1, Ordering::Relaxed);
                         Some((WatchItem::Lagged { last_seq: 0 }, (None, rx, true, service)))
                     }
                     Err(RecvError::Closed) => None,
                 }
             },
         ))
-    }
-
-    /// Counters of all watches.
-    pub fn watch_stats(&self) -> &WatchStats {
-        self.stats()
     }
 }
 
