@@ -104,38 +104,77 @@ impl SourceGuard {
 /// Sets a client's redirects (at most `max_redirects`, http/https only) and,
 /// with a guard, makes it connect only where the policy allows: the guarded
 /// resolver, every redirect hop checked, environment proxies ignored.
+///
+/// `same_origin_only`: the client stops at a redirect to another origin
+/// (scheme, host, port) than the first URL's and hands the 3xx answer back,
+/// so that the caller follows it without the headers meant for the first
+/// origin.
 pub fn configure(
     builder: reqwest::ClientBuilder,
     guard: Option<&SourceGuard>,
     max_redirects: usize,
+    same_origin_only: bool,
 ) -> reqwest::ClientBuilder {
+    let policy = redirect_policy(max_redirects, guard.cloned(), same_origin_only);
     match guard {
-        None => builder.redirect(redirect_policy(max_redirects, None)),
+        None => builder.redirect(policy),
         Some(guard) => builder
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 guard: guard.clone(),
             }))
-            .redirect(redirect_policy(max_redirects, Some(guard.clone()))),
+            .redirect(policy),
     }
 }
 
-/// Follows at most `max` redirects, http(s) only, each hop checked by the
-/// guard when there is one.
-fn redirect_policy(max: usize, guard: Option<SourceGuard>) -> reqwest::redirect::Policy {
+/// Whether a redirect to `url` may be followed: http(s) only, and allowed
+/// by the guard when there is one. The one rule for every hop, whether
+/// reqwest or the caller follows it.
+pub fn check_redirect(url: &url::Url, guard: Option<&SourceGuard>) -> Result<(), RedirectRefused> {
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return Err(RedirectRefused::Scheme(RedirectSchemeRefused {
+            scheme: scheme.to_owned(),
+        }));
+    }
+    if let Some(guard) = guard {
+        guard.check_url(url).map_err(RedirectRefused::Denied)?;
+    }
+    Ok(())
+}
+
+/// Why a redirect hop is not followed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error(transparent)]
+    Scheme(RedirectSchemeRefused),
+    #[error(transparent)]
+    Denied(SourceDenied),
+}
+
+/// Follows at most `max` redirects, each checked by [`check_redirect`].
+fn redirect_policy(
+    max: usize,
+    guard: Option<SourceGuard>,
+    same_origin_only: bool,
+) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max {
             return attempt.error(TooManyRedirects);
         }
-        let scheme = attempt.url().scheme();
-        if scheme != "http" && scheme != "https" {
-            let scheme = scheme.to_owned();
-            return attempt.error(RedirectSchemeRefused { scheme });
+        if let Err(refused) = check_redirect(attempt.url(), guard.as_ref()) {
+            return match refused {
+                RedirectRefused::Scheme(e) => attempt.error(e),
+                RedirectRefused::Denied(e) => attempt.error(e),
+            };
         }
-        if let Some(guard) = &guard
-            && let Err(denied) = guard.check_url(attempt.url())
+        if same_origin_only
+            && attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() != attempt.url().origin())
         {
-            return attempt.error(denied);
+            return attempt.stop();
         }
         attempt.follow()
     })

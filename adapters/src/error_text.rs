@@ -26,6 +26,16 @@ pub(crate) fn find_cause<T: std::error::Error + Clone + 'static>(
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found.clone());
         }
+        // An io::Error's `source()` skips the error it wraps (it returns
+        // that error's own source): look at the wrapped one too, as TLS
+        // errors travel wrapped in io::Error.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
         current = e.source();
     }
     None
@@ -49,6 +59,17 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, Clone, thiserror::Error)]
+    #[error("typed")]
+    struct Typed;
+
+    #[test]
+    fn finds_a_cause_wrapped_in_an_io_error() {
+        let e = Outer(std::io::Error::new(std::io::ErrorKind::InvalidData, Typed));
+        assert!(find_cause::<Typed>(&e).is_some());
+        assert!(find_cause::<Typed>(&Outer(std::io::Error::other("x"))).is_none());
+    }
 
     #[test]
     fn chain_lists_each_cause_once() {

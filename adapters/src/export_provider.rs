@@ -60,7 +60,7 @@ pub struct HttpExportProvider {
 impl HttpExportProvider {
     pub fn new(config: ExportProviderConfig) -> Result<Self, String> {
         let builder = reqwest::Client::builder().timeout(config.timeout);
-        let client = egress::configure(builder, config.guard.as_ref(), 5)
+        let client = egress::configure(builder, config.guard.as_ref(), 5, false)
             .build()
             .map_err(|e| {
                 format!(

@@ -63,6 +63,92 @@ pub struct HttpClientConfig {
     /// The SSRF guard: when set, only addresses its policy allows are
     /// connected to, for the first request and every redirect hop.
     pub guard: Option<SourceGuard>,
+    /// Which certificate authorities HTTPS sources are checked against.
+    pub tls: TlsTrust,
+}
+
+/// The built-in root stores to trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsRoots {
+    /// Mozilla's roots compiled into ferry (webpki-roots): the same on
+    /// every machine.
+    Webpki,
+    /// The system's store (`/etc/ssl/certs` on Debian), or the PEM files
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` name when they are set.
+    Native,
+    /// Both: a private CA installed on the machine (or named by
+    /// `SSL_CERT_FILE`) works, and so does a minimal container without a
+    /// system store.
+    #[default]
+    Both,
+}
+
+/// The trust anchors for HTTPS sources: built-in roots plus extra CA
+/// certificates (`--ca-cert FILE`, PEM).
+#[derive(Clone, Default)]
+pub struct TlsTrust {
+    pub roots: TlsRoots,
+    extra: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for TlsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTrust")
+            .field("roots", &self.roots)
+            .field("extra_certificates", &self.extra.len())
+            .finish()
+    }
+}
+
+impl TlsTrust {
+    /// `roots`, plus every certificate in the PEM files `ca_files`. Fails,
+    /// naming the file, when one cannot be read or holds no certificate,
+    /// and when `SSL_CERT_FILE` names a file that cannot be read while the
+    /// system store is in use (reqwest would skip it silently).
+    pub fn load(
+        roots: TlsRoots,
+        ca_files: &[std::path::PathBuf],
+    ) -> Result<Self, HttpClientInitError> {
+        let mut extra = Vec::new();
+        for path in ca_files {
+            extra.extend(read_pem(path, "--ca-cert")?);
+        }
+        if roots != TlsRoots::Webpki
+            && let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty())
+        {
+            read_pem(std::path::Path::new(&file), "SSL_CERT_FILE")?;
+        }
+        Ok(Self { roots, extra })
+    }
+
+    fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        let mut builder = builder
+            .tls_built_in_root_certs(false)
+            .tls_built_in_webpki_certs(self.roots != TlsRoots::Native)
+            .tls_built_in_native_certs(self.roots != TlsRoots::Webpki);
+        for cert in &self.extra {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder
+    }
+}
+
+/// The certificates of one PEM file; `what` names the flag or variable.
+fn read_pem(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<Vec<reqwest::Certificate>, HttpClientInitError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        HttpClientInitError(format!("{what} {}: cannot read it ({e})", path.display()))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+    if certs.is_empty() {
+        return Err(HttpClientInitError(format!(
+            "{what} {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 impl Default for HttpClientConfig {
@@ -82,14 +168,24 @@ impl Default for HttpClientConfig {
             },
             user_agent: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
             guard: None,
+            tls: TlsTrust::default(),
         }
     }
+}
+
+/// The two clients of one pool generation: `plain` follows redirects;
+/// `scoped` carries a source's own headers and stops at a redirect to
+/// another origin, which is then followed without them.
+#[derive(Clone)]
+struct Clients {
+    plain: reqwest::Client,
+    scoped: reqwest::Client,
 }
 
 /// `HttpDownloadPort` for `http://` and `https://` sources.
 pub struct PooledHttpClient {
     /// The current pool and when it was created.
-    pool: Mutex<(reqwest::Client, Instant)>,
+    pool: Mutex<(Clients, Instant)>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     config: HttpClientConfig,
 }
@@ -105,7 +201,7 @@ impl std::fmt::Debug for PooledHttpClient {
 /// The client could not be built (TLS initialisation).
 #[derive(Debug, thiserror::Error)]
 #[error("could not initialise the HTTP client: {0}")]
-pub struct HttpClientInitError(String);
+pub struct HttpClientInitError(pub String);
 
 impl PooledHttpClient {
     pub fn new(config: HttpClientConfig) -> Result<Self, HttpClientInitError> {
@@ -117,21 +213,37 @@ impl PooledHttpClient {
         })
     }
 
-    fn build(config: &HttpClientConfig) -> Result<reqwest::Client, HttpClientInitError> {
-        let builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_connections_per_host)
-            .tcp_keepalive(Duration::from_secs(30))
-            .tcp_nodelay(true);
-        egress::configure(builder, config.guard.as_ref(), config.max_redirects)
+    fn build(config: &HttpClientConfig) -> Result<Clients, HttpClientInitError> {
+        let one = |same_origin_only| {
+            let builder = reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .connect_timeout(config.connect_timeout)
+                .pool_idle_timeout(config.idle_timeout)
+                .pool_max_idle_per_host(config.max_connections_per_host)
+                .tcp_keepalive(Duration::from_secs(30))
+                .tcp_nodelay(true);
+            let builder = config.tls.apply(builder);
+            egress::configure(
+                builder,
+                config.guard.as_ref(),
+                config.max_redirects,
+                same_origin_only,
+            )
             .build()
-            .map_err(|e| HttpClientInitError(e.without_url().to_string()))
+            .map_err(|e| {
+                HttpClientInitError(
+                    crate::error_text::error_chain(&e.without_url()).replace("builder error: ", ""),
+                )
+            })
+        };
+        Ok(Clients {
+            plain: one(false)?,
+            scoped: one(true)?,
+        })
     }
 
     /// The pool to send through, renewed once it reaches the maximum age.
-    fn client(&self) -> reqwest::Client {
+    fn clients(&self) -> Clients {
         let mut pool = match self.pool.lock() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
@@ -157,11 +269,37 @@ impl PooledHttpClient {
             .clone()
     }
 
-    async fn send_once(&self, request: &DownloadRequest) -> Result<Response, reqwest::Error> {
-        let mut builder = self
-            .client()
-            .get(request.source.expose())
+    /// One request for `target`; the source's headers go with it only while
+    /// `with_headers` (the first origin), through the client that stops at
+    /// a redirect to another origin.
+    async fn send_once(
+        &self,
+        target: &SourceUrl,
+        request: &DownloadRequest,
+        with_headers: bool,
+    ) -> Result<Response, reqwest::Error> {
+        let clients = self.clients();
+        let client = if with_headers {
+            &clients.scoped
+        } else {
+            &clients.plain
+        };
+        let mut builder = client
+            .get(target.expose())
             .header(header::ACCEPT_ENCODING, "identity");
+        if with_headers {
+            for h in request.headers.iter() {
+                // SourceHeader's rule is the HTTP rule (no control
+                // characters), so this never fails; it skips rather than
+                // send something else.
+                let Ok(mut value) = header::HeaderValue::from_bytes(h.value().as_bytes()) else {
+                    warn!(header = h.name(), "header value not sendable; skipped");
+                    continue;
+                };
+                value.set_sensitive(true);
+                builder = builder.header(h.name(), value);
+            }
+        }
         if request.offset > 0 {
             builder = builder.header(header::RANGE, format!("bytes={}-", request.offset));
             match &request.if_range {
@@ -173,6 +311,36 @@ impl PooledHttpClient {
             }
         }
         builder.send().await
+    }
+}
+
+impl PooledHttpClient {
+    /// Where a 3xx answer points, checked as every redirect hop is.
+    fn cross_origin_target(&self, url: &str, resp: &Response) -> Result<SourceUrl, DownloadError> {
+        let location = header_str(resp.headers(), header::LOCATION).ok_or_else(|| {
+            DownloadError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+                exhausted: false,
+            }
+        })?;
+        let next = resp
+            .url()
+            .join(&location)
+            .map_err(|e| DownloadError::Unexpected {
+                url: url.to_owned(),
+                source: format!("a redirect to an invalid URL: {e}").into(),
+            })?;
+        egress::check_redirect(&next, self.config.guard.as_ref()).map_err(|refused| {
+            DownloadError::Forbidden {
+                url: url.to_owned(),
+                reason: refused.to_string(),
+            }
+        })?;
+        SourceUrl::from_url(next).map_err(|e| DownloadError::Forbidden {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -194,6 +362,12 @@ fn map_send_error(url: &str, e: &reqwest::Error, max_redirects: usize) -> Downlo
         return DownloadError::Forbidden {
             url: url.to_owned(),
             reason,
+        };
+    }
+    if let Some(tls) = crate::error_text::find_cause::<rustls::Error>(e) {
+        return DownloadError::Tls {
+            url: url.to_owned(),
+            reason: tls.to_string(),
         };
     }
     let reason = redact_text(&error_chain(e));
@@ -292,25 +466,35 @@ impl HttpDownloadPort for PooledHttpClient {
                 reason: denied.to_string(),
             });
         }
-        let limiter = self.host_limiter(&request.source);
         let policy = self.config.retry;
         let first_try = Instant::now();
         let mut retry = 0u32;
+        // Where the request goes: the source, then (with headers) the
+        // target of a redirect to another origin, which gets no headers.
+        let mut target = request.source.clone();
+        let mut with_headers = !request.headers.is_empty();
         let (response, permit) = loop {
             // The per-host permit is held for one request (and its body),
             // never across a backoff sleep.
             let permit: OwnedSemaphorePermit =
-                limiter
-                    .clone()
+                self.host_limiter(&target)
                     .acquire_owned()
                     .await
                     .map_err(|e| DownloadError::Unexpected {
                         url: url.clone(),
                         source: Box::new(e),
                     })?;
-            let outcome = self.send_once(&request).await;
+            let outcome = self.send_once(&target, &request, with_headers).await;
             let (error, wait_hint) = match outcome {
                 Ok(resp) if resp.status().is_success() => break (resp, permit),
+                Ok(resp) if with_headers && resp.status().is_redirection() => {
+                    // The scoped client stopped at a redirect to another
+                    // origin: follow it, without the source's headers.
+                    target = self.cross_origin_target(&url, &resp)?;
+                    with_headers = false;
+                    debug!(source = %url, to = %target, "redirected to another origin; the source's headers are not sent there");
+                    continue;
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let error = DownloadError::Status {

@@ -119,7 +119,10 @@ impl ProcessFile {
     async fn open_fresh(&self, command: &ProcessFileCommand) -> Result<Opened, ProcessFileError> {
         let download = self
             .downloader
-            .open(DownloadRequest::whole(command.source.clone()))
+            .open(DownloadRequest {
+                headers: command.headers.clone(),
+                ..DownloadRequest::whole(command.source.clone())
+            })
             .await?;
         let meta = download.meta;
         let mut guard = SizeGuard::new(command.max_size, command.expected_size);
@@ -208,6 +211,7 @@ impl ProcessFile {
                     source: command.source.clone(),
                     offset: committed,
                     if_range: checkpoint.source.validator(),
+                    headers: command.headers.clone(),
                 })
                 .await?;
             let meta = download.meta;
@@ -353,6 +357,7 @@ impl ProcessFile {
             source: command.source.clone(),
             offset,
             if_range: meta.validator(),
+            headers: command.headers.clone(),
         };
         let reopened = self.downloader.open(request).await?;
         let changed = reopened.meta.offset != offset

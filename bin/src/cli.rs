@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ferry_adapters::http::{TlsRoots, TlsTrust};
 use ferry_domain::{AllowEntry, ByteSize, Checksum};
 
 use crate::exit;
@@ -120,6 +121,38 @@ pub struct SourceGuardArgs {
     pub allow_source: Vec<AllowEntry>,
 }
 
+/// Which certificate authorities HTTPS sources are checked against.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Also trust the CA certificates in this PEM file (an internal CA);
+    /// repeatable, or comma-separated in FERRY_CA_CERT.
+    #[arg(long, env = "FERRY_CA_CERT", value_delimiter = ',', value_name = "FILE")]
+    pub ca_cert: Vec<std::path::PathBuf>,
+    /// Built-in roots: `webpki` (Mozilla's, compiled in), `native` (the
+    /// system store, or SSL_CERT_FILE / SSL_CERT_DIR when set) or `both`.
+    #[arg(long, env = "FERRY_TLS_ROOTS", value_enum, default_value_t = TlsRootsArg::Both)]
+    pub tls_roots: TlsRootsArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsRootsArg {
+    Webpki,
+    Native,
+    Both,
+}
+
+impl TlsArgs {
+    /// The trust anchors, or one line saying which file is wrong.
+    pub fn trust(&self) -> Result<TlsTrust, String> {
+        let roots = match self.tls_roots {
+            TlsRootsArg::Webpki => TlsRoots::Webpki,
+            TlsRootsArg::Native => TlsRoots::Native,
+            TlsRootsArg::Both => TlsRoots::Both,
+        };
+        TlsTrust::load(roots, &self.ca_cert).map_err(|e| e.0)
+    }
+}
+
 fn parse_caps(s: &str) -> Result<ferry_domain::AdmissionCaps, String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let numbers: Option<Vec<usize>> = parts.iter().map(|p| p.parse().ok()).collect();
@@ -223,6 +256,8 @@ pub struct ServeArgs {
     pub source_guard: Toggle,
     #[command(flatten)]
     pub sources: SourceGuardArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Accept file:// sources from the API, confined to this directory
     /// (refused otherwise).
     #[arg(long, env = "FERRY_FILE_ROOT")]
@@ -358,6 +393,16 @@ pub struct CopyArgs {
     pub source_guard: Toggle,
     #[command(flatten)]
     pub sources: SourceGuardArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Send this header to HTTP sources, as `Name: value` (e.g.
+    /// `Authorization: Bearer …`); repeatable, newline-separated in
+    /// FERRY_HEADER. Values are secrets: never logged or printed, and not
+    /// sent after a redirect to another host.
+    // Parsed by `copy` (SourceHeader::parse), not by clap: clap's error
+    // would echo the value.
+    #[arg(long = "header", short = 'H', env = "FERRY_HEADER", value_delimiter = '\n', value_name = "NAME: VALUE", hide_env_values = true)]
+    pub headers: Vec<String>,
     /// Where checkpoints (small state files) are kept so that a killed or
     /// failed copy, run again with the same SOURCE and DEST, continues where
     /// it stopped. Default: $XDG_STATE_HOME/ferry/copy, else

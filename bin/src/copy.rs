@@ -26,7 +26,8 @@ use ferry_domain::ports::{
     TransferFactoryPort, TransferPort, Unobserved,
 };
 use ferry_domain::{
-    ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceUrl, TransferId,
+    ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceHeader, SourceHeaders,
+    SourceUrl, TransferId,
 };
 
 use crate::cli::{CopyArgs, ProgressMode, Toggle};
@@ -158,6 +159,19 @@ fn usage(e: &UsageError, json: bool) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
+/// `--header` values, checked here rather than by clap so that no error
+/// echoes a value.
+fn source_headers(raw: &[String]) -> Result<SourceHeaders, UsageError> {
+    let parsed = raw
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            SourceHeader::parse(h).map_err(|e| UsageError(format!("--header #{}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    SourceHeaders::new(parsed).map_err(|e| UsageError(format!("--header: {e}")))
+}
+
 /// One planned transfer.
 struct Planned {
     source: SourceUrl,
@@ -209,6 +223,10 @@ pub async fn run(
     let json = args.json || !std::io::stdout().is_terminal();
     let planned = match plan(&args) {
         Ok(p) => p,
+        Err(e) => return usage(&e, json),
+    };
+    let headers = match source_headers(&args.headers) {
+        Ok(h) => h,
         Err(e) => return usage(&e, json),
     };
     let Some(first) = planned.first() else {
@@ -299,6 +317,7 @@ pub async fn run(
             command.expected = expected.clone();
             command.max_size = args.max_size;
             command.compute_md5 = args.compute_md5;
+            command.headers = headers.clone();
             let label = || p.source.file_name().unwrap_or_else(|| "download".into());
             match progress {
                 ProgressMode::Bar => {
@@ -433,9 +452,11 @@ async fn open_transfer(
             args.sources.allow_source.clone(),
         ))
     });
+    let tls = args.tls.trust().map_err(|e| OpenError::Usage(UsageError(e)))?;
     let http = PooledHttpClient::new(HttpClientConfig {
         guard,
         retry: policy,
+        tls,
         ..HttpClientConfig::default()
     })
     .map_err(|e| OpenError::Internal(e.to_string()))?;

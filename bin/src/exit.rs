@@ -1,7 +1,7 @@
 //! Exit codes, documented in README.md. Scripts rely on them: never renumber.
 
 use ferry_domain::ErrorClass;
-use ferry_domain::ports::ProcessFileError;
+use ferry_domain::ports::{DownloadError, ProcessFileError};
 
 pub const OK: u8 = 0;
 /// A bug or an unclassified failure.
@@ -22,6 +22,9 @@ pub const JOB_WITH_ERRORS: u8 = 7;
 pub const JOB_FAILED: u8 = 8;
 /// The ferry server could not be reached or failed (job commands).
 pub const SERVER: u8 = 9;
+/// TLS with the source failed: its certificate is not trusted (see
+/// `--ca-cert`). Not retried.
+pub const SOURCE_TLS: u8 = 10;
 /// Interrupted (Ctrl-C, SIGINT): nothing was stored.
 pub const INTERRUPTED: u8 = 130;
 
@@ -31,6 +34,7 @@ pub fn for_error(error: &ProcessFileError) -> u8 {
         ProcessFileError::TooLarge { .. }
         | ProcessFileError::LimitExceeded { .. }
         | ProcessFileError::UnexpectedSize { .. } => SIZE_LIMIT,
+        ProcessFileError::Source(DownloadError::Tls { .. }) => SOURCE_TLS,
         ProcessFileError::Source(e) if e.class() == ErrorClass::Internal => INTERNAL,
         ProcessFileError::Source(_) | ProcessFileError::LengthMismatch { .. } => SOURCE,
         ProcessFileError::Storage(e) if e.class() == ErrorClass::Internal => INTERNAL,
@@ -65,9 +69,10 @@ mod tests {
             JOB_WITH_ERRORS,
             JOB_FAILED,
             SERVER,
+            SOURCE_TLS,
             INTERRUPTED,
         ];
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]);
         let mut sorted = codes.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -80,6 +85,12 @@ mod tests {
             exhausted: true,
         });
         assert_eq!(for_error(&gave_up), SOURCE);
+        let untrusted = ProcessFileError::Source(ferry_domain::ports::DownloadError::Tls {
+            url: "https://h/x".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        assert_eq!(for_error(&untrusted), SOURCE_TLS);
+        assert!(!untrusted.class().is_retryable());
         let bug = ProcessFileError::Storage(ferry_domain::ports::StorageError::Unexpected {
             location: "x".into(),
             source: "bug".into(),

@@ -168,9 +168,14 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     // jobs' policy and marks what it gave up on, so a task never retries
     // it again.
     let retry = JobServiceConfig::default().retry;
+    let tls = match args.tls.trust() {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let http = match PooledHttpClient::new(HttpClientConfig {
         guard: guard.clone(),
         retry,
+        tls,
         ..HttpClientConfig::default()
     }) {
         Ok(c) => c,

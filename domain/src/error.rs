@@ -55,6 +55,8 @@ impl fmt::Display for ErrorClass {
 pub enum ErrorCode {
     /// The source's address is not allowed (SSRF guard).
     SourceForbidden,
+    /// TLS with the source failed (an untrusted certificate).
+    SourceTls,
     /// The source failed: network, HTTP status, cut short, changed.
     SourceError,
     /// The destination failed.
@@ -71,8 +73,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 8] = [
+    const ALL: [ErrorCode; 9] = [
         ErrorCode::SourceForbidden,
+        ErrorCode::SourceTls,
         ErrorCode::SourceError,
         ErrorCode::StorageError,
         ErrorCode::SizeLimitExceeded,
@@ -86,6 +89,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::SourceForbidden => "source_forbidden",
+            ErrorCode::SourceTls => "source_tls",
             ErrorCode::SourceError => "source_error",
             ErrorCode::StorageError => "storage_error",
             ErrorCode::SizeLimitExceeded => "size_limit_exceeded",

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod egress;
 pub mod error;
 pub mod export;
+pub mod headers;
 pub mod job;
 pub mod key;
 pub mod ports;
@@ -39,6 +40,7 @@ pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
     TransitionError,
 };
+pub use headers::{InvalidHeader, SourceHeader, SourceHeaders};
 pub use key::{InvalidKey, ObjectKey};
 pub use pressure::{
     AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use tokio::net::TcpListener;
 
-use crate::server::{Spawned, spawn_http1};
+use crate::server::{Spawned, TestCa, spawn_http1, spawn_tls};
 use tokio_util::io::ReaderStream;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -76,6 +76,10 @@ pub struct Recorded {
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub accept_encoding: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Every request header as received.
+    pub headers: http::HeaderMap,
 }
 
 #[derive(Debug, Default)]
@@ -84,12 +88,15 @@ struct State {
     dir: Option<PathBuf>,
     log: Vec<Recorded>,
     connections: usize,
+    /// Every request must carry this header with this value (401 otherwise).
+    required: Option<(String, String)>,
 }
 
 /// A running origin; stops when dropped.
 #[derive(Debug)]
 pub struct Origin {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     /// Stops the server when dropped.
     _task: Spawned,
@@ -103,6 +110,22 @@ impl Origin {
 
     /// Starts on `addr`, also serving files under `dir` (if given).
     pub async fn bind(addr: SocketAddr, dir: Option<PathBuf>) -> std::io::Result<Self> {
+        Self::listen(addr, dir, None).await
+    }
+
+    /// Starts an HTTPS origin on 127.0.0.1 (HTTP/2 or HTTP/1.1 by ALPN)
+    /// with a certificate `ca` signed for `localhost` and `127.0.0.1`.
+    pub async fn start_tls(ca: &TestCa) -> std::io::Result<Self> {
+        let acceptor = ca.acceptor().map_err(std::io::Error::other)?;
+        let addr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        Self::listen(addr, None, Some(acceptor)).await
+    }
+
+    async fn listen(
+        addr: SocketAddr,
+        dir: Option<PathBuf>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
@@ -110,21 +133,31 @@ impl Origin {
             ..State::default()
         }));
         let counter = state.clone();
+        let on_accept = move || {
+            if let Ok(mut s) = counter.lock() {
+                s.connections += 1;
+            }
+        };
         let shared = state.clone();
-        let task = spawn_http1(
-            listener,
-            move || {
-                if let Ok(mut s) = counter.lock() {
-                    s.connections += 1;
-                }
-            },
-            move |req| handle(shared.clone(), req),
-        );
+        let handler = move |req| handle(shared.clone(), req);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            Some(acceptor) => spawn_tls(listener, acceptor, on_accept, handler),
+            None => spawn_http1(listener, on_accept, handler),
+        };
         Ok(Self {
             addr,
+            scheme,
             state,
             _task: task,
         })
+    }
+
+    /// From now on every request must carry `name: value` (401 otherwise).
+    pub fn require_header(&self, name: &str, value: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.required = Some((name.to_owned(), value.to_owned()));
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -133,7 +166,7 @@ impl Origin {
 
     /// The URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn serve(&self, path: &str, data: impl Into<Bytes>, behavior: Behavior) {
@@ -260,7 +293,14 @@ async fn handle(
             range: range.clone(),
             if_range: if_range.clone(),
             accept_encoding: header_of(&req, header::ACCEPT_ENCODING),
+            version: format!("{:?}", req.version()),
+            headers: req.headers().clone(),
         });
+        if let Some((name, value)) = &s.required
+            && req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+        {
+            return Ok(status(StatusCode::UNAUTHORIZED));
+        }
         let dir = s.dir.clone();
         match s.routes.get_mut(&path) {
             Some(r) => {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::error::{BoxError, ErrorClass};
+use crate::headers::SourceHeaders;
 use crate::source::SourceUrl;
 use crate::stream::ByteStream;
 
@@ -26,6 +27,8 @@ pub struct DownloadRequest {
     /// Sent with a non-zero offset so the source answers with the whole body
     /// (offset 0 in [`SourceMeta`]) if it changed.
     pub if_range: Option<Validator>,
+    /// Added to the request; secret; sent only to the URL's own origin.
+    pub headers: SourceHeaders,
 }
 
 impl DownloadRequest {
@@ -34,6 +37,7 @@ impl DownloadRequest {
             source,
             offset: 0,
             if_range: None,
+            headers: SourceHeaders::default(),
         }
     }
 }
@@ -114,6 +118,13 @@ pub enum DownloadError {
         reason: String,
         exhausted: bool,
     },
+    /// TLS with the source failed: its certificate is not trusted (a
+    /// private CA, a self-signed or expired certificate, a wrong name) or
+    /// the handshake failed. Not transient: the same attempt fails again.
+    #[error(
+        "TLS with the source {url} failed: {reason}; if its certificate comes from a private CA, pass --ca-cert FILE (PEM) or set SSL_CERT_FILE"
+    )]
+    Tls { url: String, reason: String },
     #[error("the source {url} sent no data for {} s; it may be overloaded or the connection stalled", .idle.as_secs())]
     Stalled { url: String, idle: Duration },
     #[error("the connection to the source {url} broke during the body: {reason}")]
@@ -167,7 +178,8 @@ impl DownloadError {
             DownloadError::TooManyRedirects { .. }
             | DownloadError::NotFound { .. }
             | DownloadError::PermissionDenied { .. }
-            | DownloadError::Forbidden { .. } => ErrorClass::Client,
+            | DownloadError::Forbidden { .. }
+            | DownloadError::Tls { .. } => ErrorClass::Client,
             DownloadError::SourceChanged { .. } => ErrorClass::SourceChanged,
             DownloadError::Unexpected { .. } => ErrorClass::Internal,
         }

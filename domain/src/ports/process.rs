@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::checkpoint::TransferId;
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::error::{ErrorClass, ErrorCode};
+use crate::headers::SourceHeaders;
 use crate::key::ObjectKey;
 use crate::ports::download::DownloadError;
 use crate::ports::progress::ProgressPort;
@@ -36,6 +37,8 @@ pub struct ProcessFileCommand {
     /// configured, progress is checkpointed under it and a later call with
     /// the same id resumes from the last checkpoint.
     pub transfer_id: Option<TransferId>,
+    /// Request headers for an HTTP source (secret values).
+    pub headers: SourceHeaders,
 }
 
 impl ProcessFileCommand {
@@ -49,6 +52,7 @@ impl ProcessFileCommand {
             compute_md5: false,
             progress: Arc::new(crate::ports::progress::NoProgress),
             transfer_id: None,
+            headers: SourceHeaders::default(),
         }
     }
 
@@ -176,6 +180,7 @@ impl ProcessFileError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ProcessFileError::Source(DownloadError::Forbidden { .. }) => ErrorCode::SourceForbidden,
+            ProcessFileError::Source(DownloadError::Tls { .. }) => ErrorCode::SourceTls,
             ProcessFileError::Source(_) => ErrorCode::SourceError,
             ProcessFileError::Storage(_) => ErrorCode::StorageError,
             ProcessFileError::TooLarge { .. } | ProcessFileError::LimitExceeded { .. } => {

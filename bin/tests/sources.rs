@@ -1,0 +1,260 @@
+//! The sources users have, through the `ferry` binary: HTTPS with a private
+//! CA (and HTTP/2), request headers that stay secret, stdin and stdout as
+//! `-`, and URL lists.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::server::TestCa;
+use ferry_tests::{generate, sha256_hex};
+
+/// The ferry binary under test: `FERRY_BIN` (the release build, in
+/// scripts/test.sh's second pass), else the test build.
+fn ferry_bin() -> String {
+    std::env::var("FERRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
+}
+
+/// Runs ferry in `cwd` with `env` set (and no inherited FERRY_* or
+/// SSL_CERT_* variables), feeding `stdin`.
+async fn run(args: &[&str], cwd: &Path, env: &[(&str, &str)], stdin: Option<Vec<u8>>) -> Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.args(&args).current_dir(&cwd);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FERRY_") && k != "FERRY_BIN" || k.starts_with("SSL_CERT_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().unwrap();
+            // A writer thread: ferry may answer before reading everything.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                found.extend(files_under(&p));
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn https_sources_are_checked_against_the_given_ca_and_speak_http2() {
+    let ca = TestCa::new().unwrap();
+    let origin = Origin::start_tls(&ca).await.unwrap();
+    let data = generate(300_000, 61);
+    origin.serve("/secure.bin", data.clone(), Behavior::Normal);
+    let url = origin.url("/secure.bin");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+
+    // Untrusted: fails at once (one connection, no retry) with its own
+    // exit code and a hint, and stores nothing.
+    let out = run(
+        &["copy", &url, "out/", "--no-checkpoint"],
+        work.path(),
+        &[],
+        None,
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("--ca-cert"), "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains("retrying"), "an untrusted certificate is not retried: {err}");
+    assert_eq!(origin.connections(), 1, "one connection attempt");
+    assert_eq!(json(&out)["code"], "source_tls");
+    assert!(files_under(&work.path().join("out")).is_empty());
+
+    // --ca-cert: trusted; ALPN picks HTTP/2.
+    let out = run(
+        &["copy", &url, "out/", "--no-checkpoint", "--ca-cert", ca_path],
+        work.path(),
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["sha256"], sha256_hex(&data));
+    assert_eq!(std::fs::read(work.path().join("out/secure.bin")).unwrap(), data);
+    let versions: Vec<String> = origin.requests().iter().map(|r| r.version.clone()).collect();
+    assert_eq!(versions, vec!["HTTP/2.0".to_owned()], "one request, over HTTP/2");
+
+    // SSL_CERT_FILE is honoured by the default roots (webpki + native)...
+    std::fs::remove_dir_all(work.path().join("out")).unwrap();
+    let out = run(
+        &["copy", &url, "out/", "--no-checkpoint"],
+        work.path(),
+        &[("SSL_CERT_FILE", ca_path)],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ... and not by --tls-roots webpki, which trusts only the compiled-in roots.
+    let out = run(
+        &["copy", &url, "again/", "--no-checkpoint", "--tls-roots", "webpki"],
+        work.path(),
+        &[("SSL_CERT_FILE", ca_path)],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+
+    // A --ca-cert that cannot be used is a usage error naming the file.
+    let not_pem = work.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for bad in [not_pem.to_str().unwrap(), "/nonexistent/ca.pem"] {
+        let out = run(
+            &["copy", &url, "bad/", "--ca-cert", bad],
+            work.path(),
+            &[],
+            None,
+        )
+        .await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--ca-cert") && err.contains(bad), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[tokio::test]
+async fn headers_reach_the_origin_and_no_other_host_and_are_never_shown() {
+    let origin = Origin::start().await.unwrap();
+    let other = Origin::start().await.unwrap();
+    let data = generate(200_000, 62);
+    origin.serve("/private.bin", data.clone(), Behavior::Normal);
+    origin.serve(
+        "/same.bin",
+        Vec::<u8>::new(),
+        Behavior::Redirect {
+            to: "/private.bin".into(),
+        },
+    );
+    // Another origin (another host name and port).
+    other.serve("/mirror.bin", data.clone(), Behavior::Normal);
+    let cross = other.url("/mirror.bin").replace("127.0.0.1", "localhost");
+    origin.serve("/away.bin", Vec::<u8>::new(), Behavior::Redirect { to: cross });
+    origin.require_header("Authorization", "Bearer s3cr3t-t0ken-81");
+    let work = tempfile::tempdir().unwrap();
+    let headers = [
+        "--header",
+        "Authorization: Bearer s3cr3t-t0ken-81",
+        "-H",
+        "X-Api-Key: k3y-v4lue-82",
+    ];
+
+    // Without the header the origin refuses.
+    let url = origin.url("/private.bin");
+    let out = run(&["copy", &url, "none/"], work.path(), &[], None).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+
+    // With it, directly and through a redirect on the same origin, at
+    // debug level: stored, and no value in any output.
+    for path in ["/private.bin", "/same.bin"] {
+        let url = origin.url(path);
+        let mut args = vec!["copy", url.as_str(), "out/", "--json"];
+        args.extend(headers);
+        let out = run(&args, work.path(), &[("FERRY_LOG", "debug")], None).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("DEBUG"), "debug logs were on");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for secret in ["s3cr3t-t0ken-81", "k3y-v4lue-82"] {
+            assert!(!stdout.contains(secret) && !err.contains(secret), "{secret} shown");
+        }
+        std::fs::remove_dir_all(work.path().join("out")).unwrap();
+    }
+    let last = origin.requests().pop().unwrap();
+    assert_eq!(last.path, "/private.bin");
+    assert_eq!(last.headers["x-api-key"], "k3y-v4lue-82");
+
+    // A redirect to another host: followed, without the headers.
+    let url = origin.url("/away.bin");
+    let mut args = vec!["copy", url.as_str(), "out/", "--json"];
+    args.extend(headers);
+    let out = run(&args, work.path(), &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["sha256"], sha256_hex(&data));
+    let at_other = other.requests();
+    assert_eq!(at_other.len(), 1);
+    for name in ["authorization", "x-api-key"] {
+        assert!(
+            !at_other[0].headers.contains_key(name),
+            "{name} was sent to another host"
+        );
+    }
+    let first = origin.requests().pop().unwrap();
+    assert_eq!(first.path, "/away.bin");
+    assert_eq!(first.headers["authorization"], "Bearer s3cr3t-t0ken-81");
+
+    // FERRY_HEADER: one header a line.
+    let url = origin.url("/private.bin");
+    let out = run(
+        &["copy", &url, "env/"],
+        work.path(),
+        &[(
+            "FERRY_HEADER",
+            "Authorization: Bearer s3cr3t-t0ken-81\nX-Trace: 1",
+        )],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(origin.requests().pop().unwrap().headers["x-trace"], "1");
+
+    // A malformed or forbidden header: a usage error that names the flag
+    // and never echoes the value.
+    for bad in ["Authorization Bearer s3cr3t-t0ken-81", "Host: s3cr3t-t0ken-81"] {
+        let out = run(&["copy", &url, "bad/", "--header", bad], work.path(), &[], None).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--header #1"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+}
