@@ -3,7 +3,9 @@
 //! - [`http::PooledHttpClient`]: `HttpDownloadPort` over hyper (through
 //!   reqwest), with a per-host connection limit, retries and stall detection.
 //! - [`local_file::LocalFileSource`]: `HttpDownloadPort` for `file://`.
-//! - [`source_router::SourceRouter`]: picks one of the two by scheme.
+//! - [`stdio`]: `-` as a source (standard input) and a destination
+//!   (standard output), for `ferry copy`.
+//! - [`source_router::SourceRouter`]: picks a reader by scheme.
 //! - [`filesystem::FilesystemStorage`]: `FileStoragePort` on a directory.
 //! - [`export_provider::HttpExportProvider`]: `ExportProviderPort` over HTTP+JSON.
 //! - [`wire`]: the wire format (API, event streams, webhook) as serde DTOs
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod s3;
 pub mod sfn;
 pub mod source_router;
+pub mod stdio;
 pub mod storage_resolver;
 pub mod webhook;
 pub mod wire;

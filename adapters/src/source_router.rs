@@ -10,12 +10,14 @@ use ferry_domain::ports::{Download, DownloadError, DownloadRequest, HttpDownload
 pub struct SourceRouter {
     http: Arc<dyn HttpDownloadPort>,
     file: Option<Arc<dyn HttpDownloadPort>>,
+    stdin: Option<Arc<dyn HttpDownloadPort>>,
 }
 
 impl std::fmt::Debug for SourceRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceRouter")
             .field("file_enabled", &self.file.is_some())
+            .field("stdin_enabled", &self.stdin.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -23,7 +25,17 @@ impl std::fmt::Debug for SourceRouter {
 impl SourceRouter {
     /// `file` is `None` where local files must not be readable (the API).
     pub fn new(http: Arc<dyn HttpDownloadPort>, file: Option<Arc<dyn HttpDownloadPort>>) -> Self {
-        Self { http, file }
+        Self {
+            http,
+            file,
+            stdin: None,
+        }
+    }
+
+    /// Reads `-` (standard input) with `stdin` (the CLI only).
+    pub fn with_stdin(mut self, stdin: Arc<dyn HttpDownloadPort>) -> Self {
+        self.stdin = Some(stdin);
+        self
     }
 }
 
@@ -37,6 +49,13 @@ impl HttpDownloadPort for SourceRouter {
                 None => Err(DownloadError::Forbidden {
                     url: request.source.redacted(),
                     reason: "file:// sources are disabled here".into(),
+                }),
+            },
+            SourceScheme::Stdin => match &self.stdin {
+                Some(stdin) => stdin.open(request).await,
+                None => Err(DownloadError::Forbidden {
+                    url: request.source.redacted(),
+                    reason: "standard input is only a source for ferry copy".into(),
                 }),
             },
         }

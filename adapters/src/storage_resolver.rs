@@ -1,6 +1,6 @@
 //! Opens the storage for a destination: a job's directory under the
 //! server's files root, a directory named on the command line (`ferry
-//! copy`), or an S3 bucket and prefix (one S3 client, created on first use
+//! copy`), standard output (`-`), or an S3 bucket and prefix (one S3 client, created on first use
 //! and shared). The one place storages are constructed.
 
 use std::collections::HashSet;
@@ -15,6 +15,7 @@ use ferry_domain::ports::{FileStoragePort, StorageError, StorageResolverPort};
 
 use crate::filesystem::FilesystemStorage;
 use crate::s3::{S3Service, S3Settings, S3Storage, S3StorageConfig};
+use crate::stdio::StdoutStorage;
 
 /// Resolves destinations for the job runner.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct DefaultStorageResolver {
     /// For `Local` destinations: sweep stale temp files left by killed
     /// processes in the directory, except these (checkpointed ones).
     sweep_keep: Option<HashSet<PathBuf>>,
+    /// `-`: one standard output per process.
+    stdout: StdoutStorage,
 }
 
 impl DefaultStorageResolver {
@@ -38,6 +41,7 @@ impl DefaultStorageResolver {
             s3: OnceCell::new(),
             checkpoint_bytes: crate::filesystem::DEFAULT_CHECKPOINT_BYTES,
             sweep_keep: None,
+            stdout: StdoutStorage::new(),
         }
     }
 
@@ -86,6 +90,7 @@ impl StorageResolverPort for DefaultStorageResolver {
                 }
                 Ok(Arc::new(storage))
             }
+            Destination::Stdout => Ok(Arc::new(self.stdout.clone())),
             Destination::S3 { bucket, prefix } => {
                 let service = self
                     .s3

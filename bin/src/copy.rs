@@ -15,6 +15,7 @@ use ferry_adapters::checkpoint::{
     CheckpointFiles, LockError, TransferLock, checkpointed_temp_files,
 };
 use ferry_adapters::memory::MemoryPools;
+use ferry_adapters::stdio::StdinSource;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{
@@ -27,7 +28,7 @@ use ferry_domain::ports::{
 };
 use ferry_domain::{
     ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceHeader, SourceHeaders,
-    SourceUrl, TransferId,
+    SourceScheme, SourceUrl, TransferId,
 };
 
 use crate::cli::{CopyArgs, ProgressMode, Toggle};
@@ -38,6 +39,9 @@ use crate::progress::{LineProgress, TerminalProgress};
 struct UsageError(String);
 
 fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
+    if raw == "-" {
+        return SourceUrl::stdin().map_err(|e| UsageError(format!("SOURCE -: {e}")));
+    }
     if raw.contains("://") {
         return SourceUrl::parse(raw).map_err(|e| UsageError(format!("SOURCE: {e}")));
     }
@@ -80,16 +84,42 @@ struct JsonFailure<'a> {
     message: &'a str,
 }
 
-fn print_json<T: Serialize>(value: &T) {
+/// Where results go: stdout, unless stdout carries the file (`-` as DEST),
+/// then JSON (with --json) on stderr and no human summary.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    json: bool,
+    to_stderr: bool,
+}
+
+impl Report {
+    fn for_args(args: &CopyArgs) -> Self {
+        if args.paths.last().is_some_and(|dest| dest == "-") {
+            Self {
+                json: args.json,
+                to_stderr: true,
+            }
+        } else {
+            Self {
+                json: args.json || !std::io::stdout().is_terminal(),
+                to_stderr: false,
+            }
+        }
+    }
+}
+
+fn print_json<T: Serialize>(value: &T, report: Report) {
     match serde_json::to_string(value) {
+        Ok(s) if report.to_stderr => eprintln!("{s}"),
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("ferry: error: cannot encode the result as JSON: {e}"),
     }
 }
 
-fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
-    if json {
-        print_json(&JsonSuccess {
+fn report_success(result: &ProcessFileResult, source: &SourceUrl, report: Report) {
+    if report.json {
+        print_json(
+            &JsonSuccess {
             status: "ok",
             source: source.redacted(),
             destination: &result.location,
@@ -99,8 +129,10 @@ fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
             duration_seconds: result.duration.as_secs_f64(),
             throughput_bytes_per_second: result.throughput(),
             resumed_from: result.resumed_from,
-        });
-    } else {
+            },
+            report,
+        );
+    } else if !report.to_stderr {
         // Display only: precision loss is irrelevant for a rate.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let rate = ByteSize::new(result.throughput() as u64);
@@ -120,41 +152,51 @@ fn report_success(result: &ProcessFileResult, source: &SourceUrl, json: bool) {
     }
 }
 
-fn report_failure(error: &ProcessFileError, json: bool) -> ExitCode {
-    report_failure_of(error, json, None)
+fn report_failure(error: &ProcessFileError, report: Report) -> ExitCode {
+    report_failure_of(error, report, None)
 }
 
 /// Reports a failure; `source` names the file when several are copied.
-fn report_failure_of(error: &ProcessFileError, json: bool, source: Option<&SourceUrl>) -> ExitCode {
+fn report_failure_of(
+    error: &ProcessFileError,
+    report: Report,
+    source: Option<&SourceUrl>,
+) -> ExitCode {
     let message = error.to_string();
     match source {
         Some(source) => eprintln!("ferry: error: {source}: {message}"),
         None => eprintln!("ferry: error: {message}"),
     }
-    if json {
-        print_json(&JsonFailure {
-            status: "error",
-            source: source.map(SourceUrl::redacted),
-            code: error.code().as_str(),
-            class: error.class().as_str(),
-            retryable: error.class().is_retryable(),
-            message: &message,
-        });
+    if report.json {
+        print_json(
+            &JsonFailure {
+                status: "error",
+                source: source.map(SourceUrl::redacted),
+                code: error.code().as_str(),
+                class: error.class().as_str(),
+                retryable: error.class().is_retryable(),
+                message: &message,
+            },
+            report,
+        );
     }
     ExitCode::from(exit::for_error(error))
 }
 
-fn usage(e: &UsageError, json: bool) -> ExitCode {
+fn usage(e: &UsageError, report: Report) -> ExitCode {
     eprintln!("ferry: error: {}", e.0);
-    if json {
-        print_json(&JsonFailure {
-            status: "error",
-            source: None,
-            code: "usage",
-            class: "client",
-            retryable: false,
-            message: &e.0,
-        });
+    if report.json {
+        print_json(
+            &JsonFailure {
+                status: "error",
+                source: None,
+                code: "usage",
+                class: "client",
+                retryable: false,
+                message: &e.0,
+            },
+            report,
+        );
     }
     ExitCode::from(exit::USAGE)
 }
@@ -170,6 +212,12 @@ fn source_headers(raw: &[String]) -> Result<SourceHeaders, UsageError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     SourceHeaders::new(parsed).map_err(|e| UsageError(format!("--header: {e}")))
+}
+
+/// Whether a transfer can be checkpointed: not from standard input (read
+/// once) nor to standard output (written at once).
+fn resumable(p: &Planned) -> bool {
+    p.source.scheme() != SourceScheme::Stdin && p.target.destination != Destination::Stdout
 }
 
 /// One planned transfer.
@@ -212,6 +260,11 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
         }
         planned.push(Planned { source, target });
     }
+    if args.resume && planned.iter().any(|p| !resumable(p)) {
+        return Err(UsageError(
+            "--resume: a copy from or to - (standard input or output) cannot resume".into(),
+        ));
+    }
     Ok(planned)
 }
 
@@ -220,7 +273,7 @@ pub async fn run(
     endpoint_url: Option<String>,
     memory_budget: ByteSize,
 ) -> ExitCode {
-    let json = args.json || !std::io::stdout().is_terminal();
+    let json = Report::for_args(&args);
     let planned = match plan(&args) {
         Ok(p) => p,
         Err(e) => return usage(&e, json),
@@ -307,7 +360,7 @@ pub async fn run(
         .into_iter()
         .map(|p| {
             let mut command = ProcessFileCommand::new(p.source.clone(), p.target.key.clone());
-            if checkpoints.is_some() {
+            if checkpoints.is_some() && resumable(&p) {
                 command.transfer_id = transfer_id(
                     &p.source,
                     &transfer.location(&p.target.key),
@@ -460,7 +513,8 @@ async fn open_transfer(
         ..HttpClientConfig::default()
     })
     .map_err(|e| OpenError::Internal(e.to_string()))?;
-    let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())));
+    let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())))
+        .with_stdin(Arc::new(StdinSource::new()));
     let storages = DefaultStorageResolver::new(
         PathBuf::from("."),
         S3Settings {

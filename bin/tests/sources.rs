@@ -258,3 +258,116 @@ async fn headers_reach_the_origin_and_no_other_host_and_are_never_shown() {
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn dash_reads_stdin_and_writes_stdout_and_never_makes_a_file_named_dash() {
+    let origin = Origin::start().await.unwrap();
+    let data = generate(700_000, 63);
+    origin.serve("/d/file.bin", data.clone(), Behavior::Normal);
+    let url = origin.url("/d/file.bin");
+    let sha = sha256_hex(&data);
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+
+    // stdin -> a file path, checked against --sha256.
+    let out = run(
+        &["copy", "-", "out/piped.bin", "--sha256", &sha],
+        cwd,
+        &[],
+        Some(data.to_vec()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["source"], "stdin");
+    assert_eq!(v["sha256"], sha);
+    assert_eq!(std::fs::read(cwd.join("out/piped.bin")).unwrap(), data);
+    // stdin into a directory: no name to give the file.
+    let out = run(&["copy", "-", "out/"], cwd, &[], Some(b"x".to_vec())).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("standard input has no file name"), "{}", stderr(&out));
+    // stdin cannot resume.
+    let out = run(&["copy", "-", "out/r.bin", "--resume"], cwd, &[], Some(b"x".to_vec())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // URL -> stdout: exactly the bytes, nothing else on stdout, no result
+    // on stderr without --json.
+    let out = run(&["copy", &url, "-"], cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout[..] == data[..], "stdout holds exactly the file");
+    assert!(!stderr(&out).contains("sha256"), "{}", stderr(&out));
+    // With --json the result goes to stderr.
+    let out = run(&["copy", &url, "-", "--json", "--progress", "none"], cwd, &[], None).await;
+    assert!(out.stdout[..] == data[..]);
+    let last = stderr(&out).trim().lines().last().unwrap().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["sha256"], sha);
+    assert_eq!(v["destination"], "-");
+    // A wrong digest: the bytes are out already, the exit code says so.
+    let out = run(&["copy", &url, "-", "--sha256", &"0".repeat(64)], cwd, &[], None).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), data.len());
+    // stdin -> stdout.
+    let out = run(&["copy", "-", "-"], cwd, &[], Some(data.to_vec())).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout[..] == data[..]);
+
+    // None of that made a file named `-`; `./-` is one, on purpose.
+    assert!(!cwd.join("-").exists());
+    assert!(!cwd.join("out/-").exists());
+    std::fs::write(cwd.join("-"), b"a file named dash").unwrap();
+    let out = run(&["copy", "./-", "out/dash.txt"], cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("out/dash.txt")).unwrap(), b"a file named dash");
+    let out = run(&["copy", "-", "out/stdin.txt"], cwd, &[], Some(b"from stdin".to_vec())).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("out/stdin.txt")).unwrap(), b"from stdin");
+}
+
+#[tokio::test]
+async fn stdin_to_s3_is_buffered_in_parts_and_verified() {
+    let env = ferry_tests::garage::garage();
+    let data = generate(12 * 1024 * 1024 + 5, 64);
+    let sha = sha256_hex(&data);
+    let prefix = ferry_tests::garage::unique_prefix("stdin");
+    let key = format!("{prefix}/from-stdin.bin");
+    let dest = format!("s3://{}/{key}", env.bucket);
+    let work = tempfile::tempdir().unwrap();
+    let out = run(
+        &["copy", "-", &dest, "--endpoint-url", &env.endpoint, "--part-size", "5MiB"],
+        work.path(),
+        &[],
+        Some(data.to_vec()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["sha256"], sha);
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    let meta = svc.head(&env.bucket, &key).await.unwrap().expect("stored");
+    assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(meta.sha256_hex.as_deref(), Some(sha.as_str()));
+    // A wrong digest leaves no object and no upload.
+    let bad_key = format!("{prefix}/bad.bin");
+    let out = run(
+        &[
+            "copy",
+            "-",
+            &format!("s3://{}/{bad_key}", env.bucket),
+            "--endpoint-url",
+            &env.endpoint,
+            "--sha256",
+            &"1".repeat(64),
+        ],
+        work.path(),
+        &[],
+        Some(data.to_vec()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(svc.head(&env.bucket, &bad_key).await.unwrap().is_none());
+    let left = svc
+        .list_incomplete_uploads(&env.bucket, Some(&prefix), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

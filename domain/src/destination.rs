@@ -27,6 +27,10 @@ pub enum Destination {
     Local {
         path: String,
     },
+    /// Standard output (`ferry copy SOURCE -`): bytes are written as they
+    /// arrive, so a failed check cannot unwrite them. Never parsed from a
+    /// job request.
+    Stdout,
 }
 
 /// Why a string is not a destination.
@@ -110,6 +114,7 @@ impl fmt::Display for Destination {
         match self {
             Destination::Directory { prefix } => f.write_str(prefix),
             Destination::Local { path } => f.write_str(path),
+            Destination::Stdout => f.write_str("-"),
             Destination::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Destination::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
@@ -133,7 +138,18 @@ impl CopyTarget {
     /// (the file keeps the source's name); a directory (`raw` ends in `/`,
     /// is `.`/`..`, or `is_dir`: it exists as one) where the file keeps the
     /// source's name; else a file path.
+    ///
+    /// `-` is standard output (a file named `-` is `./-`).
     pub fn parse(raw: &str, source: &SourceUrl, is_dir: bool) -> Result<Self, InvalidCopyTarget> {
+        if raw == "-" {
+            let name = source.file_name().unwrap_or_else(|| "stdout".to_owned());
+            return Ok(Self {
+                key: ObjectKey::parse(&name).or_else(|_| ObjectKey::parse("stdout")).map_err(
+                    |e| InvalidCopyTarget(format!("DEST -: {e}")),
+                )?,
+                destination: Destination::Stdout,
+            });
+        }
         if raw.starts_with("s3://") {
             let url = S3Url::parse(raw).map_err(|e| InvalidCopyTarget(format!("DEST: {e}")))?;
             if url.is_prefix {
@@ -188,6 +204,16 @@ impl CopyTarget {
 
 /// The key a "directory" DEST gives the file: the source's name.
 fn source_file_name(source: &SourceUrl, raw: &str) -> Result<ObjectKey, InvalidCopyTarget> {
+    if source.scheme() == crate::source::SourceScheme::Stdin {
+        return Err(InvalidCopyTarget(format!(
+            "standard input has no file name: give DEST with one, e.g. {}file.bin",
+            if raw.ends_with('/') {
+                raw.to_owned()
+            } else {
+                format!("{raw}/")
+            }
+        )));
+    }
     let name = source.file_name().ok_or_else(|| {
         InvalidCopyTarget(format!(
             "cannot name the file from SOURCE {source}: its URL has no file name; give DEST with a file name, e.g. {}file.bin",
@@ -282,5 +308,27 @@ mod tests {
         let nameless = SourceUrl::parse("http://h/").unwrap();
         let e = CopyTarget::parse("out", &nameless, true).unwrap_err();
         assert!(e.0.contains("e.g. out/file.bin"), "{e}");
+    }
+
+    #[test]
+    fn dash_is_standard_output_and_stdin_needs_a_named_dest() {
+        let source = SourceUrl::parse("http://h/dir/file.bin").unwrap();
+        let out = CopyTarget::parse("-", &source, false).unwrap();
+        assert_eq!(out.destination, Destination::Stdout);
+        assert_eq!(out.destination.to_string(), "-");
+        // `./-` is a file named `-`.
+        let file = CopyTarget::parse("./-", &source, false).unwrap();
+        assert_eq!(file.destination, Destination::Local { path: ".".into() });
+        assert_eq!(file.key.as_str(), "-");
+        let stdin = SourceUrl::stdin().unwrap();
+        assert_eq!(stdin.to_string(), "stdin");
+        assert_eq!(stdin.file_name(), None);
+        let e = CopyTarget::parse("out/", &stdin, false).unwrap_err();
+        assert!(e.0.contains("standard input has no file name"), "{e}");
+        let named = CopyTarget::parse("out/x.txt", &stdin, false).unwrap();
+        assert_eq!(named.key.as_str(), "x.txt");
+        assert_eq!(CopyTarget::parse("-", &stdin, false).unwrap().destination, Destination::Stdout);
+        // No URL parses to stdin.
+        assert!(SourceUrl::parse("stdin:-").is_err());
     }
 }

@@ -19,6 +19,9 @@ pub enum SourceScheme {
     Http,
     Https,
     File,
+    /// Standard input (`ferry copy - DEST`): read once, unknown length, no
+    /// ranges. Only [`SourceUrl::stdin`] makes one; no URL parses to it.
+    Stdin,
 }
 
 /// Why a string is not a usable source.
@@ -80,6 +83,7 @@ impl SourceUrl {
                     return Err(InvalidSource::MissingHost);
                 }
             }
+            SourceScheme::Stdin => {}
             SourceScheme::File => {
                 let local_host = matches!(url.host_str(), None | Some("") | Some("localhost"));
                 if !local_host || url.to_file_path().is_err() {
@@ -88,6 +92,18 @@ impl SourceUrl {
             }
         }
         Ok(Self { url, scheme })
+    }
+
+    /// Standard input, for `ferry copy - DEST` (the fixed URL `stdin:-`,
+    /// which always parses).
+    pub fn stdin() -> Result<Self, InvalidSource> {
+        let url = Url::parse("stdin:-").map_err(|e| InvalidSource::Malformed {
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            url,
+            scheme: SourceScheme::Stdin,
+        })
     }
 
     pub fn scheme(&self) -> SourceScheme {
@@ -126,9 +142,13 @@ impl SourceUrl {
     /// The URL with userinfo removed and every query value replaced, safe for
     /// logs, errors, events and API responses.
     pub fn redacted(&self) -> String {
-        redact_url(&self.url)
+        match self.scheme {
+            SourceScheme::Stdin => "stdin".to_owned(),
+            _ => redact_url(&self.url),
+        }
     }
 }
+
 
 /// Redacts an arbitrary URL: userinfo dropped, query values and fragment
 /// replaced by `REDACTED`.
