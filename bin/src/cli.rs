@@ -322,8 +322,19 @@ pub struct JobArgs {
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Submit a job from a JSON file ({"files":[{"source","key","sha256"?}],"destination"?}).
+    ///
+    /// Or from a URL list: `--files-from FILE --destination DEST` (the list
+    /// format of `ferry copy --files-from`).
     Submit {
-        file: std::path::PathBuf,
+        #[arg(required_unless_present = "files_from", conflicts_with = "files_from")]
+        file: Option<std::path::PathBuf>,
+        /// A URL list (`-`: standard input) instead of a JSON file.
+        #[arg(long, value_name = "FILE", requires = "destination")]
+        files_from: Option<std::path::PathBuf>,
+        /// With --files-from: the job's destination (s3://bucket/prefix or
+        /// a directory under the server's files root).
+        #[arg(long, requires = "files_from")]
+        destination: Option<String>,
         /// Wait for the job to end, following its event stream (as `ferry job
         /// watch`); the exit code tells how it ended.
         #[arg(long)]
@@ -346,8 +357,15 @@ pub struct CopyArgs {
     /// SOURCE... DEST: one or more sources (URLs or local paths), then the
     /// destination (a directory, a file path, s3://bucket/key or
     /// s3://bucket/prefix/).
-    #[arg(value_name = "SOURCE... DEST", num_args = 2.., required = true)]
+    #[arg(value_name = "SOURCE... DEST", num_args = 1.., required = true)]
     pub paths: Vec<String>,
+    /// Copy every entry of this list (`-`: standard input) into DEST (a
+    /// directory or prefix): one `SOURCE [KEY [SHA256]]` a line (`#`
+    /// comments; KEY `-` keeps the default name), or CSV with a header
+    /// (source,key,sha256,md5,size). The whole list is checked first;
+    /// errors and results name the line.
+    #[arg(long, env = "FERRY_FILES_FROM", value_name = "FILE")]
+    pub files_from: Option<std::path::PathBuf>,
     /// Transfers run at once when several sources are given.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

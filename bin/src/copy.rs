@@ -1,7 +1,7 @@
 //! `ferry copy SOURCE DEST`: wiring and output. The work is the ProcessFile
 //! use case.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,16 +27,17 @@ use ferry_domain::ports::{
     TransferFactoryPort, TransferPort, Unobserved,
 };
 use ferry_domain::{
-    ByteSize, CopyTarget, Destination, EgressPolicy, RetryPolicy, SourceHeader, SourceHeaders,
-    SourceScheme, SourceUrl, TransferId,
+    ByteSize, Checksum, CopyTarget, Destination, EgressPolicy, ObjectKey, RetryPolicy,
+    SourceHeader, SourceHeaders, SourceScheme, SourceUrl, TransferId,
 };
 
 use crate::cli::{CopyArgs, ProgressMode, Toggle};
+use crate::url_list::{self, ListEntry};
 use crate::exit;
 use crate::progress::{LineProgress, TerminalProgress};
 
 /// A problem with the arguments, reported before any transfer starts.
-struct UsageError(String);
+pub(crate) struct UsageError(pub String);
 
 fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
     if raw == "-" {
@@ -60,6 +61,9 @@ fn parse_source(raw: &str) -> Result<SourceUrl, UsageError> {
 struct JsonSuccess<'a> {
     status: &'static str,
     source: String,
+    /// The entry's line in the --files-from list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
     destination: &'a str,
     bytes: u64,
     sha256: &'a str,
@@ -78,6 +82,8 @@ struct JsonFailure<'a> {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
     code: &'a str,
     class: &'a str,
     retryable: bool,
@@ -116,12 +122,13 @@ fn print_json<T: Serialize>(value: &T, report: Report) {
     }
 }
 
-fn report_success(result: &ProcessFileResult, source: &SourceUrl, report: Report) {
+fn report_success(result: &ProcessFileResult, origin: &Origin, report: Report) {
     if report.json {
         print_json(
             &JsonSuccess {
             status: "ok",
-            source: source.redacted(),
+            source: origin.source.redacted(),
+            line: origin.line,
             destination: &result.location,
             bytes: result.bytes,
             sha256: result.sha256.hex(),
@@ -160,18 +167,23 @@ fn report_failure(error: &ProcessFileError, report: Report) -> ExitCode {
 fn report_failure_of(
     error: &ProcessFileError,
     report: Report,
-    source: Option<&SourceUrl>,
+    origin: Option<&Origin>,
 ) -> ExitCode {
     let message = error.to_string();
-    match source {
-        Some(source) => eprintln!("ferry: error: {source}: {message}"),
+    match origin {
+        Some(Origin {
+            source,
+            line: Some(line),
+        }) => eprintln!("ferry: error: line {line}: {source}: {message}"),
+        Some(Origin { source, .. }) => eprintln!("ferry: error: {source}: {message}"),
         None => eprintln!("ferry: error: {message}"),
     }
     if report.json {
         print_json(
             &JsonFailure {
                 status: "error",
-                source: source.map(SourceUrl::redacted),
+                source: origin.map(|o| o.source.redacted()),
+                line: origin.and_then(|o| o.line),
                 code: error.code().as_str(),
                 class: error.class().as_str(),
                 retryable: error.class().is_retryable(),
@@ -190,6 +202,7 @@ fn usage(e: &UsageError, report: Report) -> ExitCode {
             &JsonFailure {
                 status: "error",
                 source: None,
+                line: None,
                 code: "usage",
                 class: "client",
                 retryable: false,
@@ -220,45 +233,100 @@ fn resumable(p: &Planned) -> bool {
     p.source.scheme() != SourceScheme::Stdin && p.target.destination != Destination::Stdout
 }
 
+/// Where a result came from, for its report.
+struct Origin {
+    source: SourceUrl,
+    line: Option<usize>,
+}
+
 /// One planned transfer.
 struct Planned {
     source: SourceUrl,
     target: CopyTarget,
+    /// Its line in the --files-from list.
+    line: Option<usize>,
+    expected: Vec<Checksum>,
+    expected_size: Option<u64>,
 }
 
-/// Parses every SOURCE against DEST; several sources need a directory or a
-/// prefix as DEST, and distinct file names.
+/// Parses every SOURCE (or every --files-from entry) against DEST; several
+/// sources need a directory or a prefix as DEST, and distinct keys.
 fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
     let (dest_raw, sources) = args
         .paths
         .split_last()
         .ok_or_else(|| UsageError("give at least one SOURCE and a DEST".into()))?;
-    let several = sources.len() > 1;
-    if several {
+    let entries: Vec<ListEntry> = match &args.files_from {
+        Some(list) if !sources.is_empty() => {
+            return Err(UsageError(format!(
+                "give SOURCE arguments or --files-from {}, not both",
+                list.display()
+            )));
+        }
+        Some(list) => read_list(list)?,
+        None if sources.is_empty() => {
+            return Err(UsageError(
+                "give at least one SOURCE and a DEST (or --files-from FILE and a DEST)".into(),
+            ));
+        }
+        None => sources
+            .iter()
+            .map(|raw| ListEntry {
+                line: 0,
+                source: raw.clone(),
+                key: None,
+                sha256: args.sha256.clone(),
+                md5: args.md5.clone(),
+                size: None,
+            })
+            .collect(),
+    };
+    let from_list = args.files_from.is_some();
+    if entries.len() > 1 || from_list {
         let is_dir_like = dest_raw.ends_with('/') || Path::new(dest_raw).is_dir();
         if !is_dir_like {
             return Err(UsageError(format!(
-                "with several sources, DEST must be a directory or an s3://bucket/prefix/ ending in `/` (got `{dest_raw}`)"
+                "with several sources or --files-from, DEST must be a directory or an s3://bucket/prefix/ ending in `/` (got `{dest_raw}`)"
             )));
         }
         if args.sha256.is_some() || args.md5.is_some() {
             return Err(UsageError(
-                "--sha256 and --md5 name one file's digest: give them with a single SOURCE".into(),
+                "--sha256 and --md5 name one file's digest: give them with a single SOURCE (a list carries its own digests)".into(),
             ));
         }
     }
-    let mut planned: Vec<Planned> = Vec::with_capacity(sources.len());
-    for raw in sources {
-        let source = parse_source(raw)?;
-        let target = CopyTarget::parse(dest_raw, &source, Path::new(dest_raw).is_dir())
-            .map_err(|e| UsageError(e.0))?;
-        if let Some(other) = planned.iter().find(|p| p.target.key == target.key) {
-            return Err(UsageError(format!(
+    let is_dir = Path::new(dest_raw).is_dir();
+    let mut planned: Vec<Planned> = Vec::with_capacity(entries.len());
+    let mut keys: HashMap<ObjectKey, usize> = HashMap::with_capacity(entries.len());
+    for entry in entries {
+        let at = |message: String| match from_list {
+            true => UsageError(format!("--files-from line {}: {message}", entry.line)),
+            false => UsageError(message),
+        };
+        if from_list && entry.source == "-" && args.files_from.as_deref() == Some(Path::new("-")) {
+            return Err(at("SOURCE - (stdin) while the list itself is read from stdin".into()));
+        }
+        let source = parse_source(&entry.source).map_err(|e| at(e.0))?;
+        let mut target =
+            CopyTarget::parse(dest_raw, &source, is_dir).map_err(|e| at(e.0))?;
+        if let Some(key) = entry.key {
+            target.key = key;
+        }
+        if let Some(&other) = keys.get(&target.key) {
+            let other: &Planned = &planned[other];
+            return Err(at(format!(
                 "SOURCE {} and {} would both be stored as `{}`",
                 other.source, source, target.key
             )));
         }
-        planned.push(Planned { source, target });
+        keys.insert(target.key.clone(), planned.len());
+        planned.push(Planned {
+            source,
+            target,
+            line: from_list.then_some(entry.line),
+            expected: [entry.sha256, entry.md5].into_iter().flatten().collect(),
+            expected_size: entry.size,
+        });
     }
     if args.resume && planned.iter().any(|p| !resumable(p)) {
         return Err(UsageError(
@@ -266,6 +334,19 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
         ));
     }
     Ok(planned)
+}
+
+/// Reads and checks a whole --files-from list (`-`: standard input).
+pub(crate) fn read_list(path: &Path) -> Result<Vec<ListEntry>, UsageError> {
+    let parsed = if path == Path::new("-") {
+        url_list::parse(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| {
+            UsageError(format!("--files-from {}: cannot read it ({e})", path.display()))
+        })?;
+        url_list::parse(std::io::BufReader::new(file))
+    };
+    parsed.map_err(|e| UsageError(format!("--files-from {}: {e}", path.display())))
 }
 
 pub async fn run(
@@ -352,11 +433,7 @@ pub async fn run(
         (false, mode) => mode,
     };
     let group = MultiProgress::new();
-    let expected: Vec<_> = [args.sha256.clone(), args.md5.clone()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let commands: Vec<(SourceUrl, ProcessFileCommand)> = planned
+    let commands: Vec<(Origin, ProcessFileCommand)> = planned
         .into_iter()
         .map(|p| {
             let mut command = ProcessFileCommand::new(p.source.clone(), p.target.key.clone());
@@ -367,7 +444,8 @@ pub async fn run(
                     endpoint_url.as_deref(),
                 );
             }
-            command.expected = expected.clone();
+            command.expected = p.expected;
+            command.expected_size = p.expected_size;
             command.max_size = args.max_size;
             command.compute_md5 = args.compute_md5;
             command.headers = headers.clone();
@@ -381,14 +459,18 @@ pub async fn run(
                 }
                 ProgressMode::Auto | ProgressMode::None => {}
             }
-            (p.source, command)
+            let origin = Origin {
+                source: p.source,
+                line: p.line,
+            };
+            (origin, command)
         })
         .collect();
 
     if args.resume
         && let Some(store) = &checkpoints
     {
-        for (source, command) in &commands {
+        for (Origin { source, .. }, command) in &commands {
             let Some(id) = &command.transfer_id else {
                 continue;
             };
@@ -439,11 +521,11 @@ pub async fn run(
     let mut outcomes = Vec::new();
     let finished = async {
         futures::pin_mut!(transfers);
-        while let Some((i, source, outcome)) = transfers.next().await {
+        while let Some((i, origin, outcome)) = transfers.next().await {
             match &outcome {
-                Ok(result) => report_success(result, &source, json),
+                Ok(result) => report_success(result, &origin, json),
                 Err(error) => {
-                    report_failure_of(error, json, several.then_some(&source));
+                    report_failure_of(error, json, several.then_some(&origin));
                 }
             }
             outcomes.push((i, outcome));

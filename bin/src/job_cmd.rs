@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use ferry_domain::SourceUrl;
+
 use crate::cli::{JobArgs, JobCommand};
+use crate::url_list::ListEntry;
 use crate::exit;
 
 fn fail(code: u8, message: String) -> ExitCode {
@@ -67,25 +70,68 @@ pub(crate) fn exit_for_status(status: &str) -> ExitCode {
     })
 }
 
+/// What to submit: a JSON job file, or a URL list and a destination.
+pub(crate) enum SubmitFrom<'a> {
+    Json(&'a Path),
+    List {
+        list: &'a Path,
+        destination: &'a str,
+    },
+}
+
+/// The job request body.
+fn request_body(from: &SubmitFrom<'_>) -> Result<Value, String> {
+    match from {
+        SubmitFrom::Json(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))
+        }
+        SubmitFrom::List { list, destination } => {
+            let entries = crate::copy::read_list(list).map_err(|e| e.0)?;
+            let files = entries
+                .into_iter()
+                .map(|e| list_file(e, list))
+                .collect::<Result<Vec<Value>, String>>()?;
+            Ok(serde_json::json!({ "files": files, "destination": destination }))
+        }
+    }
+}
+
+/// One list entry as a job file: the key defaults to the URL's file name.
+fn list_file(entry: ListEntry, list: &Path) -> Result<Value, String> {
+    let at = |m: String| format!("--files-from {} line {}: {m}", list.display(), entry.line);
+    let key = match entry.key {
+        Some(k) => k.as_str().to_owned(),
+        None => SourceUrl::parse(&entry.source)
+            .map_err(|e| at(e.to_string()))?
+            .file_name()
+            .ok_or_else(|| at("the URL has no file name: give a KEY".into()))?,
+    };
+    let mut file = serde_json::json!({ "source": entry.source, "key": key });
+    if let Some(sha) = entry.sha256 {
+        file["sha256"] = Value::from(sha.hex());
+    }
+    if let Some(md5) = entry.md5 {
+        file["md5"] = Value::from(md5.hex());
+    }
+    if let Some(size) = entry.size {
+        file["size"] = Value::from(size);
+    }
+    Ok(file)
+}
+
 async fn submit(
     client: &reqwest::Client,
     streams: &reqwest::Client,
     server: &str,
-    file: &Path,
+    from: SubmitFrom<'_>,
     wait: bool,
 ) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => return fail(exit::USAGE, format!("cannot read {}: {e}", file.display())),
-    };
-    let body: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            return fail(
-                exit::USAGE,
-                format!("{} is not valid JSON: {e}", file.display()),
-            );
-        }
+    let body = match request_body(&from) {
+        Ok(b) => b,
+        Err(e) => return fail(exit::USAGE, e),
     };
     let job = match answer(
         client
@@ -151,7 +197,20 @@ pub async fn run(args: JobArgs) -> ExitCode {
         Err(e) => return fail(exit::INTERNAL, format!("cannot build the HTTP client: {e}")),
     };
     match args.command {
-        JobCommand::Submit { file, wait } => submit(&client, &streams, &server, &file, wait).await,
+        JobCommand::Submit {
+            file,
+            files_from,
+            destination,
+            wait,
+        } => {
+            let from = match (&file, &files_from, &destination) {
+                (_, Some(list), Some(destination)) => SubmitFrom::List { list, destination },
+                (Some(file), _, _) => SubmitFrom::Json(file),
+                // clap requires one of the two forms.
+                _ => return fail(exit::USAGE, "give a JSON job file or --files-from".into()),
+            };
+            submit(&client, &streams, &server, from, wait).await
+        }
         JobCommand::Watch { id } => crate::watch::watch(&streams, &server, &id).await,
         JobCommand::Status { id } => {
             show(

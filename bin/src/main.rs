@@ -9,6 +9,7 @@ mod job_cmd;
 mod logging;
 mod progress;
 mod serve;
+mod url_list;
 mod watch;
 
 use std::process::ExitCode;

@@ -371,3 +371,135 @@ async fn stdin_to_s3_is_buffered_in_parts_and_verified() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A 1,000-line list: keys, digests, one malformed line (nothing copied,
+/// the line named), then one wrong digest (that line fails, the rest land).
+#[tokio::test]
+async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
+    let origin = Origin::start().await.unwrap();
+    let mut list = String::from("# generated list\n");
+    let mut expected = Vec::new();
+    let bad_digest_line;
+    {
+        let mut line = 1;
+        let mut bad = 0;
+        for i in 0..1000u64 {
+            let data = generate(2_000 + (i as usize % 7) * 100, 1000 + i);
+            let path = format!("/many/f{i}.bin");
+            origin.serve(&path, data.clone(), Behavior::Normal);
+            let url = origin.url(&path);
+            line += 1;
+            let (entry, key) = match i % 4 {
+                0 => (url.clone(), format!("f{i}.bin")),
+                1 => (format!("{url} keyed/k{i}.bin"), format!("keyed/k{i}.bin")),
+                2 => (format!("{url} - {}", sha256_hex(&data)), format!("f{i}.bin")),
+                _ if i == 999 => {
+                    bad = line;
+                    (format!("{url} wrong.bin {}", "0".repeat(64)), "wrong.bin".to_owned())
+                }
+                _ => (format!("{url} d{i}.bin {}", sha256_hex(&data)), format!("d{i}.bin")),
+            };
+            list.push_str(&entry);
+            list.push('\n');
+            expected.push((line, key, data));
+        }
+        bad_digest_line = bad;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    // A malformed line 500: nothing is fetched, the line is named.
+    let mut lines: Vec<&str> = list.lines().collect();
+    let broken_entry = format!("{} k.bin nothex", origin.url("/many/f0.bin"));
+    let original_500 = lines[499].to_owned();
+    lines[499] = &broken_entry;
+    std::fs::write(cwd.join("broken.txt"), lines.join("\n")).unwrap();
+    let out = run(
+        &["copy", "--files-from", "broken.txt", "out/"],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 500: SHA256"), "{err}");
+    assert!(origin.requests().is_empty(), "nothing fetched before the list is valid");
+    assert!(!cwd.join("out").exists());
+    lines[499] = &original_500;
+
+    std::fs::write(cwd.join("list.txt"), &list).unwrap();
+    let out = run(
+        &["copy", "--files-from", "list.txt", "out/", "--concurrency", "16", "--json"],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 1000, "one NDJSON result per entry");
+    let failed: Vec<&serde_json::Value> =
+        results.iter().filter(|r| r["status"] != "ok").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["line"], bad_digest_line);
+    assert_eq!(failed[0]["code"], "checksum_mismatch");
+    assert!(
+        stderr(&out).contains(&format!("line {bad_digest_line}:")),
+        "{}",
+        stderr(&out)
+    );
+    let mut lines_seen: Vec<u64> = results.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    lines_seen.sort_unstable();
+    lines_seen.dedup();
+    assert_eq!(lines_seen.len(), 1000);
+    for (line, key, data) in &expected {
+        let path = cwd.join("out").join(key);
+        if *line == bad_digest_line {
+            assert!(!path.exists(), "a wrong digest stores nothing");
+        } else {
+            assert_eq!(&std::fs::read(&path).unwrap(), data, "line {line}: {key}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_csv_list_can_come_from_stdin() {
+    let origin = Origin::start().await.unwrap();
+    let a = generate(10_000, 71);
+    let b = generate(20_000, 72);
+    origin.serve("/c/a.bin", a.clone(), Behavior::Normal);
+    origin.serve("/c/b.bin", b.clone(), Behavior::Normal);
+    let csv = format!(
+        "source,sha256,key\n{},{},\"named with space.bin\"\n{},,\n",
+        origin.url("/c/a.bin"),
+        sha256_hex(&a),
+        origin.url("/c/b.bin")
+    );
+    let work = tempfile::tempdir().unwrap();
+    let out = run(
+        &["copy", "--files-from", "-", "dir/"],
+        work.path(),
+        &[],
+        Some(csv.into_bytes()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(work.path().join("dir/named with space.bin")).unwrap(),
+        a
+    );
+    assert_eq!(std::fs::read(work.path().join("dir/b.bin")).unwrap(), b);
+    // Sources and a list together are refused.
+    let out = run(
+        &["copy", &origin.url("/c/a.bin"), "--files-from", "-", "dir/"],
+        work.path(),
+        &[],
+        Some(Vec::new()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not both"), "{}", stderr(&out));
+}
