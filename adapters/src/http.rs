@@ -317,13 +317,12 @@ impl PooledHttpClient {
 impl PooledHttpClient {
     /// Where a 3xx answer points, checked as every redirect hop is.
     fn cross_origin_target(&self, url: &str, resp: &Response) -> Result<SourceUrl, DownloadError> {
-        let location = header_str(resp.headers(), header::LOCATION).ok_or_else(|| {
-            DownloadError::Status {
+        let location =
+            header_str(resp.headers(), header::LOCATION).ok_or_else(|| DownloadError::Status {
                 url: url.to_owned(),
                 status: resp.status().as_u16(),
                 exhausted: false,
-            }
-        })?;
+            })?;
         let next = resp
             .url()
             .join(&location)
@@ -476,14 +475,14 @@ impl HttpDownloadPort for PooledHttpClient {
         let (response, permit) = loop {
             // The per-host permit is held for one request (and its body),
             // never across a backoff sleep.
-            let permit: OwnedSemaphorePermit =
-                self.host_limiter(&target)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| DownloadError::Unexpected {
-                        url: url.clone(),
-                        source: Box::new(e),
-                    })?;
+            let permit: OwnedSemaphorePermit = self
+                .host_limiter(&target)
+                .acquire_owned()
+                .await
+                .map_err(|e| DownloadError::Unexpected {
+                    url: url.clone(),
+                    source: Box::new(e),
+                })?;
             let outcome = self.send_once(&target, &request, with_headers).await;
             let (error, wait_hint) = match outcome {
                 Ok(resp) if resp.status().is_success() => break (resp, permit),

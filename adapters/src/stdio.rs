@@ -212,7 +212,10 @@ mod tests {
         assert!(w.rewind(1).await.is_ok());
         assert!(w.rewind(0).await.is_err());
         let again = storage.begin_write(WriteRequest::new(key, None)).await;
-        assert!(matches!(again, Err(StorageError::InvalidDestination { .. })));
+        assert!(matches!(
+            again,
+            Err(StorageError::InvalidDestination { .. })
+        ));
     }
 
     #[tokio::test]

@@ -126,7 +126,12 @@ pub struct SourceGuardArgs {
 pub struct TlsArgs {
     /// Also trust the CA certificates in this PEM file (an internal CA);
     /// repeatable, or comma-separated in FERRY_CA_CERT.
-    #[arg(long, env = "FERRY_CA_CERT", value_delimiter = ',', value_name = "FILE")]
+    #[arg(
+        long,
+        env = "FERRY_CA_CERT",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
     pub ca_cert: Vec<std::path::PathBuf>,
     /// Built-in roots: `webpki` (Mozilla's, compiled in), `native` (the
     /// system store, or SSL_CERT_FILE / SSL_CERT_DIR when set) or `both`.
@@ -419,7 +424,14 @@ pub struct CopyArgs {
     /// sent after a redirect to another host.
     // Parsed by `copy` (SourceHeader::parse), not by clap: clap's error
     // would echo the value.
-    #[arg(long = "header", short = 'H', env = "FERRY_HEADER", value_delimiter = '\n', value_name = "NAME: VALUE", hide_env_values = true)]
+    #[arg(
+        long = "header",
+        short = 'H',
+        env = "FERRY_HEADER",
+        value_delimiter = '\n',
+        value_name = "NAME: VALUE",
+        hide_env_values = true
+    )]
     pub headers: Vec<String>,
     /// Where checkpoints (small state files) are kept so that a killed or
     /// failed copy, run again with the same SOURCE and DEST, continues where

@@ -15,8 +15,8 @@ use ferry_adapters::checkpoint::{
     CheckpointFiles, LockError, TransferLock, checkpointed_temp_files,
 };
 use ferry_adapters::memory::MemoryPools;
-use ferry_adapters::stdio::StdinSource;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
+use ferry_adapters::stdio::StdinSource;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::{
     HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard, SourceRouter,
@@ -32,9 +32,9 @@ use ferry_domain::{
 };
 
 use crate::cli::{CopyArgs, ProgressMode, Toggle};
-use crate::url_list::{self, ListEntry};
 use crate::exit;
 use crate::progress::{LineProgress, TerminalProgress};
+use crate::url_list::{self, ListEntry};
 
 /// A problem with the arguments, reported before any transfer starts.
 pub(crate) struct UsageError(pub String);
@@ -126,16 +126,16 @@ fn report_success(result: &ProcessFileResult, origin: &Origin, report: Report) {
     if report.json {
         print_json(
             &JsonSuccess {
-            status: "ok",
-            source: origin.source.redacted(),
-            line: origin.line,
-            destination: &result.location,
-            bytes: result.bytes,
-            sha256: result.sha256.hex(),
-            md5: result.md5.as_ref().map(|c| c.hex()),
-            duration_seconds: result.duration.as_secs_f64(),
-            throughput_bytes_per_second: result.throughput(),
-            resumed_from: result.resumed_from,
+                status: "ok",
+                source: origin.source.redacted(),
+                line: origin.line,
+                destination: &result.location,
+                bytes: result.bytes,
+                sha256: result.sha256.hex(),
+                md5: result.md5.as_ref().map(|c| c.hex()),
+                duration_seconds: result.duration.as_secs_f64(),
+                throughput_bytes_per_second: result.throughput(),
+                resumed_from: result.resumed_from,
             },
             report,
         );
@@ -304,11 +304,12 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
             false => UsageError(message),
         };
         if from_list && entry.source == "-" && args.files_from.as_deref() == Some(Path::new("-")) {
-            return Err(at("SOURCE - (stdin) while the list itself is read from stdin".into()));
+            return Err(at(
+                "SOURCE - (stdin) while the list itself is read from stdin".into(),
+            ));
         }
         let source = parse_source(&entry.source).map_err(|e| at(e.0))?;
-        let mut target =
-            CopyTarget::parse(dest_raw, &source, is_dir).map_err(|e| at(e.0))?;
+        let mut target = CopyTarget::parse(dest_raw, &source, is_dir).map_err(|e| at(e.0))?;
         if let Some(key) = entry.key {
             target.key = key;
         }
@@ -342,7 +343,10 @@ pub(crate) fn read_list(path: &Path) -> Result<Vec<ListEntry>, UsageError> {
         url_list::parse(std::io::stdin().lock())
     } else {
         let file = std::fs::File::open(path).map_err(|e| {
-            UsageError(format!("--files-from {}: cannot read it ({e})", path.display()))
+            UsageError(format!(
+                "--files-from {}: cannot read it ({e})",
+                path.display()
+            ))
         })?;
         url_list::parse(std::io::BufReader::new(file))
     };
@@ -587,7 +591,10 @@ async fn open_transfer(
             args.sources.allow_source.clone(),
         ))
     });
-    let tls = args.tls.trust().map_err(|e| OpenError::Usage(UsageError(e)))?;
+    let tls = args
+        .tls
+        .trust()
+        .map_err(|e| OpenError::Usage(UsageError(e)))?;
     let http = PooledHttpClient::new(HttpClientConfig {
         guard,
         retry: policy,

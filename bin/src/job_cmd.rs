@@ -9,8 +9,8 @@ use serde_json::Value;
 use ferry_domain::SourceUrl;
 
 use crate::cli::{JobArgs, JobCommand};
-use crate::url_list::ListEntry;
 use crate::exit;
+use crate::url_list::ListEntry;
 
 fn fail(code: u8, message: String) -> ExitCode {
     eprintln!("ferry: error: {message}");

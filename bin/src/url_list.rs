@@ -138,10 +138,16 @@ fn parse_csv(text: &str) -> Result<Vec<ListEntry>, ListErrors> {
         )]));
     }
     let Some(source_col) = column("source") else {
-        return Err(ListErrors(vec!["the CSV header has no `source` column".into()]));
+        return Err(ListErrors(vec![
+            "the CSV header has no `source` column".into(),
+        ]));
     };
-    let (key_col, sha_col, md5_col, size_col) =
-        (column("key"), column("sha256"), column("md5"), column("size"));
+    let (key_col, sha_col, md5_col, size_col) = (
+        column("key"),
+        column("sha256"),
+        column("md5"),
+        column("size"),
+    );
     let results = reader
         .records()
         .map(|record| {
@@ -150,10 +156,8 @@ fn parse_csv(text: &str) -> Result<Vec<ListEntry>, ListErrors> {
                 None => e.to_string(),
             })?;
             let line = record.position().map_or(0, |p| p.line() as usize);
-            let field = |col: Option<usize>| {
-                col.and_then(|c| record.get(c))
-                    .filter(|v| !v.is_empty())
-            };
+            let field =
+                |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             entry(
                 line,
                 record.get(source_col).unwrap_or_default(),

@@ -105,14 +105,24 @@ async fn https_sources_are_checked_against_the_given_ca_and_speak_http2() {
     assert_eq!(out.status.code(), Some(10), "{err}");
     assert!(err.contains("--ca-cert"), "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
-    assert!(!err.contains("retrying"), "an untrusted certificate is not retried: {err}");
+    assert!(
+        !err.contains("retrying"),
+        "an untrusted certificate is not retried: {err}"
+    );
     assert_eq!(origin.connections(), 1, "one connection attempt");
     assert_eq!(json(&out)["code"], "source_tls");
     assert!(files_under(&work.path().join("out")).is_empty());
 
     // --ca-cert: trusted; ALPN picks HTTP/2.
     let out = run(
-        &["copy", &url, "out/", "--no-checkpoint", "--ca-cert", ca_path],
+        &[
+            "copy",
+            &url,
+            "out/",
+            "--no-checkpoint",
+            "--ca-cert",
+            ca_path,
+        ],
         work.path(),
         &[],
         None,
@@ -120,9 +130,20 @@ async fn https_sources_are_checked_against_the_given_ca_and_speak_http2() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["sha256"], sha256_hex(&data));
-    assert_eq!(std::fs::read(work.path().join("out/secure.bin")).unwrap(), data);
-    let versions: Vec<String> = origin.requests().iter().map(|r| r.version.clone()).collect();
-    assert_eq!(versions, vec!["HTTP/2.0".to_owned()], "one request, over HTTP/2");
+    assert_eq!(
+        std::fs::read(work.path().join("out/secure.bin")).unwrap(),
+        data
+    );
+    let versions: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|r| r.version.clone())
+        .collect();
+    assert_eq!(
+        versions,
+        vec!["HTTP/2.0".to_owned()],
+        "one request, over HTTP/2"
+    );
 
     // SSL_CERT_FILE is honoured by the default roots (webpki + native)...
     std::fs::remove_dir_all(work.path().join("out")).unwrap();
@@ -136,7 +157,14 @@ async fn https_sources_are_checked_against_the_given_ca_and_speak_http2() {
     assert!(out.status.success(), "{}", stderr(&out));
     // ... and not by --tls-roots webpki, which trusts only the compiled-in roots.
     let out = run(
-        &["copy", &url, "again/", "--no-checkpoint", "--tls-roots", "webpki"],
+        &[
+            "copy",
+            &url,
+            "again/",
+            "--no-checkpoint",
+            "--tls-roots",
+            "webpki",
+        ],
         work.path(),
         &[("SSL_CERT_FILE", ca_path)],
         None,
@@ -178,7 +206,11 @@ async fn headers_reach_the_origin_and_no_other_host_and_are_never_shown() {
     // Another origin (another host name and port).
     other.serve("/mirror.bin", data.clone(), Behavior::Normal);
     let cross = other.url("/mirror.bin").replace("127.0.0.1", "localhost");
-    origin.serve("/away.bin", Vec::<u8>::new(), Behavior::Redirect { to: cross });
+    origin.serve(
+        "/away.bin",
+        Vec::<u8>::new(),
+        Behavior::Redirect { to: cross },
+    );
     origin.require_header("Authorization", "Bearer s3cr3t-t0ken-81");
     let work = tempfile::tempdir().unwrap();
     let headers = [
@@ -206,7 +238,10 @@ async fn headers_reach_the_origin_and_no_other_host_and_are_never_shown() {
         assert!(err.contains("DEBUG"), "debug logs were on");
         let stdout = String::from_utf8_lossy(&out.stdout);
         for secret in ["s3cr3t-t0ken-81", "k3y-v4lue-82"] {
-            assert!(!stdout.contains(secret) && !err.contains(secret), "{secret} shown");
+            assert!(
+                !stdout.contains(secret) && !err.contains(secret),
+                "{secret} shown"
+            );
         }
         std::fs::remove_dir_all(work.path().join("out")).unwrap();
     }
@@ -250,8 +285,17 @@ async fn headers_reach_the_origin_and_no_other_host_and_are_never_shown() {
 
     // A malformed or forbidden header: a usage error that names the flag
     // and never echoes the value.
-    for bad in ["Authorization Bearer s3cr3t-t0ken-81", "Host: s3cr3t-t0ken-81"] {
-        let out = run(&["copy", &url, "bad/", "--header", bad], work.path(), &[], None).await;
+    for bad in [
+        "Authorization Bearer s3cr3t-t0ken-81",
+        "Host: s3cr3t-t0ken-81",
+    ] {
+        let out = run(
+            &["copy", &url, "bad/", "--header", bad],
+            work.path(),
+            &[],
+            None,
+        )
+        .await;
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("--header #1"), "{err}");
@@ -285,9 +329,19 @@ async fn dash_reads_stdin_and_writes_stdout_and_never_makes_a_file_named_dash() 
     // stdin into a directory: no name to give the file.
     let out = run(&["copy", "-", "out/"], cwd, &[], Some(b"x".to_vec())).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("standard input has no file name"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("standard input has no file name"),
+        "{}",
+        stderr(&out)
+    );
     // stdin cannot resume.
-    let out = run(&["copy", "-", "out/r.bin", "--resume"], cwd, &[], Some(b"x".to_vec())).await;
+    let out = run(
+        &["copy", "-", "out/r.bin", "--resume"],
+        cwd,
+        &[],
+        Some(b"x".to_vec()),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // URL -> stdout: exactly the bytes, nothing else on stdout, no result
@@ -297,14 +351,26 @@ async fn dash_reads_stdin_and_writes_stdout_and_never_makes_a_file_named_dash() 
     assert!(out.stdout[..] == data[..], "stdout holds exactly the file");
     assert!(!stderr(&out).contains("sha256"), "{}", stderr(&out));
     // With --json the result goes to stderr.
-    let out = run(&["copy", &url, "-", "--json", "--progress", "none"], cwd, &[], None).await;
+    let out = run(
+        &["copy", &url, "-", "--json", "--progress", "none"],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
     assert!(out.stdout[..] == data[..]);
     let last = stderr(&out).trim().lines().last().unwrap().to_owned();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["sha256"], sha);
     assert_eq!(v["destination"], "-");
     // A wrong digest: the bytes are out already, the exit code says so.
-    let out = run(&["copy", &url, "-", "--sha256", &"0".repeat(64)], cwd, &[], None).await;
+    let out = run(
+        &["copy", &url, "-", "--sha256", &"0".repeat(64)],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), data.len());
     // stdin -> stdout.
@@ -318,10 +384,22 @@ async fn dash_reads_stdin_and_writes_stdout_and_never_makes_a_file_named_dash() 
     std::fs::write(cwd.join("-"), b"a file named dash").unwrap();
     let out = run(&["copy", "./-", "out/dash.txt"], cwd, &[], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(cwd.join("out/dash.txt")).unwrap(), b"a file named dash");
-    let out = run(&["copy", "-", "out/stdin.txt"], cwd, &[], Some(b"from stdin".to_vec())).await;
+    assert_eq!(
+        std::fs::read(cwd.join("out/dash.txt")).unwrap(),
+        b"a file named dash"
+    );
+    let out = run(
+        &["copy", "-", "out/stdin.txt"],
+        cwd,
+        &[],
+        Some(b"from stdin".to_vec()),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(cwd.join("out/stdin.txt")).unwrap(), b"from stdin");
+    assert_eq!(
+        std::fs::read(cwd.join("out/stdin.txt")).unwrap(),
+        b"from stdin"
+    );
 }
 
 #[tokio::test]
@@ -334,7 +412,15 @@ async fn stdin_to_s3_is_buffered_in_parts_and_verified() {
     let dest = format!("s3://{}/{key}", env.bucket);
     let work = tempfile::tempdir().unwrap();
     let out = run(
-        &["copy", "-", &dest, "--endpoint-url", &env.endpoint, "--part-size", "5MiB"],
+        &[
+            "copy",
+            "-",
+            &dest,
+            "--endpoint-url",
+            &env.endpoint,
+            "--part-size",
+            "5MiB",
+        ],
         work.path(),
         &[],
         Some(data.to_vec()),
@@ -392,12 +478,21 @@ async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
             let (entry, key) = match i % 4 {
                 0 => (url.clone(), format!("f{i}.bin")),
                 1 => (format!("{url} keyed/k{i}.bin"), format!("keyed/k{i}.bin")),
-                2 => (format!("{url} - {}", sha256_hex(&data)), format!("f{i}.bin")),
+                2 => (
+                    format!("{url} - {}", sha256_hex(&data)),
+                    format!("f{i}.bin"),
+                ),
                 _ if i == 999 => {
                     bad = line;
-                    (format!("{url} wrong.bin {}", "0".repeat(64)), "wrong.bin".to_owned())
+                    (
+                        format!("{url} wrong.bin {}", "0".repeat(64)),
+                        "wrong.bin".to_owned(),
+                    )
                 }
-                _ => (format!("{url} d{i}.bin {}", sha256_hex(&data)), format!("d{i}.bin")),
+                _ => (
+                    format!("{url} d{i}.bin {}", sha256_hex(&data)),
+                    format!("d{i}.bin"),
+                ),
             };
             list.push_str(&entry);
             list.push('\n');
@@ -423,13 +518,24 @@ async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("line 500: SHA256"), "{err}");
-    assert!(origin.requests().is_empty(), "nothing fetched before the list is valid");
+    assert!(
+        origin.requests().is_empty(),
+        "nothing fetched before the list is valid"
+    );
     assert!(!cwd.join("out").exists());
     lines[499] = &original_500;
 
     std::fs::write(cwd.join("list.txt"), &list).unwrap();
     let out = run(
-        &["copy", "--files-from", "list.txt", "out/", "--concurrency", "16", "--json"],
+        &[
+            "copy",
+            "--files-from",
+            "list.txt",
+            "out/",
+            "--concurrency",
+            "16",
+            "--json",
+        ],
         cwd,
         &[],
         None,
@@ -441,8 +547,7 @@ async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(results.len(), 1000, "one NDJSON result per entry");
-    let failed: Vec<&serde_json::Value> =
-        results.iter().filter(|r| r["status"] != "ok").collect();
+    let failed: Vec<&serde_json::Value> = results.iter().filter(|r| r["status"] != "ok").collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["line"], bad_digest_line);
     assert_eq!(failed[0]["code"], "checksum_mismatch");
@@ -451,7 +556,10 @@ async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
         "{}",
         stderr(&out)
     );
-    let mut lines_seen: Vec<u64> = results.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let mut lines_seen: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     lines_seen.sort_unstable();
     lines_seen.dedup();
     assert_eq!(lines_seen.len(), 1000);

@@ -144,9 +144,9 @@ impl CopyTarget {
         if raw == "-" {
             let name = source.file_name().unwrap_or_else(|| "stdout".to_owned());
             return Ok(Self {
-                key: ObjectKey::parse(&name).or_else(|_| ObjectKey::parse("stdout")).map_err(
-                    |e| InvalidCopyTarget(format!("DEST -: {e}")),
-                )?,
+                key: ObjectKey::parse(&name)
+                    .or_else(|_| ObjectKey::parse("stdout"))
+                    .map_err(|e| InvalidCopyTarget(format!("DEST -: {e}")))?,
                 destination: Destination::Stdout,
             });
         }
@@ -327,7 +327,10 @@ mod tests {
         assert!(e.0.contains("standard input has no file name"), "{e}");
         let named = CopyTarget::parse("out/x.txt", &stdin, false).unwrap();
         assert_eq!(named.key.as_str(), "x.txt");
-        assert_eq!(CopyTarget::parse("-", &stdin, false).unwrap().destination, Destination::Stdout);
+        assert_eq!(
+            CopyTarget::parse("-", &stdin, false).unwrap().destination,
+            Destination::Stdout
+        );
         // No URL parses to stdin.
         assert!(SourceUrl::parse("stdin:-").is_err());
     }

@@ -174,16 +174,27 @@ mod tests {
         let h = SourceHeader::parse("Authorization:  Bearer s3cr3t ").unwrap();
         assert_eq!(h.name(), "Authorization");
         assert_eq!(h.value(), "Bearer s3cr3t");
-        let shown = format!("{h} {h:?} {:?}", SourceHeaders::new(vec![h.clone()]).unwrap());
+        let shown = format!(
+            "{h} {h:?} {:?}",
+            SourceHeaders::new(vec![h.clone()]).unwrap()
+        );
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("Authorization"));
     }
 
     #[test]
     fn refuses_host_hop_by_hop_and_bad_input_without_echoing_values() {
-        for raw in ["Host: evil", "connection: close", "Transfer-Encoding: x", "Range: bytes=0-"] {
+        for raw in [
+            "Host: evil",
+            "connection: close",
+            "Transfer-Encoding: x",
+            "Range: bytes=0-",
+        ] {
             assert!(
-                matches!(SourceHeader::parse(raw), Err(InvalidHeader::Reserved { .. })),
+                matches!(
+                    SourceHeader::parse(raw),
+                    Err(InvalidHeader::Reserved { .. })
+                ),
                 "{raw}"
             );
         }

@@ -36,11 +36,11 @@ pub use destination::{CopyTarget, Destination, InvalidCopyTarget, InvalidDestina
 pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};
 pub use error::{ErrorClass, ErrorCode};
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
+pub use headers::{InvalidHeader, SourceHeader, SourceHeaders};
 pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
     TransitionError,
 };
-pub use headers::{InvalidHeader, SourceHeader, SourceHeaders};
 pub use key::{InvalidKey, ObjectKey};
 pub use pressure::{
     AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,

@@ -149,7 +149,6 @@ impl SourceUrl {
     }
 }
 
-
 /// Redacts an arbitrary URL: userinfo dropped, query values and fragment
 /// replaced by `REDACTED`.
 pub fn redact_url(url: &Url) -> String {

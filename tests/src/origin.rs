@@ -297,7 +297,11 @@ async fn handle(
             headers: req.headers().clone(),
         });
         if let Some((name, value)) = &s.required
-            && req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+            && req
+                .headers()
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                != Some(value.as_str())
         {
             return Ok(status(StatusCode::UNAUTHORIZED));
         }
