@@ -172,7 +172,10 @@ fn resolve(
         .map_err(|e| ExportProviderError::BadResponse(format!("`{field}` is not a URL: {e}")))?;
     let url = SourceUrl::parse(joined.as_str())
         .map_err(|e| ExportProviderError::BadResponse(format!("`{field}`: {e}")))?;
-    if url.scheme() == ferry_domain::SourceScheme::File {
+    if !matches!(
+        url.scheme(),
+        ferry_domain::SourceScheme::Http | ferry_domain::SourceScheme::Https
+    ) {
         return Err(ExportProviderError::BadResponse(format!(
             "`{field}` must be an http(s) URL"
         )));

@@ -551,6 +551,7 @@ impl HttpDownloadPort for PooledHttpClient {
             last_modified: header_str(headers, header::LAST_MODIFIED),
             accepts_ranges,
             final_url,
+            declared_sha256: None,
         };
         debug!(source = %url, status = response.status().as_u16(), ?total_length, offset, "source opened");
         let body = idle_timeout_body(

@@ -127,6 +127,7 @@ impl HttpDownloadPort for LocalFileSource {
                 last_modified,
                 accepts_ranges: true,
                 final_url: request.source.clone(),
+                declared_sha256: None,
             },
             body: Box::pin(body),
         })

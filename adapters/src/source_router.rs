@@ -11,6 +11,7 @@ pub struct SourceRouter {
     http: Arc<dyn HttpDownloadPort>,
     file: Option<Arc<dyn HttpDownloadPort>>,
     stdin: Option<Arc<dyn HttpDownloadPort>>,
+    s3: Option<Arc<dyn HttpDownloadPort>>,
 }
 
 impl std::fmt::Debug for SourceRouter {
@@ -18,6 +19,7 @@ impl std::fmt::Debug for SourceRouter {
         f.debug_struct("SourceRouter")
             .field("file_enabled", &self.file.is_some())
             .field("stdin_enabled", &self.stdin.is_some())
+            .field("s3_enabled", &self.s3.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -29,7 +31,14 @@ impl SourceRouter {
             http,
             file,
             stdin: None,
+            s3: None,
         }
+    }
+
+    /// Reads `s3://` sources with `s3` (the CLI only).
+    pub fn with_s3(mut self, s3: Arc<dyn HttpDownloadPort>) -> Self {
+        self.s3 = Some(s3);
+        self
     }
 
     /// Reads `-` (standard input) with `stdin` (the CLI only).
@@ -49,6 +58,13 @@ impl HttpDownloadPort for SourceRouter {
                 None => Err(DownloadError::Forbidden {
                     url: request.source.redacted(),
                     reason: "file:// sources are disabled here".into(),
+                }),
+            },
+            SourceScheme::S3 => match &self.s3 {
+                Some(s3) => s3.open(request).await,
+                None => Err(DownloadError::Forbidden {
+                    url: request.source.redacted(),
+                    reason: "s3:// sources are read by ferry copy only".into(),
                 }),
             },
             SourceScheme::Stdin => match &self.stdin {

@@ -67,6 +67,7 @@ impl HttpDownloadPort for StdinSource {
                 last_modified: None,
                 accepts_ranges: false,
                 final_url: request.source,
+                declared_sha256: None,
             },
             body: Box::pin(body),
         })

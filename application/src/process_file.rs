@@ -104,7 +104,10 @@ impl ProcessFile {
             key: command.key.clone(),
             size_hint: meta.total_length,
             replayable: meta.is_replayable(),
-            expected_sha256: command.expected_for(ChecksumAlgorithm::Sha256).cloned(),
+            expected_sha256: command
+                .expected_for(ChecksumAlgorithm::Sha256)
+                .or(meta.declared_sha256.as_ref())
+                .cloned(),
             expected_md5: command.expected_for(ChecksumAlgorithm::Md5).cloned(),
         }
     }
@@ -202,10 +205,11 @@ impl ProcessFile {
                 last_modified: checkpoint.source.last_modified.clone(),
                 accepts_ranges: true,
                 final_url: command.source.clone(),
+                declared_sha256: None,
             };
             (meta, None)
         } else {
-            let download = self
+            let opened = self
                 .downloader
                 .open(DownloadRequest {
                     source: command.source.clone(),
@@ -213,7 +217,18 @@ impl ProcessFile {
                     if_range: checkpoint.source.validator(),
                     headers: command.headers.clone(),
                 })
-                .await?;
+                .await;
+            let download = match opened {
+                Ok(d) => d,
+                // A source that refuses the conditional read (S3's If-Match
+                // answering 412) rather than sending the whole body.
+                Err(e @ DownloadError::SourceChanged { .. }) => {
+                    return Ok(self
+                        .restart(command, checkpointer, &checkpoint, e.to_string())
+                        .await);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let meta = download.meta;
             if meta.offset != committed
                 || !checkpoint
@@ -316,7 +331,7 @@ impl ProcessFile {
                 check.finalize().0 == sha256
             }
         };
-        if !matches || first_mismatch(command, &sha256, md5.as_ref()).is_some() {
+        if !matches || first_mismatch(command, meta, &sha256, md5.as_ref()).is_some() {
             return None;
         }
         debug!(key = %command.key, "the object was committed before the restart");
@@ -497,23 +512,33 @@ async fn checkpoint(
     Ok(())
 }
 
-/// The first expected digest the computed ones contradict.
+/// The first expected digest the computed ones contradict: the command's,
+/// and the SHA-256 the source declares when the command gives none.
 fn first_mismatch(
     command: &ProcessFileCommand,
+    meta: &SourceMeta,
     sha256: &ferry_domain::Checksum,
     md5: Option<&ferry_domain::Checksum>,
 ) -> Option<ProcessFileError> {
-    command.expected.iter().find_map(|expected| {
-        let actual = match expected.algorithm() {
-            ChecksumAlgorithm::Sha256 => Some(sha256),
-            ChecksumAlgorithm::Md5 => md5,
-        }?;
-        (actual != expected).then(|| ProcessFileError::ChecksumMismatch {
-            algorithm: expected.algorithm(),
-            expected: expected.hex().to_owned(),
-            actual: actual.hex().to_owned(),
+    let declared = meta
+        .declared_sha256
+        .as_ref()
+        .filter(|_| command.expected_for(ChecksumAlgorithm::Sha256).is_none());
+    command
+        .expected
+        .iter()
+        .chain(declared)
+        .find_map(|expected| {
+            let actual = match expected.algorithm() {
+                ChecksumAlgorithm::Sha256 => Some(sha256),
+                ChecksumAlgorithm::Md5 => md5,
+            }?;
+            (actual != expected).then(|| ProcessFileError::ChecksumMismatch {
+                algorithm: expected.algorithm(),
+                expected: expected.hex().to_owned(),
+                actual: actual.hex().to_owned(),
+            })
         })
-    })
 }
 
 /// A body that broke before its declared end is reported as cut short.
@@ -602,7 +627,7 @@ impl ProcessFilePort for ProcessFile {
             }
         }
         let (sha256, md5) = hasher.finalize();
-        if let Some(mismatch) = first_mismatch(&command, &sha256, md5.as_ref()) {
+        if let Some(mismatch) = first_mismatch(&command, &meta, &sha256, md5.as_ref()) {
             abort(writer, &command).await;
             if let Some(cp) = &checkpointer {
                 cp.clear().await;

@@ -371,6 +371,10 @@ pub struct CopyArgs {
     /// errors and results name the line.
     #[arg(long, env = "FERRY_FILES_FROM", value_name = "FILE")]
     pub files_from: Option<std::path::PathBuf>,
+    /// S3 endpoint for s3:// SOURCEs when it differs from DEST's
+    /// (--endpoint-url); default: the same.
+    #[arg(long, env = "FERRY_SOURCE_ENDPOINT_URL")]
+    pub source_endpoint_url: Option<String>,
     /// Transfers run at once when several sources are given.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

@@ -15,6 +15,7 @@ use ferry_adapters::checkpoint::{
     CheckpointFiles, LockError, TransferLock, checkpointed_temp_files,
 };
 use ferry_adapters::memory::MemoryPools;
+use ferry_adapters::s3::S3Source;
 use ferry_adapters::s3::{S3Settings, S3StorageConfig};
 use ferry_adapters::stdio::StdinSource;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
@@ -23,8 +24,8 @@ use ferry_adapters::{
 };
 use ferry_application::{ProcessFileConfig, TransferFactory};
 use ferry_domain::ports::{
-    CheckpointStorePort, ProcessFileCommand, ProcessFileError, ProcessFileResult, TransferError,
-    TransferFactoryPort, TransferPort, Unobserved,
+    CheckpointStorePort, DownloadError, ProcessFileCommand, ProcessFileError, ProcessFileResult,
+    TransferError, TransferFactoryPort, TransferPort, Unobserved,
 };
 use ferry_domain::{
     ByteSize, Checksum, CopyTarget, Destination, EgressPolicy, ObjectKey, RetryPolicy,
@@ -249,25 +250,33 @@ struct Planned {
     expected_size: Option<u64>,
 }
 
-/// Parses every SOURCE (or every --files-from entry) against DEST; several
-/// sources need a directory or a prefix as DEST, and distinct keys.
-fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
-    let (dest_raw, sources) = args
+/// Why the entries could not be gathered.
+enum Gathered {
+    Usage(UsageError),
+    /// Listing an s3:// prefix failed.
+    Source(DownloadError),
+}
+
+/// The entries to copy: the SOURCE arguments or the --files-from list,
+/// with every `s3://bucket/prefix/` expanded into its objects (keyed by
+/// their path under the prefix).
+async fn gather(args: &CopyArgs, s3: &S3Source) -> Result<Vec<ListEntry>, Gathered> {
+    let (_, sources) = args
         .paths
         .split_last()
-        .ok_or_else(|| UsageError("give at least one SOURCE and a DEST".into()))?;
+        .ok_or_else(|| Gathered::Usage(UsageError("give at least one SOURCE and a DEST".into())))?;
     let entries: Vec<ListEntry> = match &args.files_from {
         Some(list) if !sources.is_empty() => {
-            return Err(UsageError(format!(
+            return Err(Gathered::Usage(UsageError(format!(
                 "give SOURCE arguments or --files-from {}, not both",
                 list.display()
-            )));
+            ))));
         }
-        Some(list) => read_list(list)?,
+        Some(list) => read_list(list).map_err(Gathered::Usage)?,
         None if sources.is_empty() => {
-            return Err(UsageError(
+            return Err(Gathered::Usage(UsageError(
                 "give at least one SOURCE and a DEST (or --files-from FILE and a DEST)".into(),
-            ));
+            )));
         }
         None => sources
             .iter()
@@ -281,8 +290,60 @@ fn plan(args: &CopyArgs) -> Result<Vec<Planned>, UsageError> {
             })
             .collect(),
     };
+    let mut expanded = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some((bucket, prefix)) = s3_prefix(&entry.source) else {
+            expanded.push(entry);
+            continue;
+        };
+        let objects = s3.list(&bucket, &prefix).await.map_err(Gathered::Source)?;
+        if objects.is_empty() {
+            return Err(Gathered::Source(DownloadError::NotFound {
+                url: format!("s3://{bucket}/{prefix} (no objects under it)"),
+            }));
+        }
+        for object in objects {
+            let relative = object.key.strip_prefix(&prefix).unwrap_or(&object.key);
+            let key = ObjectKey::parse(relative).map_err(|e| {
+                Gathered::Usage(UsageError(format!(
+                    "s3://{bucket}/{}: its name cannot be a key here: {e}",
+                    object.key
+                )))
+            })?;
+            let source = SourceUrl::s3(&bucket, &object.key)
+                .map_err(|e| Gathered::Usage(UsageError(format!("SOURCE: {e}"))))?;
+            expanded.push(ListEntry {
+                line: entry.line,
+                source: source.expose().to_owned(),
+                key: Some(key),
+                sha256: None,
+                md5: None,
+                size: Some(object.size),
+            });
+        }
+    }
+    Ok(expanded)
+}
+
+/// The bucket and prefix of an `s3://bucket/prefix/` SOURCE.
+fn s3_prefix(raw: &str) -> Option<(String, String)> {
+    SourceUrl::parse(raw)
+        .ok()
+        .and_then(|s| s.s3_object())
+        .filter(|(_, key)| key.is_empty() || key.ends_with('/'))
+}
+
+/// Plans every entry against DEST; several entries (or a list) need a
+/// directory or a prefix as DEST, and distinct keys.
+fn plan(args: &CopyArgs, entries: Vec<ListEntry>) -> Result<Vec<Planned>, UsageError> {
+    let dest_raw = args
+        .paths
+        .last()
+        .ok_or_else(|| UsageError("give at least one SOURCE and a DEST".into()))?;
     let from_list = args.files_from.is_some();
-    if entries.len() > 1 || from_list {
+    let sources = args.paths.split_last().map_or(&[][..], |(_, s)| s);
+    let expanded = sources.iter().any(|raw| s3_prefix(raw).is_some());
+    if entries.len() > 1 || from_list || expanded {
         let is_dir_like = dest_raw.ends_with('/') || Path::new(dest_raw).is_dir();
         if !is_dir_like {
             return Err(UsageError(format!(
@@ -359,7 +420,19 @@ pub async fn run(
     memory_budget: ByteSize,
 ) -> ExitCode {
     let json = Report::for_args(&args);
-    let planned = match plan(&args) {
+    let s3_source = S3Source::new(S3Settings {
+        endpoint_url: args
+            .source_endpoint_url
+            .clone()
+            .or_else(|| endpoint_url.clone()),
+        region: None,
+    });
+    let entries = match gather(&args, &s3_source).await {
+        Ok(entries) => entries,
+        Err(Gathered::Usage(e)) => return usage(&e, json),
+        Err(Gathered::Source(e)) => return report_failure(&ProcessFileError::Source(e), json),
+    };
+    let planned = match plan(&args, entries) {
         Ok(p) => p,
         Err(e) => return usage(&e, json),
     };
@@ -404,17 +477,15 @@ pub async fn run(
         deadline: args.retry_deadline,
         ..RetryPolicy::default()
     };
-    let transfer = match open_transfer(
-        &args,
-        first,
-        endpoint_url.clone(),
+    let setup = Setup {
+        endpoint_url: endpoint_url.clone(),
         pools,
-        checkpoints.as_ref(),
+        checkpoints: checkpoints.as_ref(),
         keep,
         policy,
-    )
-    .await
-    {
+        s3_source,
+    };
+    let transfer = match open_transfer(&args, first, setup).await {
         Ok(t) => t,
         Err(OpenError::Usage(e)) => return usage(&e, json),
         Err(OpenError::Storage(e)) => return report_failure(&e, json),
@@ -570,15 +641,29 @@ enum OpenError {
 /// pools and the retry policy; the source client retries before a body
 /// with the same policy and marks what it gave up on, so nothing retries
 /// twice.
+/// What the transfer is built from, besides the arguments.
+struct Setup<'a> {
+    endpoint_url: Option<String>,
+    pools: MemoryPools,
+    checkpoints: Option<&'a CheckpointFiles>,
+    keep: HashSet<PathBuf>,
+    policy: RetryPolicy,
+    s3_source: S3Source,
+}
+
 async fn open_transfer(
     args: &CopyArgs,
     first: &Planned,
-    endpoint_url: Option<String>,
-    pools: MemoryPools,
-    checkpoints: Option<&CheckpointFiles>,
-    keep: HashSet<PathBuf>,
-    policy: RetryPolicy,
+    setup: Setup<'_>,
 ) -> Result<Arc<dyn TransferPort>, OpenError> {
+    let Setup {
+        endpoint_url,
+        pools,
+        checkpoints,
+        keep,
+        policy,
+        s3_source,
+    } = setup;
     let destination = &first.target.destination;
     if matches!(destination, Destination::S3 { .. }) && args.part_size.as_u64() < 5 * 1024 * 1024 {
         return Err(OpenError::Usage(UsageError(format!(
@@ -603,7 +688,8 @@ async fn open_transfer(
     })
     .map_err(|e| OpenError::Internal(e.to_string()))?;
     let downloader = SourceRouter::new(Arc::new(http), Some(Arc::new(LocalFileSource::new())))
-        .with_stdin(Arc::new(StdinSource::new()));
+        .with_stdin(Arc::new(StdinSource::new()))
+        .with_s3(Arc::new(s3_source));
     let storages = DefaultStorageResolver::new(
         PathBuf::from("."),
         S3Settings {

@@ -611,3 +611,217 @@ async fn a_csv_list_can_come_from_stdin() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not both"), "{}", stderr(&out));
 }
+
+/// Uploads `data` to `bucket/key`, with `sha256` metadata when given.
+async fn put_object(bucket: &str, key: &str, data: &[u8], sha256: Option<&str>) {
+    let env = ferry_tests::garage::garage();
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    let mut metadata = std::collections::HashMap::new();
+    if let Some(sha) = sha256 {
+        metadata.insert("sha256".to_owned(), sha.to_owned());
+    }
+    svc.upload_buffer(bucket, key, bytes_of(data), metadata)
+        .await
+        .unwrap();
+}
+
+fn bytes_of(data: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(data)
+}
+
+#[tokio::test]
+async fn s3_objects_and_prefixes_are_sources() {
+    let env = ferry_tests::garage::garage();
+    let prefix = ferry_tests::garage::unique_prefix("s3src");
+    let a = generate(6 * 1024 * 1024 + 11, 81);
+    let b = generate(30_000, 82);
+    let c = generate(5_000, 83);
+    put_object(
+        &env.bucket,
+        &format!("{prefix}/in/a.bin"),
+        &a,
+        Some(&sha256_hex(&a)),
+    )
+    .await;
+    put_object(&env.bucket, &format!("{prefix}/in/b b.bin"), &b, None).await;
+    put_object(&env.bucket, &format!("{prefix}/in/sub/c.bin"), &c, None).await;
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let endpoint = env.endpoint.as_str();
+
+    // One object to another bucket under another key.
+    let src = format!("s3://{}/{prefix}/in/a.bin", env.bucket);
+    let dst = format!("s3://{}/{prefix}/copied.bin", env.bucket_2);
+    let out = run(
+        &["copy", &src, &dst, "--endpoint-url", endpoint],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["sha256"], sha256_hex(&a));
+    let svc = ferry_tests::garage::service(endpoint).await;
+    let meta = svc
+        .head(&env.bucket_2, &format!("{prefix}/copied.bin"))
+        .await
+        .unwrap()
+        .expect("copied");
+    assert_eq!(meta.size, a.len() as u64);
+    assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&a).as_str()));
+
+    // A prefix into a directory: every object, keyed by its path under it.
+    let out = run(
+        &[
+            "copy",
+            &format!("s3://{}/{prefix}/in/", env.bucket),
+            "dir/",
+            "--endpoint-url",
+            endpoint,
+            "--concurrency",
+            "3",
+        ],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("dir/a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(cwd.join("dir/b b.bin")).unwrap(), b);
+    assert_eq!(std::fs::read(cwd.join("dir/sub/c.bin")).unwrap(), c);
+
+    // An object to standard output.
+    let out = run(
+        &[
+            "copy",
+            &format!("s3://{}/{prefix}/in/b b.bin", env.bucket),
+            "-",
+            "--endpoint-url",
+            endpoint,
+        ],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout[..] == b[..]);
+
+    // The digest the object declares is checked: a lying one fails (3).
+    put_object(
+        &env.bucket,
+        &format!("{prefix}/liar.bin"),
+        &c,
+        Some(&"2".repeat(64)),
+    )
+    .await;
+    let out = run(
+        &[
+            "copy",
+            &format!("s3://{}/{prefix}/liar.bin", env.bucket),
+            "lies/",
+            "--endpoint-url",
+            endpoint,
+        ],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!cwd.join("lies/liar.bin").exists());
+    // A missing object or an empty prefix is a source error (5).
+    for missing in [format!("{prefix}/nope.bin"), format!("{prefix}/empty/")] {
+        let out = run(
+            &[
+                "copy",
+                &format!("s3://{}/{missing}", env.bucket),
+                "x/",
+                "--endpoint-url",
+                endpoint,
+            ],
+            cwd,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(5), "{missing}: {}", stderr(&out));
+    }
+}
+
+/// kill -9 during an S3-source copy: the rerun asks for the rest with a
+/// range request (seen at a proxy in front of Garage); an object replaced
+/// in between restarts from zero.
+#[tokio::test]
+async fn a_killed_s3_source_copy_resumes_with_a_range_and_a_replaced_one_restarts() {
+    let env = ferry_tests::garage::garage();
+    let proxy = ferry_tests::s3proxy::S3Proxy::start(&env.endpoint)
+        .await
+        .unwrap();
+    let prefix = ferry_tests::garage::unique_prefix("s3resume");
+    let key = format!("{prefix}/big.bin");
+    let data = generate(24 * 1024 * 1024, 84);
+    put_object(&env.bucket, &key, &data, None).await;
+    let src = format!("s3://{}/{key}", env.bucket);
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let state = cwd.join("state");
+    let state_arg = state.to_str().unwrap();
+    let source_endpoint = proxy.endpoint();
+    let args = [
+        "copy",
+        src.as_str(),
+        "out/",
+        "--state-dir",
+        state_arg,
+        "--source-endpoint-url",
+        source_endpoint.as_str(),
+        "--no-progress",
+    ];
+
+    let kill = |point: &'static str| {
+        let crashtest = ferry_tests::crashtest_bin(env!("CARGO_BIN_EXE_ferry"));
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let cwd = cwd.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            Command::new(crashtest)
+                .args(&args)
+                .current_dir(cwd)
+                .env("FAILPOINTS", format!("{point}=2*off->return"))
+                .env_remove("FERRY_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = kill("ferry-after-checkpoint").await.unwrap();
+    assert_eq!(out.status.code(), None, "killed: {}", stderr(&out));
+    let out = run(&args, cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let resumed = v["resumed_from"].as_u64().expect("resumed");
+    assert!(resumed > 0);
+    assert_eq!(std::fs::read(cwd.join("out/big.bin")).unwrap(), data);
+    let gets: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET ") && l.contains("big.bin"))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(
+        gets[1].ends_with(&format!(" range=bytes={resumed}-")),
+        "{gets:?}"
+    );
+
+    // Killed again, then the object is replaced: the rerun starts over and
+    // stores the new object whole.
+    std::fs::remove_dir_all(cwd.join("out")).unwrap();
+    let out = kill("ferry-after-checkpoint").await.unwrap();
+    assert_eq!(out.status.code(), None, "killed: {}", stderr(&out));
+    let replaced = generate(24 * 1024 * 1024, 85);
+    put_object(&env.bucket, &key, &replaced, None).await;
+    let out = run(&args, cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(json(&out).get("resumed_from").is_none(), "{}", json(&out));
+    assert_eq!(std::fs::read(cwd.join("out/big.bin")).unwrap(), replaced);
+}

@@ -19,6 +19,9 @@ pub enum SourceScheme {
     Http,
     Https,
     File,
+    /// An S3 object (`s3://bucket/key`), or every object under a prefix
+    /// (`s3://bucket/prefix/`, expanded by the caller).
+    S3,
     /// Standard input (`ferry copy - DEST`): read once, unknown length, no
     /// ranges. Only [`SourceUrl::stdin`] makes one; no URL parses to it.
     Stdin,
@@ -71,6 +74,7 @@ impl SourceUrl {
             "http" => SourceScheme::Http,
             "https" => SourceScheme::Https,
             "file" => SourceScheme::File,
+            "s3" => SourceScheme::S3,
             other => {
                 return Err(InvalidSource::UnsupportedScheme {
                     scheme: other.to_owned(),
@@ -84,6 +88,19 @@ impl SourceUrl {
                 }
             }
             SourceScheme::Stdin => {}
+            SourceScheme::S3 => {
+                let bucket = url.host_str().unwrap_or_default();
+                crate::destination::S3Url::parse(&format!("s3://{bucket}/")).map_err(|e| {
+                    InvalidSource::Malformed {
+                        reason: e.to_string(),
+                    }
+                })?;
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(InvalidSource::Malformed {
+                        reason: "an s3:// source has no query or fragment".into(),
+                    });
+                }
+            }
             SourceScheme::File => {
                 let local_host = matches!(url.host_str(), None | Some("") | Some("localhost"));
                 if !local_host || url.to_file_path().is_err() {
@@ -104,6 +121,30 @@ impl SourceUrl {
             url,
             scheme: SourceScheme::Stdin,
         })
+    }
+
+    /// The source for an object `key` of `bucket` (each path segment
+    /// percent-encoded, so any key round-trips through [`Self::s3_object`]).
+    pub fn s3(bucket: &str, key: &str) -> Result<Self, InvalidSource> {
+        let mut url =
+            Url::parse(&format!("s3://{bucket}/")).map_err(|e| InvalidSource::Malformed {
+                reason: e.to_string(),
+            })?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(key.split('/'));
+        }
+        Self::from_url(url)
+    }
+
+    /// An `s3://` source's bucket and key (percent-decoded; ending in `/`
+    /// or empty for a prefix).
+    pub fn s3_object(&self) -> Option<(String, String)> {
+        if self.scheme != SourceScheme::S3 {
+            return None;
+        }
+        let bucket = self.url.host_str()?.to_owned();
+        let key = percent_decode(self.url.path().trim_start_matches('/'))?;
+        Some((bucket, key))
     }
 
     pub fn scheme(&self) -> SourceScheme {
@@ -259,6 +300,25 @@ mod tests {
             SourceUrl::parse(&long),
             Err(InvalidSource::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn s3_sources_round_trip_any_key() {
+        for key in ["a.bin", "dir/sub/x y.bin", "100%/done?.txt", "prefix/"] {
+            let src = SourceUrl::s3("my-bucket", key).unwrap();
+            assert_eq!(src.scheme(), SourceScheme::S3);
+            assert_eq!(
+                src.s3_object(),
+                Some(("my-bucket".into(), key.into())),
+                "{src}"
+            );
+        }
+        let parsed = SourceUrl::parse("s3://b-1/dir/k.bin").unwrap();
+        assert_eq!(parsed.file_name().as_deref(), Some("k.bin"));
+        assert_eq!(parsed.s3_object(), Some(("b-1".into(), "dir/k.bin".into())));
+        assert!(SourceUrl::parse("s3://Bad_Bucket/k").is_err());
+        assert!(SourceUrl::parse("s3://b-1/k?versionId=1").is_err());
+        assert_eq!(SourceUrl::parse("http://h/x").unwrap().s3_object(), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! requests unchanged (the Host header the client signed included) and can
 //! fail the Nth UploadPart (or PutObject) with a 503, a connection reset or
 //! a wrong ETag in its answer,
-//! or answer CompleteMultipartUpload with `200 OK` and an error body.
+//! or answer CompleteMultipartUpload with `200 OK` and an error body. Its
+//! log has one line per request: `METHOD /path?query[ range=bytes=N-]`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -119,8 +120,14 @@ async fn forward(
     let mut fault = None;
     let mut fake_complete = false;
     if let Ok(mut r) = rules.lock() {
+        let range = req
+            .headers()
+            .get(http::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!(" range={v}"))
+            .unwrap_or_default();
         r.log.push(format!(
-            "{} {}",
+            "{} {}{range}",
             req.method(),
             req.uri()
                 .path_and_query()

@@ -1,6 +1,7 @@
 //! S3 (aws-sdk-s3): the per-call-bucket [`S3Service`] (ferry's S3
 //! operations, each naming its bucket) and [`S3Storage`], the
-//! `FileStoragePort` for one bucket and prefix.
+//! `FileStoragePort` for one bucket and prefix, and [`S3Source`], S3
+//! objects as sources (`ferry copy s3://…`).
 //!
 //! Client settings, measured against Garage 2.5.0 (docs/s3.md):
 //! path-style addressing, `request_checksum_calculation(WhenRequired)` (a
@@ -15,11 +16,13 @@
 mod body;
 mod errors;
 mod service;
+mod source;
 mod staged;
 mod storage;
 mod write;
 
 pub use errors::map_sdk_error;
 pub use service::{BatchDeleteReport, IncompleteUpload, S3Service, S3Settings};
+pub use source::{ListedObject, S3Source};
 pub use staged::{MultipartState, PartRecord};
 pub use storage::{S3Storage, S3StorageConfig};

@@ -114,7 +114,7 @@ pub fn validate(
 fn validate_export(e: &ExportRequest) -> Result<ExportSpec, InvalidJobRequest> {
     let start_url =
         SourceUrl::parse(&e.start_url).map_err(|err| invalid("export.start_url", err))?;
-    if start_url.scheme() == SourceScheme::File {
+    if !matches!(start_url.scheme(), SourceScheme::Http | SourceScheme::Https) {
         return Err(invalid(
             "export.start_url",
             "an export provider is reached over http:// or https://",
@@ -172,6 +172,12 @@ pub fn validate_files(
             return Err(invalid(
                 at("source"),
                 "file:// sources are not accepted here; use http:// or https://",
+            ));
+        }
+        if source.scheme() == SourceScheme::S3 {
+            return Err(invalid(
+                at("source"),
+                "s3:// sources are read by ferry copy only; give the job an http(s) URL (e.g. a presigned GET)",
             ));
         }
         let key = ObjectKey::parse(&f.key).map_err(|e| invalid(at("key"), e))?;

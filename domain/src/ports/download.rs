@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::checksum::Checksum;
 use crate::error::{BoxError, ErrorClass};
 use crate::headers::SourceHeaders;
 use crate::source::SourceUrl;
@@ -55,6 +56,10 @@ pub struct SourceMeta {
     pub accepts_ranges: bool,
     /// The URL finally read, after redirects.
     pub final_url: SourceUrl,
+    /// The SHA-256 the source itself declares (an S3 object's `sha256`
+    /// metadata): checked like an expected digest when the caller gives
+    /// none.
+    pub declared_sha256: Option<Checksum>,
 }
 
 impl SourceMeta {
@@ -249,6 +254,7 @@ mod tests {
             last_modified: lm.map(str::to_owned),
             accepts_ranges: true,
             final_url: SourceUrl::parse("http://h/x").unwrap(),
+            declared_sha256: None,
         };
         assert_eq!(
             meta(Some("\"e1\""), Some("d")).validator(),
