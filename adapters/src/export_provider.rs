@@ -222,6 +222,7 @@ pub fn parse_manifest(v: &Value) -> Result<Vec<ManifestEntry>, ExportProviderErr
                 size,
                 sha256: text("sha256")?,
                 md5: text("md5")?,
+                headers: Default::default(),
             })
         })
         .collect()

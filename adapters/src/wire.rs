@@ -482,7 +482,8 @@ pub struct JobRequestDto {
 }
 
 /// One file of a job request (also a manifest entry of an export).
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Debug` shows header names only.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRequestDto {
     /// `http://` or `https://` URL (`file://` only with `--file-root`).
@@ -502,6 +503,28 @@ pub struct FileRequestDto {
     #[serde(default)]
     #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub md5: Option<String>,
+    /// Request headers for the source (e.g. `{"Authorization": "Bearer
+    /// …"}`): at most 32; not `Host` or hop-by-hop headers. Secret: never
+    /// shown in answers, events or logs, sent only to the source's own
+    /// origin (not after a redirect to another host), and removed from the
+    /// store when the job ends.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for FileRequestDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&String> = self.headers.iter().flat_map(|h| h.keys()).collect();
+        f.debug_struct("FileRequestDto")
+            .field("source", &ferry_domain::source::redact_text(&self.source))
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .field("sha256", &self.sha256)
+            .field("md5", &self.md5)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 impl From<FileRequestDto> for ManifestEntry {
@@ -512,6 +535,9 @@ impl From<FileRequestDto> for ManifestEntry {
             size: f.size,
             sha256: f.sha256,
             md5: f.md5,
+            headers: ferry_domain::RequestedHeaders(
+                f.headers.unwrap_or_default().into_iter().collect(),
+            ),
         }
     }
 }

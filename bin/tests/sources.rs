@@ -825,3 +825,100 @@ async fn a_killed_s3_source_copy_resumes_with_a_range_and_a_replaced_one_restart
     assert!(json(&out).get("resumed_from").is_none(), "{}", json(&out));
     assert_eq!(std::fs::read(cwd.join("out/big.bin")).unwrap(), replaced);
 }
+
+/// Per-file headers in a job: they reach the origin, and the secret shows
+/// nowhere: not in answers, events, metrics or debug logs, and not in the
+/// store once the job has ended.
+#[tokio::test]
+async fn job_file_headers_reach_the_origin_and_nowhere_else() {
+    use ferry_domain::ports::JobStorePort;
+    let origin = Origin::start().await.unwrap();
+    let data = generate(120_000, 91);
+    origin.serve("/job/private.bin", data.clone(), Behavior::Normal);
+    origin.serve("/job/open.bin", data.clone(), Behavior::Normal);
+    let secret = "job-h3ader-s3cret-93";
+    let dir = tempfile::tempdir().unwrap();
+    let server = ferry_tests::serve_process::Server::start_with_env(
+        &ferry_bin(),
+        dir.path(),
+        &[],
+        &[("FERRY_LOG", "debug")],
+    );
+    let client = reqwest::Client::new();
+    // A bad header is refused, naming the field and not echoing the value.
+    let bad = client
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&serde_json::json!({
+            "files": [{ "source": origin.url("/job/private.bin"), "key": "p.bin",
+                        "headers": { "Host": secret } }],
+            "destination": "hdr"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body = bad.text().await.unwrap();
+    assert!(body.contains("files[0].headers"), "{body}");
+    assert!(!body.contains(secret), "{body}");
+
+    origin.require_header("Authorization", &format!("Bearer {secret}"));
+    let job = server
+        .submit(&serde_json::json!({
+            "files": [{ "source": origin.url("/job/private.bin"), "key": "p.bin",
+                        "headers": { "Authorization": format!("Bearer {secret}") } }],
+            "destination": "hdr"
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = server.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        std::fs::read(dir.path().join("files/hdr/p.bin")).unwrap(),
+        data
+    );
+    // Everything the server says about the job, and its log.
+    let events = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("\"succeeded\""), "{events}");
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listing = server.get_json("/v1/jobs").await.to_string();
+    let shown = [
+        job.to_string(),
+        done.to_string(),
+        events,
+        metrics,
+        listing,
+        server.log(),
+    ];
+    assert!(server.log().contains("DEBUG"), "debug logs were on");
+    for text in &shown {
+        assert!(!text.contains(secret), "the header value was shown: {text}");
+    }
+    // The store no longer holds it.
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("ferry.db").display()
+    ))
+    .await
+    .unwrap();
+    let record = store
+        .get(&ferry_domain::JobId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.job.tasks()[0].spec.headers.is_empty());
+}

@@ -165,6 +165,42 @@ impl fmt::Debug for SourceHeaders {
     }
 }
 
+/// Headers as a request gave them, `(name, value)` pairs not yet checked
+/// (a job file's `headers`); `Debug` shows names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RequestedHeaders(pub Vec<(String, String)>);
+
+impl RequestedHeaders {
+    /// Checks every header, as `--header` is checked.
+    pub fn validate(&self) -> Result<SourceHeaders, InvalidHeader> {
+        let parsed = self
+            .0
+            .iter()
+            .map(|(name, value)| SourceHeader::new(name, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        SourceHeaders::new(parsed)
+    }
+}
+
+impl fmt::Debug for RequestedHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: <redacted>")))
+            .finish()
+    }
+}
+
+impl SourceHeaders {
+    /// `(name, value)` pairs, values included: for the store that keeps
+    /// them while the job runs.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +249,19 @@ mod tests {
         assert!(matches!(
             SourceHeader::new("X-Long", &long),
             Err(InvalidHeader::ValueTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn requested_headers_hide_values_and_validate() {
+        let raw = RequestedHeaders(vec![("X-Key".into(), "hush-42".into())]);
+        assert!(!format!("{raw:?}").contains("hush-42"));
+        let checked = raw.validate().unwrap();
+        assert_eq!(checked.to_pairs(), raw.0);
+        let bad = RequestedHeaders(vec![("Host".into(), "x".into())]);
+        assert!(matches!(
+            bad.validate(),
+            Err(InvalidHeader::Reserved { .. })
         ));
     }
 

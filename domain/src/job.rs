@@ -174,6 +174,8 @@ pub struct FileSpec {
     pub key: ObjectKey,
     pub expected_size: Option<u64>,
     pub expected: Vec<Checksum>,
+    /// Request headers for the source; secret, kept only while the job runs.
+    pub headers: crate::headers::SourceHeaders,
 }
 
 /// Why a task failed.

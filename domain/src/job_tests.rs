@@ -6,6 +6,7 @@ fn spec(n: usize) -> FileSpec {
         key: ObjectKey::parse(&format!("out/{n}.bin")).unwrap(),
         expected_size: None,
         expected: Vec::new(),
+        headers: Default::default(),
     }
 }
 

@@ -36,7 +36,7 @@ pub use destination::{CopyTarget, Destination, InvalidCopyTarget, InvalidDestina
 pub use egress::{AddressClass, AllowEntry, DeniedAddress, EgressPolicy, InvalidAllowEntry};
 pub use error::{ErrorClass, ErrorCode};
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
-pub use headers::{InvalidHeader, SourceHeader, SourceHeaders};
+pub use headers::{InvalidHeader, RequestedHeaders, SourceHeader, SourceHeaders};
 pub use job::{
     FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
     TransitionError,

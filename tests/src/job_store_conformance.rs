@@ -17,6 +17,7 @@ fn spec(i: usize) -> FileSpec {
         key: ObjectKey::parse(&format!("out/{i}.bin")).unwrap(),
         expected_size: Some(10 + i as u64),
         expected: vec![Checksum::sha256(&"a".repeat(64)).unwrap()],
+        headers: Default::default(),
     }
 }
 
@@ -313,4 +314,29 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
             .await,
         Err(JobStoreError::BadCursor)
     ));
+
+    // A file's request headers are kept while the job runs (the runner
+    // needs them after a restart) and are gone once it ends.
+    let mut with_headers = record(&id("headers"), 2, 9_000);
+    let secret = ferry_domain::RequestedHeaders(vec![
+        ("Authorization".into(), "Bearer conformance-secret".into()),
+        ("X-Other".into(), "2".into()),
+    ])
+    .validate()
+    .unwrap();
+    let mut job_files: Vec<FileSpec> = (0..2).map(spec).collect();
+    job_files[0].headers = secret.clone();
+    with_headers.job = Job::new(with_headers.job.id.clone(), job_files);
+    store.create(&with_headers).await.unwrap();
+    let got = store.get(&with_headers.job.id).await.unwrap().unwrap();
+    assert_eq!(got.job.tasks()[0].spec.headers, secret);
+    assert!(got.job.tasks()[1].spec.headers.is_empty());
+    with_headers.job.cancel().unwrap();
+    store.save_job(&with_headers).await.unwrap();
+    let got = store.get(&with_headers.job.id).await.unwrap().unwrap();
+    assert_eq!(got.job.status(), JobStatus::Cancelled);
+    assert!(
+        got.job.tasks()[0].spec.headers.is_empty(),
+        "headers outlived the job"
+    );
 }

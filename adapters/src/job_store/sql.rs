@@ -15,7 +15,8 @@ use ferry_domain::ports::{
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
-    JobStatus, ObjectKey, SourceUrl, TaskFailure, TaskStatus, TransferId,
+    JobStatus, ObjectKey, RequestedHeaders, SourceHeaders, SourceUrl, TaskFailure, TaskStatus,
+    TransferId,
 };
 
 use super::codec;
@@ -77,6 +78,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             body TEXT NOT NULL,
             saved_at_ms BIGINT NOT NULL)"],
     ),
+    // A file's request headers (JSON pairs, secret): set while the job
+    // runs, cleared when it ends (see save_job).
+    (4, &["ALTER TABLE ferry_tasks ADD COLUMN headers TEXT"]),
 ];
 
 /// Columns read, named (never `*`: a statement prepared before a schema
@@ -90,7 +94,7 @@ macro_rules! job_columns {
 macro_rules! task_columns {
     () => {
         "idx, source, dest_key, expected_size, expected_sha256, expected_md5, status, \
-         attempts, bytes_done, sha256, md5, error_class, error_code, error_message"
+         attempts, bytes_done, sha256, md5, error_class, error_code, error_message, headers"
     };
 }
 
@@ -245,6 +249,18 @@ fn export_text(record: &JobRecord) -> Option<String> {
         .map(|e| codec::export_json(e).to_string())
 }
 
+/// A task's stored headers (JSON pairs).
+fn headers_from(stored: Option<String>) -> Result<SourceHeaders, JobStoreError> {
+    let Some(text) = stored else {
+        return Ok(SourceHeaders::default());
+    };
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("task headers: {e}")))?;
+    RequestedHeaders(pairs)
+        .validate()
+        .map_err(|e| corrupt(format!("task headers: {e}")))
+}
+
 fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
     let get = |c: &str| row.try_get::<String, _>(c).map_err(unavailable);
     let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(unavailable);
@@ -291,6 +307,7 @@ fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
                 .map_err(unavailable)?
                 .map(to_u64),
             expected,
+            headers: headers_from(opt("headers")?)?,
         },
         status,
         u32::try_from(int("attempts")?).unwrap_or(u32::MAX),
@@ -315,8 +332,9 @@ where
     let failure = t.failure();
     sqlx::query(
         "INSERT INTO ferry_tasks (job_id, idx, source, dest_key, expected_size, expected_sha256,
-            expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code, error_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code, error_message,
+            headers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          ON CONFLICT (job_id, idx) DO UPDATE SET status = excluded.status,
             attempts = excluded.attempts, bytes_done = excluded.bytes_done,
             sha256 = excluded.sha256, md5 = excluded.md5, error_class = excluded.error_class,
@@ -337,6 +355,11 @@ where
     .bind(failure.map(|f| f.class.as_str().to_owned()))
     .bind(failure.map(|f| f.code.as_str().to_owned()))
     .bind(failure.map(|f| f.message.clone()))
+    .bind(
+        (!t.spec.headers.is_empty() && !t.status().is_terminal())
+            .then(|| serde_json::to_string(&t.spec.headers.to_pairs()).ok())
+            .flatten(),
+    )
     .execute(exec)
     .await?;
     Ok(())
@@ -462,6 +485,16 @@ impl JobStorePort for SqlJobStore {
         .map_err(unavailable)?;
         if done.rows_affected() == 0 {
             return Err(JobStoreError::NotFound(record.job.id.clone()));
+        }
+        if record.job.status().is_terminal() {
+            // The job needs its files' headers no longer: they go.
+            sqlx::query(
+                "UPDATE ferry_tasks SET headers = NULL WHERE job_id = $1 AND headers IS NOT NULL",
+            )
+            .bind(record.job.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         }
         Ok(())
     }

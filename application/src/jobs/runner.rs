@@ -90,6 +90,7 @@ impl Runner {
         let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
         command.expected = task.spec.expected.clone();
         command.expected_size = task.spec.expected_size;
+        command.headers = task.spec.headers.clone();
         command.max_size = self.max_file_size;
         command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
         command.progress = Arc::new(EventProgress {

@@ -210,6 +210,7 @@ fn one_file() -> SubmitJobRequest {
             size: None,
             sha256: None,
             md5: None,
+            headers: Default::default(),
         }],
         destination: "out".into(),
         ..SubmitJobRequest::default()

@@ -194,11 +194,24 @@ pub fn validate_files(
         if let Some(hex) = &f.md5 {
             expected.push(Checksum::md5(hex).map_err(|e| invalid(at("md5"), e))?);
         }
+        let headers = f
+            .headers
+            .validate()
+            .map_err(|e| invalid(at("headers"), e))?;
+        if !headers.is_empty()
+            && !matches!(source.scheme(), SourceScheme::Http | SourceScheme::Https)
+        {
+            return Err(invalid(
+                at("headers"),
+                "headers are sent to http(s) sources only",
+            ));
+        }
         files.push(FileSpec {
             source,
             key,
             expected_size: f.size,
             expected,
+            headers,
         });
     }
     Ok(files)

@@ -17,6 +17,8 @@ pub struct ManifestEntry {
     pub size: Option<u64>,
     pub sha256: Option<String>,
     pub md5: Option<String>,
+    /// Request headers for the source (secret values); none from providers.
+    pub headers: crate::headers::RequestedHeaders,
 }
 
 /// What a poll found.

@@ -18,6 +18,7 @@ fn spec(i: usize) -> FileSpec {
         key: ObjectKey::parse(&format!("k/{i}.bin")).unwrap(),
         expected_size: None,
         expected: Vec::new(),
+        headers: Default::default(),
     }
 }
 
