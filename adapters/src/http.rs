@@ -552,6 +552,7 @@ impl HttpDownloadPort for PooledHttpClient {
             accepts_ranges,
             final_url,
             declared_sha256: None,
+            content_disposition: header_str(headers, header::CONTENT_DISPOSITION),
         };
         debug!(source = %url, status = response.status().as_u16(), ?total_length, offset, "source opened");
         let body = idle_timeout_body(

@@ -128,6 +128,7 @@ impl HttpDownloadPort for LocalFileSource {
                 accepts_ranges: true,
                 final_url: request.source.clone(),
                 declared_sha256: None,
+                content_disposition: None,
             },
             body: Box::pin(body),
         })

@@ -68,6 +68,7 @@ impl HttpDownloadPort for StdinSource {
                 accepts_ranges: false,
                 final_url: request.source,
                 declared_sha256: None,
+                content_disposition: None,
             },
             body: Box::pin(body),
         })

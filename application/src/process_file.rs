@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
+use ferry_domain::naming::{self, NameFrom, NameSource};
 use ferry_domain::ports::{
     CheckpointStorePort, CommitInfo, DownloadError, DownloadRequest, FileStoragePort,
     HttpDownloadPort, LengthProblem, MemoryBudgetPort, ProcessFileCommand, ProcessFileError,
     ProcessFilePort, ProcessFileResult, SourceMeta, StagedWrite, StorageError, WriteRequest,
 };
-use ferry_domain::{Checkpoint, ChecksumAlgorithm, TransferId};
+use ferry_domain::{Checkpoint, ChecksumAlgorithm, ObjectKey, TransferId};
 
 use crate::backpressure::Backpressure;
 use crate::checkpointing::{Checkpointer, url_fingerprint};
@@ -119,7 +120,12 @@ impl ProcessFile {
     }
 
     /// Opens the source from zero and begins a fresh staged write.
-    async fn open_fresh(&self, command: &ProcessFileCommand) -> Result<Opened, ProcessFileError> {
+    ///
+    /// With `name_from`, the key is decided here, from the answer.
+    async fn open_fresh(
+        &self,
+        command: &mut ProcessFileCommand,
+    ) -> Result<Opened, ProcessFileError> {
         let download = self
             .downloader
             .open(DownloadRequest {
@@ -128,6 +134,9 @@ impl ProcessFile {
             })
             .await?;
         let meta = download.meta;
+        if let Some(name_from) = &command.name_from {
+            command.key = self.answered_name(command, name_from, &meta)?;
+        }
         let mut guard = SizeGuard::new(command.max_size, command.expected_size);
         guard.declare(meta.total_length)?;
         let hasher = StreamHasher::new(self.with_md5(command));
@@ -144,6 +153,42 @@ impl ProcessFile {
             guard,
             resumed_from: None,
         })
+    }
+
+    /// The key the source's answer names (`--name-from`), claimed for this
+    /// source in the run; the command's key when the answer names nothing.
+    fn answered_name(
+        &self,
+        command: &ProcessFileCommand,
+        name_from: &NameFrom,
+        meta: &SourceMeta,
+    ) -> Result<ObjectKey, ProcessFileError> {
+        let from_disposition = || {
+            meta.content_disposition
+                .as_deref()
+                .and_then(naming::disposition_filename)
+        };
+        let name = match name_from.source {
+            NameSource::ContentDisposition => {
+                from_disposition().or_else(|| meta.final_url.file_name())
+            }
+            NameSource::FinalUrl => meta.final_url.file_name(),
+        };
+        let key = name
+            .as_deref()
+            .and_then(naming::sanitise)
+            .unwrap_or_else(|| command.key.clone());
+        if !name_from.claim(&key, command.source.expose()) {
+            return Err(ProcessFileError::Storage(
+                StorageError::InvalidDestination {
+                    location: self.storage.location(&key),
+                    reason: format!(
+                        "another source of this copy is already stored as `{key}` (names from --name-from collide)"
+                    ),
+                },
+            ));
+        }
+        Ok(key)
     }
 
     /// Continues from the command's checkpoint when there is one that still
@@ -206,6 +251,7 @@ impl ProcessFile {
                 accepts_ranges: true,
                 final_url: command.source.clone(),
                 declared_sha256: None,
+                content_disposition: None,
             };
             (meta, None)
         } else {
@@ -559,7 +605,7 @@ fn body_error(error: DownloadError, meta: &SourceMeta, offset: u64) -> ProcessFi
 impl ProcessFilePort for ProcessFile {
     async fn process(
         &self,
-        command: ProcessFileCommand,
+        mut command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError> {
         let started = Instant::now();
         let mut checkpointer = self.checkpointer(&command);
@@ -573,7 +619,7 @@ impl ProcessFilePort for ProcessFile {
                 command.progress.finished(true);
                 return Ok(result);
             }
-            Resume::Fresh => self.open_fresh(&command).await?,
+            Resume::Fresh => self.open_fresh(&mut command).await?,
         };
         let Opened {
             meta,

@@ -24,6 +24,7 @@ fn meta(total: Option<u64>, offset: u64, ranges: bool) -> SourceMeta {
         accepts_ranges: ranges,
         final_url: SourceUrl::parse("http://origin.test/f.bin").unwrap(),
         declared_sha256: None,
+        content_disposition: None,
     }
 }
 

@@ -121,6 +121,13 @@ pub struct SourceGuardArgs {
     pub allow_source: Vec<AllowEntry>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameFromArg {
+    Url,
+    FinalUrl,
+    ContentDisposition,
+}
+
 /// Which certificate authorities HTTPS sources are checked against.
 #[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
@@ -371,6 +378,15 @@ pub struct CopyArgs {
     /// errors and results name the line.
     #[arg(long, env = "FERRY_FILES_FROM", value_name = "FILE")]
     pub files_from: Option<std::path::PathBuf>,
+    /// How a file is named in a directory or prefix DEST: `url` (the
+    /// last segment of the URL given, percent-decoded), `final-url` (of the
+    /// URL after redirects) or `content-disposition` (the server's
+    /// filename, else the final URL's). A name from the answer is decided
+    /// when the source answers, made safe as one key segment; two sources
+    /// of one run may not take the same name. Copies named this way are not
+    /// checkpointed.
+    #[arg(long, env = "FERRY_NAME_FROM", value_enum, default_value_t = NameFromArg::Url)]
+    pub name_from: NameFromArg,
     /// S3 endpoint for s3:// SOURCEs when it differs from DEST's
     /// (--endpoint-url); default: the same.
     #[arg(long, env = "FERRY_SOURCE_ENDPOINT_URL")]

@@ -28,11 +28,11 @@ use ferry_domain::ports::{
     TransferError, TransferFactoryPort, TransferPort, Unobserved,
 };
 use ferry_domain::{
-    ByteSize, Checksum, CopyTarget, Destination, EgressPolicy, ObjectKey, RetryPolicy,
-    SourceHeader, SourceHeaders, SourceScheme, SourceUrl, TransferId,
+    ByteSize, Checksum, CopyTarget, Destination, EgressPolicy, NameFrom, NameSource, ObjectKey,
+    RetryPolicy, SourceHeader, SourceHeaders, SourceScheme, SourceUrl, TransferId,
 };
 
-use crate::cli::{CopyArgs, ProgressMode, Toggle};
+use crate::cli::{CopyArgs, NameFromArg, ProgressMode, Toggle};
 use crate::exit;
 use crate::progress::{LineProgress, TerminalProgress};
 use crate::url_list::{self, ListEntry};
@@ -343,6 +343,13 @@ fn plan(args: &CopyArgs, entries: Vec<ListEntry>) -> Result<Vec<Planned>, UsageE
     let from_list = args.files_from.is_some();
     let sources = args.paths.split_last().map_or(&[][..], |(_, s)| s);
     let expanded = sources.iter().any(|raw| s3_prefix(raw).is_some());
+    if args.name_from != NameFromArg::Url
+        && !(dest_raw.ends_with('/') || Path::new(dest_raw).is_dir() || dest_raw == "-")
+    {
+        return Err(UsageError(format!(
+            "--name-from names the file in a directory or prefix DEST ending in `/` (got `{dest_raw}`)"
+        )));
+    }
     if entries.len() > 1 || from_list || expanded {
         let is_dir_like = dest_raw.ends_with('/') || Path::new(dest_raw).is_dir();
         if !is_dir_like {
@@ -374,7 +381,11 @@ fn plan(args: &CopyArgs, entries: Vec<ListEntry>) -> Result<Vec<Planned>, UsageE
         if let Some(key) = entry.key {
             target.key = key;
         }
-        if let Some(&other) = keys.get(&target.key) {
+        // With --name-from the key is decided when the source answers (and
+        // collisions are refused then).
+        if let Some(&other) = keys.get(&target.key)
+            && args.name_from == NameFromArg::Url
+        {
             let other: &Planned = &planned[other];
             return Err(at(format!(
                 "SOURCE {} and {} would both be stored as `{}`",
@@ -508,11 +519,17 @@ pub async fn run(
         (false, mode) => mode,
     };
     let group = MultiProgress::new();
+    let name_from = match args.name_from {
+        NameFromArg::Url => None,
+        NameFromArg::FinalUrl => Some(NameFrom::new(NameSource::FinalUrl)),
+        NameFromArg::ContentDisposition => Some(NameFrom::new(NameSource::ContentDisposition)),
+    };
     let commands: Vec<(Origin, ProcessFileCommand)> = planned
         .into_iter()
         .map(|p| {
             let mut command = ProcessFileCommand::new(p.source.clone(), p.target.key.clone());
-            if checkpoints.is_some() && resumable(&p) {
+            command.name_from = name_from.clone();
+            if checkpoints.is_some() && resumable(&p) && name_from.is_none() {
                 command.transfer_id = transfer_id(
                     &p.source,
                     &transfer.location(&p.target.key),

@@ -922,3 +922,110 @@ async fn job_file_headers_reach_the_origin_and_nowhere_else() {
         .unwrap();
     assert!(record.job.tasks()[0].spec.headers.is_empty());
 }
+
+#[tokio::test]
+async fn names_can_come_from_the_final_url_or_content_disposition() {
+    let origin = Origin::start().await.unwrap();
+    let a = generate(10_000, 95);
+    let b = generate(11_000, 96);
+    let c = generate(12_000, 97);
+    origin.serve("/download/1", a.clone(), Behavior::Normal);
+    origin.add_response_header(
+        "/download/1",
+        "Content-Disposition",
+        "attachment; filename=\"report.pdf\"",
+    );
+    origin.serve("/download/2", b.clone(), Behavior::Normal);
+    origin.add_response_header(
+        "/download/2",
+        "Content-Disposition",
+        "attachment; filename=\"x.txt\"; filename*=UTF-8''na%C3%AFve%20notes.txt",
+    );
+    origin.serve("/download/3", c.clone(), Behavior::Normal);
+    origin.add_response_header(
+        "/download/3",
+        "Content-Disposition",
+        "attachment; filename=\"../../evil.sh\"",
+    );
+    origin.serve("/files/real-name.bin", a.clone(), Behavior::Normal);
+    origin.serve(
+        "/latest",
+        Vec::<u8>::new(),
+        Behavior::Redirect {
+            to: "/files/real-name.bin".into(),
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let urls: Vec<String> = ["/download/1", "/download/2", "/download/3"]
+        .iter()
+        .map(|p| origin.url(p))
+        .collect();
+
+    let mut args = vec!["copy"];
+    args.extend(urls.iter().map(String::as_str));
+    args.extend(["cd/", "--name-from", "content-disposition"]);
+    let out = run(&args, cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("cd/report.pdf")).unwrap(), a);
+    assert_eq!(std::fs::read(cwd.join("cd/naïve notes.txt")).unwrap(), b);
+    assert_eq!(
+        std::fs::read(cwd.join("cd/evil.sh")).unwrap(),
+        c,
+        "no way out of DEST"
+    );
+    assert!(!cwd.join("evil.sh").exists());
+
+    // The default keeps the URL's name; final-url follows the redirect.
+    let latest = origin.url("/latest");
+    let out = run(&["copy", &latest, "plain/"], cwd, &[], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(cwd.join("plain/latest").exists());
+    let out = run(
+        &["copy", &latest, "final/", "--name-from", "final-url"],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("final/real-name.bin")).unwrap(), a);
+
+    // Two sources naming themselves alike: the second is refused.
+    origin.serve("/download/4", c.clone(), Behavior::Normal);
+    origin.add_response_header(
+        "/download/4",
+        "Content-Disposition",
+        "attachment; filename=\"report.pdf\"",
+    );
+    let one = origin.url("/download/1");
+    let four = origin.url("/download/4");
+    let out = run(
+        &[
+            "copy",
+            &one,
+            &four,
+            "clash/",
+            "--name-from",
+            "content-disposition",
+            "--concurrency",
+            "1",
+        ],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("collide"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(cwd.join("clash/report.pdf")).unwrap(), a);
+    // A file-path DEST has its name already.
+    let out = run(
+        &["copy", &one, "named.bin", "--name-from", "final-url"],
+        cwd,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

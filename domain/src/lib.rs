@@ -17,6 +17,7 @@ pub mod export;
 pub mod headers;
 pub mod job;
 pub mod key;
+pub mod naming;
 pub mod ports;
 pub mod pressure;
 pub mod retry;
@@ -42,6 +43,7 @@ pub use job::{
     TransitionError,
 };
 pub use key::{InvalidKey, ObjectKey};
+pub use naming::{NameFrom, NameSource};
 pub use pressure::{
     AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,
 };

@@ -67,6 +67,8 @@ struct Route {
     behavior: Behavior,
     etag: String,
     hits: usize,
+    /// Extra response headers.
+    extra: Vec<(String, String)>,
 }
 
 /// A request the origin received.
@@ -153,6 +155,15 @@ impl Origin {
         })
     }
 
+    /// Adds a response header to a route already served.
+    pub fn add_response_header(&self, path: &str, name: &str, value: &str) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(r) = s.routes.get_mut(path)
+        {
+            r.extra.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
     /// From now on every request must carry `name: value` (401 otherwise).
     pub fn require_header(&self, name: &str, value: &str) {
         if let Ok(mut s) = self.state.lock() {
@@ -187,6 +198,7 @@ impl Origin {
                     behavior,
                     etag,
                     hits: 0,
+                    extra: Vec::new(),
                 },
             );
         }
@@ -325,6 +337,7 @@ async fn handle(
                             behavior: Behavior::Normal,
                             etag,
                             hits: 1,
+                            extra: Vec::new(),
                         },
                         1,
                     )
@@ -372,6 +385,9 @@ async fn handle(
             .header(header::ETAG, route.etag.clone());
     }
     builder = builder.header(header::CONTENT_TYPE, "application/octet-stream");
+    for (name, value) in &route.extra {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
 
     let memory = |start: u64| match &route.content {
         Content::Memory(b) => b.slice(usize::try_from(start).unwrap_or(0)..),

@@ -209,6 +209,7 @@ impl HttpDownloadPort for S3Source {
             accepts_ranges: true,
             final_url: SourceUrl::s3(&bucket, &key).unwrap_or(request.source),
             declared_sha256,
+            content_disposition: out.content_disposition().map(str::to_owned),
         };
         let body = stream::unfold((out.body, url), |(mut body, url)| async move {
             match body.next().await {

@@ -60,6 +60,8 @@ pub struct SourceMeta {
     /// metadata): checked like an expected digest when the caller gives
     /// none.
     pub declared_sha256: Option<Checksum>,
+    /// The `Content-Disposition` header, as sent (for `--name-from`).
+    pub content_disposition: Option<String>,
 }
 
 impl SourceMeta {
@@ -255,6 +257,7 @@ mod tests {
             accepts_ranges: true,
             final_url: SourceUrl::parse("http://h/x").unwrap(),
             declared_sha256: None,
+            content_disposition: None,
         };
         assert_eq!(
             meta(Some("\"e1\""), Some("d")).validator(),

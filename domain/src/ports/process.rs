@@ -39,6 +39,8 @@ pub struct ProcessFileCommand {
     pub transfer_id: Option<TransferId>,
     /// Request headers for an HTTP source (secret values).
     pub headers: SourceHeaders,
+    /// Name the file from the source's answer (`key` is the fallback).
+    pub name_from: Option<crate::naming::NameFrom>,
 }
 
 impl ProcessFileCommand {
@@ -53,6 +55,7 @@ impl ProcessFileCommand {
             progress: Arc::new(crate::ports::progress::NoProgress),
             transfer_id: None,
             headers: SourceHeaders::default(),
+            name_from: None,
         }
     }
 
