@@ -59,10 +59,22 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy files: each SOURCE (http://, https://, file:// or a local path)
-    /// into DEST: a directory (ending in `/` or existing), a file path,
-    /// s3://bucket/key or s3://bucket/prefix/. With several sources DEST
-    /// must be a directory or a prefix; they run --concurrency at a time.
+    /// Copy files: each SOURCE (http://, https://, file://, a local path,
+    /// s3://bucket/key, s3://bucket/prefix/ for every object under it, or
+    /// `-` for standard input) into DEST: a directory (ending in `/` or
+    /// existing), a file path, s3://bucket/key, s3://bucket/prefix/, or `-`
+    /// for standard output (a file named `-` is `./-`). With several
+    /// sources (or --files-from LIST) DEST must be a directory or a prefix;
+    /// they run --concurrency at a time.
+    ///
+    /// Examples:
+    ///   ferry copy https://example.com/big.iso ./downloads/
+    ///   ferry copy -H 'Authorization: Bearer TOKEN' https://internal/x.bin s3://bucket/in/
+    ///   ferry copy --ca-cert corp-ca.pem https://files.corp/a.tar s3://bucket/a.tar
+    ///   tar c dir | ferry copy - s3://bucket/backup.tar
+    ///   ferry copy s3://bucket/logs/ ./logs/        ferry copy s3://bucket/k - | less
+    ///   ferry copy --files-from urls.txt s3://bucket/prefix/
+    #[command(verbatim_doc_comment)]
     Copy(CopyArgs),
     /// Run the job service: the HTTP API and the job runner.
     Serve(Box<ServeArgs>),

@@ -1029,3 +1029,24 @@ async fn names_can_come_from_the_final_url_or_content_disposition() {
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn copy_help_shows_every_source_and_destination_form() {
+    let work = tempfile::tempdir().unwrap();
+    let out = run(&["copy", "--help"], work.path(), &[], None).await;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for form in [
+        "s3://bucket/prefix/",
+        "`-` for standard input",
+        "standard output",
+        "--files-from",
+        "--header",
+        "--ca-cert",
+        "--tls-roots",
+        "--name-from",
+        "--source-endpoint-url",
+    ] {
+        assert!(help.contains(form), "{form} missing from copy --help");
+    }
+}
