@@ -584,7 +584,9 @@ mod tests {
         };
         assert_eq!(args.paths.len(), 4);
         assert_eq!(args.concurrency, 8);
-        assert!(Cli::try_parse_from(["ferry", "copy", "only-one"]).is_err());
+        // One path parses (DEST with --files-from); none does not.
+        assert!(Cli::try_parse_from(["ferry", "copy", "only-one"]).is_ok());
+        assert!(Cli::try_parse_from(["ferry", "copy"]).is_err());
         assert!(Cli::try_parse_from(["ferry", "copy", "a", "b", "--concurrency", "0"]).is_err());
     }
 

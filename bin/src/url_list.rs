@@ -59,7 +59,19 @@ pub fn parse(reader: impl BufRead) -> Result<Vec<ListEntry>, ListErrors> {
                 .any(|c| c.trim().trim_matches('"').eq_ignore_ascii_case("source"))
     });
     if is_csv {
-        parse_csv(&lines.join("\n"))
+        // Comment lines become blank lines (which CSV skips) so that record
+        // positions stay the file's line numbers.
+        let text: Vec<&str> = lines
+            .iter()
+            .map(|l| {
+                if l.trim_start().starts_with('#') {
+                    ""
+                } else {
+                    l.as_str()
+                }
+            })
+            .collect();
+        parse_csv(&text.join("\n"))
     } else {
         parse_plain(&lines)
     }
@@ -119,7 +131,6 @@ fn parse_plain(lines: &[String]) -> Result<Vec<ListEntry>, ListErrors> {
 
 fn parse_csv(text: &str) -> Result<Vec<ListEntry>, ListErrors> {
     let mut reader = csv::ReaderBuilder::new()
-        .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(text.as_bytes());
@@ -152,10 +163,10 @@ fn parse_csv(text: &str) -> Result<Vec<ListEntry>, ListErrors> {
         .records()
         .map(|record| {
             let record = record.map_err(|e| match e.position() {
-                Some(p) => format!("line {}: {e}", p.line()),
+                Some(p) => format!("line {}: {e}", line_at(text, p.byte())),
                 None => e.to_string(),
             })?;
-            let line = record.position().map_or(0, |p| p.line() as usize);
+            let line = record.position().map_or(0, |p| line_at(text, p.byte()));
             let field =
                 |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             entry(
@@ -169,6 +180,18 @@ fn parse_csv(text: &str) -> Result<Vec<ListEntry>, ListErrors> {
         })
         .collect();
     collect(results)
+}
+
+/// The 1-based line of the record starting at byte offset `byte` of
+/// `text` (the csv crate's own line count skips blank lines, and a
+/// record's offset is before the blank lines it skipped).
+fn line_at(text: &str, byte: u64) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
+    while start < bytes.len() && (bytes[start] == b'\n' || bytes[start] == b'\r') {
+        start += 1;
+    }
+    bytes[..start].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 fn entry(
@@ -241,7 +264,7 @@ mod tests {
             .unwrap_err();
         let text = e.to_string();
         assert!(text.contains("line 2: SHA256"), "{text}");
-        assert!(text.contains("line 3: 5 fields"), "{text}");
+        assert!(text.contains("line 3: 4 fields"), "{text}");
         assert!(text.contains("line 4: SOURCE"), "{text}");
         assert!(!text.contains("line 1"), "{text}");
         assert!(parse_str("# only comments\n").is_err());

@@ -1050,3 +1050,97 @@ async fn copy_help_shows_every_source_and_destination_form() {
         assert!(help.contains(form), "{form} missing from copy --help");
     }
 }
+
+/// The list format submitted as a job: keys default to the URL's name,
+/// digests are checked, a line problem names the line before anything is
+/// sent.
+#[tokio::test]
+async fn a_url_list_can_be_submitted_as_a_job() {
+    let origin = Origin::start().await.unwrap();
+    let a = generate(40_000, 98);
+    let b = generate(41_000, 99);
+    origin.serve("/l/a.bin", a.clone(), Behavior::Normal);
+    origin.serve("/l/b.bin", b.clone(), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let server = ferry_tests::serve_process::Server::start(&ferry_bin(), dir.path(), &[]);
+    let list = dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# two files\n{}\n{} renamed/b.bin {}\n",
+            origin.url("/l/a.bin"),
+            origin.url("/l/b.bin"),
+            sha256_hex(&b)
+        ),
+    )
+    .unwrap();
+    let list_arg = list.to_str().unwrap();
+    let out = run(
+        &[
+            "job",
+            "--server",
+            &server.url,
+            "submit",
+            "--files-from",
+            list_arg,
+            "--destination",
+            "listed",
+            "--wait",
+        ],
+        dir.path(),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job = json(&out);
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        std::fs::read(dir.path().join("files/listed/a.bin")).unwrap(),
+        a
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("files/listed/renamed/b.bin")).unwrap(),
+        b
+    );
+
+    std::fs::write(
+        &list,
+        format!("{} k.bin not-a-digest\n", origin.url("/l/a.bin")),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "job",
+            "--server",
+            &server.url,
+            "submit",
+            "--files-from",
+            list_arg,
+            "--destination",
+            "listed",
+        ],
+        dir.path(),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 1: SHA256"), "{}", stderr(&out));
+    // --files-from needs --destination.
+    let out = run(
+        &[
+            "job",
+            "--server",
+            &server.url,
+            "submit",
+            "--files-from",
+            list_arg,
+        ],
+        dir.path(),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
