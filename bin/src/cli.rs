@@ -412,9 +412,10 @@ pub struct CopyArgs {
     /// Expected MD5 (hex); the file is not stored if it differs.
     #[arg(long, env = "FERRY_MD5", value_parser = parse_md5)]
     pub md5: Option<Checksum>,
-    /// Largest file accepted, e.g. 5GiB, 100MB, 4096.
-    #[arg(long, env = "FERRY_MAX_SIZE", default_value = "5GiB", value_parser = parse_size)]
-    pub max_size: ByteSize,
+    /// Largest file accepted, e.g. 5GiB, 100MB, 4096 (default: no limit;
+    /// memory does not grow with the size).
+    #[arg(long, env = "FERRY_MAX_SIZE", value_parser = parse_size)]
+    pub max_size: Option<ByteSize>,
     /// S3 multipart part size (at least 5MiB; raised so a file needs at most
     /// 10,000 parts).
     #[arg(long, env = "FERRY_PART_SIZE", default_value = "8MiB", value_parser = parse_size)]
@@ -570,7 +571,7 @@ mod tests {
             args.paths,
             vec!["http://h/f.bin".to_owned(), "out/".to_owned()]
         );
-        assert_eq!(args.max_size, ByteSize::new(10_000_000));
+        assert_eq!(args.max_size, Some(ByteSize::new(10_000_000)));
         assert_eq!(args.sha256.unwrap().hex(), "ab".repeat(32));
     }
 

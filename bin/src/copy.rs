@@ -538,7 +538,7 @@ pub async fn run(
             }
             command.expected = p.expected;
             command.expected_size = p.expected_size;
-            command.max_size = args.max_size;
+            command.max_size = args.max_size.unwrap_or(ByteSize::new(u64::MAX));
             command.compute_md5 = args.compute_md5;
             command.headers = headers.clone();
             let label = || p.source.file_name().unwrap_or_else(|| "download".into());

@@ -883,3 +883,33 @@ async fn failpoints_have_no_effect_on_the_shipped_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `ferry copy` has no size limit by default: a 6 GiB file (sparse, so the
+/// test costs no disk to prepare) is copied and verified; `--max-size`
+/// still opts in to a limit.
+#[tokio::test]
+async fn a_file_over_5_gib_is_copied_with_the_defaults() {
+    const SIX_GIB: u64 = 6 * 1024 * 1024 * 1024;
+    // sha256 of 6 GiB of zeros (`head -c 6G /dev/zero | sha256sum`).
+    const ZEROS_SHA256: &str = "5c32c2b28999325bc5ad39d6530bcb46fbdf1f86375a991b7269764c50b0d109";
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(SIX_GIB).unwrap();
+    let cwd = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let limited = ferry(&["copy", "disk.img", "limited/", "--max-size", "5GiB"], &cwd);
+        let copied = ferry(&["copy", "disk.img", "out/", "--no-checkpoint"], &cwd);
+        (limited, copied)
+    })
+    .await
+    .unwrap();
+    let (limited, copied) = out;
+    assert_eq!(limited.status.code(), Some(4), "{}", String::from_utf8_lossy(&limited.stderr));
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    let v = json(&copied);
+    assert_eq!(v["bytes"], SIX_GIB);
+    assert_eq!(v["sha256"], ZEROS_SHA256);
+    let stored = work.path().join("out/disk.img");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), SIX_GIB);
+    std::fs::remove_file(stored).unwrap();
+}
