@@ -553,6 +553,7 @@ impl HttpDownloadPort for PooledHttpClient {
             final_url,
             declared_sha256: None,
             content_disposition: header_str(headers, header::CONTENT_DISPOSITION),
+            content_type: header_str(headers, header::CONTENT_TYPE),
         };
         debug!(source = %url, status = response.status().as_u16(), ?total_length, offset, "source opened");
         let body = idle_timeout_body(

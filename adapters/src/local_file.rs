@@ -129,6 +129,7 @@ impl HttpDownloadPort for LocalFileSource {
                 final_url: request.source.clone(),
                 declared_sha256: None,
                 content_disposition: None,
+                content_type: None,
             },
             body: Box::pin(body),
         })

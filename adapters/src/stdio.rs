@@ -69,6 +69,7 @@ impl HttpDownloadPort for StdinSource {
                 final_url: request.source,
                 declared_sha256: None,
                 content_disposition: None,
+                content_type: None,
             },
             body: Box::pin(body),
         })

@@ -30,6 +30,8 @@ pub struct DefaultStorageResolver {
     sweep_keep: Option<HashSet<PathBuf>>,
     /// `-`: one standard output per process.
     stdout: StdoutStorage,
+    /// Clients for buckets that said they live in another region.
+    regional: tokio::sync::Mutex<std::collections::HashMap<String, S3Service>>,
 }
 
 impl DefaultStorageResolver {
@@ -42,6 +44,7 @@ impl DefaultStorageResolver {
             checkpoint_bytes: crate::filesystem::DEFAULT_CHECKPOINT_BYTES,
             sweep_keep: None,
             stdout: StdoutStorage::new(),
+            regional: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -58,6 +61,40 @@ impl DefaultStorageResolver {
             crate::filesystem::DEFAULT_CHECKPOINT_EVERY,
             self.checkpoint_bytes,
         ))
+    }
+
+    /// A client for `region`, where `bucket` answered it lives (one per
+    /// region, kept): the redirect is followed once, and said at debug
+    /// level.
+    async fn in_region(&self, bucket: &str, region: &str) -> Result<S3Service, StorageError> {
+        tracing::debug!(
+            bucket,
+            region,
+            "the bucket is in another region; using that region"
+        );
+        let mut regional = self.regional.lock().await;
+        let service = match regional.get(region) {
+            Some(s) => s.clone(),
+            None => {
+                let settings = S3Settings {
+                    region: Some(region.to_owned()),
+                    ..self.s3_settings.clone()
+                };
+                let s = S3Service::connect(&settings).await;
+                regional.insert(region.to_owned(), s.clone());
+                s
+            }
+        };
+        drop(regional);
+        match service.check_bucket(bucket).await? {
+            None => Ok(service),
+            Some(again) => Err(StorageError::InvalidDestination {
+                location: format!("s3://{bucket}"),
+                reason: format!(
+                    "the bucket was said to be in region {region}, then in {again}; pass --region"
+                ),
+            }),
+        }
     }
 
     /// Directory writes checkpoint at least `bytes` apart (0: every 5
@@ -97,7 +134,10 @@ impl StorageResolverPort for DefaultStorageResolver {
                     .get_or_init(|| S3Service::connect(&self.s3_settings))
                     .await
                     .clone();
-                service.check_bucket(bucket).await?;
+                let service = match service.check_bucket(bucket).await? {
+                    None => service,
+                    Some(region) => self.in_region(bucket, &region).await?,
+                };
                 Ok(Arc::new(S3Storage::new(
                     service,
                     bucket.clone(),

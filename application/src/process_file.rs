@@ -12,8 +12,9 @@ use tracing::{debug, warn};
 use ferry_domain::naming::{self, NameFrom, NameSource};
 use ferry_domain::ports::{
     CheckpointStorePort, CommitInfo, DownloadError, DownloadRequest, FileStoragePort,
-    HttpDownloadPort, LengthProblem, MemoryBudgetPort, ProcessFileCommand, ProcessFileError,
-    ProcessFilePort, ProcessFileResult, SourceMeta, StagedWrite, StorageError, WriteRequest,
+    HttpDownloadPort, LengthProblem, MemoryBudgetPort, ObjectMeta, ProcessFileCommand,
+    ProcessFileError, ProcessFilePort, ProcessFileResult, SourceMeta, StagedWrite, StorageError,
+    WriteRequest,
 };
 use ferry_domain::{Checkpoint, ChecksumAlgorithm, ObjectKey, TransferId};
 
@@ -110,6 +111,11 @@ impl ProcessFile {
                 .or(meta.declared_sha256.as_ref())
                 .cloned(),
             expected_md5: command.expected_for(ChecksumAlgorithm::Md5).cloned(),
+            attributes: {
+                let mut attributes = command.attributes.clone();
+                attributes.content_type = Some(content_type_for(command, meta));
+                attributes
+            },
         }
     }
 
@@ -252,6 +258,7 @@ impl ProcessFile {
                 final_url: command.source.clone(),
                 declared_sha256: None,
                 content_disposition: None,
+                content_type: None,
             };
             (meta, None)
         } else {
@@ -366,17 +373,7 @@ impl ProcessFile {
             return None;
         }
         let (sha256, md5) = hasher.clone().finalize();
-        let matches = match &stored.sha256_hex {
-            Some(hex) => hex == sha256.hex(),
-            None => {
-                let mut body = self.storage.read(&command.key).await.ok()?;
-                let mut check = StreamHasher::new(false);
-                while let Some(chunk) = body.next().await {
-                    check.update(&chunk.ok()?);
-                }
-                check.finalize().0 == sha256
-            }
-        };
+        let matches = self.stored_sha256_is(&command.key, &stored, &sha256).await;
         if !matches || first_mismatch(command, meta, &sha256, md5.as_ref()).is_some() {
             return None;
         }
@@ -390,6 +387,65 @@ impl ProcessFile {
             duration: started.elapsed(),
             final_url: meta.final_url.redacted(),
             resumed_from: Some(stored.size),
+            skipped: false,
+        })
+    }
+
+    /// Whether the stored object's SHA-256 is `sha256`: from its metadata,
+    /// else by reading it back (never the source).
+    async fn stored_sha256_is(
+        &self,
+        key: &ObjectKey,
+        stored: &ObjectMeta,
+        sha256: &ferry_domain::Checksum,
+    ) -> bool {
+        if let Some(hex) = &stored.sha256_hex {
+            return hex == sha256.hex();
+        }
+        let Ok(mut body) = self.storage.read(key).await else {
+            return false;
+        };
+        let mut check = StreamHasher::new(false);
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => check.update(&c),
+                Err(_) => return false,
+            }
+        }
+        check.finalize().0 == *sha256
+    }
+
+    /// `--skip-existing`: the destination already holds an object of the
+    /// expected size whose SHA-256 is the expected one; decided without
+    /// asking the source anything. Only with an expected SHA-256.
+    async fn existing(
+        &self,
+        command: &ProcessFileCommand,
+        started: Instant,
+    ) -> Option<ProcessFileResult> {
+        let expected = command.expected_for(ChecksumAlgorithm::Sha256)?;
+        let stored = self.storage.metadata(&command.key).await.ok()??;
+        if command
+            .expected_size
+            .is_some_and(|size| size != stored.size)
+            || !self.stored_sha256_is(&command.key, &stored, expected).await
+        {
+            return None;
+        }
+        debug!(key = %command.key, "already stored with the expected SHA-256; skipped");
+        Some(ProcessFileResult {
+            key: command.key.clone(),
+            location: self.storage.location(&command.key),
+            bytes: stored.size,
+            sha256: expected.clone(),
+            md5: stored
+                .md5_hex
+                .as_deref()
+                .and_then(|h| ferry_domain::Checksum::md5(h).ok()),
+            duration: started.elapsed(),
+            final_url: command.source.redacted(),
+            resumed_from: None,
+            skipped: true,
         })
     }
 
@@ -558,6 +614,22 @@ async fn checkpoint(
     Ok(())
 }
 
+/// The object's Content-Type: as asked, else the source's, else a guess
+/// from the key's extension, else `application/octet-stream`.
+fn content_type_for(command: &ProcessFileCommand, meta: &SourceMeta) -> String {
+    command
+        .attributes
+        .content_type
+        .clone()
+        .or_else(|| meta.content_type.clone())
+        .or_else(|| {
+            mime_guess::from_path(command.key.as_str())
+                .first_raw()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
 /// The first expected digest the computed ones contradict: the command's,
 /// and the SHA-256 the source declares when the command gives none.
 fn first_mismatch(
@@ -608,6 +680,19 @@ impl ProcessFilePort for ProcessFile {
         mut command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError> {
         let started = Instant::now();
+        if command.skip_existing
+            && let Some(result) = self.existing(&command, started).await
+        {
+            command.progress.finished(true);
+            return Ok(result);
+        }
+        if command.no_clobber
+            && let Ok(Some(_)) = self.storage.metadata(&command.key).await
+        {
+            return Err(ProcessFileError::Storage(StorageError::AlreadyExists {
+                location: self.storage.location(&command.key),
+            }));
+        }
         let mut checkpointer = self.checkpointer(&command);
         let resumed = match checkpointer.as_mut() {
             Some(cp) => self.try_resume(&command, cp, started).await?,
@@ -707,6 +792,7 @@ impl ProcessFilePort for ProcessFile {
             duration: started.elapsed(),
             final_url: meta.final_url.redacted(),
             resumed_from,
+            skipped: false,
         })
     }
 

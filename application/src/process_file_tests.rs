@@ -25,6 +25,7 @@ fn meta(total: Option<u64>, offset: u64, ranges: bool) -> SourceMeta {
         final_url: SourceUrl::parse("http://origin.test/f.bin").unwrap(),
         declared_sha256: None,
         content_disposition: None,
+        content_type: None,
     }
 }
 

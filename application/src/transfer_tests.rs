@@ -31,6 +31,7 @@ fn result() -> ProcessFileResult {
         duration: Duration::from_millis(1),
         final_url: "http://h/a.bin".into(),
         resumed_from: None,
+        skipped: false,
     }
 }
 

@@ -37,6 +37,14 @@ pub struct GlobalArgs {
     /// for it rather than exceed it.
     #[arg(long, global = true, env = "FERRY_MEMORY_BUDGET", default_value = "64MiB", value_parser = parse_size)]
     pub memory_budget: ByteSize,
+    /// AWS region for S3 (else AWS_REGION, the profile's, then us-east-1).
+    /// A bucket that answers it lives elsewhere is used in its own region.
+    #[arg(long, global = true, env = "FERRY_REGION")]
+    pub region: Option<String>,
+    /// A named profile of the AWS config and credentials files (else
+    /// AWS_PROFILE).
+    #[arg(long, global = true, env = "FERRY_PROFILE")]
+    pub profile: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -75,7 +83,7 @@ pub enum Command {
     ///   ferry copy s3://bucket/logs/ ./logs/        ferry copy s3://bucket/k - | less
     ///   ferry copy --files-from urls.txt s3://bucket/prefix/
     #[command(verbatim_doc_comment)]
-    Copy(CopyArgs),
+    Copy(Box<CopyArgs>),
     /// Run the job service: the HTTP API and the job runner.
     Serve(Box<ServeArgs>),
     /// Talk to a running `ferry serve`.
@@ -131,6 +139,108 @@ pub struct SourceGuardArgs {
     /// comma-separated or repeated.
     #[arg(long, env = "FERRY_ALLOW_SOURCE", value_delimiter = ',', value_parser = parse_allow)]
     pub allow_source: Vec<AllowEntry>,
+}
+
+/// What an S3 object carries besides its bytes (a directory DEST keeps
+/// none of these; see docs/s3.md).
+#[derive(Debug, Clone, Args)]
+pub struct ObjectArgs {
+    /// Content-Type of the object (default: the source's, else a guess
+    /// from the key's extension, else application/octet-stream).
+    #[arg(long, env = "FERRY_CONTENT_TYPE")]
+    pub content_type: Option<String>,
+    #[arg(long, env = "FERRY_CACHE_CONTROL")]
+    pub cache_control: Option<String>,
+    #[arg(long, env = "FERRY_CONTENT_DISPOSITION")]
+    pub content_disposition: Option<String>,
+    /// Stored as given (e.g. gzip); ferry never decompresses.
+    #[arg(long, env = "FERRY_CONTENT_ENCODING")]
+    pub content_encoding: Option<String>,
+    /// User metadata KEY=VALUE (x-amz-meta-KEY); repeatable.
+    #[arg(
+        long = "metadata",
+        env = "FERRY_METADATA",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub metadata: Vec<String>,
+    /// Object tag KEY=VALUE; repeatable (at most 10).
+    #[arg(
+        long = "tag",
+        env = "FERRY_TAG",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub tags: Vec<String>,
+    /// Storage class (STANDARD, STANDARD_IA, GLACIER_IR, ...).
+    #[arg(long, env = "FERRY_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, env = "FERRY_SSE", value_parser = ferry_domain::attributes::parse_encryption)]
+    pub sse: Option<ferry_domain::Encryption>,
+    /// The KMS key for --sse aws:kms (default: the bucket's).
+    #[arg(long, env = "FERRY_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// Canned ACL (private, bucket-owner-full-control, ...).
+    #[arg(long, env = "FERRY_ACL")]
+    pub acl: Option<String>,
+    /// How the verified SHA-256/MD5 reach an object when they were not
+    /// known at start (with --sha256/--md5 they go on as metadata at
+    /// create): `auto` (default: no second write; the digest is in the
+    /// result), `tag` (object tags, once, after the commit), `copy` (a
+    /// self-copy: a second write) or `none` (never, not even when known).
+    #[arg(long, env = "FERRY_DIGEST_METADATA", value_enum, default_value_t = DigestMetadataArg::Auto)]
+    pub digest_metadata: DigestMetadataArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DigestMetadataArg {
+    Auto,
+    Tag,
+    Copy,
+    None,
+}
+
+impl DigestMetadataArg {
+    pub fn mode(self) -> ferry_adapters::s3::DigestMetadata {
+        use ferry_adapters::s3::DigestMetadata;
+        match self {
+            DigestMetadataArg::Auto => DigestMetadata::Auto,
+            DigestMetadataArg::Tag => DigestMetadata::Tag,
+            DigestMetadataArg::Copy => DigestMetadata::Copy,
+            DigestMetadataArg::None => DigestMetadata::None,
+        }
+    }
+}
+
+impl ObjectArgs {
+    /// The attributes, or one line naming the flag that is wrong.
+    pub fn attributes(&self) -> Result<ferry_domain::ObjectAttributes, String> {
+        use ferry_domain::attributes::parse_pair;
+        let pairs = |flag: &str, raw: &[String]| {
+            raw.iter()
+                .map(|p| parse_pair(p).map_err(|e| format!("{flag}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        ferry_domain::ObjectAttributes::default()
+            .with_headers(
+                self.content_type.clone(),
+                self.cache_control.clone(),
+                self.content_disposition.clone(),
+                self.content_encoding.clone(),
+            )
+            .map_err(|e| e.to_string())?
+            .with_metadata(pairs("--metadata", &self.metadata)?)
+            .map_err(|e| format!("--metadata: {e}"))?
+            .with_tags(pairs("--tag", &self.tags)?)
+            .map_err(|e| format!("--tag: {e}"))?
+            .with_storage_class(self.storage_class.as_deref())
+            .map_err(|e| format!("--storage-class: {e}"))?
+            .with_encryption(self.sse.clone(), self.sse_kms_key_id.clone())
+            .map_err(|e| format!("--sse: {e}"))?
+            .with_acl(self.acl.as_deref())
+            .map_err(|e| format!("--acl: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +342,10 @@ pub struct ServeArgs {
     /// more MD5 pass over the bytes; as `ferry copy --verify-parts`).
     #[arg(long, env = "FERRY_VERIFY_PARTS")]
     pub verify_parts: bool,
+    /// How verified digests reach S3 objects whose digest the job did not
+    /// give (as `ferry copy --digest-metadata`).
+    #[arg(long, env = "FERRY_DIGEST_METADATA", value_enum, default_value_t = DigestMetadataArg::Auto)]
+    pub digest_metadata: DigestMetadataArg,
     /// AWS Step Functions endpoint for task-token callbacks (default: AWS).
     #[arg(long, env = "FERRY_SFN_ENDPOINT_URL")]
     pub sfn_endpoint_url: Option<String>,
@@ -399,6 +513,18 @@ pub struct CopyArgs {
     /// checkpointed.
     #[arg(long, env = "FERRY_NAME_FROM", value_enum, default_value_t = NameFromArg::Url)]
     pub name_from: NameFromArg,
+    #[command(flatten)]
+    pub object: ObjectArgs,
+    /// Skip a file the destination already holds: an object of the same
+    /// size whose SHA-256 (stored, or read back) is the expected one
+    /// (--sha256 or a list's digest; without one the file is copied).
+    /// Nothing is fetched from the source; the result says "skipped".
+    #[arg(long, env = "FERRY_SKIP_EXISTING", conflicts_with = "no_clobber")]
+    pub skip_existing: bool,
+    /// Never replace an existing key: such a file fails with exit 11 and
+    /// nothing is fetched or written.
+    #[arg(long, env = "FERRY_NO_CLOBBER")]
+    pub no_clobber: bool,
     /// S3 endpoint for s3:// SOURCEs when it differs from DEST's
     /// (--endpoint-url); default: the same.
     #[arg(long, env = "FERRY_SOURCE_ENDPOINT_URL")]

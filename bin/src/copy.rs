@@ -32,7 +32,7 @@ use ferry_domain::{
     RetryPolicy, SourceHeader, SourceHeaders, SourceScheme, SourceUrl, TransferId,
 };
 
-use crate::cli::{CopyArgs, NameFromArg, ProgressMode, Toggle};
+use crate::cli::{CopyArgs, GlobalArgs, NameFromArg, ProgressMode, Toggle};
 use crate::exit;
 use crate::progress::{LineProgress, TerminalProgress};
 use crate::url_list::{self, ListEntry};
@@ -127,7 +127,7 @@ fn report_success(result: &ProcessFileResult, origin: &Origin, report: Report) {
     if report.json {
         print_json(
             &JsonSuccess {
-                status: "ok",
+                status: if result.skipped { "skipped" } else { "ok" },
                 source: origin.source.redacted(),
                 line: origin.line,
                 destination: &result.location,
@@ -139,6 +139,12 @@ fn report_success(result: &ProcessFileResult, origin: &Origin, report: Report) {
                 resumed_from: result.resumed_from,
             },
             report,
+        );
+    } else if !report.to_stderr && result.skipped {
+        println!(
+            "skipped {}: already stored with sha256 {}",
+            result.location,
+            result.sha256.hex()
         );
     } else if !report.to_stderr {
         // Display only: precision loss is irrelevant for a rate.
@@ -425,18 +431,17 @@ pub(crate) fn read_list(path: &Path) -> Result<Vec<ListEntry>, UsageError> {
     parsed.map_err(|e| UsageError(format!("--files-from {}: {e}", path.display())))
 }
 
-pub async fn run(
-    args: CopyArgs,
-    endpoint_url: Option<String>,
-    memory_budget: ByteSize,
-) -> ExitCode {
+pub async fn run(args: CopyArgs, global: GlobalArgs) -> ExitCode {
+    let endpoint_url = global.endpoint_url.clone();
+    let memory_budget = global.memory_budget;
     let json = Report::for_args(&args);
     let s3_source = S3Source::new(S3Settings {
         endpoint_url: args
             .source_endpoint_url
             .clone()
             .or_else(|| endpoint_url.clone()),
-        region: None,
+        region: global.region.clone(),
+        profile: global.profile.clone(),
     });
     let entries = match gather(&args, &s3_source).await {
         Ok(entries) => entries,
@@ -450,6 +455,21 @@ pub async fn run(
     let headers = match source_headers(&args.headers) {
         Ok(h) => h,
         Err(e) => return usage(&e, json),
+    };
+    if args.skip_existing
+        && planned.iter().any(|p| {
+            !p.expected
+                .iter()
+                .any(|c| c.algorithm() == ferry_domain::ChecksumAlgorithm::Sha256)
+        })
+    {
+        eprintln!(
+            "ferry: warning: --skip-existing recognises a stored file by its SHA-256: files without an expected one (--sha256, a list's digest) are copied"
+        );
+    }
+    let attributes = match args.object.attributes() {
+        Ok(a) => a,
+        Err(e) => return usage(&UsageError(e), json),
     };
     let Some(first) = planned.first() else {
         return usage(
@@ -490,6 +510,8 @@ pub async fn run(
     };
     let setup = Setup {
         endpoint_url: endpoint_url.clone(),
+        region: global.region.clone(),
+        profile: global.profile.clone(),
         pools,
         checkpoints: checkpoints.as_ref(),
         keep,
@@ -541,6 +563,9 @@ pub async fn run(
             command.max_size = args.max_size.unwrap_or(ByteSize::new(u64::MAX));
             command.compute_md5 = args.compute_md5;
             command.headers = headers.clone();
+            command.attributes = attributes.clone();
+            command.skip_existing = args.skip_existing;
+            command.no_clobber = args.no_clobber;
             let label = || p.source.file_name().unwrap_or_else(|| "download".into());
             match progress {
                 ProgressMode::Bar => {
@@ -661,6 +686,8 @@ enum OpenError {
 /// What the transfer is built from, besides the arguments.
 struct Setup<'a> {
     endpoint_url: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
     pools: MemoryPools,
     checkpoints: Option<&'a CheckpointFiles>,
     keep: HashSet<PathBuf>,
@@ -675,6 +702,8 @@ async fn open_transfer(
 ) -> Result<Arc<dyn TransferPort>, OpenError> {
     let Setup {
         endpoint_url,
+        region,
+        profile,
         pools,
         checkpoints,
         keep,
@@ -711,12 +740,14 @@ async fn open_transfer(
         PathBuf::from("."),
         S3Settings {
             endpoint_url,
-            region: None,
+            region,
+            profile,
         },
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
             verify_part_etags: args.verify_parts,
             memory: Some(pools.parts.clone()),
+            digest_metadata: args.object.digest_metadata.mode(),
             ..S3StorageConfig::default()
         },
     )

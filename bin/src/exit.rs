@@ -1,7 +1,7 @@
 //! Exit codes, documented in README.md. Scripts rely on them: never renumber.
 
 use ferry_domain::ErrorClass;
-use ferry_domain::ports::{DownloadError, ProcessFileError};
+use ferry_domain::ports::{DownloadError, ProcessFileError, StorageError};
 
 pub const OK: u8 = 0;
 /// A bug or an unclassified failure.
@@ -25,6 +25,8 @@ pub const SERVER: u8 = 9;
 /// TLS with the source failed: its certificate is not trusted (see
 /// `--ca-cert`). Not retried.
 pub const SOURCE_TLS: u8 = 10;
+/// `--no-clobber`: the destination key exists; nothing was written.
+pub const DESTINATION_EXISTS: u8 = 11;
 /// Interrupted (Ctrl-C, SIGINT): nothing was stored.
 pub const INTERRUPTED: u8 = 130;
 
@@ -37,6 +39,7 @@ pub fn for_error(error: &ProcessFileError) -> u8 {
         ProcessFileError::Source(DownloadError::Tls { .. }) => SOURCE_TLS,
         ProcessFileError::Source(e) if e.class() == ErrorClass::Internal => INTERNAL,
         ProcessFileError::Source(_) | ProcessFileError::LengthMismatch { .. } => SOURCE,
+        ProcessFileError::Storage(StorageError::AlreadyExists { .. }) => DESTINATION_EXISTS,
         ProcessFileError::Storage(e) if e.class() == ErrorClass::Internal => INTERNAL,
         ProcessFileError::Storage(_) => STORAGE,
     }
@@ -70,9 +73,10 @@ mod tests {
             JOB_FAILED,
             SERVER,
             SOURCE_TLS,
+            DESTINATION_EXISTS,
             INTERRUPTED,
         ];
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130]);
         let mut sorted = codes.to_vec();
         sorted.sort_unstable();
         sorted.dedup();

@@ -43,9 +43,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Copy(args) => {
-                copy::run(args, cli.global.endpoint_url, cli.global.memory_budget).await
-            }
+            Command::Copy(args) => copy::run(*args, cli.global).await,
             Command::Serve(args) => serve::run(*args, cli.global).await,
             Command::Job(args) => job_cmd::run(args).await,
             Command::Token(args) => token_cmd(args),

@@ -198,12 +198,14 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         files_root,
         S3Settings {
             endpoint_url: global.endpoint_url.clone(),
-            region: None,
+            region: global.region.clone(),
+            profile: global.profile.clone(),
         },
         S3StorageConfig {
             part_size: args.part_size.as_u64(),
             memory: Some(pools.parts.clone()),
             verify_part_etags: args.verify_parts,
+            digest_metadata: args.digest_metadata.mode(),
             ..S3StorageConfig::default()
         },
     )

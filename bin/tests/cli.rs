@@ -284,9 +284,11 @@ async fn copy_to_s3_prefix_and_key_with_metadata() {
     assert_eq!(bad.status.code(), Some(3));
 
     let svc = ferry_tests::garage::service(&env.endpoint).await;
-    for key in [
-        format!("{prefix}/data.bin"),
-        format!("{prefix}/named/copy.bin"),
+    // With --sha256 the digest is on the object (set at create); without,
+    // it is in the result only (--digest-metadata auto: no second write).
+    for (key, digest) in [
+        (format!("{prefix}/data.bin"), Some(sha256_hex(&data))),
+        (format!("{prefix}/named/copy.bin"), None),
     ] {
         let meta = svc
             .head(&env.bucket, &key)
@@ -294,7 +296,7 @@ async fn copy_to_s3_prefix_and_key_with_metadata() {
             .unwrap()
             .expect("object exists");
         assert_eq!(meta.size, data.len() as u64);
-        assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert_eq!(meta.sha256_hex, digest, "{key}");
     }
     assert!(
         svc.head(&env.bucket, &format!("{prefix}/bad.bin"))
@@ -894,18 +896,33 @@ async fn a_file_over_5_gib_is_copied_with_the_defaults() {
     const ZEROS_SHA256: &str = "5c32c2b28999325bc5ad39d6530bcb46fbdf1f86375a991b7269764c50b0d109";
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("disk.img");
-    std::fs::File::create(&image).unwrap().set_len(SIX_GIB).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(SIX_GIB)
+        .unwrap();
     let cwd = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        let limited = ferry(&["copy", "disk.img", "limited/", "--max-size", "5GiB"], &cwd);
+        let limited = ferry(
+            &["copy", "disk.img", "limited/", "--max-size", "5GiB"],
+            &cwd,
+        );
         let copied = ferry(&["copy", "disk.img", "out/", "--no-checkpoint"], &cwd);
         (limited, copied)
     })
     .await
     .unwrap();
     let (limited, copied) = out;
-    assert_eq!(limited.status.code(), Some(4), "{}", String::from_utf8_lossy(&limited.stderr));
-    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert_eq!(
+        limited.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&limited.stderr)
+    );
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
     let v = json(&copied);
     assert_eq!(v["bytes"], SIX_GIB);
     assert_eq!(v["sha256"], ZEROS_SHA256);

@@ -61,6 +61,8 @@ pub enum ErrorCode {
     SourceError,
     /// The destination failed.
     StorageError,
+    /// The key exists and overwriting was refused (`--no-clobber`).
+    DestinationExists,
     /// Over the size limit.
     SizeLimitExceeded,
     /// The body's length differs from the declared one.
@@ -73,7 +75,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 9] = [
+    const ALL: [ErrorCode; 10] = [
+        ErrorCode::DestinationExists,
         ErrorCode::SourceForbidden,
         ErrorCode::SourceTls,
         ErrorCode::SourceError,
@@ -92,6 +95,7 @@ impl ErrorCode {
             ErrorCode::SourceTls => "source_tls",
             ErrorCode::SourceError => "source_error",
             ErrorCode::StorageError => "storage_error",
+            ErrorCode::DestinationExists => "destination_exists",
             ErrorCode::SizeLimitExceeded => "size_limit_exceeded",
             ErrorCode::LengthMismatch => "length_mismatch",
             ErrorCode::SizeMismatch => "size_mismatch",

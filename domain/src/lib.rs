@@ -8,6 +8,7 @@
 //! Architecture invariant: nothing here performs I/O or names an adapter
 //! technology (no tokio I/O, aws-sdk, hyper, reqwest or sqlx types).
 
+pub mod attributes;
 pub mod checkpoint;
 pub mod checksum;
 pub mod destination;
@@ -28,6 +29,7 @@ pub mod stream;
 #[cfg(test)]
 mod proptests;
 
+pub use attributes::{Encryption, InvalidAttribute, ObjectAttributes};
 pub use checkpoint::{
     Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, SourceIdentity, StagedState,
     TransferId,

@@ -77,6 +77,7 @@ pub async fn service(endpoint: &str) -> S3Service {
     S3Service::connect(&S3Settings {
         endpoint_url: Some(endpoint.to_owned()),
         region: Some("garage".into()),
+        ..S3Settings::default()
     })
     .await
 }

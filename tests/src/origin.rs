@@ -384,7 +384,13 @@ async fn handle(
             .header(header::ACCEPT_RANGES, "bytes")
             .header(header::ETAG, route.etag.clone());
     }
-    builder = builder.header(header::CONTENT_TYPE, "application/octet-stream");
+    if !route
+        .extra
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header(header::CONTENT_TYPE, "application/octet-stream");
+    }
     for (name, value) in &route.extra {
         builder = builder.header(name.as_str(), value.as_str());
     }

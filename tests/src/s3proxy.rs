@@ -3,7 +3,9 @@
 //! fail the Nth UploadPart (or PutObject) with a 503, a connection reset or
 //! a wrong ETag in its answer,
 //! or answer CompleteMultipartUpload with `200 OK` and an error body. Its
-//! log has one line per request: `METHOD /path?query[ range=bytes=N-]`.
+//! log has one line per request: `METHOD /path?query[ range=bytes=N-]`
+//! then ` [name=value]` for each attribute header (x-amz-meta-*, tagging,
+//! storage class, SSE, ACL, Content-Type, x-amz-copy-source...).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,8 @@ struct Rules {
     fail_uploads: Vec<(usize, Fault)>,
     uploads_seen: usize,
     complete_with_error_body: bool,
+    /// Answer the next request with `301` and `x-amz-bucket-region: R`.
+    redirect_next: Option<String>,
     log: Vec<String>,
 }
 
@@ -98,6 +102,15 @@ impl S3Proxy {
     }
 
     /// `METHOD path?query` of every request, in order.
+    /// The next request is answered `301 PermanentRedirect` with
+    /// `x-amz-bucket-region: region`, as AWS answers for a bucket in
+    /// another region.
+    pub fn redirect_next(&self, region: &str) {
+        if let Ok(mut r) = self.rules.lock() {
+            r.redirect_next = Some(region.to_owned());
+        }
+    }
+
     pub fn log(&self) -> Vec<String> {
         self.rules.lock().map(|r| r.log.clone()).unwrap_or_default()
     }
@@ -126,8 +139,29 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .map(|v| format!(" range={v}"))
             .unwrap_or_default();
+        // The headers that carry an object's attributes, as sent.
+        let mut attrs = String::new();
+        for (name, value) in req.headers() {
+            let n = name.as_str();
+            if matches!(
+                n,
+                "x-amz-copy-source"
+                    | "x-amz-tagging"
+                    | "x-amz-storage-class"
+                    | "x-amz-server-side-encryption"
+                    | "x-amz-server-side-encryption-aws-kms-key-id"
+                    | "x-amz-acl"
+                    | "content-type"
+                    | "cache-control"
+                    | "content-disposition"
+                    | "content-encoding"
+            ) || n.starts_with("x-amz-meta-")
+            {
+                attrs.push_str(&format!(" [{n}={}]", value.to_str().unwrap_or("?")));
+            }
+        }
         r.log.push(format!(
-            "{} {}{range}",
+            "{} {}{range}{attrs}",
             req.method(),
             req.uri()
                 .path_and_query()
@@ -144,6 +178,15 @@ async fn forward(
                 .map(|(_, f)| *f);
         }
         fake_complete = is_complete(&req) && r.complete_with_error_body;
+        if let Some(region) = r.redirect_next.take() {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>";
+            let mut resp = Response::new(boxed(Full::new(Bytes::from_static(body.as_bytes()))));
+            *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            if let Ok(v) = http::HeaderValue::from_str(&region) {
+                resp.headers_mut().insert("x-amz-bucket-region", v);
+            }
+            return Ok(resp);
+        }
     }
     match fault {
         Some(Fault::Reset) => {

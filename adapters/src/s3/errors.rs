@@ -84,6 +84,12 @@ where
             }
                 }
                 ("EntityTooLarge" | "QuotaExceeded", _) => StorageError::StorageFull { location },
+                (_, 300..=399) => StorageError::InvalidDestination {
+                    location,
+                    reason: format!(
+                        "the server redirected the request ({reason}): the bucket is probably in another region; pass --region"
+                    ),
+                },
                 _ => StorageError::Unexpected {
                     location,
                     source: reason.into(),

@@ -13,6 +13,7 @@
 //! with the ETag the server returns, and the whole file's SHA-256/MD5 are
 //! verified before CompleteMultipartUpload.
 
+mod attributes;
 mod body;
 mod errors;
 mod service;
@@ -21,6 +22,7 @@ mod staged;
 mod storage;
 mod write;
 
+pub use attributes::DigestMetadata;
 pub use errors::map_sdk_error;
 pub use service::{BatchDeleteReport, IncompleteUpload, S3Service, S3Settings};
 pub use source::{ListedObject, S3Source};

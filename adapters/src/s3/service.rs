@@ -26,7 +26,9 @@ use tracing::{debug, warn};
 use ferry_domain::ports::{ObjectMeta, StorageError};
 use ferry_domain::stream::ByteStream;
 
+use super::attributes::{user_metadata, with_attributes};
 use super::errors::map_sdk_error;
+use ferry_domain::ObjectAttributes;
 
 /// How to reach S3. Credentials come from the standard AWS chain
 /// (environment, profile, web identity, IMDS...).
@@ -36,6 +38,8 @@ pub struct S3Settings {
     pub endpoint_url: Option<String>,
     /// Falls back to the AWS chain, then `us-east-1`.
     pub region: Option<String>,
+    /// A named profile of the AWS config files (else `AWS_PROFILE`).
+    pub profile: Option<String>,
 }
 
 /// Result of a batch delete.
@@ -89,6 +93,9 @@ impl S3Service {
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
         let shared = loader.load().await;
         let custom_endpoint = shared.endpoint_url().is_some();
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -120,20 +127,37 @@ impl S3Service {
     }
 
     /// Fails early, with a clear reason, if `bucket` cannot be used.
-    pub async fn check_bucket(&self, bucket: &str) -> Result<(), StorageError> {
-        self.client
-            .head_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(|e| match map_sdk_error(&s3_location(bucket, ""), e) {
-                StorageError::NotFound { location } => StorageError::InvalidDestination {
-                    location,
-                    reason: "the bucket does not exist".into(),
-                },
-                other => other,
-            })?;
-        Ok(())
+    /// `Ok(Some(region))`: the bucket lives in another region (the server
+    /// answered a 3xx with `x-amz-bucket-region`, which the SDK does not
+    /// follow): use a client for that region.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<Option<String>, StorageError> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let elsewhere = match &e {
+                    aws_sdk_s3::error::SdkError::ServiceError(service)
+                        if (300..400).contains(&service.raw().status().as_u16()) =>
+                    {
+                        service
+                            .raw()
+                            .headers()
+                            .get("x-amz-bucket-region")
+                            .map(str::to_owned)
+                    }
+                    _ => None,
+                };
+                if let Some(region) = elsewhere {
+                    return Ok(Some(region));
+                }
+                Err(match map_sdk_error(&s3_location(bucket, ""), e) {
+                    StorageError::NotFound { location } => StorageError::InvalidDestination {
+                        location,
+                        reason: "the bucket does not exist".into(),
+                    },
+                    other => other,
+                })
+            }
+        }
     }
 
     /// Uploads bytes already in memory (one PutObject, SDK retries).
@@ -144,13 +168,27 @@ impl S3Service {
         data: Bytes,
         metadata: HashMap<String, String>,
     ) -> Result<(), StorageError> {
+        self.upload_buffer_with(bucket, key, data, metadata, &ObjectAttributes::default())
+            .await
+    }
+
+    /// [`Self::upload_buffer`] with the object's attributes.
+    pub async fn upload_buffer_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        metadata: HashMap<String, String>,
+        attributes: &ObjectAttributes,
+    ) -> Result<(), StorageError> {
         let len = data.len() as i64;
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
-            .content_length(len)
-            .set_metadata(Some(metadata))
+            .content_length(len);
+        with_attributes!(request, attributes, user_metadata(attributes, metadata), tags: true)
             .body(SdkByteStream::from(data))
             .send()
             .await
@@ -482,23 +520,61 @@ impl S3Service {
         })
     }
 
-    /// Replaces an object's user metadata (server-side self-copy).
+    /// Replaces an object's user metadata (server-side self-copy), keeping
+    /// its attributes (a copy with `REPLACE` would otherwise reset its
+    /// Content-Type, storage class, encryption and ACL).
     pub async fn set_metadata(
         &self,
         bucket: &str,
         key: &str,
         metadata: HashMap<String, String>,
+        attributes: &ObjectAttributes,
     ) -> Result<(), StorageError> {
-        self.client
+        let request = self
+            .client
             .copy_object()
             .bucket(bucket)
             .key(key)
             .copy_source(encode_copy_source(bucket, key))
-            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-            .set_metadata(Some(metadata))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
+        with_attributes!(request, attributes, user_metadata(attributes, metadata), tags: false)
             .send()
             .await
             .map_err(|e| map_sdk_error(&s3_location(bucket, key), e))?;
+        Ok(())
+    }
+
+    /// Sets an object's tags (PutObjectTagging), replacing any.
+    pub async fn put_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), StorageError> {
+        let location = s3_location(bucket, key);
+        let tag_set = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_s3::types::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StorageError::Unexpected {
+                location: location.clone(),
+                source: Box::new(e),
+            })?;
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(|e| StorageError::Unexpected {
+                location: location.clone(),
+                source: Box::new(e),
+            })?;
+        self.client
+            .put_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(&location, e))?;
         Ok(())
     }
 }

@@ -210,6 +210,7 @@ impl HttpDownloadPort for S3Source {
             final_url: SourceUrl::s3(&bucket, &key).unwrap_or(request.source),
             declared_sha256,
             content_disposition: out.content_disposition().map(str::to_owned),
+            content_type: out.content_type().map(str::to_owned),
         };
         let body = stream::unfold((out.body, url), |(mut body, url)| async move {
             match body.next().await {

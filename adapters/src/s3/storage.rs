@@ -22,6 +22,8 @@
 //! commit); otherwise it is attached right after commit by a server-side
 //! self-copy (the object is complete and verified either way).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tracing::debug;
 
@@ -29,6 +31,7 @@ use ferry_domain::ports::{FileStoragePort, ObjectMeta, StagedWrite, StorageError
 use ferry_domain::stream::ByteStream;
 use ferry_domain::{Checksum, ObjectKey, StagedState};
 
+use super::attributes::DigestMetadata;
 use super::service::{S3Service, s3_location};
 use super::staged::MultipartState;
 use super::write::{
@@ -57,6 +60,8 @@ pub struct S3StorageConfig {
     /// Where buffered parts (unknown length, no ranges) take their memory
     /// from; `None` leaves them unbounded.
     pub memory: Option<MemoryBudget>,
+    /// How digests unknown at create reach the object.
+    pub digest_metadata: DigestMetadata,
 }
 
 impl Default for S3StorageConfig {
@@ -67,6 +72,7 @@ impl Default for S3StorageConfig {
             verify_part_etags: false,
             channel_depth: 2,
             memory: None,
+            digest_metadata: DigestMetadata::default(),
         }
     }
 }
@@ -127,10 +133,15 @@ impl S3Storage {
             bucket: self.bucket.clone(),
             key: self.full_key(&request.key),
             object_key: request.key.clone(),
-            create_metadata: metadata_of(
-                request.expected_sha256.as_ref().map(Checksum::hex),
-                request.expected_md5.as_ref().map(Checksum::hex),
-            ),
+            create_metadata: match self.config.digest_metadata {
+                DigestMetadata::None => HashMap::new(),
+                _ => metadata_of(
+                    request.expected_sha256.as_ref().map(Checksum::hex),
+                    request.expected_md5.as_ref().map(Checksum::hex),
+                ),
+            },
+            attributes: request.attributes.clone(),
+            digests: self.config.digest_metadata,
             verify_etags: self.config.verify_part_etags,
             depth: self.config.channel_depth,
         }

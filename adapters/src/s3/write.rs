@@ -25,8 +25,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use ferry_domain::ports::{CommitInfo, StagedWrite, StorageError, StoredObject};
-use ferry_domain::{ObjectKey, StagedState};
+use ferry_domain::{ObjectAttributes, ObjectKey, StagedState};
 
+use super::attributes::{DigestMetadata, user_metadata, with_attributes};
 use super::body::channel_body;
 use super::errors::{map_sdk_error, map_streamed_error};
 use super::service::{S3Service, s3_location};
@@ -69,6 +70,10 @@ pub(super) struct Target {
     /// Metadata set when the object or upload is created (digests known up
     /// front).
     pub(super) create_metadata: HashMap<String, String>,
+    /// Content-Type, user metadata, tags, storage class, SSE, ACL.
+    pub(super) attributes: ObjectAttributes,
+    /// How digests unknown at create reach the object.
+    pub(super) digests: DigestMetadata,
     pub(super) verify_etags: bool,
     /// Chunks that may wait between the source and a request body.
     pub(super) depth: usize,
@@ -117,25 +122,44 @@ impl Target {
 
     /// A whole object from memory, with the full metadata.
     async fn put_whole(&self, body: Bytes, info: &CommitInfo) -> Result<(), StorageError> {
+        // One write with everything known by now (unless digests are off).
+        let metadata = match self.digests {
+            DigestMetadata::None => HashMap::new(),
+            _ => full_metadata(info),
+        };
         self.service
-            .upload_buffer(&self.bucket, &self.key, body, full_metadata(info))
+            .upload_buffer_with(&self.bucket, &self.key, body, metadata, &self.attributes)
             .await
     }
 
-    /// After a commit: the verified digests go on the object by a self-copy
-    /// unless they were set at create.
+    /// After a commit, when the verified digests were not set at create:
+    /// as `--digest-metadata` says (by default nothing: no second write).
     async fn attach_metadata(&self, info: &CommitInfo) {
         let full = full_metadata(info);
         let covered = full
             .iter()
             .all(|(k, v)| self.create_metadata.get(k) == Some(v));
-        if !covered
-            && let Err(e) = self
-                .service
-                .set_metadata(&self.bucket, &self.key, full)
-                .await
-        {
-            warn!(location = %self.location(), error = %e, "object stored, but its sha256/md5 metadata could not be attached");
+        if covered {
+            return;
+        }
+        let attached = match self.digests {
+            DigestMetadata::Auto | DigestMetadata::None => {
+                debug!(location = %self.location(), "digest not known at create: kept in the result only (--digest-metadata)");
+                return;
+            }
+            DigestMetadata::Copy => {
+                self.service
+                    .set_metadata(&self.bucket, &self.key, full, &self.attributes)
+                    .await
+            }
+            DigestMetadata::Tag => {
+                let mut tags = self.attributes.tags().to_vec();
+                tags.extend(full);
+                self.service.put_tags(&self.bucket, &self.key, &tags).await
+            }
+        };
+        if let Err(e) = attached {
+            warn!(location = %self.location(), error = %e, "object stored, but its sha256/md5 could not be attached (--digest-metadata)");
         }
     }
 
@@ -152,18 +176,19 @@ impl Target {
         let (tx, body) = channel_body(len, self.depth);
         let client = self.service.client().clone();
         let (bucket, key, location) = (self.bucket.clone(), self.key.clone(), self.location());
-        let metadata = self.create_metadata.clone();
+        let metadata = user_metadata(&self.attributes, self.create_metadata.clone());
+        let attributes = self.attributes.clone();
         let content_length = i64::try_from(len).unwrap_or(i64::MAX);
         let task = tokio::spawn(async move {
             let body = SdkByteStream::new(SdkBody::from_body_1_x(body));
             let etag = match request {
                 Request::Object => {
-                    client
+                    let request = client
                         .put_object()
                         .bucket(bucket)
                         .key(key)
-                        .content_length(content_length)
-                        .set_metadata(Some(metadata))
+                        .content_length(content_length);
+                    with_attributes!(request, &attributes, metadata, tags: true)
                         .body(body)
                         .send()
                         .await
@@ -249,13 +274,14 @@ impl Upload {
             return Ok(id.clone());
         }
         let t = &self.target;
-        let out = t
+        let request = t
             .service
             .client()
             .create_multipart_upload()
             .bucket(&t.bucket)
-            .key(&t.key)
-            .set_metadata(Some(t.create_metadata.clone()))
+            .key(&t.key);
+        let metadata = user_metadata(&t.attributes, t.create_metadata.clone());
+        let out = with_attributes!(request, &t.attributes, metadata, tags: true)
             .send()
             .await
             .map_err(|e| map_sdk_error(&t.location(), e))?;

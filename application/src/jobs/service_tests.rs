@@ -75,6 +75,7 @@ impl ProcessFilePort for Scripted {
                 duration: Duration::from_millis(1),
                 final_url: command.source.redacted(),
                 resumed_from: None,
+                skipped: false,
             }),
             Step::Fail(status) => Err(ProcessFileError::Source(DownloadError::Status {
                 url: command.source.redacted(),

@@ -62,6 +62,8 @@ pub struct SourceMeta {
     pub declared_sha256: Option<Checksum>,
     /// The `Content-Disposition` header, as sent (for `--name-from`).
     pub content_disposition: Option<String>,
+    /// The `Content-Type` the source declares (kept on the object).
+    pub content_type: Option<String>,
 }
 
 impl SourceMeta {
@@ -258,6 +260,7 @@ mod tests {
             final_url: SourceUrl::parse("http://h/x").unwrap(),
             declared_sha256: None,
             content_disposition: None,
+            content_type: None,
         };
         assert_eq!(
             meta(Some("\"e1\""), Some("d")).validator(),

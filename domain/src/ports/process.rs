@@ -41,6 +41,13 @@ pub struct ProcessFileCommand {
     pub headers: SourceHeaders,
     /// Name the file from the source's answer (`key` is the fallback).
     pub name_from: Option<crate::naming::NameFrom>,
+    /// Content-Type, metadata, tags... for the stored object.
+    pub attributes: crate::attributes::ObjectAttributes,
+    /// Skip the file when the destination already holds it: same size and
+    /// the expected SHA-256 (needs an expected SHA-256).
+    pub skip_existing: bool,
+    /// Never replace an existing object (`StorageError::AlreadyExists`).
+    pub no_clobber: bool,
 }
 
 impl ProcessFileCommand {
@@ -56,6 +63,9 @@ impl ProcessFileCommand {
             transfer_id: None,
             headers: SourceHeaders::default(),
             name_from: None,
+            attributes: crate::attributes::ObjectAttributes::default(),
+            skip_existing: false,
+            no_clobber: false,
         }
     }
 
@@ -92,6 +102,9 @@ pub struct ProcessFileResult {
     /// The offset this call continued from, when it resumed a checkpointed
     /// transfer (bytes below it were not fetched again).
     pub resumed_from: Option<u64>,
+    /// `skip_existing`: the destination already held this file; nothing
+    /// was fetched or written.
+    pub skipped: bool,
 }
 
 impl ProcessFileResult {
@@ -185,6 +198,9 @@ impl ProcessFileError {
             ProcessFileError::Source(DownloadError::Forbidden { .. }) => ErrorCode::SourceForbidden,
             ProcessFileError::Source(DownloadError::Tls { .. }) => ErrorCode::SourceTls,
             ProcessFileError::Source(_) => ErrorCode::SourceError,
+            ProcessFileError::Storage(StorageError::AlreadyExists { .. }) => {
+                ErrorCode::DestinationExists
+            }
             ProcessFileError::Storage(_) => ErrorCode::StorageError,
             ProcessFileError::TooLarge { .. } | ProcessFileError::LimitExceeded { .. } => {
                 ErrorCode::SizeLimitExceeded

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::attributes::ObjectAttributes;
 use crate::checkpoint::StagedState;
 use crate::checksum::Checksum;
 use crate::error::{BoxError, ErrorClass};
@@ -30,6 +31,8 @@ pub struct WriteRequest {
     /// storage may record them when the write starts.
     pub expected_sha256: Option<Checksum>,
     pub expected_md5: Option<Checksum>,
+    /// What the object carries besides its bytes (Content-Type resolved).
+    pub attributes: ObjectAttributes,
 }
 
 impl WriteRequest {
@@ -40,6 +43,7 @@ impl WriteRequest {
             replayable: false,
             expected_sha256: None,
             expected_md5: None,
+            attributes: ObjectAttributes::default(),
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum StorageError {
     NotFound { location: String },
     #[error("permission denied writing {location}: {reason}")]
     PermissionDenied { location: String, reason: String },
+    #[error("{location} already exists and --no-clobber is set; nothing was written")]
+    AlreadyExists { location: String },
     #[error("no space left for {location}; free space or choose another destination")]
     StorageFull { location: String },
     #[error("the destination {location} cannot be used: {reason}")]
@@ -107,6 +113,7 @@ impl StorageError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StorageError::NotFound { .. }
+            | StorageError::AlreadyExists { .. }
             | StorageError::InvalidDestination { .. }
             | StorageError::MemoryBudget { .. } => ErrorClass::Client,
             StorageError::PermissionDenied { .. } | StorageError::StorageFull { .. } => {

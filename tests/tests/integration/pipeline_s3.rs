@@ -41,6 +41,9 @@ async fn setup_with(endpoint: &str, label: &str, verify_parts: bool) -> Setup {
         S3StorageConfig {
             part_size: 5 * MIB as u64,
             verify_part_etags: verify_parts,
+            // These tests check the digests on every object, also those
+            // not known at start: the self-copy mode.
+            digest_metadata: ferry_adapters::s3::DigestMetadata::Copy,
             ..S3StorageConfig::default()
         },
     ));

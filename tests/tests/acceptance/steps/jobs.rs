@@ -137,6 +137,7 @@ impl JobWorld {
             Place::S3 { .. } => S3Settings {
                 endpoint_url: Some(garage().endpoint.clone()),
                 region: Some("garage".into()),
+                ..S3Settings::default()
             },
         };
         let mut service = ferry_tests::job_service(
