@@ -322,6 +322,37 @@ async fn one_write_per_object_unless_a_copy_is_asked_for() {
         Some("application/x-kept"),
         "the copy kept the type"
     );
+    // --digest-metadata tag: one PutObjectTagging after the commit (Garage
+    // does not implement it: the object stays, with a warning).
+    let out = copy(
+        "/n/small.bin",
+        "tagged.bin",
+        vec!["--digest-metadata".into(), "tag".into()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = proxy.log();
+    let tagging: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("tagged.bin") && l.starts_with("PUT ") && l.contains("tagging"))
+        .collect();
+    assert_eq!(tagging.len(), 1, "{log:?}");
+    assert_eq!(writes(&log, "tagged.bin").2, 0);
+    // --digest-metadata none: not even a digest known at start.
+    let out = copy(
+        "/n/small.bin",
+        "bare.bin",
+        vec![
+            "--digest-metadata".into(),
+            "none".into(),
+            "--sha256".into(),
+            sha256_hex(&small),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let h = head(&format!("{prefix}/bare.bin")).await;
+    assert!(h.metadata().is_none_or(|m| !m.contains_key("sha256")));
 }
 
 /// A bucket that answers 301 with `x-amz-bucket-region` (as AWS does for a
