@@ -27,6 +27,15 @@ cargo test --workspace --locked
 cargo build --release --locked -p ferry
 FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve --test sources --test objects
 
+# The Debian package: built (cargo-deb, pinned), installed, `ferry
+# --version` and one copy run from the installed binary, removed.
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/package.sh --check
+else
+  echo "test.sh: not root: the package is built but not installed" >&2
+  bash scripts/package.sh
+fi
+
 # Contract: the running server's answers against its generated OpenAPI
 # document (schemathesis, pinned; zero 5xx, zero schema violations).
 bash scripts/contract.sh

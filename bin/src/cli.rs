@@ -9,10 +9,20 @@ use ferry_domain::{AllowEntry, ByteSize, Checksum};
 
 use crate::exit;
 
+/// `ferry --version`: the crate version, the commit and the build date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FERRY_COMMIT"),
+    " ",
+    env!("FERRY_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
-    version,
+    version = VERSION,
     about = "Moves files from URLs into storage in one streaming pass, verified before they become visible."
 )]
 pub struct Cli {
@@ -90,6 +100,11 @@ pub enum Command {
     Job(JobArgs),
     /// Make API tokens for `ferry serve --tokens`.
     Token(TokenArgs),
+    /// Print a shell completion script (e.g. `ferry completions bash >
+    /// /usr/share/bash-completion/completions/ferry`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout.
+    Manpage,
 }
 
 #[derive(Debug, Args)]

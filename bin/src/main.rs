@@ -47,6 +47,21 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args, cli.global).await,
             Command::Job(args) => job_cmd::run(args).await,
             Command::Token(args) => token_cmd(args),
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "ferry", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
+            Command::Manpage => {
+                let command = <Cli as clap::CommandFactory>::command();
+                match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("ferry: error: cannot write the man page: {e}");
+                        ExitCode::from(exit::INTERNAL)
+                    }
+                }
+            }
         }
     })
 }

@@ -930,3 +930,35 @@ async fn a_file_over_5_gib_is_copied_with_the_defaults() {
     assert_eq!(std::fs::metadata(&stored).unwrap().len(), SIX_GIB);
     std::fs::remove_file(stored).unwrap();
 }
+
+/// What an installed ferry offers besides copying: a version naming its
+/// commit and build date, shell completions and a man page (the Debian
+/// package ships them; scripts/package.sh --check installs it in CI).
+#[test]
+fn version_completions_and_man_page() {
+    let cwd = std::env::temp_dir();
+    let version = ferry(&["--version"], &cwd);
+    assert!(version.status.success());
+    let text = String::from_utf8_lossy(&version.stdout);
+    // `ferry 0.1.0 (<commit> <yyyy-mm-dd>)`
+    let inner = text
+        .trim()
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no (commit date) in {text}"));
+    let (commit, date) = inner.split_once(' ').unwrap();
+    assert!(commit.len() >= 7, "{text}");
+    assert_eq!(date.len(), 10, "{text}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ferry(&["completions", shell], &cwd);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("copy") && script.contains("--files-from"),
+            "{shell}"
+        );
+    }
+    let man = ferry(&["manpage"], &cwd);
+    assert!(man.status.success());
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH ferry 1"));
+}
