@@ -116,8 +116,16 @@ impl FilesystemStorage {
         target: PathBuf,
         file: tokio::fs::File,
         length: u64,
+        request: &WriteRequest,
     ) -> FsStagedWrite {
+        let mtime = request
+            .attributes
+            .preserve_mtime
+            .then(|| request.source_last_modified.as_deref())
+            .flatten()
+            .and_then(|date| httpdate::parse_http_date(date).ok());
         FsStagedWrite {
+            mtime,
             key,
             temp,
             target,
@@ -306,6 +314,8 @@ struct FsStagedWrite {
     pending: Option<(u64, tokio::task::JoinHandle<std::io::Result<()>>)>,
     /// Whether this temp file was named in a checkpoint yet.
     reported: bool,
+    /// The modification time the file gets at commit (`preserve_mtime`).
+    mtime: Option<std::time::SystemTime>,
 }
 
 fn closed(location: &str) -> StorageError {
@@ -503,6 +513,22 @@ impl StagedWrite for FsStagedWrite {
                     .into(),
                 });
             }
+            if let Some(mtime) = self.mtime {
+                // Before the rename: the file appears with its final times.
+                let std_file = file
+                    .try_clone()
+                    .await
+                    .map_err(|e| io_error(&location, e))?
+                    .into_std()
+                    .await;
+                tokio::task::spawn_blocking(move || std_file.set_modified(mtime))
+                    .await
+                    .map_err(|e| StorageError::Unexpected {
+                        location: location.clone(),
+                        source: Box::new(e),
+                    })?
+                    .map_err(|e| io_error(&location, e))?;
+            }
             publish(&mut file, &self.temp, &self.target)
                 .await
                 .map_err(|e| io_error(&location, e))?;
@@ -630,7 +656,14 @@ impl FileStoragePort for FilesystemStorage {
                 });
             }
         }
-        Ok(Box::new(self.writer(request.key, temp, target, file, 0)))
+        Ok(Box::new(self.writer(
+            request.key.clone(),
+            temp,
+            target,
+            file,
+            0,
+            &request,
+        )))
     }
 
     async fn resume_write(
@@ -682,11 +715,12 @@ impl FileStoragePort for FilesystemStorage {
         }
         debug!(path = %temp.display(), length, "resuming a temp file");
         Ok(Box::new(self.writer(
-            request.key,
+            request.key.clone(),
             temp,
             target,
             file,
             *length,
+            &request,
         )))
     }
 

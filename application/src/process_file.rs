@@ -116,6 +116,7 @@ impl ProcessFile {
                 attributes.content_type = Some(content_type_for(command, meta));
                 attributes
             },
+            source_last_modified: meta.last_modified.clone(),
         }
     }
 

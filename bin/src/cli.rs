@@ -199,6 +199,10 @@ pub struct ObjectArgs {
     /// Canned ACL (private, bucket-owner-full-control, ...).
     #[arg(long, env = "FERRY_ACL")]
     pub acl: Option<String>,
+    /// Directory DEST: give the file the source's Last-Modified as its
+    /// modification time.
+    #[arg(long, env = "FERRY_PRESERVE_MTIME")]
+    pub preserve_mtime: bool,
     /// How the verified SHA-256/MD5 reach an object when they were not
     /// known at start (with --sha256/--md5 they go on as metadata at
     /// create): `auto` (default: no second write; the digest is in the
@@ -255,6 +259,10 @@ impl ObjectArgs {
             .map_err(|e| format!("--sse: {e}"))?
             .with_acl(self.acl.as_deref())
             .map_err(|e| format!("--acl: {e}"))
+            .map(|mut a| {
+                a.preserve_mtime = self.preserve_mtime;
+                a
+            })
     }
 }
 

@@ -495,3 +495,41 @@ async fn reruns_skip_what_is_stored_and_no_clobber_keeps_what_exists() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(cwd.join("dir/other.bin")).unwrap(), other);
 }
+
+/// `--preserve-mtime`: a directory DEST gives the file the source's
+/// Last-Modified; without it the file is as new as the copy.
+#[tokio::test]
+async fn preserve_mtime_keeps_the_sources_last_modified() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/m/old.bin", generate(5_000, 108), Behavior::Normal);
+    origin.add_response_header(
+        "/m/old.bin",
+        "Last-Modified",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let url = origin.url("/m/old.bin");
+    let out = run(
+        &["copy", &url, "kept/", "--preserve-mtime"],
+        work.path(),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mtime = std::fs::metadata(work.path().join("kept/old.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let secs = mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(secs, 1_445_412_480, "Wed, 21 Oct 2015 07:28:00 GMT");
+    let out = run(&["copy", &url, "fresh/"], work.path(), None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = std::fs::metadata(work.path().join("fresh/old.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(fresh.elapsed().unwrap() < std::time::Duration::from_secs(600));
+}

@@ -86,6 +86,9 @@ pub struct ObjectAttributes {
     storage_class: Option<String>,
     encryption: Option<Encryption>,
     acl: Option<String>,
+    /// A directory destination gives the file the source's Last-Modified
+    /// as its mtime (`--preserve-mtime`).
+    pub preserve_mtime: bool,
 }
 
 impl fmt::Debug for ObjectAttributes {
@@ -100,6 +103,7 @@ impl fmt::Debug for ObjectAttributes {
             .field("storage_class", &self.storage_class)
             .field("encryption", &self.encryption)
             .field("acl", &self.acl)
+            .field("preserve_mtime", &self.preserve_mtime)
             .finish()
     }
 }

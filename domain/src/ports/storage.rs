@@ -33,6 +33,8 @@ pub struct WriteRequest {
     pub expected_md5: Option<Checksum>,
     /// What the object carries besides its bytes (Content-Type resolved).
     pub attributes: ObjectAttributes,
+    /// The source's `Last-Modified`, as sent (for `preserve_mtime`).
+    pub source_last_modified: Option<String>,
 }
 
 impl WriteRequest {
@@ -44,6 +46,7 @@ impl WriteRequest {
             expected_sha256: None,
             expected_md5: None,
             attributes: ObjectAttributes::default(),
+            source_last_modified: None,
         }
     }
 }
