@@ -121,7 +121,7 @@ impl FilesystemStorage {
         let mtime = request
             .attributes
             .preserve_mtime
-            .then(|| request.source_last_modified.as_deref())
+            .then_some(request.source_last_modified.as_deref())
             .flatten()
             .and_then(|date| httpdate::parse_http_date(date).ok());
         FsStagedWrite {
