@@ -887,8 +887,9 @@ async fn failpoints_have_no_effect_on_the_shipped_binary() {
 }
 
 /// `ferry copy` has no size limit by default: a 6 GiB file (sparse, so the
-/// test costs no disk to prepare) is copied and verified; `--max-size`
-/// still opts in to a limit.
+/// test costs no disk to prepare) is copied and verified, streamed to
+/// standard output (no disk needed) and, where the disk has room for it,
+/// into a directory; `--max-size` still opts in to a limit.
 #[tokio::test]
 async fn a_file_over_5_gib_is_copied_with_the_defaults() {
     const SIX_GIB: u64 = 6 * 1024 * 1024 * 1024;
@@ -901,23 +902,61 @@ async fn a_file_over_5_gib_is_copied_with_the_defaults() {
         .set_len(SIX_GIB)
         .unwrap();
     let cwd = work.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        let limited = ferry(
-            &["copy", "disk.img", "limited/", "--max-size", "5GiB"],
-            &cwd,
-        );
-        let copied = ferry(&["copy", "disk.img", "out/", "--no-checkpoint"], &cwd);
-        (limited, copied)
+    let limited = tokio::task::spawn_blocking({
+        let cwd = cwd.clone();
+        move || {
+            ferry(
+                &["copy", "disk.img", "limited/", "--max-size", "5GiB"],
+                &cwd,
+            )
+        }
     })
     .await
     .unwrap();
-    let (limited, copied) = out;
     assert_eq!(
         limited.status.code(),
         Some(4),
         "{}",
         String::from_utf8_lossy(&limited.stderr)
     );
+    // To stdout (thrown away): the result JSON is on stderr.
+    let streamed = tokio::task::spawn_blocking({
+        let cwd = cwd.clone();
+        move || {
+            Command::new(ferry_bin())
+                .args(["copy", "disk.img", "-", "--json", "--progress", "none"])
+                .current_dir(&cwd)
+                .env_remove("FERRY_LOG")
+                .stdout(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&streamed.stderr);
+    assert!(streamed.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stderr.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["bytes"], SIX_GIB);
+    assert_eq!(v["sha256"], ZEROS_SHA256);
+    // Into a directory, when the disk can take 6 GiB (and some room).
+    let free = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(work.path())
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()))
+        .unwrap_or(0);
+    if free < SIX_GIB + (4 << 30) {
+        eprintln!("only {free} bytes free: the 6 GiB directory copy is left out this run");
+        return;
+    }
+    let copied = tokio::task::spawn_blocking(move || {
+        ferry(&["copy", "disk.img", "out/", "--no-checkpoint"], &cwd)
+    })
+    .await
+    .unwrap();
     assert!(
         copied.status.success(),
         "{}",
