@@ -520,6 +520,106 @@ impl S3Service {
         })
     }
 
+    /// Replaces the user metadata of an object of `size` bytes by a
+    /// server-side self-copy, keeping its attributes: one CopyObject up to
+    /// `copy_limit` (S3's is 5 GiB), above it a multipart copy
+    /// (UploadPartCopy of ranges of at most `copy_limit`).
+    pub async fn set_metadata_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        copy_limit: u64,
+        metadata: HashMap<String, String>,
+        attributes: &ObjectAttributes,
+    ) -> Result<(), StorageError> {
+        if size <= copy_limit {
+            return self.set_metadata(bucket, key, metadata, attributes).await;
+        }
+        let location = s3_location(bucket, key);
+        let request = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key);
+        let id =
+            with_attributes!(request, attributes, user_metadata(attributes, metadata), tags: true)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(&location, e))?
+                .upload_id
+                .ok_or_else(|| StorageError::Unexpected {
+                    location: location.clone(),
+                    source: "CreateMultipartUpload returned no upload id".into(),
+                })?;
+        let copied = self.copy_parts(bucket, key, &id, size, copy_limit).await;
+        let completed = match copied {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| map_sdk_error(&location, e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err()
+            && let Err(e) = self.abort_upload(bucket, key, &id).await
+        {
+            warn!(%location, error = %e, "the multipart self-copy could not be aborted");
+        }
+        completed
+    }
+
+    /// The parts of a multipart self-copy, each a range of at most `limit`.
+    async fn copy_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        size: u64,
+        limit: u64,
+    ) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, StorageError> {
+        let location = s3_location(bucket, key);
+        let part = limit.max(size.div_ceil(10_000)).max(1);
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        let mut number = 1i32;
+        while start < size {
+            let end = (start + part).min(size) - 1;
+            let out = self
+                .client
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(encode_copy_source(bucket, key))
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .map_err(|e| map_sdk_error(&location, e))?;
+            let etag = out.copy_part_result.and_then(|r| r.e_tag);
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(etag)
+                    .build(),
+            );
+            start = end + 1;
+            number += 1;
+        }
+        Ok(parts)
+    }
+
     /// Replaces an object's user metadata (server-side self-copy), keeping
     /// its attributes (a copy with `REPLACE` would otherwise reset its
     /// Content-Type, storage class, encryption and ACL).

@@ -62,6 +62,9 @@ pub struct S3StorageConfig {
     pub memory: Option<MemoryBudget>,
     /// How digests unknown at create reach the object.
     pub digest_metadata: DigestMetadata,
+    /// The largest object one CopyObject may copy (S3: 5 GiB); above it
+    /// `--digest-metadata copy` copies in parts of at most this size.
+    pub copy_object_limit: u64,
 }
 
 impl Default for S3StorageConfig {
@@ -73,6 +76,7 @@ impl Default for S3StorageConfig {
             channel_depth: 2,
             memory: None,
             digest_metadata: DigestMetadata::default(),
+            copy_object_limit: 5 * 1024 * MIB,
         }
     }
 }
@@ -142,6 +146,7 @@ impl S3Storage {
             },
             attributes: request.attributes.clone(),
             digests: self.config.digest_metadata,
+            copy_limit: self.config.copy_object_limit,
             verify_etags: self.config.verify_part_etags,
             depth: self.config.channel_depth,
         }

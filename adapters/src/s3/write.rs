@@ -74,6 +74,8 @@ pub(super) struct Target {
     pub(super) attributes: ObjectAttributes,
     /// How digests unknown at create reach the object.
     pub(super) digests: DigestMetadata,
+    /// The largest single CopyObject (above it, a multipart copy).
+    pub(super) copy_limit: u64,
     pub(super) verify_etags: bool,
     /// Chunks that may wait between the source and a request body.
     pub(super) depth: usize,
@@ -149,7 +151,14 @@ impl Target {
             }
             DigestMetadata::Copy => {
                 self.service
-                    .set_metadata(&self.bucket, &self.key, full, &self.attributes)
+                    .set_metadata_of(
+                        &self.bucket,
+                        &self.key,
+                        info.size,
+                        self.copy_limit,
+                        full,
+                        &self.attributes,
+                    )
                     .await
             }
             DigestMetadata::Tag => {

@@ -32,12 +32,9 @@ async fn setup(endpoint: &str, label: &str) -> Setup {
 /// `verify_parts`: check each part's MD5 against its ETag (`--verify-parts`;
 /// off in both binaries by default, as in [`setup`]).
 async fn setup_with(endpoint: &str, label: &str, verify_parts: bool) -> Setup {
-    let origin = Origin::start().await.unwrap();
-    let prefix = unique_prefix(label);
-    let storage = Arc::new(S3Storage::new(
-        service(endpoint).await,
-        &garage().bucket,
-        &prefix,
+    setup_config(
+        endpoint,
+        label,
         S3StorageConfig {
             part_size: 5 * MIB as u64,
             verify_part_etags: verify_parts,
@@ -46,6 +43,18 @@ async fn setup_with(endpoint: &str, label: &str, verify_parts: bool) -> Setup {
             digest_metadata: ferry_adapters::s3::DigestMetadata::Copy,
             ..S3StorageConfig::default()
         },
+    )
+    .await
+}
+
+async fn setup_config(endpoint: &str, label: &str, config: S3StorageConfig) -> Setup {
+    let origin = Origin::start().await.unwrap();
+    let prefix = unique_prefix(label);
+    let storage = Arc::new(S3Storage::new(
+        service(endpoint).await,
+        &garage().bucket,
+        &prefix,
+        config,
     ));
     let http = ferry_tests::test_http_client(Duration::from_secs(2));
     let use_case = ProcessFile::new(
@@ -331,4 +340,43 @@ async fn buffered_parts_take_their_memory_from_the_budget_and_wait_for_it() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("--memory-budget"), "{err}");
+}
+
+/// `--digest-metadata copy` above the single-copy limit (5 GiB on S3;
+/// lowered here so the test stays small): a multipart self-copy of ranges
+/// (UploadPartCopy), never one CopyObject; the metadata lands.
+#[tokio::test]
+async fn digest_copy_above_the_copy_limit_goes_in_parts() {
+    let proxy = S3Proxy::start(&garage().endpoint).await.unwrap();
+    let s = setup_config(
+        &proxy.endpoint(),
+        "copyparts",
+        S3StorageConfig {
+            part_size: 5 * MIB as u64,
+            digest_metadata: ferry_adapters::s3::DigestMetadata::Copy,
+            copy_object_limit: 5 * MIB as u64,
+            ..S3StorageConfig::default()
+        },
+    )
+    .await;
+    let data = generate(12 * MIB + 5, 66);
+    s.origin.serve("/cp.bin", data.clone(), Behavior::Normal);
+    let result = s
+        .use_case
+        .process(command(&s.origin.url("/cp.bin"), "cp.bin"))
+        .await
+        .unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    s.assert_stored("cp.bin", &data).await;
+    let log = proxy.log();
+    let part_copies: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("partNumber=") && l.contains("[x-amz-copy-source="))
+        .collect();
+    assert_eq!(part_copies.len(), 3, "12 MiB in 5 MiB ranges: {log:?}");
+    let single_copies = log
+        .iter()
+        .filter(|l| l.contains("[x-amz-copy-source=") && !l.contains("partNumber="))
+        .count();
+    assert_eq!(single_copies, 0, "no CopyObject above the limit");
 }
