@@ -91,6 +91,12 @@ async fn checkpoints_of_finished_tasks_are_discarded_and_live_ones_kept() {
                 == ferry_domain::TaskStatus::Running
         })
         .await;
+    // "Running" is recorded before the transfer looks for its checkpoint:
+    // wait until it has opened its source, so it cannot find (and discard,
+    // as not its own) the fake checkpoint saved below.
+    h.store
+        .wait_until(|| async { h.origin.requests().iter().any(|r| r.path == "/hang.bin") })
+        .await;
 
     // What a crash between the end of a task and its cleanup leaves.
     let dir = h.files.path().join("d/out");
