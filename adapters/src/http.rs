@@ -440,7 +440,12 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
 
 /// Parses `Content-Range: bytes START-END/TOTAL`.
 fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let value = header_str(headers, header::CONTENT_RANGE)?;
+    parse_content_range(&header_str(headers, header::CONTENT_RANGE)?)
+}
+
+/// `bytes START-END/TOTAL` (TOTAL may be `*`): the one Content-Range
+/// parser, for HTTP and S3 sources.
+pub(crate) fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _end) = range.split_once('-')?;

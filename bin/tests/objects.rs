@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use ferry_tests::garage::{garage, unique_prefix};
 use ferry_tests::origin::{Behavior, Origin};
@@ -17,32 +17,7 @@ fn ferry_bin() -> String {
 }
 
 async fn run(args: &[&str], cwd: &Path, stdin: Option<Vec<u8>>) -> Output {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let cwd = cwd.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(ferry_bin());
-        cmd.args(&args)
-            .current_dir(&cwd)
-            .env_remove("FERRY_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = cmd.spawn().unwrap();
-        if let Some(data) = stdin {
-            use std::io::Write;
-            let mut pipe = child.stdin.take().unwrap();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&data);
-            });
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    ferry_tests::serve_process::run_ferry(&ferry_bin(), args, cwd, &[], stdin).await
 }
 
 fn stderr(out: &Output) -> String {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::server::TestCa;
@@ -19,40 +19,7 @@ fn ferry_bin() -> String {
 /// Runs ferry in `cwd` with `env` set (and no inherited FERRY_* or
 /// SSL_CERT_* variables), feeding `stdin`.
 async fn run(args: &[&str], cwd: &Path, env: &[(&str, &str)], stdin: Option<Vec<u8>>) -> Output {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let cwd = cwd.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(ferry_bin());
-        cmd.args(&args).current_dir(&cwd);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("FERRY_") && k != "FERRY_BIN" || k.starts_with("SSL_CERT_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(data) = stdin {
-            use std::io::Write;
-            let mut pipe = child.stdin.take().unwrap();
-            // A writer thread: ferry may answer before reading everything.
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&data);
-            });
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    ferry_tests::serve_process::run_ferry(&ferry_bin(), args, cwd, env, stdin).await
 }
 
 fn stderr(out: &Output) -> String {

@@ -155,3 +155,51 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the ferry binary `ferry` once in `cwd` with `env` set (and no
+/// inherited FERRY_* or SSL_CERT_* variables, so the caller's environment
+/// cannot change what is tested), feeding `stdin`; stdout and stderr are
+/// captured.
+pub async fn run_ferry(
+    ferry: &str,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+    stdin: Option<Vec<u8>>,
+) -> std::process::Output {
+    let ferry = ferry.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(ferry);
+        cmd.args(&args).current_dir(&cwd);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FERRY_") && k != "FERRY_BIN" || k.starts_with("SSL_CERT_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().unwrap();
+            // A writer thread: ferry may answer before reading everything.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}

@@ -8,6 +8,15 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use ferry_domain::ports::StorageError;
 use ferry_domain::retry::is_transient_status;
 
+/// What to say when the SDK found no credentials (S3 as destination or
+/// source).
+pub(super) const NO_CREDENTIALS: &str = "no usable AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE";
+
+/// Whether a dispatch failure's text is the SDK failing to load credentials.
+pub(super) fn is_missing_credentials(reason: &str) -> bool {
+    reason.contains("loading credentials")
+}
+
 /// Maps an S3 operation error whose request the SDK could retry (its body
 /// is in memory or empty: the SDK's standard retries ran), so a transient
 /// failure is marked exhausted. `location` names what was being accessed.
@@ -35,10 +44,10 @@ where
     let location = location.to_owned();
     let reason = error_chain(&err);
     match &err {
-        SdkError::DispatchFailure(_) if reason.contains("loading credentials") => {
+        SdkError::DispatchFailure(_) if is_missing_credentials(&reason) => {
             StorageError::PermissionDenied {
                 location,
-                reason: "no usable AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".into(),
+                reason: NO_CREDENTIALS.into(),
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
@@ -71,18 +80,16 @@ where
                 | (_, 401 | 403) => StorageError::PermissionDenied { location, reason },
                 ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _) => {
                     StorageError::Unavailable {
-                location,
-                reason,
-                exhausted,
-            }
+                        location,
+                        reason,
+                        exhausted,
+                    }
                 }
-                (_, status) if is_transient_status(status) => {
-                    StorageError::Unavailable {
-                location,
-                reason,
-                exhausted,
-            }
-                }
+                (_, status) if is_transient_status(status) => StorageError::Unavailable {
+                    location,
+                    reason,
+                    exhausted,
+                },
                 ("EntityTooLarge" | "QuotaExceeded", _) => StorageError::StorageFull { location },
                 (_, 300..=399) => StorageError::InvalidDestination {
                     location,

@@ -23,6 +23,7 @@ use ferry_domain::ports::{
 };
 use ferry_domain::{Checksum, SourceUrl};
 
+use super::errors::{NO_CREDENTIALS, is_missing_credentials};
 use super::service::{S3Service, S3Settings};
 use crate::error_text::error_chain;
 
@@ -89,12 +90,10 @@ impl S3Source {
     }
 }
 
-/// `bytes START-END/TOTAL` → (START, TOTAL).
+/// `bytes START-END/TOTAL` → (START, TOTAL); S3 always knows the total.
 fn content_range(value: &str) -> Option<(u64, u64)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, _) = range.split_once('-')?;
-    Some((start.parse().ok()?, total.parse().ok()?))
+    let (start, total) = crate::http::parse_content_range(value)?;
+    Some((start, total?))
 }
 
 /// GetObject/ListObjectsV2 errors as source errors, keeping the class. The
@@ -128,10 +127,10 @@ where
                 },
             }
         }
-        SdkError::DispatchFailure(_) if error_chain(&err).contains("loading credentials") => {
+        SdkError::DispatchFailure(_) if is_missing_credentials(&error_chain(&err)) => {
             DownloadError::Forbidden {
                 url,
-                reason: "no usable AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".into(),
+                reason: NO_CREDENTIALS.into(),
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
