@@ -1,4 +1,5 @@
-//! The accept loop every test HTTP server here shares: HTTP/1.1 on a bound
+//! The accept loop every test HTTP server here shares (HTTP/1.1, or TLS
+//! with HTTP/2 or HTTP/1.1 by ALPN) on a bound
 //! listener, one task per connection, until the returned [`Spawned`] is
 //! dropped.
 
@@ -37,18 +38,34 @@ where
     B::Error: Into<BoxError>,
     E: Into<BoxError>,
 {
+    spawn_accept(listener, on_accept, move |socket| {
+        let handler = handler.clone();
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service_fn(handler))
+                .await;
+        }
+    })
+}
+
+/// The one accept loop: `on_accept` for each new TCP connection, then
+/// `serve` on its own task.
+fn spawn_accept<S, F>(
+    listener: TcpListener,
+    on_accept: impl Fn() + Send + 'static,
+    serve: S,
+) -> Spawned
+where
+    S: Fn(tokio::net::TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     Spawned(tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
             on_accept();
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service_fn(handler))
-                    .await;
-            });
+            tokio::spawn(serve(socket));
         }
     }))
 }
@@ -116,24 +133,17 @@ where
     B::Error: Into<BoxError>,
     E: Into<BoxError>,
 {
-    Spawned(tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
+    spawn_accept(listener, on_accept, move |socket| {
+        let handler = handler.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(socket).await else {
+                return;
             };
-            on_accept();
-            let handler = handler.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(tls), service_fn(handler))
-                .await;
-            });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service_fn(handler))
+                    .await;
         }
-    }))
+    })
 }
