@@ -223,6 +223,7 @@ pub fn parse_manifest(v: &Value) -> Result<Vec<ManifestEntry>, ExportProviderErr
                 sha256: text("sha256")?,
                 md5: text("md5")?,
                 headers: Default::default(),
+                attributes: Default::default(),
             })
         })
         .collect()

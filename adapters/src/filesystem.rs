@@ -126,6 +126,7 @@ impl FilesystemStorage {
             .and_then(|date| httpdate::parse_http_date(date).ok());
         FsStagedWrite {
             mtime,
+            if_absent: request.if_absent,
             key,
             temp,
             target,
@@ -316,6 +317,8 @@ struct FsStagedWrite {
     reported: bool,
     /// The modification time the file gets at commit (`preserve_mtime`).
     mtime: Option<std::time::SystemTime>,
+    /// No-clobber: publish only if `target` does not exist.
+    if_absent: bool,
 }
 
 fn closed(location: &str) -> StorageError {
@@ -337,6 +340,45 @@ pub(crate) async fn publish(
     file.flush().await?;
     file.sync_all().await?;
     tokio::fs::rename(temp, target).await?;
+    sync_parent_dir(target).await;
+    Ok(())
+}
+
+/// [`publish`] that never replaces an existing `target`: the temp file is
+/// hard-linked to the final name (which fails atomically if the name
+/// exists), then its temp name is removed. On a filesystem without hard
+/// links, an existence check then a rename (not atomic against a writer
+/// racing for the same name).
+async fn publish_new(
+    file: &mut tokio::fs::File,
+    temp: &Path,
+    target: &Path,
+    location: &str,
+) -> Result<(), StorageError> {
+    use tokio::io::AsyncWriteExt;
+    let exists = || StorageError::AlreadyExists {
+        location: location.to_owned(),
+    };
+    file.flush().await.map_err(|e| io_error(location, e))?;
+    file.sync_all().await.map_err(|e| io_error(location, e))?;
+    match tokio::fs::hard_link(temp, target).await {
+        Ok(()) => {
+            // The object is visible; a leftover temp name is swept at start.
+            if let Err(e) = tokio::fs::remove_file(temp).await {
+                warn!(path = %temp.display(), error = %e, "could not remove a temp name after linking it");
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(exists()),
+        Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+            if tokio::fs::try_exists(target).await.unwrap_or(false) {
+                return Err(exists());
+            }
+            tokio::fs::rename(temp, target)
+                .await
+                .map_err(|e| io_error(location, e))?;
+        }
+        Err(e) => return Err(io_error(location, e)),
+    }
     sync_parent_dir(target).await;
     Ok(())
 }
@@ -529,9 +571,13 @@ impl StagedWrite for FsStagedWrite {
                     })?
                     .map_err(|e| io_error(&location, e))?;
             }
-            publish(&mut file, &self.temp, &self.target)
-                .await
-                .map_err(|e| io_error(&location, e))?;
+            if self.if_absent {
+                publish_new(&mut file, &self.temp, &self.target, &location).await?;
+            } else {
+                publish(&mut file, &self.temp, &self.target)
+                    .await
+                    .map_err(|e| io_error(&location, e))?;
+            }
             self.finished = true;
             kill_point("ferry-fs-renamed", self.written);
             Ok(())

@@ -105,6 +105,7 @@ pub struct Metrics {
     failed_files: Family<ClassLabel, Counter>,
     retries: Family<ClassLabel, Counter>,
     resumes: Counter,
+    skipped: Counter,
     restarts: Counter,
     jobs_finished: Family<StatusLabel, Counter>,
     jobs_active: Gauge,
@@ -150,6 +151,7 @@ impl Metrics {
             failed_files: Family::default(),
             retries: Family::default(),
             resumes: Counter::default(),
+            skipped: Counter::default(),
             restarts: Counter::default(),
             jobs_finished: Family::default(),
             jobs_active: Gauge::default(),
@@ -200,6 +202,11 @@ impl Metrics {
             "retries",
             "File attempts retried, by error class",
             m.retries.clone(),
+        );
+        registry.register(
+            "files_skipped",
+            "Files a job skipped because the destination already held them",
+            m.skipped.clone(),
         );
         registry.register(
             "transfer_resumes",
@@ -419,6 +426,12 @@ impl Metrics {
                 }
                 self.transferred_bytes.inc_by(*bytes);
             }
+            JobEventKind::FileSkipped { index, .. } => {
+                if self.take_started(&event.job_id, *index).is_some() {
+                    self.active_transfers.dec();
+                }
+                self.skipped.inc();
+            }
             JobEventKind::FileFailed {
                 index,
                 code,
@@ -524,6 +537,15 @@ mod tests {
             sha256: ferry_domain::Checksum::sha256(&"a".repeat(64)).unwrap(),
             md5: None,
         }));
+        m.record(&ev(JobEventKind::FileStarted {
+            index: 2,
+            attempt: 1,
+        }));
+        m.record(&ev(JobEventKind::FileSkipped {
+            index: 2,
+            bytes: 5,
+            sha256: ferry_domain::Checksum::sha256(&"b".repeat(64)).unwrap(),
+        }));
         m.record(&ev(JobEventKind::FileFailed {
             index: 1,
             code: ferry_domain::ErrorCode::ChecksumMismatch,
@@ -545,6 +567,7 @@ mod tests {
             "ferry_transferred_bytes_total 1000",
             "ferry_transfer_duration_seconds_count 1",
             "ferry_checksum_failures_total 1",
+            "ferry_files_skipped_total 1",
             "ferry_file_failures_total{class=\"client\"} 1",
             "ferry_jobs_finished_total{status=\"completed_with_errors\"} 1",
             "ferry_jobs_active 0",

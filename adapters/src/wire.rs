@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use ferry_domain::ports::{JobEvent, JobEventKind, JobRecord, ManifestEntry};
-use ferry_domain::{ErrorClass, FileTask, JobStatus, JobSummary, SourceUrl, TaskStatus};
+use ferry_domain::{
+    ErrorClass, FileTask, IfExists, JobStatus, JobSummary, RequestedAttributes, SourceUrl, TaskStatus,
+};
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -49,6 +51,8 @@ pub enum TaskStatusDto {
     Queued,
     Running,
     Succeeded,
+    /// The destination already held it (`if_exists: skip`).
+    Skipped,
     Failed,
     Cancelled,
 }
@@ -59,6 +63,7 @@ impl From<TaskStatus> for TaskStatusDto {
             TaskStatus::Queued => Self::Queued,
             TaskStatus::Running => Self::Running,
             TaskStatus::Succeeded => Self::Succeeded,
+            TaskStatus::Skipped => Self::Skipped,
             TaskStatus::Failed => Self::Failed,
             TaskStatus::Cancelled => Self::Cancelled,
         }
@@ -97,6 +102,8 @@ pub struct SummaryDto {
     pub queued: usize,
     pub running: usize,
     pub succeeded: usize,
+    /// Already at the destination (`if_exists: skip`); counts as done.
+    pub skipped: usize,
     pub failed: usize,
     pub cancelled: usize,
     pub bytes_done: u64,
@@ -109,6 +116,7 @@ impl From<&JobSummary> for SummaryDto {
             queued: s.queued,
             running: s.running,
             succeeded: s.succeeded,
+            skipped: s.skipped,
             failed: s.failed,
             cancelled: s.cancelled,
             bytes_done: s.bytes_done,
@@ -202,6 +210,9 @@ pub struct JobDto {
     pub callback: Option<String>,
     pub summary: SummaryDto,
     pub export: Option<ExportView>,
+    /// The job's object attributes (each file may add its own).
+    pub attributes: AttributesDto,
+    pub if_exists: IfExistsDto,
     pub files: Vec<FileDto>,
 }
 
@@ -228,6 +239,8 @@ impl From<&JobRecord> for JobDto {
                     deadline_ms: millis(e.spec.poll.deadline()),
                 },
             }),
+            attributes: AttributesDto::from(&record.options.attributes.to_requested()),
+            if_exists: record.options.if_exists.into(),
             files: record.job.tasks().iter().map(FileDto::from).collect(),
         }
     }
@@ -266,6 +279,12 @@ pub enum EventKindDto {
         bytes: u64,
         sha256: String,
         md5: Option<String>,
+    },
+    /// The destination already held the file (`if_exists: skip`).
+    FileSkipped {
+        index: usize,
+        bytes: u64,
+        sha256: String,
     },
     FileFailed {
         index: usize,
@@ -316,6 +335,15 @@ impl From<&JobEventKind> for EventKindDto {
                 bytes,
                 sha256: sha256.hex().to_owned(),
                 md5: md5.as_ref().map(|c| c.hex().to_owned()),
+            },
+            JobEventKind::FileSkipped {
+                index,
+                bytes,
+                sha256,
+            } => Self::FileSkipped {
+                index,
+                bytes,
+                sha256: sha256.hex().to_owned(),
             },
             JobEventKind::FileFailed {
                 index,
@@ -479,6 +507,121 @@ pub struct JobRequestDto {
     /// An AWS Step Functions task token to answer when the job ends.
     #[serde(default)]
     pub task_token: Option<String>,
+    /// Attributes of every object the job writes (an export's files too);
+    /// a file's own `attributes` are laid over them.
+    #[serde(default)]
+    pub attributes: Option<AttributesDto>,
+    /// What to do with a key the destination already holds.
+    #[serde(default)]
+    pub if_exists: Option<IfExistsDto>,
+}
+
+/// What a job does with a key the destination already holds: `overwrite`
+/// (the default); `skip` when it holds the same size and SHA-256 (every
+/// file then needs its `sha256`; the file ends `skipped`); `refuse`: never
+/// replace an existing key (the file fails with `destination_exists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfExistsDto {
+    #[default]
+    Overwrite,
+    Skip,
+    Refuse,
+}
+
+impl From<IfExistsDto> for IfExists {
+    fn from(v: IfExistsDto) -> Self {
+        match v {
+            IfExistsDto::Overwrite => IfExists::Overwrite,
+            IfExistsDto::Skip => IfExists::Skip,
+            IfExistsDto::Refuse => IfExists::Refuse,
+        }
+    }
+}
+
+impl From<IfExists> for IfExistsDto {
+    fn from(v: IfExists) -> Self {
+        match v {
+            IfExists::Overwrite => IfExistsDto::Overwrite,
+            IfExists::Skip => IfExistsDto::Skip,
+            IfExists::Refuse => IfExistsDto::Refuse,
+        }
+    }
+}
+
+/// What a stored object carries besides its bytes (docs/s3.md). Without
+/// `content_type`, the source's Content-Type is used, else a guess from
+/// the key's extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesDto {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// Stored as given; ferry never decompresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// User metadata (`x-amz-meta-NAME`); names are letters, digits, `-`, `_`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Object tags (at most 10).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "STANDARD_IA")]
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
+    /// With `sse: aws:kms`: the key (else the bucket's default key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_kms_key_id: Option<String>,
+    /// A canned ACL, e.g. `bucket-owner-full-control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
+    /// Directory destinations: the file's mtime from the source's
+    /// Last-Modified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_mtime: bool,
+}
+
+impl From<AttributesDto> for RequestedAttributes {
+    fn from(a: AttributesDto) -> Self {
+        RequestedAttributes {
+            content_type: a.content_type,
+            cache_control: a.cache_control,
+            content_disposition: a.content_disposition,
+            content_encoding: a.content_encoding,
+            metadata: a.metadata.into_iter().collect(),
+            tags: a.tags.into_iter().collect(),
+            storage_class: a.storage_class,
+            sse: a.sse,
+            sse_kms_key_id: a.sse_kms_key_id,
+            acl: a.acl,
+            preserve_mtime: a.preserve_mtime,
+        }
+    }
+}
+
+impl From<&RequestedAttributes> for AttributesDto {
+    fn from(a: &RequestedAttributes) -> Self {
+        AttributesDto {
+            content_type: a.content_type.clone(),
+            cache_control: a.cache_control.clone(),
+            content_disposition: a.content_disposition.clone(),
+            content_encoding: a.content_encoding.clone(),
+            metadata: a.metadata.iter().cloned().collect(),
+            tags: a.tags.iter().cloned().collect(),
+            storage_class: a.storage_class.clone(),
+            sse: a.sse.clone(),
+            sse_kms_key_id: a.sse_kms_key_id.clone(),
+            acl: a.acl.clone(),
+            preserve_mtime: a.preserve_mtime,
+        }
+    }
 }
 
 /// One file of a job request (also a manifest entry of an export).
@@ -511,6 +654,9 @@ pub struct FileRequestDto {
     #[serde(default)]
     #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// This object's attributes, laid over the job's.
+    #[serde(default)]
+    pub attributes: Option<AttributesDto>,
 }
 
 impl std::fmt::Debug for FileRequestDto {
@@ -523,6 +669,7 @@ impl std::fmt::Debug for FileRequestDto {
             .field("sha256", &self.sha256)
             .field("md5", &self.md5)
             .field("headers", &headers)
+            .field("attributes", &self.attributes)
             .finish()
     }
 }
@@ -538,6 +685,7 @@ impl From<FileRequestDto> for ManifestEntry {
             headers: ferry_domain::RequestedHeaders(
                 f.headers.unwrap_or_default().into_iter().collect(),
             ),
+            attributes: f.attributes.map(Into::into).unwrap_or_default(),
         }
     }
 }

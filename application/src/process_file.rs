@@ -117,6 +117,7 @@ impl ProcessFile {
                 attributes
             },
             source_last_modified: meta.last_modified.clone(),
+            if_absent: command.no_clobber,
         }
     }
 

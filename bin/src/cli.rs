@@ -191,8 +191,8 @@ pub struct ObjectArgs {
     #[arg(long, env = "FERRY_STORAGE_CLASS")]
     pub storage_class: Option<String>,
     /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
-    #[arg(long, env = "FERRY_SSE", value_parser = ferry_domain::attributes::parse_encryption)]
-    pub sse: Option<ferry_domain::Encryption>,
+    #[arg(long, env = "FERRY_SSE", value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
     /// The KMS key for --sse aws:kms (default: the bucket's).
     #[arg(long, env = "FERRY_SSE_KMS_KEY_ID")]
     pub sse_kms_key_id: Option<String>,
@@ -203,13 +203,6 @@ pub struct ObjectArgs {
     /// modification time.
     #[arg(long, env = "FERRY_PRESERVE_MTIME")]
     pub preserve_mtime: bool,
-    /// How the verified SHA-256/MD5 reach an object when they were not
-    /// known at start (with --sha256/--md5 they go on as metadata at
-    /// create): `auto` (default: no second write; the digest is in the
-    /// result), `tag` (object tags, once, after the commit), `copy` (a
-    /// self-copy: a second write) or `none` (never, not even when known).
-    #[arg(long, env = "FERRY_DIGEST_METADATA", value_enum, default_value_t = DigestMetadataArg::Auto)]
-    pub digest_metadata: DigestMetadataArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -233,36 +226,39 @@ impl DigestMetadataArg {
 }
 
 impl ObjectArgs {
-    /// The attributes, or one line naming the flag that is wrong.
-    pub fn attributes(&self) -> Result<ferry_domain::ObjectAttributes, String> {
+    /// The flags as requested attributes (`KEY=VALUE` pairs split), or
+    /// one line naming the flag that is wrong.
+    pub fn requested(&self) -> Result<ferry_domain::RequestedAttributes, String> {
         use ferry_domain::attributes::parse_pair;
         let pairs = |flag: &str, raw: &[String]| {
             raw.iter()
                 .map(|p| parse_pair(p).map_err(|e| format!("{flag}: {e}")))
                 .collect::<Result<Vec<_>, _>>()
         };
-        ferry_domain::ObjectAttributes::default()
-            .with_headers(
-                self.content_type.clone(),
-                self.cache_control.clone(),
-                self.content_disposition.clone(),
-                self.content_encoding.clone(),
-            )
-            .map_err(|e| e.to_string())?
-            .with_metadata(pairs("--metadata", &self.metadata)?)
-            .map_err(|e| format!("--metadata: {e}"))?
-            .with_tags(pairs("--tag", &self.tags)?)
-            .map_err(|e| format!("--tag: {e}"))?
-            .with_storage_class(self.storage_class.as_deref())
-            .map_err(|e| format!("--storage-class: {e}"))?
-            .with_encryption(self.sse.clone(), self.sse_kms_key_id.clone())
-            .map_err(|e| format!("--sse: {e}"))?
-            .with_acl(self.acl.as_deref())
-            .map_err(|e| format!("--acl: {e}"))
-            .map(|mut a| {
-                a.preserve_mtime = self.preserve_mtime;
-                a
-            })
+        Ok(ferry_domain::RequestedAttributes {
+            content_type: self.content_type.clone(),
+            cache_control: self.cache_control.clone(),
+            content_disposition: self.content_disposition.clone(),
+            content_encoding: self.content_encoding.clone(),
+            metadata: pairs("--metadata", &self.metadata)?,
+            tags: pairs("--tag", &self.tags)?,
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            acl: self.acl.clone(),
+            preserve_mtime: self.preserve_mtime,
+        })
+    }
+
+    /// The attributes, or one line naming the flag that is wrong.
+    pub fn attributes(&self) -> Result<ferry_domain::ObjectAttributes, String> {
+        self.requested()?.validate().map_err(|e| {
+            let flag = match e.field {
+                "tags" => "--tag".to_owned(),
+                field => format!("--{}", field.replace('_', "-")),
+            };
+            format!("{flag}: {}", e.message)
+        })
     }
 }
 
@@ -500,6 +496,17 @@ pub enum JobCommand {
         /// watch`); the exit code tells how it ended.
         #[arg(long)]
         wait: bool,
+        /// Attributes of every object (over a JSON job's own `attributes`).
+        #[command(flatten)]
+        object: Box<ObjectArgs>,
+        /// Skip files the destination already holds with the same size and
+        /// SHA-256 (`if_exists: skip`; every file needs its SHA-256).
+        #[arg(long, conflicts_with = "no_clobber")]
+        skip_existing: bool,
+        /// Never replace an existing key (`if_exists: refuse`): such a file
+        /// fails with `destination_exists`.
+        #[arg(long)]
+        no_clobber: bool,
     },
     /// Follow a job's event stream until it ends: per-file progress bars on
     /// a terminal, NDJSON lines on stderr otherwise; reconnects without gap
@@ -538,6 +545,13 @@ pub struct CopyArgs {
     pub name_from: NameFromArg,
     #[command(flatten)]
     pub object: ObjectArgs,
+    /// How the verified SHA-256/MD5 reach an object when they were not
+    /// known at start (with --sha256/--md5 they go on as metadata at
+    /// create): `auto` (default: no second write; the digest is in the
+    /// result), `tag` (object tags, once, after the commit), `copy` (a
+    /// self-copy: a second write) or `none` (never, not even when known).
+    #[arg(long, env = "FERRY_DIGEST_METADATA", value_enum, default_value_t = DigestMetadataArg::Auto)]
+    pub digest_metadata: DigestMetadataArg,
     /// Skip a file the destination already holds: an object of the same
     /// size whose SHA-256 (stored, or read back) is the expected one
     /// (--sha256 or a list's digest; without one the file is copied).

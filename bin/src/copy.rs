@@ -747,7 +747,7 @@ async fn open_transfer(
             part_size: args.part_size.as_u64(),
             verify_part_etags: args.verify_parts,
             memory: Some(pools.parts.clone()),
-            digest_metadata: args.object.digest_metadata.mode(),
+            digest_metadata: args.digest_metadata.mode(),
             ..S3StorageConfig::default()
         },
     )

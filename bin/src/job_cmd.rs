@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use ferry_adapters::wire::AttributesDto;
 use ferry_domain::SourceUrl;
 
 use crate::cli::{JobArgs, JobCommand};
@@ -79,8 +80,34 @@ pub(crate) enum SubmitFrom<'a> {
     },
 }
 
-/// The job request body.
-fn request_body(from: &SubmitFrom<'_>) -> Result<Value, String> {
+/// What the submit flags add to the job: object attributes (laid over
+/// the JSON's own) and the existing-key rule.
+pub(crate) struct SubmitOptions {
+    pub attributes: ferry_domain::RequestedAttributes,
+    /// `skip` or `refuse` (`if_exists`), when a flag asks for it.
+    pub if_exists: Option<&'static str>,
+}
+
+/// The job request body, with the flags' options applied.
+fn request_body(from: &SubmitFrom<'_>, options: &SubmitOptions) -> Result<Value, String> {
+    let mut body = base_body(from)?;
+    if options.attributes != ferry_domain::RequestedAttributes::default() {
+        let own: AttributesDto = match body.get("attributes") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| format!("the job's `attributes` are not valid: {e}"))?,
+            None => AttributesDto::default(),
+        };
+        let merged = ferry_domain::RequestedAttributes::from(own).overlaid(&options.attributes);
+        body["attributes"] = serde_json::to_value(AttributesDto::from(&merged))
+            .map_err(|e| format!("cannot encode the attributes: {e}"))?;
+    }
+    if let Some(rule) = options.if_exists {
+        body["if_exists"] = Value::from(rule);
+    }
+    Ok(body)
+}
+
+fn base_body(from: &SubmitFrom<'_>) -> Result<Value, String> {
     match from {
         SubmitFrom::Json(file) => {
             let text = std::fs::read_to_string(file)
@@ -127,9 +154,10 @@ async fn submit(
     streams: &reqwest::Client,
     server: &str,
     from: SubmitFrom<'_>,
+    options: &SubmitOptions,
     wait: bool,
 ) -> ExitCode {
-    let body = match request_body(&from) {
+    let body = match request_body(&from, options) {
         Ok(b) => b,
         Err(e) => return fail(exit::USAGE, e),
     };
@@ -202,6 +230,9 @@ pub async fn run(args: JobArgs) -> ExitCode {
             files_from,
             destination,
             wait,
+            object,
+            skip_existing,
+            no_clobber,
         } => {
             let from = match (&file, &files_from, &destination) {
                 (_, Some(list), Some(destination)) => SubmitFrom::List { list, destination },
@@ -209,7 +240,24 @@ pub async fn run(args: JobArgs) -> ExitCode {
                 // clap requires one of the two forms.
                 _ => return fail(exit::USAGE, "give a JSON job file or --files-from".into()),
             };
-            submit(&client, &streams, &server, from, wait).await
+            // Checked here so a bad flag fails before anything is sent.
+            if let Err(e) = object.attributes() {
+                return fail(exit::USAGE, e);
+            }
+            let options = SubmitOptions {
+                attributes: match object.requested() {
+                    Ok(a) => a,
+                    Err(e) => return fail(exit::USAGE, e),
+                },
+                if_exists: if skip_existing {
+                    Some("skip")
+                } else if no_clobber {
+                    Some("refuse")
+                } else {
+                    None
+                },
+            };
+            submit(&client, &streams, &server, from, &options, wait).await
         }
         JobCommand::Watch { id } => crate::watch::watch(&streams, &server, &id).await,
         JobCommand::Status { id } => {

@@ -81,11 +81,15 @@ impl Display {
                         }
                         bar.set_position(item["bytes_done"].as_u64().unwrap_or(0));
                     }
-                    "file_succeeded" => {
+                    kind @ ("file_succeeded" | "file_skipped") => {
                         let bytes = item["bytes"].as_u64().unwrap_or(0);
                         bar.set_length(bytes);
                         bar.set_position(bytes);
-                        bar.finish_with_message("done");
+                        bar.finish_with_message(if kind == "file_skipped" {
+                            "skipped (already there)"
+                        } else {
+                            "done"
+                        });
                     }
                     "file_failed" if item["will_retry"] == false => {
                         bar.abandon_with_message(format!(

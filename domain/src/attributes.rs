@@ -259,6 +259,149 @@ impl ObjectAttributes {
     }
 }
 
+/// Attributes as a caller wrote them (a job's or a file's `attributes`,
+/// a stored row), before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestedAttributes {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub acl: Option<String>,
+    pub preserve_mtime: bool,
+}
+
+/// Why requested attributes are not valid: the field (e.g. `metadata`,
+/// `sse`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field}: {message}")]
+pub struct InvalidAttributes {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn at(field: &'static str) -> impl Fn(InvalidAttribute) -> InvalidAttributes {
+    move |e| InvalidAttributes {
+        field,
+        message: e.to_string(),
+    }
+}
+
+impl RequestedAttributes {
+    /// This request with `over`'s values where `over` sets them: scalar
+    /// fields are replaced, metadata and tags merged by name (`over` wins).
+    #[must_use]
+    pub fn overlaid(mut self, over: &RequestedAttributes) -> RequestedAttributes {
+        fn pick(base: &mut Option<String>, over: &Option<String>) {
+            if over.is_some() {
+                base.clone_from(over);
+            }
+        }
+        fn merge(base: &mut Vec<(String, String)>, over: &[(String, String)]) {
+            for (k, v) in over {
+                match base.iter_mut().find(|(bk, _)| bk.eq_ignore_ascii_case(k)) {
+                    Some(entry) => entry.1.clone_from(v),
+                    None => base.push((k.clone(), v.clone())),
+                }
+            }
+        }
+        pick(&mut self.content_type, &over.content_type);
+        pick(&mut self.cache_control, &over.cache_control);
+        pick(&mut self.content_disposition, &over.content_disposition);
+        pick(&mut self.content_encoding, &over.content_encoding);
+        merge(&mut self.metadata, &over.metadata);
+        merge(&mut self.tags, &over.tags);
+        pick(&mut self.storage_class, &over.storage_class);
+        if over.sse.is_some() {
+            self.sse.clone_from(&over.sse);
+            self.sse_kms_key_id.clone_from(&over.sse_kms_key_id);
+        } else {
+            pick(&mut self.sse_kms_key_id, &over.sse_kms_key_id);
+        }
+        pick(&mut self.acl, &over.acl);
+        self.preserve_mtime |= over.preserve_mtime;
+        self
+    }
+
+    /// Validates every field; the error names the first bad one.
+    pub fn validate(self) -> Result<ObjectAttributes, InvalidAttributes> {
+        let sse = self
+            .sse
+            .as_deref()
+            .map(parse_encryption)
+            .transpose()
+            .map_err(|message| InvalidAttributes {
+                field: "sse",
+                message,
+            })?;
+        for (field, value) in [
+            ("content_type", &self.content_type),
+            ("cache_control", &self.cache_control),
+            ("content_disposition", &self.content_disposition),
+            ("content_encoding", &self.content_encoding),
+        ] {
+            if let Some(v) = value {
+                no_control(field, v).map_err(at(field))?;
+            }
+        }
+        let mut attributes = ObjectAttributes::default()
+            .with_headers(
+                self.content_type,
+                self.cache_control,
+                self.content_disposition,
+                self.content_encoding,
+            )
+            .map_err(at("content_type"))?
+            .with_metadata(self.metadata)
+            .map_err(at("metadata"))?
+            .with_tags(self.tags)
+            .map_err(at("tags"))?
+            .with_storage_class(self.storage_class.as_deref())
+            .map_err(at("storage_class"))?
+            .with_encryption(sse, self.sse_kms_key_id)
+            .map_err(at("sse_kms_key_id"))?
+            .with_acl(self.acl.as_deref())
+            .map_err(at("acl"))?;
+        attributes.preserve_mtime = self.preserve_mtime;
+        Ok(attributes)
+    }
+}
+
+impl ObjectAttributes {
+    /// The request these attributes validate from (for storing them).
+    pub fn to_requested(&self) -> RequestedAttributes {
+        let (sse, sse_kms_key_id) = match &self.encryption {
+            None => (None, None),
+            Some(Encryption::S3Managed) => (Some("AES256".to_owned()), None),
+            Some(Encryption::Kms { key_id }) => (Some("aws:kms".to_owned()), key_id.clone()),
+        };
+        RequestedAttributes {
+            content_type: self.content_type.clone(),
+            cache_control: self.cache_control.clone(),
+            content_disposition: self.content_disposition.clone(),
+            content_encoding: self.content_encoding.clone(),
+            metadata: self.metadata.clone(),
+            tags: self.tags.clone(),
+            storage_class: self.storage_class.clone(),
+            sse,
+            sse_kms_key_id,
+            acl: self.acl.clone(),
+            preserve_mtime: self.preserve_mtime,
+        }
+    }
+
+    /// True when nothing is set (the storage's defaults apply).
+    pub fn is_default(&self) -> bool {
+        *self == ObjectAttributes::default()
+    }
+}
+
 /// `--sse AES256|aws:kms`.
 pub fn parse_encryption(raw: &str) -> Result<Encryption, String> {
     match raw {
@@ -271,6 +414,81 @@ pub fn parse_encryption(raw: &str) -> Result<Encryption, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requested_attributes_overlay_validate_and_round_trip() {
+        let job = RequestedAttributes {
+            content_type: Some("text/csv".into()),
+            metadata: vec![("team".into(), "data".into()), ("env".into(), "prod".into())],
+            sse: Some("aws:kms".into()),
+            sse_kms_key_id: Some("k-1".into()),
+            ..RequestedAttributes::default()
+        };
+        let file = RequestedAttributes {
+            cache_control: Some("max-age=60".into()),
+            metadata: vec![("ENV".into(), "test".into())],
+            sse: Some("AES256".into()),
+            ..RequestedAttributes::default()
+        };
+        let merged = job.clone().overlaid(&file).validate().unwrap();
+        assert_eq!(merged.content_type.as_deref(), Some("text/csv"));
+        assert_eq!(merged.cache_control.as_deref(), Some("max-age=60"));
+        assert_eq!(
+            merged.metadata(),
+            &[
+                ("team".to_owned(), "data".to_owned()),
+                ("env".to_owned(), "test".to_owned())
+            ]
+        );
+        // The file's SSE replaces the job's, key id included.
+        assert_eq!(merged.encryption(), Some(&Encryption::S3Managed));
+        let again = merged.to_requested().validate().unwrap();
+        assert_eq!(again, merged);
+        let kms = job.validate().unwrap();
+        assert_eq!(kms.to_requested().validate().unwrap(), kms);
+        assert!(ObjectAttributes::default().is_default());
+        assert!(!kms.is_default());
+
+        for (bad, field) in [
+            (
+                RequestedAttributes {
+                    sse: Some("rot13".into()),
+                    ..RequestedAttributes::default()
+                },
+                "sse",
+            ),
+            (
+                RequestedAttributes {
+                    cache_control: Some("a\nb".into()),
+                    ..RequestedAttributes::default()
+                },
+                "cache_control",
+            ),
+            (
+                RequestedAttributes {
+                    metadata: vec![("sha256".into(), "x".into())],
+                    ..RequestedAttributes::default()
+                },
+                "metadata",
+            ),
+            (
+                RequestedAttributes {
+                    sse_kms_key_id: Some("k".into()),
+                    ..RequestedAttributes::default()
+                },
+                "sse_kms_key_id",
+            ),
+            (
+                RequestedAttributes {
+                    acl: Some("everyone".into()),
+                    ..RequestedAttributes::default()
+                },
+                "acl",
+            ),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().field, field);
+        }
+    }
 
     #[test]
     fn validates_each_attribute_with_a_reason() {

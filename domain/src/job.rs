@@ -4,7 +4,7 @@
 //! Job:  pending -> exporting -> downloading -> completed | completed_with_errors
 //!       pending -> downloading (an explicit file list)
 //!       any non-terminal -> failed | cancelled
-//! Task: queued -> running -> succeeded | failed | cancelled
+//! Task: queued -> running -> succeeded | skipped | failed | cancelled
 //!       running -> queued (retry, or re-queued after a restart)
 //!       queued -> cancelled
 
@@ -112,6 +112,9 @@ pub enum TaskStatus {
     Queued,
     Running,
     Succeeded,
+    /// The destination already held the file (`skip_existing`): nothing
+    /// was fetched or written.
+    Skipped,
     Failed,
     Cancelled,
 }
@@ -120,7 +123,7 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+            TaskStatus::Succeeded | TaskStatus::Skipped | TaskStatus::Failed | TaskStatus::Cancelled
         )
     }
 
@@ -129,6 +132,7 @@ impl TaskStatus {
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
             TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Skipped => "skipped",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
         }
@@ -139,6 +143,7 @@ impl TaskStatus {
             TaskStatus::Queued,
             TaskStatus::Running,
             TaskStatus::Succeeded,
+            TaskStatus::Skipped,
             TaskStatus::Failed,
             TaskStatus::Cancelled,
         ]
@@ -176,6 +181,48 @@ pub struct FileSpec {
     pub expected: Vec<Checksum>,
     /// Request headers for the source; secret, kept only while the job runs.
     pub headers: crate::headers::SourceHeaders,
+    /// What the stored object carries: the job's attributes with the
+    /// file's own over them.
+    pub attributes: crate::attributes::ObjectAttributes,
+}
+
+/// What a job does with a key the destination already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfExists {
+    /// Write the object again (the default).
+    #[default]
+    Overwrite,
+    /// Skip the file when the destination holds it with the same size and
+    /// SHA-256 (the expected one, or the source's declared one).
+    Skip,
+    /// Never replace an existing key: the file fails with
+    /// `destination_exists`.
+    Refuse,
+}
+
+impl IfExists {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfExists::Overwrite => "overwrite",
+            IfExists::Skip => "skip",
+            IfExists::Refuse => "refuse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [IfExists::Overwrite, IfExists::Skip, IfExists::Refuse]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// How a job writes every file, beside each file's own fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOptions {
+    /// Applied to every file (an export's files too); a file's own
+    /// attributes are laid over them.
+    pub attributes: crate::attributes::ObjectAttributes,
+    pub if_exists: IfExists,
 }
 
 /// Why a task failed.
@@ -303,6 +350,18 @@ impl FileTask {
         Ok(())
     }
 
+    /// running -> skipped: the destination already held the file.
+    pub fn skip(&mut self, bytes: u64, sha256: Checksum) -> Result<(), TransitionError> {
+        if self.status != TaskStatus::Running {
+            return Err(self.illegal(TaskStatus::Skipped));
+        }
+        self.status = TaskStatus::Skipped;
+        self.bytes_done = bytes;
+        self.sha256 = Some(sha256);
+        self.md5 = None;
+        Ok(())
+    }
+
     /// running -> failed.
     pub fn fail(&mut self, failure: TaskFailure) -> Result<(), TransitionError> {
         if self.status != TaskStatus::Running {
@@ -339,6 +398,8 @@ pub struct JobSummary {
     pub queued: usize,
     pub running: usize,
     pub succeeded: usize,
+    /// Already at the destination (`skip_existing`); counts as done.
+    pub skipped: usize,
     pub failed: usize,
     pub cancelled: usize,
     pub bytes_done: u64,
@@ -458,7 +519,7 @@ impl Job {
         }
         self.status = if summary.failed + summary.cancelled == 0 {
             JobStatus::Completed
-        } else if summary.succeeded == 0 && summary.total > 0 {
+        } else if summary.succeeded + summary.skipped == 0 && summary.total > 0 {
             self.failure = Some(format!("all {} file(s) failed", summary.total));
             JobStatus::Failed
         } else {
@@ -518,6 +579,7 @@ impl Job {
                 TaskStatus::Queued => s.queued += 1,
                 TaskStatus::Running => s.running += 1,
                 TaskStatus::Succeeded => s.succeeded += 1,
+                TaskStatus::Skipped => s.skipped += 1,
                 TaskStatus::Failed => s.failed += 1,
                 TaskStatus::Cancelled => s.cancelled += 1,
             }

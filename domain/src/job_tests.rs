@@ -7,6 +7,7 @@ fn spec(n: usize) -> FileSpec {
         expected_size: None,
         expected: Vec::new(),
         headers: Default::default(),
+        attributes: Default::default(),
     }
 }
 

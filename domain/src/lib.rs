@@ -29,7 +29,9 @@ pub mod stream;
 #[cfg(test)]
 mod proptests;
 
-pub use attributes::{Encryption, InvalidAttribute, ObjectAttributes};
+pub use attributes::{
+    Encryption, InvalidAttribute, InvalidAttributes, ObjectAttributes, RequestedAttributes,
+};
 pub use checkpoint::{
     Checkpoint, HashState, InvalidCheckpoint, InvalidTransferId, SourceIdentity, StagedState,
     TransferId,
@@ -41,8 +43,8 @@ pub use error::{ErrorClass, ErrorCode};
 pub use export::{Export, ExportProgress, ExportSpec, InvalidPollPolicy, PollPolicy};
 pub use headers::{InvalidHeader, RequestedHeaders, SourceHeader, SourceHeaders};
 pub use job::{
-    FileSpec, FileTask, InvalidJobId, Job, JobId, JobStatus, JobSummary, TaskFailure, TaskStatus,
-    TransitionError,
+    FileSpec, FileTask, IfExists, InvalidJobId, Job, JobId, JobOptions, JobStatus, JobSummary,
+    TaskFailure, TaskStatus, TransitionError,
 };
 pub use key::{InvalidKey, ObjectKey};
 pub use naming::{NameFrom, NameSource};

@@ -7,8 +7,9 @@ use ferry_domain::ports::{
 use std::time::Duration;
 
 use ferry_domain::{
-    Checksum, Destination, ErrorClass, Export, ExportProgress, ExportSpec, FileSpec, Job, JobId,
-    JobStatus, ObjectKey, PollPolicy, SourceUrl, TaskFailure, TaskStatus,
+    Checksum, Destination, ErrorClass, Export, ExportProgress, ExportSpec, FileSpec, IfExists, Job,
+    JobId, JobOptions, JobStatus, ObjectKey, PollPolicy, RequestedAttributes, SourceUrl,
+    TaskFailure, TaskStatus,
 };
 
 fn spec(i: usize) -> FileSpec {
@@ -18,6 +19,20 @@ fn spec(i: usize) -> FileSpec {
         expected_size: Some(10 + i as u64),
         expected: vec![Checksum::sha256(&"a".repeat(64)).unwrap()],
         headers: Default::default(),
+        // Every other file has attributes of its own (stored per task).
+        attributes: if i % 2 == 1 {
+            RequestedAttributes {
+                content_type: Some("text/csv".into()),
+                metadata: vec![("file".into(), i.to_string())],
+                sse: Some("aws:kms".into()),
+                sse_kms_key_id: Some("key-1".into()),
+                ..RequestedAttributes::default()
+            }
+            .validate()
+            .unwrap()
+        } else {
+            Default::default()
+        },
     }
 }
 
@@ -25,6 +40,16 @@ pub fn record(id: &str, files: usize, created_at_ms: i64) -> JobRecord {
     JobRecord {
         job: Job::new(JobId::parse(id).unwrap(), (0..files).map(spec).collect()),
         destination: Destination::parse("s3://bucket/prefix").unwrap(),
+        options: JobOptions {
+            attributes: RequestedAttributes {
+                cache_control: Some("max-age=60".into()),
+                tags: vec![("team".into(), "data".into())],
+                ..RequestedAttributes::default()
+            }
+            .validate()
+            .unwrap(),
+            if_exists: IfExists::Refuse,
+        },
         task_token: Some("token-1".into()),
         owner: Some("alice".into()),
         created_at_ms,

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use ferry_domain::ports::JobEventKind;
 use ferry_domain::{
-    Checksum, ErrorClass, ErrorCode, Export, ExportProgress, ExportSpec, JobStatus, JobSummary,
-    PollPolicy, SourceUrl,
+    Checksum, ErrorClass, ErrorCode, Export, ExportProgress, ExportSpec, IfExists, JobOptions,
+    JobStatus, JobSummary, ObjectAttributes, PollPolicy, RequestedAttributes, SourceUrl,
 };
 
 fn summary_json(s: &JobSummary) -> Value {
     json!({
         "total": s.total, "queued": s.queued, "running": s.running,
-        "succeeded": s.succeeded, "failed": s.failed, "cancelled": s.cancelled,
+        "succeeded": s.succeeded, "skipped": s.skipped, "failed": s.failed, "cancelled": s.cancelled,
         "bytes_done": s.bytes_done,
     })
 }
@@ -29,6 +29,8 @@ fn summary_from(v: &Value) -> Option<JobSummary> {
         queued: u("queued")?,
         running: u("running")?,
         succeeded: u("succeeded")?,
+        // Rows written before skipping existed have none.
+        skipped: u("skipped").unwrap_or(0),
         failed: u("failed")?,
         cancelled: u("cancelled")?,
         bytes_done: n("bytes_done")?,
@@ -59,6 +61,11 @@ pub fn kind_payload(kind: &JobEventKind) -> Value {
         } => {
             json!({ "index": index, "bytes": bytes, "sha256": sha256.hex(), "md5": md5.as_ref().map(Checksum::hex) })
         }
+        JobEventKind::FileSkipped {
+            index,
+            bytes,
+            sha256,
+        } => json!({ "index": index, "bytes": bytes, "sha256": sha256.hex() }),
         JobEventKind::FileFailed {
             index,
             code,
@@ -112,6 +119,11 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
                 None => None,
             },
         },
+        "file_skipped" => JobEventKind::FileSkipped {
+            index: u("index")?,
+            bytes: n("bytes")?,
+            sha256: Checksum::sha256(&s("sha256")?).ok()?,
+        },
         "file_failed" => JobEventKind::FileFailed {
             index: u("index")?,
             code: ErrorCode::parse(&s("code")?)?,
@@ -133,6 +145,73 @@ pub fn kind_from(name: &str, p: &Value) -> Option<JobEventKind> {
         },
         "job_cancelled" => JobEventKind::JobCancelled,
         _ => return None,
+    })
+}
+
+/// The stored form of an object's attributes (validated again on read).
+pub fn attributes_json(a: &ObjectAttributes) -> Value {
+    let r = a.to_requested();
+    json!({
+        "content_type": r.content_type,
+        "cache_control": r.cache_control,
+        "content_disposition": r.content_disposition,
+        "content_encoding": r.content_encoding,
+        "metadata": r.metadata,
+        "tags": r.tags,
+        "storage_class": r.storage_class,
+        "sse": r.sse,
+        "sse_kms_key_id": r.sse_kms_key_id,
+        "acl": r.acl,
+        "preserve_mtime": r.preserve_mtime,
+    })
+}
+
+/// Parses [`attributes_json`]'s output.
+pub fn attributes_from(v: &Value) -> Option<ObjectAttributes> {
+    let s = |k: &str| match v.get(k) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => None,
+    };
+    let pairs = |k: &str| -> Option<Vec<(String, String)>> {
+        match v.get(k) {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(p) => serde_json::from_value(p.clone()).ok(),
+        }
+    };
+    RequestedAttributes {
+        content_type: s("content_type")?,
+        cache_control: s("cache_control")?,
+        content_disposition: s("content_disposition")?,
+        content_encoding: s("content_encoding")?,
+        metadata: pairs("metadata")?,
+        tags: pairs("tags")?,
+        storage_class: s("storage_class")?,
+        sse: s("sse")?,
+        sse_kms_key_id: s("sse_kms_key_id")?,
+        acl: s("acl")?,
+        preserve_mtime: v
+            .get("preserve_mtime")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+    .validate()
+    .ok()
+}
+
+/// The stored form of a job's options.
+pub fn options_json(o: &JobOptions) -> Value {
+    json!({
+        "if_exists": o.if_exists.as_str(),
+        "attributes": attributes_json(&o.attributes),
+    })
+}
+
+/// Parses [`options_json`]'s output.
+pub fn options_from(v: &Value) -> Option<JobOptions> {
+    Some(JobOptions {
+        if_exists: IfExists::parse(v.get("if_exists")?.as_str()?)?,
+        attributes: attributes_from(v.get("attributes")?)?,
     })
 }
 
@@ -181,6 +260,54 @@ pub fn export_from(v: &Value) -> Option<Export> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_and_attributes_round_trip() {
+        let attributes = RequestedAttributes {
+            content_type: Some("text/csv".into()),
+            metadata: vec![("team".into(), "data".into())],
+            tags: vec![("env".into(), "prod".into())],
+            sse: Some("aws:kms".into()),
+            sse_kms_key_id: Some("k-1".into()),
+            storage_class: Some("STANDARD_IA".into()),
+            acl: Some("private".into()),
+            preserve_mtime: true,
+            ..RequestedAttributes::default()
+        }
+        .validate()
+        .unwrap();
+        let options = JobOptions {
+            attributes,
+            if_exists: IfExists::Skip,
+        };
+        assert_eq!(options_from(&options_json(&options)), Some(options.clone()));
+        let plain = JobOptions::default();
+        assert_eq!(options_from(&options_json(&plain)), Some(plain));
+        // A stored value that no longer validates is refused, not trusted.
+        let mut bad = options_json(&options);
+        bad["attributes"]["acl"] = json!("everyone");
+        assert_eq!(options_from(&bad), None);
+        bad["attributes"]["acl"] = json!("private");
+        bad["if_exists"] = json!("sometimes");
+        assert_eq!(options_from(&bad), None);
+    }
+
+    #[test]
+    fn skipped_events_and_old_summaries_decode() {
+        let kind = JobEventKind::FileSkipped {
+            index: 2,
+            bytes: 7,
+            sha256: Checksum::sha256(&"a".repeat(64)).unwrap(),
+        };
+        assert_eq!(kind_from("file_skipped", &kind_payload(&kind)), Some(kind));
+        let old = json!({"status": "completed", "summary": {"total": 1, "queued": 0,
+            "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0, "bytes_done": 3}});
+        let Some(JobEventKind::JobCompleted { summary, .. }) = kind_from("job_completed", &old)
+        else {
+            panic!("an old job_completed row decodes");
+        };
+        assert_eq!((summary.succeeded, summary.skipped), (1, 0));
+    }
 
     #[test]
     fn exports_round_trip() {

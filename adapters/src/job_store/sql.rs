@@ -15,8 +15,8 @@ use ferry_domain::ports::{
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
-    JobStatus, ObjectKey, RequestedHeaders, SourceHeaders, SourceUrl, TaskFailure, TaskStatus,
-    TransferId,
+    JobOptions, JobStatus, ObjectAttributes, ObjectKey, RequestedHeaders, SourceHeaders, SourceUrl,
+    TaskFailure, TaskStatus, TransferId,
 };
 
 use super::codec;
@@ -81,6 +81,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     // A file's request headers (JSON pairs, secret): set while the job
     // runs, cleared when it ends (see save_job).
     (4, &["ALTER TABLE ferry_tasks ADD COLUMN headers TEXT"]),
+    // A job's options (JSON, see codec::options_json; NULL: the defaults)
+    // and a file's effective attributes (codec::attributes_json; NULL: none).
+    (
+        5,
+        &[
+            "ALTER TABLE ferry_jobs ADD COLUMN options TEXT",
+            "ALTER TABLE ferry_tasks ADD COLUMN attributes TEXT",
+        ],
+    ),
 ];
 
 /// Columns read, named (never `*`: a statement prepared before a schema
@@ -88,13 +97,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
 macro_rules! job_columns {
     () => {
         "id, status, destination, task_token, owner, failure, callback, \
-         created_at_ms, updated_at_ms, next_seq, export"
+         created_at_ms, updated_at_ms, next_seq, export, options"
     };
 }
 macro_rules! task_columns {
     () => {
         "idx, source, dest_key, expected_size, expected_sha256, expected_md5, status, \
-         attempts, bytes_done, sha256, md5, error_class, error_code, error_message, headers"
+         attempts, bytes_done, sha256, md5, error_class, error_code, error_message, headers, \
+         attributes"
     };
 }
 
@@ -226,9 +236,18 @@ impl SqlJobStore {
                 Some(codec::export_from(&value).ok_or_else(|| corrupt("export".into()))?)
             }
         };
+        let options = match opt("options")? {
+            None => JobOptions::default(),
+            Some(text) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                codec::options_from(&value).ok_or_else(|| corrupt("job options".into()))?
+            }
+        };
         Ok(JobRecord {
             job: Job::restore(id, status, tasks, opt("failure")?),
             destination,
+            options,
             task_token: opt("task_token")?,
             owner: opt("owner")?,
             created_at_ms: row.try_get("created_at_ms").map_err(unavailable)?,
@@ -259,6 +278,21 @@ fn headers_from(stored: Option<String>) -> Result<SourceHeaders, JobStoreError> 
     RequestedHeaders(pairs)
         .validate()
         .map_err(|e| corrupt(format!("task headers: {e}")))
+}
+
+/// A task's stored attributes (JSON object).
+fn attributes_from(stored: Option<String>) -> Result<ObjectAttributes, JobStoreError> {
+    let Some(text) = stored else {
+        return Ok(ObjectAttributes::default());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("task attributes: {e}")))?;
+    codec::attributes_from(&value).ok_or_else(|| corrupt("task attributes".into()))
+}
+
+fn options_text(record: &JobRecord) -> Option<String> {
+    (record.options != JobOptions::default())
+        .then(|| codec::options_json(&record.options).to_string())
 }
 
 fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
@@ -308,6 +342,7 @@ fn task_from_row(row: &AnyRow) -> Result<FileTask, JobStoreError> {
                 .map(to_u64),
             expected,
             headers: headers_from(opt("headers")?)?,
+            attributes: attributes_from(opt("attributes")?)?,
         },
         status,
         u32::try_from(int("attempts")?).unwrap_or(u32::MAX),
@@ -333,8 +368,8 @@ where
     sqlx::query(
         "INSERT INTO ferry_tasks (job_id, idx, source, dest_key, expected_size, expected_sha256,
             expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code, error_message,
-            headers)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            headers, attributes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (job_id, idx) DO UPDATE SET status = excluded.status,
             attempts = excluded.attempts, bytes_done = excluded.bytes_done,
             sha256 = excluded.sha256, md5 = excluded.md5, error_class = excluded.error_class,
@@ -360,6 +395,10 @@ where
             .then(|| serde_json::to_string(&t.spec.headers.to_pairs()).ok())
             .flatten(),
     )
+    .bind(
+        (!t.spec.attributes.is_default())
+            .then(|| codec::attributes_json(&t.spec.attributes).to_string()),
+    )
     .execute(exec)
     .await?;
     Ok(())
@@ -371,8 +410,8 @@ impl JobStorePort for SqlJobStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let inserted = sqlx::query(
             "INSERT INTO ferry_jobs (id, status, destination, task_token, owner, failure, callback,
-                created_at_ms, updated_at_ms, next_seq, export)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+                created_at_ms, updated_at_ms, next_seq, export, options)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
         )
         .bind(record.job.id.as_str())
         .bind(record.job.status().as_str())
@@ -384,6 +423,7 @@ impl JobStorePort for SqlJobStore {
         .bind(record.created_at_ms)
         .bind(record.updated_at_ms)
         .bind(export_text(record))
+        .bind(options_text(record))
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {

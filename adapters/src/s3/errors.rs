@@ -76,6 +76,10 @@ where
                     location,
                     reason: "the bucket does not exist".into(),
                 },
+                // Only ferry's no-clobber creates are conditional
+                // (`If-None-Match: *`); a source's If-Match is mapped by
+                // the source.
+                ("PreconditionFailed", _) | (_, 412) => StorageError::AlreadyExists { location },
                 ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _)
                 | (_, 401 | 403) => StorageError::PermissionDenied { location, reason },
                 ("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout", _) => {

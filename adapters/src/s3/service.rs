@@ -168,11 +168,19 @@ impl S3Service {
         data: Bytes,
         metadata: HashMap<String, String>,
     ) -> Result<(), StorageError> {
-        self.upload_buffer_with(bucket, key, data, metadata, &ObjectAttributes::default())
+        self.upload_buffer_with(
+            bucket,
+            key,
+            data,
+            metadata,
+            &ObjectAttributes::default(),
+            false,
+        )
             .await
     }
 
-    /// [`Self::upload_buffer`] with the object's attributes.
+    /// [`Self::upload_buffer`] with the object's attributes; `if_absent`
+    /// sends `If-None-Match: *` (no-clobber).
     pub async fn upload_buffer_with(
         &self,
         bucket: &str,
@@ -180,6 +188,7 @@ impl S3Service {
         data: Bytes,
         metadata: HashMap<String, String>,
         attributes: &ObjectAttributes,
+        if_absent: bool,
     ) -> Result<(), StorageError> {
         let len = data.len() as i64;
         let request = self
@@ -187,7 +196,8 @@ impl S3Service {
             .put_object()
             .bucket(bucket)
             .key(key)
-            .content_length(len);
+            .content_length(len)
+            .set_if_none_match(super::write::if_none_match(if_absent));
         with_attributes!(request, attributes, user_metadata(attributes, metadata), tags: true)
             .body(SdkByteStream::from(data))
             .send()

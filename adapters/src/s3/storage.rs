@@ -145,6 +145,7 @@ impl S3Storage {
                 ),
             },
             attributes: request.attributes.clone(),
+            if_absent: request.if_absent,
             digests: self.config.digest_metadata,
             copy_limit: self.config.copy_object_limit,
             verify_etags: self.config.verify_part_etags,

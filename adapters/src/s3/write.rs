@@ -72,6 +72,10 @@ pub(super) struct Target {
     pub(super) create_metadata: HashMap<String, String>,
     /// Content-Type, user metadata, tags, storage class, SSE, ACL.
     pub(super) attributes: ObjectAttributes,
+    /// Send `If-None-Match: *` with the request that creates the object
+    /// (PutObject, CompleteMultipartUpload): a server that honours it
+    /// answers 412 when the key exists (`StorageError::AlreadyExists`).
+    pub(super) if_absent: bool,
     /// How digests unknown at create reach the object.
     pub(super) digests: DigestMetadata,
     /// The largest single CopyObject (above it, a multipart copy).
@@ -130,7 +134,14 @@ impl Target {
             _ => full_metadata(info),
         };
         self.service
-            .upload_buffer_with(&self.bucket, &self.key, body, metadata, &self.attributes)
+            .upload_buffer_with(
+                &self.bucket,
+                &self.key,
+                body,
+                metadata,
+                &self.attributes,
+                self.if_absent,
+            )
             .await
     }
 
@@ -187,6 +198,7 @@ impl Target {
         let (bucket, key, location) = (self.bucket.clone(), self.key.clone(), self.location());
         let metadata = user_metadata(&self.attributes, self.create_metadata.clone());
         let attributes = self.attributes.clone();
+        let if_none_match = if_none_match(self.if_absent);
         let content_length = i64::try_from(len).unwrap_or(i64::MAX);
         let task = tokio::spawn(async move {
             let body = SdkByteStream::new(SdkBody::from_body_1_x(body));
@@ -196,7 +208,8 @@ impl Target {
                         .put_object()
                         .bucket(bucket)
                         .key(key)
-                        .content_length(content_length);
+                        .content_length(content_length)
+                        .set_if_none_match(if_none_match);
                     with_attributes!(request, &attributes, metadata, tags: true)
                         .body(body)
                         .send()
@@ -223,6 +236,11 @@ impl Target {
         });
         (tx, task)
     }
+}
+
+/// `If-None-Match: *` for a no-clobber create.
+pub(super) fn if_none_match(if_absent: bool) -> Option<String> {
+    if_absent.then(|| "*".to_owned())
 }
 
 fn full_metadata(info: &CommitInfo) -> HashMap<String, String> {
@@ -353,6 +371,7 @@ impl Upload {
             .bucket(&t.bucket)
             .key(&t.key)
             .upload_id(upload_id)
+            .set_if_none_match(if_none_match(t.if_absent))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))

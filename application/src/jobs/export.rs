@@ -148,6 +148,7 @@ impl ExportPhase {
                 "manifest.files",
                 self.max_files_per_job,
                 self.allow_file_sources,
+                &record.options.attributes,
             ) {
                 Ok(files) => files,
                 Err(e) => {

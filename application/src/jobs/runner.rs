@@ -15,7 +15,7 @@ use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, JobRecord, ProcessFileCommand,
     ProcessFileError, ProcessFileResult, ProgressPort, TransferError, TransferPort,
 };
-use ferry_domain::{ByteSize, JobId, TaskFailure, TaskStatus, TransferId};
+use ferry_domain::{ByteSize, IfExists, JobId, TaskFailure, TaskStatus, TransferId};
 
 use super::recorder::Recorder;
 use crate::backpressure::Backpressure;
@@ -78,9 +78,13 @@ impl Runner {
         transfer: &dyn TransferPort,
         index: usize,
     ) {
-        let (id, task) = {
+        let (id, task, if_exists) = {
             let rec = lock(shared);
-            (rec.job.id.clone(), rec.job.tasks().get(index).cloned())
+            (
+                rec.job.id.clone(),
+                rec.job.tasks().get(index).cloned(),
+                rec.options.if_exists,
+            )
         };
         let Some(task) = task else {
             warn!(job = %id, index, "no such task");
@@ -91,6 +95,9 @@ impl Runner {
         command.expected = task.spec.expected.clone();
         command.expected_size = task.spec.expected_size;
         command.headers = task.spec.headers.clone();
+        command.attributes = task.spec.attributes.clone();
+        command.skip_existing = if_exists == IfExists::Skip;
+        command.no_clobber = if_exists == IfExists::Refuse;
         command.max_size = self.max_file_size;
         command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
         command.progress = Arc::new(EventProgress {
@@ -230,24 +237,32 @@ impl AttemptObserver for TaskAttempts<'_> {
         let done = {
             let mut rec = lock(self.shared);
             rec.job.task_mut(index).and_then(|t| {
-                t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
-                    .map(|()| t.clone())
+                if result.skipped {
+                    t.skip(result.bytes, result.sha256.clone())
+                } else {
+                    t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
+                }
+                .map(|()| t.clone())
             })
         };
         if let Ok(t) = done {
             self.recorder.save_task(id, &t).await;
         }
-        self.recorder
-            .emit(
-                id,
-                JobEventKind::FileSucceeded {
-                    index,
-                    bytes: result.bytes,
-                    sha256: result.sha256.clone(),
-                    md5: result.md5.clone(),
-                },
-            )
-            .await;
+        let kind = if result.skipped {
+            JobEventKind::FileSkipped {
+                index,
+                bytes: result.bytes,
+                sha256: result.sha256.clone(),
+            }
+        } else {
+            JobEventKind::FileSucceeded {
+                index,
+                bytes: result.bytes,
+                sha256: result.sha256.clone(),
+                md5: result.md5.clone(),
+            }
+        };
+        self.recorder.emit(id, kind).await;
     }
 
     async fn failed(&self, _attempt: u32, error: &ProcessFileError, will_retry: bool) {

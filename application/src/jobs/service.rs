@@ -241,6 +241,7 @@ impl JobService {
             export,
             job: Job::new(id.clone(), valid.files),
             destination: valid.destination,
+            options: valid.options,
             task_token: request.task_token,
             owner: request.owner,
             created_at_ms: now,

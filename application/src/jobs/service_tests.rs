@@ -34,6 +34,10 @@ enum Step {
     Fail(u16),
     /// Never returns (until the job is cancelled).
     Hang,
+    /// The destination already holds the file (skip_existing).
+    Skip,
+    /// The key exists and overwriting is refused (no_clobber).
+    Exists,
 }
 
 /// A ProcessFile that follows a script and counts abandons.
@@ -41,6 +45,8 @@ struct Scripted {
     steps: StdMutex<VecDeque<Step>>,
     calls: StdMutex<u32>,
     abandoned: StdMutex<u32>,
+    /// The commands it was given.
+    seen: StdMutex<Vec<ProcessFileCommand>>,
 }
 
 impl Scripted {
@@ -49,6 +55,7 @@ impl Scripted {
             steps: StdMutex::new(steps.into()),
             calls: StdMutex::new(0),
             abandoned: StdMutex::new(0),
+            seen: StdMutex::new(Vec::new()),
         })
     }
 }
@@ -64,19 +71,30 @@ impl ProcessFilePort for Scripted {
         command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError> {
         *self.calls.lock().unwrap() += 1;
+        self.seen.lock().unwrap().push(command.clone());
         let step = self.steps.lock().unwrap().pop_front().unwrap_or(Step::Ok);
+        let done = ProcessFileResult {
+            key: command.key.clone(),
+            location: command.key.to_string(),
+            bytes: 7,
+            sha256: sha(),
+            md5: None,
+            duration: Duration::from_millis(1),
+            final_url: command.source.redacted(),
+            resumed_from: None,
+            skipped: false,
+        };
         match step {
-            Step::Ok => Ok(ProcessFileResult {
-                key: command.key.clone(),
-                location: command.key.to_string(),
-                bytes: 7,
-                sha256: sha(),
-                md5: None,
-                duration: Duration::from_millis(1),
-                final_url: command.source.redacted(),
-                resumed_from: None,
-                skipped: false,
+            Step::Ok => Ok(done),
+            Step::Skip => Ok(ProcessFileResult {
+                skipped: true,
+                ..done
             }),
+            Step::Exists => Err(ProcessFileError::Storage(
+                ferry_domain::ports::StorageError::AlreadyExists {
+                    location: command.key.to_string(),
+                },
+            )),
             Step::Fail(status) => Err(ProcessFileError::Source(DownloadError::Status {
                 url: command.source.redacted(),
                 status,
@@ -212,6 +230,7 @@ fn one_file() -> SubmitJobRequest {
             sha256: None,
             md5: None,
             headers: Default::default(),
+            attributes: Default::default(),
         }],
         destination: "out".into(),
         ..SubmitJobRequest::default()
@@ -279,6 +298,100 @@ async fn a_file_that_succeeds_completes_the_job() {
         })
     ));
     assert_eq!(*w.priors.lock().unwrap(), vec![0]);
+}
+
+/// One file with a SHA-256, job attributes and a file's own over them.
+fn one_file_with(if_exists: ferry_domain::IfExists) -> SubmitJobRequest {
+    let mut request = one_file();
+    request.files[0].sha256 = Some(sha().hex().to_owned());
+    request.files[0].attributes = ferry_domain::RequestedAttributes {
+        content_type: Some("text/csv".into()),
+        ..Default::default()
+    };
+    request.attributes = ferry_domain::RequestedAttributes {
+        content_type: Some("application/json".into()),
+        cache_control: Some("no-cache".into()),
+        ..Default::default()
+    };
+    request.if_exists = if_exists;
+    request
+}
+
+#[tokio::test]
+async fn a_file_already_at_the_destination_is_skipped_and_the_job_completes() {
+    let w = world(vec![Step::Skip], 3);
+    let rec = w
+        .service
+        .submit(one_file_with(ferry_domain::IfExists::Skip))
+        .await
+        .unwrap();
+    w.service.clone().run_abortable(rec.job.id.clone()).await;
+    let rec = w.record();
+    assert_eq!(rec.job.status(), JobStatus::Completed);
+    assert_eq!(rec.job.tasks()[0].status(), TaskStatus::Skipped);
+    assert_eq!(rec.job.summary().skipped, 1);
+    assert_eq!(rec.job.summary().succeeded, 0);
+    let kinds = w.kinds();
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, JobEventKind::FileSkipped { index: 0, bytes: 7, .. }))
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, JobEventKind::FileSucceeded { .. }))
+    );
+    let seen = w.process.seen.lock().unwrap();
+    assert!(seen[0].skip_existing && !seen[0].no_clobber);
+    // The file's Content-Type over the job's; the job's Cache-Control kept.
+    assert_eq!(seen[0].attributes.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(seen[0].attributes.cache_control.as_deref(), Some("no-cache"));
+}
+
+#[tokio::test]
+async fn an_existing_key_under_refuse_fails_the_file_once_without_retry() {
+    let w = world(vec![Step::Exists, Step::Ok], 3);
+    let rec = w
+        .service
+        .submit(one_file_with(ferry_domain::IfExists::Refuse))
+        .await
+        .unwrap();
+    w.service.clone().run_abortable(rec.job.id.clone()).await;
+    let rec = w.record();
+    let task = &rec.job.tasks()[0];
+    assert_eq!(task.status(), TaskStatus::Failed);
+    assert_eq!(task.attempts(), 1);
+    assert_eq!(
+        task.failure().map(|f| f.code),
+        Some(ferry_domain::ErrorCode::DestinationExists)
+    );
+    let seen = w.process.seen.lock().unwrap();
+    assert!(seen[0].no_clobber && !seen[0].skip_existing);
+}
+
+#[tokio::test]
+async fn skip_needs_every_file_s_sha256_and_bad_attributes_name_their_field() {
+    let w = world(vec![], 3);
+    let mut request = one_file_with(ferry_domain::IfExists::Skip);
+    request.files[0].sha256 = None;
+    let Err(super::SubmitError::Invalid(e)) = w.service.submit(request).await else {
+        panic!("a skip job without digests is refused");
+    };
+    assert_eq!(e.field, "files[0].sha256");
+    let mut request = one_file_with(ferry_domain::IfExists::Overwrite);
+    request.files[0].attributes.acl = Some("everyone".into());
+    let Err(super::SubmitError::Invalid(e)) = w.service.submit(request).await else {
+        panic!("a bad ACL is refused");
+    };
+    assert_eq!(e.field, "files[0].attributes.acl");
+    let mut request = one_file_with(ferry_domain::IfExists::Overwrite);
+    request.attributes.sse = Some("rot13".into());
+    let Err(super::SubmitError::Invalid(e)) = w.service.submit(request).await else {
+        panic!("a bad SSE is refused");
+    };
+    assert_eq!(e.field, "attributes.sse");
+    assert_eq!(*w.process.calls.lock().unwrap(), 0);
 }
 
 #[tokio::test]

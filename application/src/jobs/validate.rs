@@ -8,7 +8,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use ferry_domain::{
-    Checksum, Destination, ExportSpec, FileSpec, ObjectKey, PollPolicy, SourceScheme, SourceUrl,
+    Checksum, Destination, ExportSpec, FileSpec, IfExists, InvalidAttributes, JobOptions,
+    ObjectAttributes, ObjectKey, PollPolicy, RequestedAttributes, SourceScheme, SourceUrl,
 };
 
 /// One file as the caller (or a provider's manifest) wrote it.
@@ -33,6 +34,9 @@ pub struct SubmitJobRequest {
     pub destination: String,
     pub task_token: Option<String>,
     pub owner: Option<String>,
+    /// Attributes of every object; a file's own are laid over them.
+    pub attributes: RequestedAttributes,
+    pub if_exists: IfExists,
 }
 
 /// The first problem found in a request.
@@ -58,6 +62,7 @@ pub struct ValidatedJob {
     pub files: Vec<FileSpec>,
     pub export: Option<ExportSpec>,
     pub destination: Destination,
+    pub options: JobOptions,
 }
 
 /// Longest export request body accepted (bytes of JSON).
@@ -99,15 +104,42 @@ pub fn validate(
             format!("a task token has 1 to {MAX_TASK_TOKEN} characters"),
         ));
     }
+    let options = JobOptions {
+        attributes: request
+            .attributes
+            .clone()
+            .validate()
+            .map_err(attribute_error("attributes"))?,
+        if_exists: request.if_exists,
+    };
     let files = if export.is_some() {
         Vec::new()
     } else {
-        validate_files(&request.files, "files", max_files, allow_file_sources)?
+        validate_files(
+            &request.files,
+            "files",
+            max_files,
+            allow_file_sources,
+            &options.attributes,
+        )?
     };
+    if options.if_exists == IfExists::Skip
+        && let Some(i) = files.iter().position(|f| {
+            !f.expected
+                .iter()
+                .any(|c| c.algorithm() == ferry_domain::ChecksumAlgorithm::Sha256)
+        })
+    {
+        return Err(invalid(
+            format!("files[{i}].sha256"),
+            "if_exists `skip` recognises a stored file by its SHA-256: give every file its sha256, or use `overwrite`",
+        ));
+    }
     Ok(ValidatedJob {
         files,
         export,
         destination,
+        options,
     })
 }
 
@@ -143,13 +175,19 @@ fn validate_export(e: &ExportRequest) -> Result<ExportSpec, InvalidJobRequest> {
     })
 }
 
+fn attribute_error(prefix: &str) -> impl Fn(InvalidAttributes) -> InvalidJobRequest + '_ {
+    move |e| invalid(format!("{prefix}.{}", e.field), e.message)
+}
+
 /// Validates a list of files (a request's `files`, or a provider's manifest
 /// when `field` is `manifest.files`); problems name `{field}[i].{name}`.
+/// Each file's attributes are laid over `base` (the job's).
 pub fn validate_files(
     entries: &[FileRequest],
     field: &str,
     max_files: usize,
     allow_file_sources: bool,
+    base: &ObjectAttributes,
 ) -> Result<Vec<FileSpec>, InvalidJobRequest> {
     if entries.is_empty() {
         return Err(invalid(field, "the list of files is empty"));
@@ -206,12 +244,21 @@ pub fn validate_files(
                 "headers are sent to http(s) sources only",
             ));
         }
+        let attributes = if f.attributes == RequestedAttributes::default() {
+            base.clone()
+        } else {
+            base.to_requested()
+                .overlaid(&f.attributes)
+                .validate()
+                .map_err(attribute_error(&at("attributes")))?
+        };
         files.push(FileSpec {
             source,
             key,
             expected_size: f.size,
             expected,
             headers,
+            attributes,
         });
     }
     Ok(files)
@@ -352,10 +399,10 @@ mod tests {
     fn manifest_problems_name_the_manifest() {
         let mut entries = vec![file(0), file(1)];
         entries[1].key = "/abs".into();
-        let err = validate_files(&entries, "manifest.files", 10, false).unwrap_err();
+        let err = validate_files(&entries, "manifest.files", 10, false, &ObjectAttributes::default()).unwrap_err();
         assert_eq!(err.field, "manifest.files[1].key");
         assert_eq!(
-            validate_files(&[], "manifest.files", 10, false)
+            validate_files(&[], "manifest.files", 10, false, &ObjectAttributes::default())
                 .unwrap_err()
                 .field,
             "manifest.files"

@@ -80,6 +80,7 @@ fn coalesce(page: &mut VecDeque<JobEvent>) -> u64 {
             }
             JobEventKind::FileStarted { index, .. }
             | JobEventKind::FileSucceeded { index, .. }
+            | JobEventKind::FileSkipped { index, .. }
             | JobEventKind::FileFailed { index, .. } => Some(*index),
             _ => None,
         };

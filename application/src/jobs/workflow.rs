@@ -33,7 +33,7 @@ impl WorkflowNotifier {
                     "job_id": record.job.id.as_str(),
                     "status": status.as_str(),
                     "destination": record.destination.to_string(),
-                    "files": { "total": summary.total, "succeeded": summary.succeeded, "failed": summary.failed },
+                    "files": { "total": summary.total, "succeeded": summary.succeeded, "skipped": summary.skipped, "failed": summary.failed },
                     "bytes": summary.bytes_done,
                 });
                 callback

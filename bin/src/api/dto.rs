@@ -22,5 +22,7 @@ pub fn into_request(dto: JobRequestDto) -> SubmitJobRequest {
         destination: dto.destination,
         task_token: dto.task_token,
         owner: None,
+        attributes: dto.attributes.map(Into::into).unwrap_or_default(),
+        if_exists: dto.if_exists.unwrap_or_default().into(),
     }
 }

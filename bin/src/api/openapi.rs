@@ -71,6 +71,8 @@ impl Modify for BearerAuth {
         wire::PressureDto,
         wire::JobRequestDto,
         wire::FileRequestDto,
+        wire::AttributesDto,
+        wire::IfExistsDto,
         wire::ExportRequestDto,
         wire::PollRequestDto,
     )),

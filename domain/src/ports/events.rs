@@ -43,6 +43,12 @@ pub enum JobEventKind {
         sha256: Checksum,
         md5: Option<Checksum>,
     },
+    /// The destination already held the file (`skip_existing`).
+    FileSkipped {
+        index: usize,
+        bytes: u64,
+        sha256: Checksum,
+    },
     FileFailed {
         index: usize,
         code: ErrorCode,
@@ -78,6 +84,7 @@ impl JobEventKind {
             JobEventKind::FileStarted { .. } => "file_started",
             JobEventKind::FileProgress { .. } => "file_progress",
             JobEventKind::FileSucceeded { .. } => "file_succeeded",
+            JobEventKind::FileSkipped { .. } => "file_skipped",
             JobEventKind::FileFailed { .. } => "file_failed",
             JobEventKind::FileResumed { .. } => "file_resumed",
             JobEventKind::FileRestarted { .. } => "file_restarted",

@@ -19,6 +19,8 @@ pub struct ManifestEntry {
     pub md5: Option<String>,
     /// Request headers for the source (secret values); none from providers.
     pub headers: crate::headers::RequestedHeaders,
+    /// The object's attributes, over the job's.
+    pub attributes: crate::attributes::RequestedAttributes,
 }
 
 /// What a poll found.

@@ -16,6 +16,8 @@ pub struct JobRecord {
     pub job: Job,
     /// Where the files go.
     pub destination: Destination,
+    /// Attributes and the existing-key rule for every file.
+    pub options: crate::job::JobOptions,
     /// AWS Step Functions task token to answer when the job ends.
     pub task_token: Option<String>,
     /// Who submitted it (a token's identity), when the API is authenticated.

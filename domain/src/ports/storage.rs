@@ -35,6 +35,10 @@ pub struct WriteRequest {
     pub attributes: ObjectAttributes,
     /// The source's `Last-Modified`, as sent (for `preserve_mtime`).
     pub source_last_modified: Option<String>,
+    /// Commit only if no object holds the key yet (no-clobber); otherwise
+    /// `StorageError::AlreadyExists`. Atomic where the storage supports it
+    /// (a directory; S3 servers that honour `If-None-Match: *`).
+    pub if_absent: bool,
 }
 
 impl WriteRequest {
@@ -47,6 +51,7 @@ impl WriteRequest {
             expected_md5: None,
             attributes: ObjectAttributes::default(),
             source_last_modified: None,
+            if_absent: false,
         }
     }
 }
@@ -85,7 +90,9 @@ pub enum StorageError {
     NotFound { location: String },
     #[error("permission denied writing {location}: {reason}")]
     PermissionDenied { location: String, reason: String },
-    #[error("{location} already exists and --no-clobber is set; nothing was written")]
+    #[error(
+        "{location} already exists and overwriting is refused (--no-clobber, or a job's if_exists: refuse); nothing was written"
+    )]
     AlreadyExists { location: String },
     #[error("no space left for {location}; free space or choose another destination")]
     StorageFull { location: String },

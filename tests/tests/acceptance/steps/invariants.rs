@@ -19,6 +19,7 @@ fn spec(i: usize) -> FileSpec {
         expected_size: None,
         expected: Vec::new(),
         headers: Default::default(),
+        attributes: Default::default(),
     }
 }
 
