@@ -369,7 +369,12 @@ async fn publish_new(
             }
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(exists()),
-        Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Unsupported | ErrorKind::PermissionDenied
+            ) =>
+        {
             if tokio::fs::try_exists(target).await.unwrap_or(false) {
                 return Err(exists());
             }
@@ -866,5 +871,46 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// No-clobber is decided at the commit itself: a file that appears
+    /// after the write began is kept, the write fails `AlreadyExists`, and
+    /// no temp file is left; a new name is published as usual.
+    #[tokio::test]
+    async fn an_if_absent_commit_never_replaces_a_file_that_appeared_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        let info = CommitInfo {
+            size: 3,
+            sha256_hex: "a".repeat(64),
+            md5_hex: None,
+        };
+        for (name, racer) in [("raced.bin", true), ("fresh.bin", false)] {
+            let key = ObjectKey::parse(name).unwrap();
+            let mut request = WriteRequest::new(key.clone(), Some(3));
+            request.if_absent = true;
+            let mut write = storage.begin_write(request).await.unwrap();
+            write.write(Bytes::from_static(b"new")).await.unwrap();
+            if racer {
+                std::fs::write(root.path().join(name), b"theirs").unwrap();
+            }
+            let committed = write.commit(info.clone()).await;
+            if racer {
+                assert!(
+                    matches!(committed, Err(StorageError::AlreadyExists { .. })),
+                    "{committed:?}"
+                );
+                assert_eq!(std::fs::read(root.path().join(name)).unwrap(), b"theirs");
+            } else {
+                committed.unwrap();
+                assert_eq!(std::fs::read(root.path().join(name)).unwrap(), b"new");
+            }
+        }
+        let mut names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["fresh.bin", "raced.bin"], "no temp file left");
     }
 }

@@ -14,6 +14,7 @@
 //! Architecture invariant: adapter error types never cross the port; every
 //! failure is mapped to the port's error enum here, keeping its class.
 
+pub mod aws;
 pub mod checkpoint;
 pub mod egress;
 mod error_text;

@@ -35,7 +35,7 @@ impl StepFunctionsCallback {
     /// A client from the standard AWS chain; `endpoint_url` overrides the
     /// Step Functions endpoint.
     pub async fn connect(endpoint_url: Option<String>) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = crate::aws::config_loader();
         if let Some(endpoint) = endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }

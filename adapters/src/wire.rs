@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use ferry_domain::ports::{JobEvent, JobEventKind, JobRecord, ManifestEntry};
 use ferry_domain::{
-    ErrorClass, FileTask, IfExists, JobStatus, JobSummary, RequestedAttributes, SourceUrl, TaskStatus,
+    ErrorClass, FileTask, IfExists, JobStatus, JobSummary, RequestedAttributes, SourceUrl,
+    TaskStatus,
 };
 
 /// Where a job is.

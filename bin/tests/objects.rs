@@ -508,3 +508,204 @@ async fn preserve_mtime_keeps_the_sources_last_modified() {
         .unwrap();
     assert!(fresh.elapsed().unwrap() < std::time::Duration::from_secs(600));
 }
+
+/// `--no-clobber` is also a conditional create: PutObject and
+/// CompleteMultipartUpload carry `If-None-Match: *`, and a server that
+/// answers 412 (another writer created the key after ferry's check, as AWS
+/// answers) fails the file with exit 11 and leaves no upload behind.
+#[tokio::test]
+async fn no_clobber_creates_are_conditional_on_the_wire() {
+    let env = garage();
+    let proxy = S3Proxy::start(&env.endpoint).await.unwrap();
+    let origin = Origin::start().await.unwrap();
+    let small = generate(20_000, 108);
+    let large = generate(9 * 1024 * 1024 + 1, 109);
+    origin.serve("/c/small.bin", small.clone(), Behavior::Normal);
+    origin.serve("/c/large.bin", large.clone(), Behavior::Normal);
+    let prefix = unique_prefix("conditional");
+    let work = tempfile::tempdir().unwrap();
+    let endpoint = proxy.endpoint();
+    let copy = |name: &str, key: String| {
+        let url = origin.url(&format!("/c/{name}"));
+        let dest = format!("s3://{}/{prefix}/{key}", env.bucket);
+        let endpoint = endpoint.clone();
+        let cwd = work.path().to_path_buf();
+        async move {
+            run(
+                &[
+                    "copy",
+                    &url,
+                    &dest,
+                    "--endpoint-url",
+                    &endpoint,
+                    "--no-clobber",
+                    "--json",
+                ],
+                &cwd,
+                None,
+            )
+            .await
+        }
+    };
+    for name in ["small.bin", "large.bin"] {
+        let out = copy(name, name.to_owned()).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let creating: Vec<String> = proxy
+            .log()
+            .into_iter()
+            .filter(|l| l.contains(&format!("{prefix}/{name}")))
+            .filter(|l| {
+                (l.starts_with("PUT") && !l.contains("partNumber="))
+                    || (l.starts_with("POST") && l.contains("uploadId="))
+            })
+            .collect();
+        assert_eq!(creating.len(), 1, "{creating:?}");
+        assert!(
+            creating[0].contains("[if-none-match=*]"),
+            "{name}: {creating:?}"
+        );
+    }
+    // A racing writer: the server refuses the create.
+    for name in ["small.bin", "large.bin"] {
+        proxy.precondition_fail_next_create();
+        let key = format!("raced-{name}");
+        let out = copy(name, key.clone()).await;
+        assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], "destination_exists", "{v}");
+        let svc = ferry_tests::garage::service(&env.endpoint).await;
+        let uploads = svc
+            .client()
+            .list_multipart_uploads()
+            .bucket(&env.bucket)
+            .prefix(format!("{prefix}/{key}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(uploads.uploads().is_empty(), "{key}: {uploads:?}");
+        let missing = svc
+            .client()
+            .head_object()
+            .bucket(&env.bucket)
+            .key(format!("{prefix}/{key}"))
+            .send()
+            .await;
+        assert!(missing.is_err(), "{key} was not created");
+    }
+}
+
+/// A job carries object attributes to every file and re-runs with
+/// `--skip-existing` (files `skipped`, the source asked nothing) or
+/// `--no-clobber` (files fail `destination_exists`, objects untouched).
+#[tokio::test]
+async fn a_job_carries_attributes_and_skips_or_refuses_what_exists() {
+    let env = garage();
+    let origin = Origin::start().await.unwrap();
+    let a = generate(30_000, 110);
+    let b = generate(31_000, 111);
+    origin.serve("/j/a.csv", a.clone(), Behavior::Normal);
+    origin.serve("/j/b.bin", b.clone(), Behavior::Normal);
+    let prefix = unique_prefix("job-attrs");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ferry_tests::serve_process::Server::start(
+        &ferry_bin(),
+        dir.path(),
+        &["--endpoint-url", &env.endpoint],
+    );
+    let list = dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "{} a.csv {}\n{} b.bin {}\n",
+            origin.url("/j/a.csv"),
+            sha256_hex(&a),
+            origin.url("/j/b.bin"),
+            sha256_hex(&b)
+        ),
+    )
+    .unwrap();
+    let destination = format!("s3://{}/{prefix}", env.bucket);
+    let submit = |extra: &'static [&'static str]| {
+        let mut args: Vec<String> = [
+            "job",
+            "--server",
+            server.url.as_str(),
+            "submit",
+            "--files-from",
+            list.to_str().unwrap(),
+            "--destination",
+            destination.as_str(),
+            "--wait",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let cwd = dir.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(&args, &cwd, None).await;
+            let job: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| panic!("a job on stdout: {}", stderr(&out)));
+            (out.status.code(), job)
+        }
+    };
+    let (code, job) = submit(&[
+        "--content-type",
+        "text/csv",
+        "--metadata",
+        "team=data",
+        "--cache-control",
+        "no-cache",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{job}");
+    assert_eq!(job["attributes"]["content_type"], "text/csv", "{job}");
+    for key in ["a.csv", "b.bin"] {
+        let h = head(&format!("{prefix}/{key}")).await;
+        assert_eq!(h.content_type(), Some("text/csv"));
+        assert_eq!(h.cache_control(), Some("no-cache"));
+        assert_eq!(
+            h.metadata().and_then(|m| m.get("team")).map(String::as_str),
+            Some("data")
+        );
+    }
+    let asked = origin.requests().len();
+
+    let (code, job) = submit(&["--skip-existing"]).await;
+    assert_eq!(code, Some(0), "{job}");
+    assert_eq!(job["if_exists"], "skip");
+    assert_eq!(job["summary"]["skipped"], 2, "{job}");
+    for f in job["files"].as_array().unwrap() {
+        assert_eq!(f["status"], "skipped", "{f}");
+    }
+    assert_eq!(
+        origin.requests().len(),
+        asked,
+        "the source was asked nothing"
+    );
+
+    let (code, job) = submit(&["--no-clobber"]).await;
+    assert_eq!(code, Some(8), "every file refused: the job failed: {job}");
+    for f in job["files"].as_array().unwrap() {
+        assert_eq!(f["error"]["code"], "destination_exists", "{f}");
+    }
+    assert_eq!(origin.requests().len(), asked);
+    let h = head(&format!("{prefix}/a.csv")).await;
+    assert_eq!(h.content_length(), Some(a.len() as i64));
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_files_skipped_total 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("skipped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

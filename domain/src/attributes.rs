@@ -419,7 +419,10 @@ mod tests {
     fn requested_attributes_overlay_validate_and_round_trip() {
         let job = RequestedAttributes {
             content_type: Some("text/csv".into()),
-            metadata: vec![("team".into(), "data".into()), ("env".into(), "prod".into())],
+            metadata: vec![
+                ("team".into(), "data".into()),
+                ("env".into(), "prod".into()),
+            ],
             sse: Some("aws:kms".into()),
             sse_kms_key_id: Some("k-1".into()),
             ..RequestedAttributes::default()

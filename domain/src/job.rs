@@ -123,7 +123,10 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Succeeded | TaskStatus::Skipped | TaskStatus::Failed | TaskStatus::Cancelled
+            TaskStatus::Succeeded
+                | TaskStatus::Skipped
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
         )
     }
 

@@ -41,6 +41,10 @@ struct Rules {
     complete_with_error_body: bool,
     /// Answer the next request with `301` and `x-amz-bucket-region: R`.
     redirect_next: Option<String>,
+    /// Answer the next object-creating request (PutObject,
+    /// CompleteMultipartUpload) `412 PreconditionFailed`, as AWS does for
+    /// `If-None-Match: *` when another writer created the key first.
+    precondition_fail_next_create: bool,
     log: Vec<String>,
 }
 
@@ -111,6 +115,13 @@ impl S3Proxy {
         }
     }
 
+    /// See `Rules::precondition_fail_next_create`.
+    pub fn precondition_fail_next_create(&self) {
+        if let Ok(mut r) = self.rules.lock() {
+            r.precondition_fail_next_create = true;
+        }
+    }
+
     pub fn log(&self) -> Vec<String> {
         self.rules.lock().map(|r| r.log.clone()).unwrap_or_default()
     }
@@ -155,6 +166,7 @@ async fn forward(
                     | "cache-control"
                     | "content-disposition"
                     | "content-encoding"
+                    | "if-none-match"
             ) || n.starts_with("x-amz-meta-")
             {
                 attrs.push_str(&format!(" [{n}={}]", value.to_str().unwrap_or("?")));
@@ -178,6 +190,15 @@ async fn forward(
                 .map(|(_, f)| *f);
         }
         fake_complete = is_complete(&req) && r.complete_with_error_body;
+        let creates = is_complete(&req)
+            || (is_upload(&req) && !req.uri().query().is_some_and(|q| q.contains("partNumber=")));
+        if creates && r.precondition_fail_next_create {
+            r.precondition_fail_next_create = false;
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>";
+            let mut resp = Response::new(boxed(Full::new(Bytes::from_static(body.as_bytes()))));
+            *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
+            return Ok(resp);
+        }
         if let Some(region) = r.redirect_next.take() {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>";
             let mut resp = Response::new(boxed(Full::new(Bytes::from_static(body.as_bytes()))));

@@ -70,6 +70,7 @@ impl SfnEndpoint {
         use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
         let conf = aws_sdk_sfn::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(ferry_adapters::aws::https_client())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new(
                 "AKIDFERRYTEST",

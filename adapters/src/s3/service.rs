@@ -86,7 +86,7 @@ pub(crate) fn encode_copy_source(bucket: &str, key: &str) -> String {
 impl S3Service {
     /// Builds a client from the standard AWS configuration chain.
     pub async fn connect(settings: &S3Settings) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = crate::aws::config_loader();
         if let Some(endpoint) = &settings.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
@@ -176,7 +176,7 @@ impl S3Service {
             &ObjectAttributes::default(),
             false,
         )
-            .await
+        .await
     }
 
     /// [`Self::upload_buffer`] with the object's attributes; `if_absent`

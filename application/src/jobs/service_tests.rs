@@ -45,8 +45,9 @@ struct Scripted {
     steps: StdMutex<VecDeque<Step>>,
     calls: StdMutex<u32>,
     abandoned: StdMutex<u32>,
-    /// The commands it was given.
-    seen: StdMutex<Vec<ProcessFileCommand>>,
+    /// What it was asked: (skip_existing, no_clobber, attributes). Not the
+    /// command itself: its progress sender must drop when the call ends.
+    seen: StdMutex<Vec<(bool, bool, ferry_domain::ObjectAttributes)>>,
 }
 
 impl Scripted {
@@ -71,7 +72,11 @@ impl ProcessFilePort for Scripted {
         command: ProcessFileCommand,
     ) -> Result<ProcessFileResult, ProcessFileError> {
         *self.calls.lock().unwrap() += 1;
-        self.seen.lock().unwrap().push(command.clone());
+        self.seen.lock().unwrap().push((
+            command.skip_existing,
+            command.no_clobber,
+            command.attributes.clone(),
+        ));
         let step = self.steps.lock().unwrap().pop_front().unwrap_or(Step::Ok);
         let done = ProcessFileResult {
             key: command.key.clone(),
@@ -332,21 +337,25 @@ async fn a_file_already_at_the_destination_is_skipped_and_the_job_completes() {
     assert_eq!(rec.job.summary().skipped, 1);
     assert_eq!(rec.job.summary().succeeded, 0);
     let kinds = w.kinds();
-    assert!(
-        kinds
-            .iter()
-            .any(|k| matches!(k, JobEventKind::FileSkipped { index: 0, bytes: 7, .. }))
-    );
+    assert!(kinds.iter().any(|k| matches!(
+        k,
+        JobEventKind::FileSkipped {
+            index: 0,
+            bytes: 7,
+            ..
+        }
+    )));
     assert!(
         !kinds
             .iter()
             .any(|k| matches!(k, JobEventKind::FileSucceeded { .. }))
     );
     let seen = w.process.seen.lock().unwrap();
-    assert!(seen[0].skip_existing && !seen[0].no_clobber);
+    let (skip, no_clobber, attributes) = &seen[0];
+    assert!(*skip && !*no_clobber);
     // The file's Content-Type over the job's; the job's Cache-Control kept.
-    assert_eq!(seen[0].attributes.content_type.as_deref(), Some("text/csv"));
-    assert_eq!(seen[0].attributes.cache_control.as_deref(), Some("no-cache"));
+    assert_eq!(attributes.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(attributes.cache_control.as_deref(), Some("no-cache"));
 }
 
 #[tokio::test]
@@ -367,7 +376,7 @@ async fn an_existing_key_under_refuse_fails_the_file_once_without_retry() {
         Some(ferry_domain::ErrorCode::DestinationExists)
     );
     let seen = w.process.seen.lock().unwrap();
-    assert!(seen[0].no_clobber && !seen[0].skip_existing);
+    assert!(seen[0].1 && !seen[0].0);
 }
 
 #[tokio::test]

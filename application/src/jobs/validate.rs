@@ -399,12 +399,25 @@ mod tests {
     fn manifest_problems_name_the_manifest() {
         let mut entries = vec![file(0), file(1)];
         entries[1].key = "/abs".into();
-        let err = validate_files(&entries, "manifest.files", 10, false, &ObjectAttributes::default()).unwrap_err();
+        let err = validate_files(
+            &entries,
+            "manifest.files",
+            10,
+            false,
+            &ObjectAttributes::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "manifest.files[1].key");
         assert_eq!(
-            validate_files(&[], "manifest.files", 10, false, &ObjectAttributes::default())
-                .unwrap_err()
-                .field,
+            validate_files(
+                &[],
+                "manifest.files",
+                10,
+                false,
+                &ObjectAttributes::default()
+            )
+            .unwrap_err()
+            .field,
             "manifest.files"
         );
     }
