@@ -25,7 +25,7 @@ cargo test --workspace --locked
 
 # What ships: the release binary (fat LTO, no kill points), through the CLI
 # and serve process tests.
-cargo build --release --locked -p ferry
+time cargo build --release --locked -p ferry
 FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve --test sources --test objects
 
 # The Debian package: built (cargo-deb, pinned), installed, `ferry
