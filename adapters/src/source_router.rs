@@ -76,4 +76,15 @@ impl HttpDownloadPort for SourceRouter {
             },
         }
     }
+
+    /// Only S3 objects declare a digest (their `sha256` metadata).
+    async fn declared_sha256(
+        &self,
+        source: &ferry_domain::SourceUrl,
+    ) -> Result<Option<ferry_domain::Checksum>, DownloadError> {
+        match (source.scheme(), &self.s3) {
+            (SourceScheme::S3, Some(s3)) => s3.declared_sha256(source).await,
+            _ => Ok(None),
+        }
+    }
 }

@@ -425,7 +425,17 @@ impl ProcessFile {
         command: &ProcessFileCommand,
         started: Instant,
     ) -> Option<ProcessFileResult> {
-        let expected = command.expected_for(ChecksumAlgorithm::Sha256)?;
+        // The expected SHA-256, else the one the source declares (an S3
+        // object's metadata, asked without its body).
+        let expected = match command.expected_for(ChecksumAlgorithm::Sha256) {
+            Some(e) => e.clone(),
+            None => self
+                .downloader
+                .declared_sha256(&command.source)
+                .await
+                .ok()??,
+        };
+        let expected = &expected;
         let stored = self.storage.metadata(&command.key).await.ok()??;
         if command
             .expected_size

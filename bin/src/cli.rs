@@ -554,7 +554,8 @@ pub struct CopyArgs {
     pub digest_metadata: DigestMetadataArg,
     /// Skip a file the destination already holds: an object of the same
     /// size whose SHA-256 (stored, or read back) is the expected one
-    /// (--sha256 or a list's digest; without one the file is copied).
+    /// (--sha256, a list's digest, or an s3:// source's own sha256
+    /// metadata; without one the file is copied).
     /// Nothing is fetched from the source; the result says "skipped".
     #[arg(long, env = "FERRY_SKIP_EXISTING", conflicts_with = "no_clobber")]
     pub skip_existing: bool,

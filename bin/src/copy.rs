@@ -458,13 +458,15 @@ pub async fn run(args: CopyArgs, global: GlobalArgs) -> ExitCode {
     };
     if args.skip_existing
         && planned.iter().any(|p| {
-            !p.expected
-                .iter()
-                .any(|c| c.algorithm() == ferry_domain::ChecksumAlgorithm::Sha256)
+            p.source.scheme() != ferry_domain::SourceScheme::S3
+                && !p
+                    .expected
+                    .iter()
+                    .any(|c| c.algorithm() == ferry_domain::ChecksumAlgorithm::Sha256)
         })
     {
         eprintln!(
-            "ferry: warning: --skip-existing recognises a stored file by its SHA-256: files without an expected one (--sha256, a list's digest) are copied"
+            "ferry: warning: --skip-existing recognises a stored file by its SHA-256: files without an expected one (--sha256, a list's digest, an s3:// source's sha256 metadata) are copied"
         );
     }
     let attributes = match args.object.attributes() {

@@ -709,3 +709,69 @@ async fn a_job_carries_attributes_and_skips_or_refuses_what_exists() {
             .join("\n")
     );
 }
+
+/// `--skip-existing` with an s3:// source and no --sha256: the source's
+/// own `sha256` metadata (HeadObject, no body) is the expected digest, so
+/// the second run is skipped without a GET of the source.
+#[tokio::test]
+async fn skip_existing_uses_an_s3_sources_declared_digest() {
+    let env = garage();
+    let proxy = S3Proxy::start(&env.endpoint).await.unwrap();
+    let origin = Origin::start().await.unwrap();
+    let data = generate(50_000, 112);
+    origin.serve("/d/src.bin", data.clone(), Behavior::Normal);
+    let prefix = unique_prefix("declared");
+    let work = tempfile::tempdir().unwrap();
+    let src = format!("s3://{}/{prefix}/src.bin", env.bucket);
+    let dst = format!("s3://{}/{prefix}/dst.bin", env.bucket);
+    let sha = sha256_hex(&data);
+    let url = origin.url("/d/src.bin");
+    let out = run(
+        &[
+            "copy",
+            &url,
+            &src,
+            "--endpoint-url",
+            &env.endpoint,
+            "--sha256",
+            &sha,
+        ],
+        work.path(),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let endpoint = proxy.endpoint();
+    let args = [
+        "copy",
+        src.as_str(),
+        dst.as_str(),
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--skip-existing",
+        "--json",
+    ];
+    let first = run(&args, work.path(), None).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    let before = proxy.log().len();
+    let second = run(&args, work.path(), None).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(v["status"], "skipped", "{v}");
+    assert_eq!(v["sha256"], sha);
+    let source_gets: Vec<String> = proxy.log()[before..]
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/src.bin"))
+        .cloned()
+        .collect();
+    assert!(source_gets.is_empty(), "{source_gets:?}");
+    assert!(
+        proxy.log()[before..]
+            .iter()
+            .any(|l| l.starts_with("HEAD") && l.contains("/src.bin")),
+        "{:?}",
+        proxy.log()
+    );
+}

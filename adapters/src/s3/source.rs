@@ -229,6 +229,29 @@ impl HttpDownloadPort for S3Source {
             body: Box::pin(body),
         })
     }
+
+    /// HeadObject: the object's `sha256` metadata (what ferry writes on
+    /// the objects it verified), without a body.
+    async fn declared_sha256(&self, source: &SourceUrl) -> Result<Option<Checksum>, DownloadError> {
+        let url = source.redacted();
+        let Some((bucket, key)) = source.s3_object() else {
+            return Ok(None);
+        };
+        let out = self
+            .service()
+            .await
+            .client()
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| map_error(&url, e))?;
+        Ok(out
+            .metadata()
+            .and_then(|m| m.get("sha256"))
+            .and_then(|hex| Checksum::sha256(hex).ok()))
+    }
 }
 
 #[cfg(test)]

@@ -221,6 +221,16 @@ impl DownloadError {
 pub trait HttpDownloadPort: Send + Sync + 'static {
     /// Opens the source. Non-success answers fail here, before any body byte.
     async fn open(&self, request: DownloadRequest) -> Result<Download, DownloadError>;
+
+    /// The SHA-256 the source declares for its content, asked without
+    /// reading the body (an S3 object's `sha256` metadata, by HeadObject);
+    /// `None` when the source declares none or cannot say without a body.
+    async fn declared_sha256(
+        &self,
+        _source: &crate::source::SourceUrl,
+    ) -> Result<Option<crate::checksum::Checksum>, DownloadError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
