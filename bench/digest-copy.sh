@@ -24,9 +24,9 @@ bucket=ferry-bench
 file="$scratch/digest-demo.bin"
 [ -f "$file" ] || head -c "$((gib * 1024 * 1024 * 1024))" /dev/urandom > "$file"
 sha=$(sha256sum "$file" | cut -d' ' -f1)
-echo "file: $gib GiB of random bytes, sha256sum $sha; $("$ferry" --version); Garage $(garage --version | awk '{print $2}'); $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "file: $gib GiB, random bytes, sha256sum $sha; $("$ferry" --version); Garage $(garage --version | awk '{print $2}'); $(date -u +%Y-%m-%dT%H:%MZ)"
 head_object() {
-  aws s3api head-object --bucket "$bucket" --key "$1" --endpoint-url "$AWS_ENDPOINT_URL" \
+  aws s3api head-object --bucket "$bucket" --key "$1" --endpoint-url "$AWS_ENDPOINT_URL" --region "$AWS_REGION" \
     --query '{size: ContentLength, etag: ETag, metadata: Metadata}' --output json | tr -d ' \n'
   echo
 }
@@ -44,6 +44,6 @@ for mode in auto copy; do
       grep -q "\"sha256\":\"$sha\"" <<<"$head" || { echo "FAIL: the object's sha256 metadata is not sha256sum's"; exit 1; }
       echo "  the object's sha256 metadata equals sha256sum of the file" ;;
   esac
-  aws s3 rm "s3://$bucket/$key" --endpoint-url "$AWS_ENDPOINT_URL" --only-show-errors
+  aws s3 rm "s3://$bucket/$key" --endpoint-url "$AWS_ENDPOINT_URL" --region "$AWS_REGION" --only-show-errors
 done
 [ -n "${FERRY_BENCH_DIR:-}" ] || rm -rf "$scratch"
