@@ -23,9 +23,22 @@ export FERRY_CRASHTEST_BIN="$target/debug/ferry-crashtest"
 
 cargo test --workspace --locked
 
+# The dashboard in Debian's chromium (about 2 minutes, mostly waiting on a
+# throttled origin): beside the release build.
+cargo build --workspace --locked --bins
+browser_log="$(mktemp)"
+FERRY_BROWSER_PREBUILT=1 bash scripts/browser.sh > "$browser_log" 2>&1 &
+browser_pid=$!
+
 # What ships: the release binary (fat LTO, no kill points), through the CLI
 # and serve process tests.
 time cargo build --release --locked -p ferry
+if ! wait "$browser_pid"; then
+  cat "$browser_log" >&2
+  echo "test.sh: the browser tests failed" >&2
+  exit 1
+fi
+grep '^browser:' "$browser_log"
 FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve --test sources --test objects
 
 # The Debian package: built (cargo-deb, pinned), installed, `ferry

@@ -5,6 +5,7 @@ pub mod auth;
 mod dto;
 mod openapi;
 mod streams;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,6 +183,9 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // The dashboard's static files: open, like /healthz (the page calls
+        // the API with the tab's token).
+        .merge(ui::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::check_host,
