@@ -73,8 +73,14 @@ function walk(dir) {
 const jobStatus = (page) => page.$eval('#job-facts dd', (d) => d.textContent);
 
 async function axeCheck(browser, url, views) {
+  for (const colorScheme of ['light', 'dark']) {
+    await axeScheme(browser, url, views, colorScheme);
+  }
+}
+
+async function axeScheme(browser, url, views, colorScheme) {
   // The page's CSP forbids injected scripts; this context alone bypasses it.
-  const context = await browser.newContext({ bypassCSP: true });
+  const context = await browser.newContext({ bypassCSP: true, colorScheme });
   const page = await context.newPage();
   for (const view of views) {
     await page.goto(url + view.hash);
@@ -84,8 +90,8 @@ async function axeCheck(browser, url, views) {
       runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
     }));
     const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-    assert.deepEqual(serious.map((v) => `${v.id}: ${v.help}`), [], `axe on ${view.hash}`);
-    log(`axe ${view.hash}: ${result.passes.length} rules passed, no serious violation`);
+    assert.deepEqual(serious.map((v) => `${v.id}: ${v.help}`), [], `axe on ${view.hash} (${colorScheme})`);
+    log(`axe ${view.hash} (${colorScheme}): ${result.passes.length} rules passed, no serious violation`);
   }
   await context.close();
 }
