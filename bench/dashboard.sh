@@ -2,7 +2,8 @@
 # The dashboard's cost: bytes it embeds in the shipped binary (the three
 # asset files, measured with wc -c; the release binary's size beside them)
 # and first paint of `/` from loopback in Debian's chromium (the browser's
-# Performance API, 20 cold loads, cache disabled) against the release
+# Performance API, 20 loads with the cache disabled, after one uncounted
+# warm-up load) against the release
 # `ferry serve` (built with `-p ferry` alone).
 #
 # Usage: bench/dashboard.sh [LOADS]

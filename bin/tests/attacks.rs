@@ -481,8 +481,20 @@ async fn tokens_are_required_and_scoped() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&bob)).await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
-    let (status, _, _) = call(&seen, http.get(url("/v1/events")).bearer_auth(&bob)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Bob's all-jobs stream holds only his own jobs: none.
+    let mut stream = http
+        .get(url("/v1/events"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first = stream.chunk().await.unwrap().unwrap();
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(first.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["jobs"], serde_json::json!([]), "{snapshot}");
+    drop(stream);
     let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&alice)).await;
     assert_eq!(list["jobs"][0]["id"], id.as_str());
     let (_, _, list) = call(&seen, http.get(url("/v1/jobs")).bearer_auth(&ops)).await;

@@ -10,7 +10,7 @@
 //! final `Lagged` and ends; the client reconnects with the last sequence
 //! number it saw.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,9 +49,6 @@ pub enum WatchItem {
 pub enum WatchError {
     #[error("job {0} does not exist")]
     NotFound(JobId),
-    /// Every job's stream is for callers who may see every job.
-    #[error("the all-jobs stream needs an admin token; follow your jobs at /v1/jobs/{{id}}/events")]
-    Forbidden,
     #[error(transparent)]
     Store(#[from] JobStoreError),
 }
@@ -241,53 +238,102 @@ impl JobService {
         }))
     }
 
-    /// Watches all jobs: the unfinished jobs, then every event as it
-    /// happens. A watcher that falls behind the broadcast gets `Lagged`.
+    /// Watches all jobs `access` may see: those unfinished, then every
+    /// event of theirs as it happens (an owner's stream leaves out other
+    /// owners' events: a job first seen in an event is looked up once,
+    /// through `access`). A watcher that falls behind gets `Lagged`.
     pub async fn watch_all(
         self: &Arc<Self>,
         access: &Access,
     ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, WatchError> {
-        if *access != Access::All {
-            return Err(WatchError::Forbidden);
-        }
         let rx = self.recorder().subscribe();
         let page = self
             .list(
                 access,
                 &JobFilter {
-                    owner: None,
+                    owner: access.owner_filter(),
                     status: None,
                     limit: 1000,
                     cursor: None,
                 },
             )
             .await?;
+        let mut visible: std::collections::HashMap<JobId, bool> = HashMap::new();
+        for r in &page.jobs {
+            visible.insert(r.job.id.clone(), true);
+        }
         let active: Vec<JobRecord> = page
             .jobs
             .into_iter()
             .filter(|r| !r.job.status().is_terminal())
             .collect();
-        let service = self.clone();
-        let state = (Some(WatchItem::Jobs(active)), rx, false, service);
-        Ok(futures::stream::unfold(
-            state,
-            |(first, mut rx, done, service)| async move {
-                if let Some(item) = first {
-                    return Some((item, (None, rx, done, service)));
-                }
-                if done {
-                    return None;
-                }
-                match rx.recv().await {
-                    Ok(e) => Some((WatchItem::Event(e), (None, rx, false, service))),
-                    Err(RecvError::Lagged(_)) => {
-                        service.watch_stats().lagged.fetch_add(1, Ordering::Relaxed);
-                        Some((WatchItem::Lagged { last_seq: 0 }, (None, rx, true, service)))
+        let state = AllWatch {
+            first: Some(WatchItem::Jobs(active)),
+            rx,
+            done: false,
+            service: self.clone(),
+            access: access.clone(),
+            visible,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            st.next().await.map(|item| (item, st))
+        }))
+    }
+}
+
+/// The state of one all-jobs watch.
+struct AllWatch {
+    first: Option<WatchItem>,
+    rx: Receiver<JobEvent>,
+    done: bool,
+    service: Arc<JobService>,
+    access: Access,
+    /// Whether `access` may see a job, by id (looked up once per job).
+    visible: HashMap<JobId, bool>,
+}
+
+impl AllWatch {
+    async fn next(&mut self) -> Option<WatchItem> {
+        if let Some(item) = self.first.take() {
+            return Some(item);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => {
+                    if self.may_see(&e.job_id).await {
+                        return Some(WatchItem::Event(e));
                     }
-                    Err(RecvError::Closed) => None,
                 }
-            },
-        ))
+                Err(RecvError::Lagged(_)) => {
+                    self.service
+                        .watch_stats()
+                        .lagged
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.done = true;
+                    return Some(WatchItem::Lagged { last_seq: 0 });
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    async fn may_see(&mut self, id: &JobId) -> bool {
+        if self.access == Access::All {
+            return true;
+        }
+        if let Some(seen) = self.visible.get(id) {
+            return *seen;
+        }
+        // A store error hides the event rather than leak it.
+        let seen = matches!(self.service.get(&self.access, id).await, Ok(Some(_)));
+        if self.visible.len() > 100_000 {
+            self.visible.clear();
+        }
+        self.visible.insert(id.clone(), seen);
+        seen
     }
 }
 

@@ -901,3 +901,57 @@ async fn a_source_that_always_answers_503_costs_one_request_per_allowed_attempt(
         .count();
     assert_eq!(served, config.retry.attempts as usize);
 }
+
+/// The all-jobs watch of an owner holds that owner's jobs and events only;
+/// an admin's holds every job's.
+#[tokio::test]
+async fn an_owners_all_jobs_watch_shows_only_that_owners_jobs() {
+    use ferry_application::jobs::WatchItem;
+    use futures::StreamExt;
+    let h = Harness::sqlite().await;
+    let (a, _) = h.file("owned-a.bin", 50_000, Behavior::Normal);
+    let (b, _) = h.file("owned-b.bin", 50_000, Behavior::Normal);
+    let alice = Access::Owner("alice".into());
+    let mut alice_watch = Box::pin(h.service.watch_all(&alice).await.unwrap());
+    let mut admin_watch = Box::pin(h.service.watch_all(&Access::All).await.unwrap());
+    for w in [&mut alice_watch, &mut admin_watch] {
+        assert!(matches!(w.next().await, Some(WatchItem::Jobs(jobs)) if jobs.is_empty()));
+    }
+    let submit = |file: FileRequest, owner: &str| SubmitJobRequest {
+        files: vec![file],
+        destination: format!("owned-{owner}"),
+        owner: Some(owner.into()),
+        ..SubmitJobRequest::default()
+    };
+    let bobs = h.service.submit(submit(b, "bob")).await.unwrap();
+    h.service.clone().run_abortable(bobs.job.id.clone()).await;
+    let alices = h.service.submit(submit(a, "alice")).await.unwrap();
+    h.service.clone().run_abortable(alices.job.id.clone()).await;
+    // Alice's stream: her job's events to its end, none of Bob's.
+    let mut seen = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), alice_watch.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let WatchItem::Event(e) = item else {
+            panic!("only events after the snapshot");
+        };
+        let end = e.kind.is_terminal();
+        seen.push(e.job_id.clone());
+        if end {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|id| *id == alices.job.id), "{seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "job_created, file events, job_completed: {seen:?}"
+    );
+    // The admin's stream saw Bob's job first.
+    let item = tokio::time::timeout(Duration::from_secs(20), admin_watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(item, WatchItem::Event(e) if e.job_id == bobs.job.id));
+}

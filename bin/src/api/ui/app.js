@@ -267,7 +267,6 @@ function onJobsItem(item) {
     return;
   }
   refreshJob(item.job_id);
-  if (item.type === 'job_completed' || item.type === 'job_cancelled') return 'end-job';
   return undefined;
 }
 
@@ -282,19 +281,8 @@ async function jobsView() {
     if (e instanceof AuthNeeded) return;
     setConn(e.message);
   }
-  // Admins follow every job; others follow each of their unfinished jobs.
-  const probe = await fetch('/v1/events', { headers: authHeaders({ Accept: 'application/x-ndjson' }) })
-    .catch(() => null);
-  if (probe && probe.ok) {
-    probe.body.cancel().catch(() => {});
-    state.follows.push(new Follow('/v1/events', (item) => { onJobsItem(item); }, false));
-  } else {
-    if (probe && probe.body) probe.body.cancel().catch(() => {});
-    [...state.jobs.values()].filter((j) => !TERMINAL_JOB.includes(j.status)).forEach((j) => {
-      state.follows.push(new Follow('/v1/jobs/' + encodeURIComponent(j.id) + '/events',
-        (item) => (onJobsItem(Object.assign({ job_id: j.id }, item)) === 'end-job' ? 'end' : undefined), true));
-    });
-  }
+  // One stream per tab: every job this token may see (all for an admin).
+  state.follows.push(new Follow('/v1/events', (item) => { onJobsItem(item); }, false));
   serverPanel();
 }
 
