@@ -1038,3 +1038,73 @@ async fn a_refused_request_flood_writes_a_bounded_log() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 }
+
+/// A client or Step Functions retry of `POST /v1/jobs` with the same
+/// `Idempotency-Key` and body gets the first job back (200) and makes no
+/// second one, even when the retries race; the same key with another body
+/// is 422; keys belong to their token (another owner's same key is a new
+/// job); a malformed key is 400 naming the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_idempotency_key_makes_one_job() {
+    let seen = Seen::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, [alice, bob, ops]) = tokens_file(dir.path());
+    let server = Server::start(FERRY, dir.path(), &["--tokens", tokens.to_str().unwrap()]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/jobs", server.url);
+    let job = json!({
+        "destination": "idem",
+        "files": [{ "source": "https://files.example.com/a.bin", "key": "a.bin" }]
+    });
+    let post = |token: &str, key: &str, body: &Value| {
+        http.post(&url)
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+    };
+    // Five retries at once, then one more.
+    let racing =
+        futures::future::join_all((0..5).map(|_| call(&seen, post(&alice, "order-42", &job))))
+            .await;
+    let ids: std::collections::BTreeSet<String> = racing
+        .iter()
+        .map(|(status, _, body)| {
+            assert!(
+                *status == StatusCode::ACCEPTED || *status == StatusCode::OK,
+                "{status}: {body}"
+            );
+            body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for one key: {ids:?}");
+    let accepted = racing
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 1, "exactly one 202");
+    let (status, _, again) = call(&seen, post(&alice, "order-42", &job)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"].as_str(), ids.iter().next().map(String::as_str));
+    let (_, _, listed) = call(&seen, http.get(&url).bearer_auth(&alice)).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The same key with another request.
+    let mut other = job.clone();
+    other["destination"] = json!("elsewhere");
+    let (status, _, body) = call(&seen, post(&alice, "order-42", &other)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+
+    // Bob's "order-42" is his own job.
+    let (status, _, bobs) = call(&seen, post(&bob, "order-42", &job)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{bobs}");
+    assert_ne!(bobs["id"], again["id"]);
+
+    // A malformed key.
+    let (status, _, body) = call(&seen, post(&alice, "has space", &job)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+    let (_, _, all) = call(&seen, http.get(&url).bearer_auth(&ops)).await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
+}

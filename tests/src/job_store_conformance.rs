@@ -364,4 +364,85 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         got.job.tasks()[0].spec.headers.is_empty(),
         "headers outlived the job"
     );
+
+    keyed(store, ns).await;
+}
+
+/// Idempotency keys: one job per (owner, key) within the time to live;
+/// the fingerprint tells a replay from a reuse; owners do not share keys;
+/// an expired key names nothing; concurrent uses store one job.
+async fn keyed(store: &dyn JobStorePort, ns: &str) {
+    use ferry_domain::ports::{IdempotencyKey, Keyed};
+    let key = |owner: Option<&str>, k: &str, fp: &str| {
+        IdempotencyKey::new(owner.map(str::to_owned), k, fp.to_owned()).unwrap()
+    };
+    let k1 = format!("{ns}-key-1");
+    let first = record(&format!("{ns}-keyed-1"), 1, 50_000);
+    let alice = key(Some("alice"), &k1, "fp-a");
+    assert_eq!(
+        store.create_keyed(&first, &alice, 1_000).await.unwrap(),
+        Keyed::Created
+    );
+    assert!(store.get(&first.job.id).await.unwrap().is_some());
+    let again = record(&format!("{ns}-keyed-2"), 1, 50_500);
+    assert_eq!(
+        store.create_keyed(&again, &alice, 1_000).await.unwrap(),
+        Keyed::Existing {
+            job: first.job.id.clone(),
+            same_request: true
+        }
+    );
+    assert!(
+        store.get(&again.job.id).await.unwrap().is_none(),
+        "a replay stores nothing"
+    );
+    assert_eq!(
+        store
+            .create_keyed(&again, &key(Some("alice"), &k1, "fp-other"), 1_000)
+            .await
+            .unwrap(),
+        Keyed::Existing {
+            job: first.job.id.clone(),
+            same_request: false
+        }
+    );
+    // Bob's key of the same name is his own.
+    assert_eq!(
+        store
+            .create_keyed(&again, &key(Some("bob"), &k1, "fp-a"), 1_000)
+            .await
+            .unwrap(),
+        Keyed::Created
+    );
+    // Past its time to live, the key is free again.
+    let later = record(&format!("{ns}-keyed-3"), 1, 52_000);
+    assert_eq!(
+        store.create_keyed(&later, &alice, 1_000).await.unwrap(),
+        Keyed::Created
+    );
+    assert!(store.get(&later.job.id).await.unwrap().is_some());
+    assert!(IdempotencyKey::new(None, "", "fp".into()).is_err());
+    assert!(IdempotencyKey::new(None, "has space", "fp".into()).is_err());
+    assert!(IdempotencyKey::new(None, &"k".repeat(256), "fp".into()).is_err());
+    // Eight concurrent submissions with one new key store one job.
+    let k2 = format!("{ns}-key-2");
+    let racers: Vec<JobRecord> = (0..8)
+        .map(|i| record(&format!("{ns}-race-{i}"), 1, 60_000))
+        .collect();
+    let shared = key(None, &k2, "fp-race");
+    let outcomes =
+        futures::future::join_all(racers.iter().map(|r| store.create_keyed(r, &shared, 1_000)))
+            .await;
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Keyed::Created)))
+        .count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    let mut stored = 0;
+    for r in &racers {
+        if store.get(&r.job.id).await.unwrap().is_some() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
 }

@@ -10,8 +10,8 @@ use sqlx::{AnyPool, Row};
 use tracing::info;
 
 use ferry_domain::ports::{
-    CallbackOutcome, CheckpointError, CheckpointStorePort, JobEvent, JobFilter, JobPage, JobRecord,
-    JobStoreError, JobStorePort, ListedCheckpoint,
+    CallbackOutcome, CheckpointError, CheckpointStorePort, IdempotencyKey, JobEvent, JobFilter,
+    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, ListedCheckpoint,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -89,6 +89,18 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE ferry_jobs ADD COLUMN options TEXT",
             "ALTER TABLE ferry_tasks ADD COLUMN attributes TEXT",
         ],
+    ),
+    // Idempotency keys of submissions, per owner ('' for none), kept for
+    // their time to live (see create_keyed).
+    (
+        6,
+        &["CREATE TABLE IF NOT EXISTS ferry_idempotency (
+            owner TEXT NOT NULL,
+            idem_key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (owner, idem_key))"],
     ),
 ];
 
@@ -404,44 +416,135 @@ where
     Ok(())
 }
 
+/// Inserts a job row and its tasks in `tx`.
+async fn insert_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    record: &JobRecord,
+) -> Result<(), JobStoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO ferry_jobs (id, status, destination, task_token, owner, failure, callback,
+            created_at_ms, updated_at_ms, next_seq, export, options)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+    )
+    .bind(record.job.id.as_str())
+    .bind(record.job.status().as_str())
+    .bind(record.destination.to_string())
+    .bind(record.task_token.clone())
+    .bind(record.owner.clone())
+    .bind(record.job.failure().map(str::to_owned))
+    .bind(record.callback.as_ref().map(ToString::to_string))
+    .bind(record.created_at_ms)
+    .bind(record.updated_at_ms)
+    .bind(export_text(record))
+    .bind(options_text(record))
+    .execute(&mut **tx)
+    .await;
+    if let Err(e) = inserted {
+        return Err(if is_duplicate(&e) {
+            JobStoreError::AlreadyExists(record.job.id.clone())
+        } else {
+            unavailable(e)
+        });
+    }
+    for task in record.job.tasks() {
+        upsert_task(&mut **tx, &record.job.id, task)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn is_duplicate(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// The job an unexpired record of `key` names, and its fingerprint.
+async fn keyed_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &IdempotencyKey,
+) -> Result<Option<(String, String)>, JobStoreError> {
+    let row = sqlx::query(
+        "SELECT job_id, fingerprint FROM ferry_idempotency WHERE owner = $1 AND idem_key = $2",
+    )
+    .bind(key.owner().unwrap_or_default())
+    .bind(key.key())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    row.map(|r| {
+        Ok((
+            r.try_get::<String, _>("job_id").map_err(unavailable)?,
+            r.try_get::<String, _>("fingerprint").map_err(unavailable)?,
+        ))
+    })
+    .transpose()
+}
+
+fn existing(job: &str, fingerprint: &str, key: &IdempotencyKey) -> Result<Keyed, JobStoreError> {
+    Ok(Keyed::Existing {
+        job: JobId::parse(job).map_err(|e| corrupt(e.to_string()))?,
+        same_request: fingerprint == key.fingerprint(),
+    })
+}
+
 #[async_trait]
 impl JobStorePort for SqlJobStore {
     async fn create(&self, record: &JobRecord) -> Result<(), JobStoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let inserted = sqlx::query(
-            "INSERT INTO ferry_jobs (id, status, destination, task_token, owner, failure, callback,
-                created_at_ms, updated_at_ms, next_seq, export, options)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+        insert_job(&mut tx, record).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn create_keyed(
+        &self,
+        record: &JobRecord,
+        key: &IdempotencyKey,
+        ttl_ms: i64,
+    ) -> Result<Keyed, JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "DELETE FROM ferry_idempotency WHERE owner = $1 AND idem_key = $2 AND created_at_ms < $3",
         )
+        .bind(key.owner().unwrap_or_default())
+        .bind(key.key())
+        .bind(record.created_at_ms.saturating_sub(ttl_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some((job, fingerprint)) = keyed_job(&mut tx, key).await? {
+            return existing(&job, &fingerprint, key);
+        }
+        let claimed = sqlx::query(
+            "INSERT INTO ferry_idempotency (owner, idem_key, fingerprint, job_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.owner().unwrap_or_default())
+        .bind(key.key())
+        .bind(key.fingerprint())
         .bind(record.job.id.as_str())
-        .bind(record.job.status().as_str())
-        .bind(record.destination.to_string())
-        .bind(record.task_token.clone())
-        .bind(record.owner.clone())
-        .bind(record.job.failure().map(str::to_owned))
-        .bind(record.callback.as_ref().map(ToString::to_string))
         .bind(record.created_at_ms)
-        .bind(record.updated_at_ms)
-        .bind(export_text(record))
-        .bind(options_text(record))
         .execute(&mut *tx)
         .await;
-        if let Err(e) = inserted {
-            let duplicate = e
-                .as_database_error()
-                .is_some_and(|d| d.is_unique_violation());
-            return Err(if duplicate {
-                JobStoreError::AlreadyExists(record.job.id.clone())
-            } else {
-                unavailable(e)
-            });
+        match claimed {
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {
+                // Another request took the key first: its job stands.
+                drop(tx);
+                let mut again = self.pool.begin().await.map_err(unavailable)?;
+                let found = keyed_job(&mut again, key).await?;
+                return match found {
+                    Some((job, fingerprint)) => existing(&job, &fingerprint, key),
+                    None => Err(JobStoreError::Unavailable(
+                        "the idempotency key was taken and released; retry".into(),
+                    )),
+                };
+            }
+            Err(e) => return Err(unavailable(e)),
         }
-        for task in record.job.tasks() {
-            upsert_task(&mut *tx, &record.job.id, task)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        insert_job(&mut tx, record).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Keyed::Created)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError> {

@@ -15,7 +15,9 @@ mod watch;
 mod workflow;
 
 pub use access::Access;
-pub use service::{JobCancelError, JobService, JobServiceConfig, SubmitError};
+pub use service::{
+    IDEMPOTENCY_TTL_MS, JobCancelError, JobService, JobServiceConfig, SubmitError, Submitted,
+};
 pub use validate::{
     ExportRequest, FileRequest, InvalidJobRequest, SubmitJobRequest, ValidatedJob, validate,
     validate_files,

@@ -14,9 +14,9 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
-    Clock, ExportProviderPort, JobEvent, JobEventKind, JobEventsPort, JobFilter, JobPage,
-    JobRecord, JobStoreError, JobStorePort, StorageResolverPort, TransferFactoryPort,
-    WorkflowCallbackPort,
+    Clock, ExportProviderPort, IdempotencyKey, JobEvent, JobEventKind, JobEventsPort, JobFilter,
+    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, StorageResolverPort,
+    TransferFactoryPort, WorkflowCallbackPort,
 };
 use ferry_domain::{ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy};
 
@@ -92,8 +92,26 @@ impl Default for JobServiceConfig {
 pub enum SubmitError {
     #[error(transparent)]
     Invalid(#[from] InvalidJobRequest),
+    /// The idempotency key names an earlier job submitted with another
+    /// request.
+    #[error(
+        "this Idempotency-Key was used for job {0} with a different request; use a new key for a new job"
+    )]
+    KeyReused(JobId),
     #[error(transparent)]
     Store(#[from] JobStoreError),
+}
+
+/// How long an idempotency key names its job (24 hours).
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What a keyed submission did.
+#[derive(Debug)]
+pub struct Submitted {
+    pub record: JobRecord,
+    /// The key named an earlier job with the same request: this is that
+    /// job, and nothing new was stored or started.
+    pub replayed: bool,
 }
 
 /// Why a job could not be cancelled.
@@ -214,6 +232,57 @@ impl JobService {
     /// StartExportJob: validates, stores durably, announces. Run it with
     /// [`JobService::run_abortable`].
     pub async fn submit(&self, request: SubmitJobRequest) -> Result<JobRecord, SubmitError> {
+        let record = self.new_record(request)?;
+        self.recorder.store().create(&record).await?;
+        self.announce(&record).await;
+        Ok(record)
+    }
+
+    /// [`JobService::submit`] under a client's idempotency key: the first
+    /// request stores the job; a replay (same key and fingerprint, within
+    /// 24 hours) gets that job back and stores nothing; the same key with
+    /// another request is `KeyReused`.
+    pub async fn submit_keyed(
+        &self,
+        request: SubmitJobRequest,
+        key: &IdempotencyKey,
+    ) -> Result<Submitted, SubmitError> {
+        let record = self.new_record(request)?;
+        match self
+            .recorder
+            .store()
+            .create_keyed(&record, key, IDEMPOTENCY_TTL_MS)
+            .await?
+        {
+            Keyed::Created => {
+                self.announce(&record).await;
+                Ok(Submitted {
+                    record,
+                    replayed: false,
+                })
+            }
+            Keyed::Existing {
+                job,
+                same_request: true,
+            } => {
+                let access = key
+                    .owner()
+                    .map_or(Access::All, |o| Access::Owner(o.to_owned()));
+                match self.get(&access, &job).await? {
+                    Some(earlier) => Ok(Submitted {
+                        record: earlier,
+                        replayed: true,
+                    }),
+                    // Its job is gone (retention): the key is spent.
+                    None => Err(SubmitError::KeyReused(job)),
+                }
+            }
+            Keyed::Existing { job, .. } => Err(SubmitError::KeyReused(job)),
+        }
+    }
+
+    /// A validated request as a new job record (not stored).
+    fn new_record(&self, request: SubmitJobRequest) -> Result<JobRecord, SubmitError> {
         let valid = validate(
             &request,
             self.config.max_files_per_job,
@@ -230,16 +299,15 @@ impl JobService {
                 ),
             }));
         }
-        let files = valid.files.len();
         let id = (self.new_id)();
         let now = self.recorder.now_ms();
         let export = valid.export.map(|spec| Export {
             spec,
             progress: ExportProgress::default(),
         });
-        let record = JobRecord {
+        Ok(JobRecord {
             export,
-            job: Job::new(id.clone(), valid.files),
+            job: Job::new(id, valid.files),
             destination: valid.destination,
             options: valid.options,
             task_token: request.task_token,
@@ -248,13 +316,16 @@ impl JobService {
             updated_at_ms: now,
             callback: None,
             last_event_seq: 0,
-        };
-        self.recorder.store().create(&record).await?;
+        })
+    }
+
+    async fn announce(&self, record: &JobRecord) {
+        let id = &record.job.id;
+        let files = record.job.tasks().len();
         info!(job = %id, files, "job accepted");
         self.recorder
-            .emit(&id, JobEventKind::JobCreated { files })
+            .emit(id, JobEventKind::JobCreated { files })
             .await;
-        Ok(record)
     }
 
     /// The job, if it exists and `access` may see it (`None` otherwise:

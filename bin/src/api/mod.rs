@@ -23,11 +23,11 @@ use tracing::Instrument;
 
 use ferry_adapters::metrics::Metrics;
 
-use ferry_application::jobs::{JobCancelError, JobService, SubmitError};
+use ferry_application::jobs::{JobCancelError, JobService, SubmitError, Submitted};
 use ferry_domain::ports::JobRecord;
 
 use auth::{AuthConfig, Caller, Limits};
-use ferry_domain::ports::{JobFilter, JobStoreError};
+use ferry_domain::ports::{IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobStoreError};
 use ferry_domain::{JobId, JobStatus};
 
 use ferry_adapters::wire::{
@@ -70,6 +70,12 @@ impl ApiError {
             field: None,
             retry_after: None,
         }
+    }
+
+    /// Names the request field at fault.
+    fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     fn retry_after(mut self, secs: u64) -> Self {
@@ -161,9 +167,7 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string());
-        err.field = Some("id".into());
-        err
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()).at("id")
     })
 }
 
@@ -324,37 +328,93 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Submit a job; it is stored durably before the 202.
+/// Submit a job; it is stored durably before the 202. With an
+/// `Idempotency-Key`, a replay of the same request (within 24 hours, per
+/// owner) answers 200 with the job the first one made, and stores nothing.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequestDto,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-255 visible ASCII characters naming this submission: a retry with the same key and body gets the same job")),
     responses(
+        (status = 200, description = "a replay of an earlier submission with this Idempotency-Key: its job", body = JobDto),
         (status = 202, description = "accepted and stored; it runs now", body = JobDto),
-        (status = 400, description = "invalid request (`field` names the culprit, e.g. files[3].sha256)", body = ErrorDto),
+        (status = 400, description = "invalid request (`field` names the culprit, e.g. files[3].sha256, or Idempotency-Key)", body = ErrorDto),
         (status = 401, description = "a token is needed (when the server has tokens)", body = ErrorDto),
         (status = 413, description = "body too large", body = ErrorDto),
         (status = 415, description = "not application/json", body = ErrorDto),
-        (status = 422, description = "JSON of the wrong shape", body = ErrorDto),
+        (status = 422, description = "JSON of the wrong shape, or an Idempotency-Key already used with another request (`idempotency_key_reused`)", body = ErrorDto),
         (status = 429, description = "too many jobs submitted by this caller; see Retry-After", body = ErrorDto),
     ))]
 async fn submit_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<JobRequestDto>, JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobDto>), ApiError> {
     state.limits.submit(&caller)?;
-    let Json(request) = body.map_err(|r| json_rejection(&r))?;
+    let Json(value) = body.map_err(|r| json_rejection(&r))?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(raw) => Some(
+            raw.to_str()
+                .ok()
+                .and_then(|k| IdempotencyKey::new(caller.name.clone(), k, fingerprint(&value)).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        InvalidIdempotencyKey.to_string(),
+                    )
+                    .at("Idempotency-Key")
+                })?,
+        ),
+    };
+    let request: JobRequestDto = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })?;
     let mut request = dto::into_request(request);
     request.owner = caller.name.clone();
-    let record = state.jobs.submit(request).await.map_err(|e| match e {
+    let submitted = match &key {
+        None => state.jobs.submit(request).await.map(|record| Submitted {
+            record,
+            replayed: false,
+        }),
+        Some(key) => state.jobs.submit_keyed(request, key).await,
+    }
+    .map_err(|e| match e {
         SubmitError::Invalid(invalid) => {
-            let mut err =
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", invalid.message);
-            err.field = Some(invalid.field);
-            err
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", invalid.message)
+                .at(invalid.field)
         }
+        SubmitError::KeyReused(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            e.to_string(),
+        )
+        .at("Idempotency-Key"),
         SubmitError::Store(e) => e.into(),
     })?;
-    tokio::spawn(state.jobs.clone().run_abortable(record.job.id.clone()));
-    Ok((StatusCode::ACCEPTED, Json(JobDto::from(&record))))
+    if submitted.replayed {
+        return Ok((StatusCode::OK, Json(JobDto::from(&submitted.record))));
+    }
+    tokio::spawn(
+        state
+            .jobs
+            .clone()
+            .run_abortable(submitted.record.job.id.clone()),
+    );
+    Ok((StatusCode::ACCEPTED, Json(JobDto::from(&submitted.record))))
+}
+
+/// What identifies a request for its idempotency key: the SHA-256 of its
+/// JSON (objects' keys in a fixed order).
+fn fingerprint(value: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(value).unwrap_or_default());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A job with its files.

@@ -80,12 +80,76 @@ impl JobStoreError {
     }
 }
 
+/// A client's `Idempotency-Key` for one submission, scoped to the
+/// submitting owner, with the fingerprint of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    owner: Option<String>,
+    key: String,
+    fingerprint: String,
+}
+
+/// Why a string is not an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("an Idempotency-Key is 1 to 255 visible ASCII characters")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    /// `key` as the client sent it; `fingerprint` identifies the request
+    /// (e.g. a SHA-256 of its body).
+    pub fn new(
+        owner: Option<String>,
+        key: &str,
+        fingerprint: String,
+    ) -> Result<Self, InvalidIdempotencyKey> {
+        let ok = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(InvalidIdempotencyKey);
+        }
+        Ok(Self {
+            owner,
+            key: key.to_owned(),
+            fingerprint,
+        })
+    }
+
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// What a keyed create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keyed {
+    /// The key was new (or had expired): the job was stored.
+    Created,
+    /// The key names an earlier job of this owner; nothing was stored.
+    /// `same_request`: the earlier request had the same fingerprint.
+    Existing { job: JobId, same_request: bool },
+}
+
 /// Persists jobs, their tasks and their events.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait JobStorePort: Send + Sync + 'static {
     /// Stores a new job and its tasks atomically; durable when it returns.
     async fn create(&self, record: &JobRecord) -> Result<(), JobStoreError>;
+    /// [`Self::create`] under an idempotency key: in the same transaction,
+    /// the key (per owner) is recorded for the job, unless a record of it
+    /// younger than `ttl_ms` exists, in which case nothing is stored and
+    /// the earlier job is named. Concurrent uses of one key store one job.
+    async fn create_keyed(
+        &self,
+        record: &JobRecord,
+        key: &IdempotencyKey,
+        ttl_ms: i64,
+    ) -> Result<Keyed, JobStoreError>;
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError>;
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
     /// Saves the job's status, failure, callback and export (not its tasks).

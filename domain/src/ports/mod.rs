@@ -24,7 +24,10 @@ pub use download::{
 };
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
-pub use job_store::{JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort};
+pub use job_store::{
+    IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobPage, JobRecord, JobStoreError,
+    JobStorePort, Keyed,
+};
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
