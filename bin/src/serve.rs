@@ -2,6 +2,7 @@
 //! serves the API until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,7 +127,13 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let data_dir = args.data_dir.clone();
-    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+    // The store holds source URLs and task tokens: owner-only, as made
+    // here (an existing directory keeps the mode its owner gave it).
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+    {
         return fail(format!(
             "--data-dir {}: cannot create it: {e}",
             data_dir.display()
@@ -137,10 +144,23 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("--data-dir: {e}")),
     };
-    let database_url = global
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("ferry.db").display()));
+    let database_url = match global.database_url.clone() {
+        Some(url) => url,
+        None => {
+            // Made owner-only before SQLite opens it: its -wal and -shm
+            // files take the database file's mode.
+            let db = data_dir.join("ferry.db");
+            if let Err(e) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&db)
+            {
+                return fail(format!("--data-dir: cannot create {}: {e}", db.display()));
+            }
+            format!("sqlite://{}?mode=rwc", db.display())
+        }
+    };
     let store = match SqlJobStore::connect(&database_url).await {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(format!("--database-url: {e}")),

@@ -765,3 +765,33 @@ async fn a_job_with_a_failed_file_exits_7() {
     assert_eq!(job["status"], "completed_with_errors");
     assert_eq!(job["files"][1]["error"]["code"], "checksum_mismatch");
 }
+
+/// The data directory ferry serve makes is the owner's alone, and so are
+/// the SQLite store and its journal files (they hold source URLs and task
+/// tokens while jobs run).
+#[tokio::test]
+async fn the_data_dir_and_the_store_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("state");
+    let server = ServeProcess::start(ferry_bin(), &data, &[]);
+    let job = server
+        .submit(&json!({
+            "destination": "modes",
+            "files": [{ "source": "https://files.example.com/a.bin", "key": "a.bin" }]
+        }))
+        .await;
+    server.wait_terminal(job["id"].as_str().unwrap()).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("ferry.db") {
+            assert_eq!(mode(&path), 0o600, "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "the store's files were checked");
+}

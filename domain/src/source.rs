@@ -191,18 +191,25 @@ impl SourceUrl {
 }
 
 /// Redacts an arbitrary URL: userinfo dropped, query values and fragment
-/// replaced by `REDACTED`.
+/// replaced by `REDACTED`. A query segment without `=` (`?SECRETTOKEN`) may
+/// itself be the secret: it is replaced whole.
 pub fn redact_url(url: &Url) -> String {
     let mut copy = url.clone();
     // Both setters only fail for URLs that cannot carry credentials at all.
     let _ = copy.set_username("");
     let _ = copy.set_password(None);
-    if url.query().is_some() {
-        let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        if names.is_empty() {
+    if let Some(query) = url.query() {
+        let redacted: Vec<String> = query
+            .split('&')
+            .filter(|segment| !segment.is_empty())
+            .map(|segment| match segment.split_once('=') {
+                Some((name, _)) => format!("{name}=REDACTED"),
+                None => "REDACTED".to_owned(),
+            })
+            .collect();
+        if redacted.is_empty() {
             copy.set_query(Some("REDACTED"));
         } else {
-            let redacted: Vec<String> = names.iter().map(|k| format!("{k}=REDACTED")).collect();
             copy.set_query(Some(&redacted.join("&")));
         }
     }
@@ -351,6 +358,10 @@ mod tests {
         assert!(!out.contains("t0k"), "{out}");
         assert!(out.contains("boom"));
         assert!(out.contains("h.example/x?token=REDACTED"), "{out}");
+        // A bare query segment may be the secret itself.
+        let bare = SourceUrl::parse("https://h.example/x?SECRETTOKEN&a=1").unwrap();
+        assert_eq!(bare.redacted(), "https://h.example/x?REDACTED&a=REDACTED");
+        assert!(!format!("{bare:?} {bare}").contains("SECRETTOKEN"));
     }
 
     #[test]
