@@ -44,6 +44,9 @@ use ferry_domain::{RetryPolicy, SourceUrl};
 
 use crate::egress::{self, SourceGuard};
 
+/// Idle per-host limiters kept before unused ones are dropped.
+const HOST_LIMITERS_KEPT: usize = 1024;
+
 /// Tuning of the pooled client. Defaults follow undici's `Pool` (per-host
 /// connection cap, keep-alive, connect and read-idle timeouts).
 #[derive(Debug, Clone)]
@@ -256,13 +259,19 @@ impl PooledHttpClient {
         pool.0.clone()
     }
 
-    /// The per-host limiter, created on first use.
+    /// The per-host limiter, created on first use. Limiters nobody holds
+    /// (no request in flight, no permit out) are dropped once the map
+    /// passes [`HOST_LIMITERS_KEPT`] hosts, so a server fed many distinct
+    /// hosts does not grow without bound.
     fn host_limiter(&self, source: &SourceUrl) -> Arc<Semaphore> {
         let key = host_key(source);
         let mut hosts = match self.hosts.lock() {
             Ok(h) => h,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if hosts.len() >= HOST_LIMITERS_KEPT && !hosts.contains_key(&key) {
+            hosts.retain(|_, limiter| Arc::strong_count(limiter) > 1);
+        }
         hosts
             .entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_connections_per_host)))
@@ -630,6 +639,31 @@ where
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// Many distinct hosts: idle limiters are dropped past the bound; a
+    /// limiter in use is kept (its count survives).
+    #[tokio::test]
+    async fn idle_host_limiters_do_not_accumulate() {
+        let client = PooledHttpClient::new(HttpClientConfig::default()).unwrap();
+        let held = client.host_limiter(&SourceUrl::parse("https://busy.example/x").unwrap());
+        let permit = held.clone().try_acquire_owned().unwrap();
+        for i in 0..3 * HOST_LIMITERS_KEPT {
+            let url = SourceUrl::parse(&format!("https://h{i}.example/x")).unwrap();
+            let _ = client.host_limiter(&url);
+        }
+        let kept = client.hosts.lock().unwrap().len();
+        assert!(kept <= HOST_LIMITERS_KEPT + 1, "{kept} limiters kept");
+        let again = client.host_limiter(&SourceUrl::parse("https://busy.example/x").unwrap());
+        assert!(
+            Arc::ptr_eq(&held, &again),
+            "the busy host's limiter was kept"
+        );
+        assert_eq!(
+            again.available_permits(),
+            HttpClientConfig::default().max_connections_per_host - 1
+        );
+        drop(permit);
+    }
 
     #[test]
     fn parses_content_range() {
