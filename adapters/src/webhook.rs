@@ -1,5 +1,8 @@
 //! `JobEventsPort` that POSTs every event as JSON to a webhook, signed with
-//! HMAC-SHA256 (`X-Ferry-Signature: sha256=<hex of HMAC(secret, body)>`),
+//! HMAC-SHA256 over the delivery id, the timestamp and the body
+//! (`X-Ferry-Signature: sha256=<hex of HMAC(secret, "<delivery>.<timestamp>.<body>")>`,
+//! see [`signed_content`]), so a captured delivery cannot be replayed under
+//! a new delivery id, nor late without its old timestamp showing;
 //! retried with the domain's retry policy (full jitter) on transient
 //! statuses (`retry::is_transient_status`) and network errors.
 //!
@@ -61,7 +64,14 @@ impl WebhookConfig {
     }
 }
 
-/// The signature header value for `body`.
+/// What is signed: `<delivery id>.<unix seconds>.<body>`.
+pub fn signed_content(delivery: &str, timestamp: u64, body: &[u8]) -> Vec<u8> {
+    let mut content = format!("{delivery}.{timestamp}.").into_bytes();
+    content.extend_from_slice(body);
+    content
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, content)>`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     match <Hmac<Sha256> as KeyInit>::new_from_slice(secret) {
         Ok(mut mac) => {
@@ -104,7 +114,14 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, event: &JobEv
             return;
         }
     };
-    let sig = signature(&config.secret, body.as_bytes());
+    let delivery = format!("{}-{}", event.job_id, event.seq);
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let sig = signature(
+        &config.secret,
+        &signed_content(&delivery, timestamp, body.as_bytes()),
+    );
     let mut last;
     let first_try = std::time::Instant::now();
     let mut retry = 0;
@@ -113,11 +130,9 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, event: &JobEv
             .post(&config.url)
             .header("content-type", "application/json")
             .header("x-ferry-signature", &sig)
+            .header("x-ferry-timestamp", timestamp.to_string())
             .header("x-ferry-event", event.kind.name())
-            .header(
-                "x-ferry-delivery",
-                format!("{}-{}", event.job_id, event.seq),
-            )
+            .header("x-ferry-delivery", &delivery)
             .body(body.clone())
             .send()
             .await;

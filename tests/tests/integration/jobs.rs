@@ -550,7 +550,7 @@ mod step_functions {
 #[tokio::test]
 async fn every_event_reaches_the_webhook_signed_and_in_order() {
     use ferry_adapters::events::FanoutEvents;
-    use ferry_adapters::webhook::{WebhookConfig, WebhookEvents, signature};
+    use ferry_adapters::webhook::{WebhookConfig, WebhookEvents, signature, signed_content};
     use ferry_tests::recorder::Recorder;
     use hmac::{Hmac, KeyInit, Mac};
 
@@ -606,15 +606,34 @@ async fn every_event_reaches_the_webhook_signed_and_in_order() {
             .unwrap()
             .to_str()
             .unwrap();
-        assert_eq!(sig, signature(&secret, &r.body));
-        // Independent check with the hmac crate.
+        let header = |name: &str| r.headers.get(name).unwrap().to_str().unwrap().to_owned();
+        let (delivery, timestamp) = (header("x-ferry-delivery"), header("x-ferry-timestamp"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let ts: u64 = timestamp.parse().unwrap();
+        assert!(now.abs_diff(ts) < 300, "a fresh timestamp: {ts} vs {now}");
+        // Independent check with the hmac crate: delivery id, timestamp and
+        // body are all covered.
         let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&secret).unwrap();
+        mac.update(format!("{delivery}.{timestamp}.").as_bytes());
         mac.update(&r.body);
         assert_eq!(
             sig,
             format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
         );
+        // The same body under another delivery id does not verify.
+        let forged = format!("{}x", delivery);
+        assert_ne!(
+            sig,
+            signature(&secret, &signed_content(&forged, ts, &r.body))
+        );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            delivery,
+            format!("{}-{}", v["job_id"].as_str().unwrap(), v["seq"])
+        );
         assert_eq!(v["job_id"], rec.job.id.as_str());
         assert_eq!(
             r.headers.get("x-ferry-event").unwrap().to_str().unwrap(),
