@@ -364,6 +364,28 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         got.job.tasks()[0].spec.headers.is_empty(),
         "headers outlived the job"
     );
+    // An ended job keeps no full URL; its task token stays until the
+    // callback is settled, then goes.
+    for task in got.job.tasks() {
+        let kept = task.spec.source.expose();
+        assert!(!kept.contains("secret") && !kept.contains("abc"), "{kept}");
+        assert_eq!(kept, task.spec.source.redacted());
+    }
+    assert_eq!(got.task_token.as_deref(), Some("token-1"));
+    with_headers.callback = Some(ferry_domain::ports::CallbackOutcome::Sent(
+        ferry_domain::ports::CallbackSent::TaskFailure,
+    ));
+    store.save_job(&with_headers).await.unwrap();
+    let got = store.get(&with_headers.job.id).await.unwrap().unwrap();
+    assert_eq!(got.task_token, None, "the token outlived its callback");
+    // An ended export job keeps its provider URLs redacted.
+    let mut exported = export_record(&id("export-ended"), 9_500);
+    store.create(&exported).await.unwrap();
+    exported.job.fail("provider gone".into()).unwrap();
+    store.save_job(&exported).await.unwrap();
+    let got = store.get(&exported.job.id).await.unwrap().unwrap();
+    let start = got.export.unwrap().spec.start_url.expose().to_owned();
+    assert!(!start.contains("s3cret"), "{start}");
 
     keyed(store, ns).await;
 }

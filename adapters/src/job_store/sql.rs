@@ -280,6 +280,15 @@ fn export_text(record: &JobRecord) -> Option<String> {
         .map(|e| codec::export_json(e).to_string())
 }
 
+/// `e` with its URLs redacted (what an ended job keeps).
+fn redacted_export(e: &ferry_domain::Export) -> ferry_domain::Export {
+    let redact = |u: &SourceUrl| SourceUrl::parse(&u.redacted()).unwrap_or_else(|_| u.clone());
+    let mut copy = e.clone();
+    copy.spec.start_url = redact(&e.spec.start_url);
+    copy.progress.status_url = e.progress.status_url.as_ref().map(redact);
+    copy
+}
+
 /// A task's stored headers (JSON pairs).
 fn headers_from(stored: Option<String>) -> Result<SourceHeaders, JobStoreError> {
     let Some(text) = stored else {
@@ -612,16 +621,29 @@ impl JobStorePort for SqlJobStore {
     }
 
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
+        let ended = record.job.status().is_terminal();
+        // An ended job keeps no secret it no longer needs: its export's
+        // URLs redacted, and its task token once the callback is settled.
+        let export = if ended {
+            record
+                .export
+                .as_ref()
+                .map(|e| codec::export_json(&redacted_export(e)).to_string())
+        } else {
+            export_text(record)
+        };
         let done = sqlx::query(
             "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
-                export = $5
-             WHERE id = $6",
+                export = $5,
+                task_token = CASE WHEN $6 = 1 THEN NULL ELSE task_token END
+             WHERE id = $7",
         )
         .bind(record.job.status().as_str())
         .bind(record.job.failure().map(str::to_owned))
         .bind(record.callback.as_ref().map(ToString::to_string))
         .bind(record.updated_at_ms)
-        .bind(export_text(record))
+        .bind(export)
+        .bind(i64::from(ended && record.callback.is_some()))
         .bind(record.job.id.as_str())
         .execute(&self.pool)
         .await
@@ -629,15 +651,31 @@ impl JobStorePort for SqlJobStore {
         if done.rows_affected() == 0 {
             return Err(JobStoreError::NotFound(record.job.id.clone()));
         }
-        if record.job.status().is_terminal() {
-            // The job needs its files' headers no longer: they go.
+        if ended {
+            // The job needs its files' headers and full URLs no longer:
+            // they go (sources keep their redacted form).
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
             sqlx::query(
                 "UPDATE ferry_tasks SET headers = NULL WHERE job_id = $1 AND headers IS NOT NULL",
             )
             .bind(record.job.id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+            for task in record.job.tasks() {
+                let redacted = task.spec.source.redacted();
+                if redacted == task.spec.source.expose() {
+                    continue;
+                }
+                sqlx::query("UPDATE ferry_tasks SET source = $1 WHERE job_id = $2 AND idx = $3")
+                    .bind(redacted)
+                    .bind(record.job.id.as_str())
+                    .bind(i64::try_from(task.index).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
         }
         Ok(())
     }
