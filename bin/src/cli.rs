@@ -395,6 +395,10 @@ pub struct ServeArgs {
     /// A client must send its request headers within this (slowloris guard).
     #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: std::time::Duration,
+    /// A request body must have arrived whole within this (a trickled body
+    /// gets 408 and its connection is closed).
+    #[arg(long, env = "FERRY_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: std::time::Duration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "FERRY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,

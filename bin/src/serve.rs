@@ -322,6 +322,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             )),
         },
         args.max_body.as_u64().try_into().unwrap_or(usize::MAX),
+        args.body_read_timeout,
     );
     eprintln!(
         "ferry serve: listening on http://{addr} (data {}, job store {}, {}, source guard {})",

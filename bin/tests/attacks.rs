@@ -1108,3 +1108,63 @@ async fn a_replayed_idempotency_key_makes_one_job() {
     let (_, _, all) = call(&seen, http.get(&url).bearer_auth(&ops)).await;
     assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
 }
+
+/// A body trickled byte by byte is cut at `--body-read-timeout`: 408, the
+/// connection closed, nothing stored; a body sent at once is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_at_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &["--body-read-timeout", "2s"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        // One byte every 200 ms: forever, by the body's standard.
+        for _ in 0..100 {
+            if sock.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut probe = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), sock.peek(&mut probe)).await
+                && n > 0
+            {
+                break;
+            }
+        }
+    };
+    trickle.await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "cut after {took:?}"
+    );
+    // The connection was closed (read_to_end returned).
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(format!("{}/v1/jobs", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 0);
+    let resp = http
+        .post(format!("{}/v1/jobs", server.url))
+        .json(&json!({"destination": "ok", "files": [{"source": "https://files.example.com/a.bin", "key": "a.bin"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+}

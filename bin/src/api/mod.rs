@@ -155,7 +155,68 @@ impl From<JobStoreError> for ApiError {
     }
 }
 
+/// A request body that was not whole by its deadline.
+#[derive(Debug)]
+struct BodyDeadline;
+
+impl std::fmt::Display for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyDeadline {}
+
+/// Gives every request body an overall deadline (a trickled body holds a
+/// connection no longer than that): past it, reading the body fails with
+/// [`BodyDeadline`], answered 408.
+async fn body_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    let (parts, body) = req.into_parts();
+    let timed = futures::stream::unfold(
+        (body.into_data_stream(), false),
+        move |(mut data, failed)| async move {
+            if failed {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, data.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), (data, false))),
+                Ok(Some(Err(e))) => Some((Err(BoxedError::from(e)), (data, true))),
+                Ok(None) => None,
+                Err(_) => Some((Err(BoxedError::from(BodyDeadline)), (data, true))),
+            }
+        },
+    );
+    next.run(Request::from_parts(
+        parts,
+        axum::body::Body::from_stream(timed),
+    ))
+    .await
+}
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether `e` (or what it wraps) is the body deadline.
+fn is_body_deadline(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<BodyDeadline>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn json_rejection(r: &JsonRejection) -> ApiError {
+    if is_body_deadline(r) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time; send it whole, faster",
+        );
+    }
     let status = r.status();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
@@ -171,8 +232,9 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     })
 }
 
-/// The router; `max_body` bounds request bodies (413 beyond).
-pub fn router(state: AppState, max_body: usize) -> Router {
+/// The router; `max_body` bounds request bodies (413 beyond), and a body
+/// must have arrived whole within `body_timeout` (408 beyond).
+pub fn router(state: AppState, max_body: usize, body_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -196,6 +258,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .with_state(state)
 }
 
@@ -339,6 +402,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         (status = 202, description = "accepted and stored; it runs now", body = JobDto),
         (status = 400, description = "invalid request (`field` names the culprit, e.g. files[3].sha256, or Idempotency-Key)", body = ErrorDto),
         (status = 401, description = "a token is needed (when the server has tokens)", body = ErrorDto),
+        (status = 408, description = "the body did not arrive whole within --body-read-timeout (`body_timeout`)", body = ErrorDto),
         (status = 413, description = "body too large", body = ErrorDto),
         (status = 415, description = "not application/json", body = ErrorDto),
         (status = 422, description = "JSON of the wrong shape, or an Idempotency-Key already used with another request (`idempotency_key_reused`)", body = ErrorDto),
