@@ -21,6 +21,9 @@ fi
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# One worker: with two, schemathesis 4.32.5's coverage phase once failed
+# with an internal KeyError (a race in its own caches, not an answer of
+# ferry's); one worker takes about 15 s.
 # A job's event stream lasts as long as the job: generous transfer slots
 # let generated jobs (whose sources fail and are retried) end quickly, and
 # the request timeout leaves room for the retries' backoff.
@@ -47,7 +50,7 @@ set +e
   --phases examples,coverage,fuzzing,stateful \
   --max-examples 60 \
   --request-timeout 30 \
-  --workers 2 \
+  --workers 1 \
   --suppress-health-check all \
   --no-color 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
