@@ -429,6 +429,11 @@ pub struct ServeArgs {
     /// Largest request head (request line and headers) accepted (431 beyond).
     #[arg(long, env = "FERRY_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
     pub max_header_bytes: ByteSize,
+    /// Open client connections at most; beyond it, new connections wait in
+    /// the kernel's accept queue until one closes (idle ones close after
+    /// --header-read-timeout).
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Event streams one caller may hold open at once (429 beyond; 0: no limit).
     #[arg(long, env = "FERRY_MAX_STREAMS_PER_CALLER", default_value_t = 64)]
     pub max_streams_per_caller: usize,

@@ -432,7 +432,19 @@ async fn serve_until_signal(
     let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // One permit per open connection: at the cap, the loop stops accepting
+    // until a connection ends.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    ));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut signal => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -452,6 +464,7 @@ async fn serve_until_signal(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut signal => break,

@@ -1168,3 +1168,41 @@ async fn a_trickled_body_is_cut_at_the_body_timeout() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
+
+/// `--max-connections`: at the cap, a new connection waits (it is not
+/// served) until an open one closes; then it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        FERRY,
+        dir.path(),
+        &["--max-connections", "3", "--header-read-timeout", "30s"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // Let the server take all three.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let healthz = format!("{}/healthz", server.url);
+    let waited = http
+        .get(&healthz)
+        .timeout(Duration::from_millis(1500))
+        .send()
+        .await;
+    assert!(waited.is_err(), "served beyond the cap: {waited:?}");
+    drop(held.pop());
+    let served = http
+        .get(&healthz)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+}
