@@ -58,22 +58,45 @@ impl CheckpointFiles {
     /// process at a time works on its checkpoint. The OS releases it when
     /// the process ends, however it ends; dropping the guard also removes
     /// the file (a crash leaves it, and the next lock reuses it).
+    ///
+    /// A process that opened the file just before its holder removed it
+    /// would lock a file no longer at the path while a third process locks
+    /// a new one: so a lock counts only if the locked file is still the one
+    /// at the path, and is taken again otherwise.
     pub fn lock(&self, id: &TransferId) -> Result<TransferLock, LockError> {
         let path = self.dir.join(format!("{id}.lock"));
         let shown = path.display().to_string();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LockError::Failed(format!("cannot open {shown}: {e}")))?;
-        match file.try_lock() {
-            Ok(()) => Ok(TransferLock { path, _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(LockError::Failed(format!("cannot lock {shown}: {e}")))
+        for _ in 0..8 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| LockError::Failed(format!("cannot open {shown}: {e}")))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(LockError::Held),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(LockError::Failed(format!("cannot lock {shown}: {e}")));
+                }
             }
+            if is_at_path(&file, &path) {
+                return Ok(TransferLock { path, _file: file });
+            }
+            // Removed or replaced since we opened it: try the current one.
         }
+        Err(LockError::Failed(format!(
+            "cannot lock {shown}: the file keeps being replaced"
+        )))
+    }
+}
+
+/// Whether `file` is the file now at `path` (same device and inode).
+fn is_at_path(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+        _ => false,
     }
 }
 
@@ -85,8 +108,9 @@ pub enum LockError {
     Failed(String),
 }
 
-/// A held transfer lock; removes its file when dropped (still holding the
-/// lock, so no other process is between opening and locking it).
+/// A held transfer lock; removes its file when dropped (a process that
+/// opened it meanwhile sees, after locking, that it is no longer at the
+/// path, and opens the new one: see [`CheckpointFiles::lock`]).
 #[derive(Debug)]
 pub struct TransferLock {
     path: PathBuf,
@@ -192,5 +216,24 @@ impl CheckpointStorePort for CheckpointFiles {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check that makes a lock count: a handle whose file was removed
+    /// or replaced at the path is not the lock.
+    #[test]
+    fn a_lock_file_removed_or_replaced_after_opening_is_not_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let stale = std::fs::File::create(&path).unwrap();
+        assert!(is_at_path(&stale, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!is_at_path(&stale, &path));
+        std::fs::write(&path, b"").unwrap();
+        assert!(!is_at_path(&stale, &path));
     }
 }
