@@ -70,7 +70,8 @@ function walk(dir) {
     .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
 }
 
-const jobStatus = (page) => page.$eval('#job-facts dd', (d) => d.textContent);
+// '' until the job's page has rendered its facts.
+const jobStatus = (page) => page.$eval('#job-facts dd', (d) => d.textContent).catch(() => '');
 
 async function axeCheck(browser, url, views) {
   for (const colorScheme of ['light', 'dark']) {
