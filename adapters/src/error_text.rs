@@ -18,7 +18,7 @@ pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> Option<String> 
 
 /// The first cause of type `T` in an error's chain (the error itself
 /// included).
-pub(crate) fn find_cause<T: std::error::Error + Clone + 'static>(
+pub fn find_cause<T: std::error::Error + Clone + 'static>(
     error: &(dyn std::error::Error + 'static),
 ) -> Option<T> {
     let mut current = Some(error);

@@ -17,7 +17,7 @@
 pub mod aws;
 pub mod checkpoint;
 pub mod egress;
-mod error_text;
+pub mod error_text;
 pub mod events;
 pub mod export_provider;
 pub mod filesystem;

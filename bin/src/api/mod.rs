@@ -156,7 +156,7 @@ impl From<JobStoreError> for ApiError {
 }
 
 /// A request body that was not whole by its deadline.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct BodyDeadline;
 
 impl std::fmt::Display for BodyDeadline {
@@ -197,20 +197,8 @@ async fn body_deadline(State(limit): State<Duration>, req: Request, next: Next) 
 
 type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether `e` (or what it wraps) is the body deadline.
-fn is_body_deadline(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<BodyDeadline>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 fn json_rejection(r: &JsonRejection) -> ApiError {
-    if is_body_deadline(r) {
+    if ferry_adapters::error_text::find_cause::<BodyDeadline>(r).is_some() {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
@@ -476,9 +464,7 @@ async fn submit_job(
 /// What identifies a request for its idempotency key: the SHA-256 of its
 /// JSON (objects' keys in a fixed order).
 fn fingerprint(value: &serde_json::Value) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(serde_json::to_vec(value).unwrap_or_default());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(auth::sha256(&serde_json::to_vec(value).unwrap_or_default()))
 }
 
 /// A job with its files.

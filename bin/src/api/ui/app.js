@@ -209,17 +209,19 @@ function renderJobs() {
   document.querySelectorAll('.owner-col').forEach((c) => { c.hidden = !owners; });
 }
 
-function noteProgress(id, bytesDone) {
+// A smoothed rate (bytes/s) per key in `rates`, from successive byte
+// counts at least `minSeconds` apart.
+function noteRate(rates, key, bytesDone, start, minSeconds) {
   const now = Date.now();
-  const r = state.rates.get(id) || { bytes: bytesDone, at: now, rate: 0 };
+  const r = rates.get(key) || { bytes: start, at: now, rate: 0 };
   const dt = (now - r.at) / 1000;
-  if (dt >= 1) {
+  if (dt >= minSeconds) {
     const inst = Math.max(0, (bytesDone - r.bytes) / dt);
     r.rate = r.rate ? r.rate * 0.5 + inst * 0.5 : inst;
     r.bytes = bytesDone;
     r.at = now;
   }
-  state.rates.set(id, r);
+  rates.set(key, r);
 }
 
 const refreshing = new Map();
@@ -261,7 +263,7 @@ function onJobsItem(item) {
       if (f) f.bytes_done = item.bytes_done;
       const total = files.reduce((a, x) => a + (x.bytes_done || 0), 0);
       job.summary.bytes_done = Math.max(job.summary.bytes_done, total);
-      noteProgress(item.job_id, total);
+      noteRate(state.rates, item.job_id, total, total, 1);
       renderJobs();
     }
     return;
@@ -422,16 +424,7 @@ function onJobItem(job, item) {
       break;
     case 'file_progress':
       if (f) {
-        const now = Date.now();
-        const r = fileRates.get(item.index) || { bytes: 0, at: now, rate: 0 };
-        const dt = (now - r.at) / 1000;
-        if (dt > 0.2) {
-          const inst = Math.max(0, (item.bytes_done - r.bytes) / dt);
-          r.rate = r.rate ? r.rate * 0.5 + inst * 0.5 : inst;
-          r.bytes = item.bytes_done;
-          r.at = now;
-        }
-        fileRates.set(item.index, r);
+        noteRate(fileRates, item.index, item.bytes_done, 0, 0.2);
         f.bytes_done = item.bytes_done;
         if (item.total) f.total = item.total;
         job.summary.bytes_done = job.files.reduce((a, x) => a + (x.bytes_done || 0), 0);
