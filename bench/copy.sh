@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark: URL -> local directory, ferry against `curl | tee | sha256sum`.
+# Benchmark: URL -> local directory, ferry against curl (with and without a hash).
 #
 # Serves generated files from nginx on loopback (installed from Debian's
 # packages if missing; falls back to ferry's own test origin with
 # FERRY_BENCH_ORIGIN=own) and, for each size, reports throughput (MB/s,
-# 10^6 bytes per second) and peak RSS (/usr/bin/time -v) of:
+# 10^6 bytes per second), peak RSS and CPU-s (user + sys; /usr/bin/time -v) of:
 #   ferry copy URL DIR/ --sha256 HEX --compute-md5   (SHA-256 + MD5, verified)
+#   ferry copy URL DIR/ --sha256 HEX                 (SHA-256, verified)
+#   curl -s -o FILE URL                              (no hash)
 #   curl -s URL | tee FILE | sha256sum               (SHA-256 only, unverified)
 #
 # Usage: bench/copy.sh [SIZES_GIB...]   (default: 1 5)
@@ -47,38 +49,48 @@ else
 fi
 sleep 0.5
 
-# Runs a command under /usr/bin/time -v; prints "seconds peak_rss_kib".
+# Runs a command under /usr/bin/time -v; prints "seconds peak_rss_kib cpu_s".
 measure() {
   local log="$scratch/time.log"
   /usr/bin/time -v -o "$log" "$@" > /dev/null
   local wall rss
   wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
   rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+  cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$log")
   python3 -c "
 import sys
 parts=[float(p) for p in '$wall'.split(':')]
 secs=sum(p*60**i for i,p in enumerate(reversed(parts)))
-print(f'{secs:.3f} $rss')"
+print(f'{secs:.3f} $rss $cpu')"
 }
 
 echo "origin: $origin_desc on 127.0.0.1:$port; cpus: $(nproc); $(date -u +%Y-%m-%dT%H:%MZ)"
-printf '%-6s %-34s %10s %10s %12s\n' size tool seconds MB/s peak_RSS_MiB
+printf '%-6s %-34s %10s %10s %12s %8s\n' size tool seconds MB/s peak_RSS_MiB CPU_s
+# row SIZE TOOL SECS RSS_KIB CPU BYTES
+row() {
+  printf '%-6s %-34s %10s %10.1f %12.1f %8s\n' "$1" "$2" "$3" \
+    "$(python3 -c "print($6/$3/1e6)")" "$(python3 -c "print($4/1024)")" "$5"
+}
 for g in "${sizes[@]}"; do
   name="bench-${g}g.bin"
   url="http://127.0.0.1:$port/$name"
   bytes=$((g * 1024 * 1024 * 1024))
   sha=$(sha256sum "$scratch/srv/$name" | cut -d' ' -f1)
 
-  rm -f "$scratch/out/$name"
-  read -r secs rss < <(measure "$bin/ferry" copy "$url" "$scratch/out/" --sha256 "$sha" --compute-md5 --json)
-  got=$(sha256sum "$scratch/out/$name" | cut -d' ' -f1)
-  [ "$got" = "$sha" ] || { echo "ferry produced a wrong file" >&2; exit 1; }
-  printf '%-6s %-34s %10s %10.1f %12.1f\n' "${g}GiB" "ferry copy (sha256+md5, verified)" "$secs" \
-    "$(python3 -c "print($bytes/$secs/1e6)")" "$(python3 -c "print($rss/1024)")"
+  for md5 in "" --compute-md5; do
+    rm -f "$scratch/out/$name"
+    read -r secs rss cpu < <(measure "$bin/ferry" copy "$url" "$scratch/out/" --sha256 "$sha" $md5 --json)
+    got=$(sha256sum "$scratch/out/$name" | cut -d' ' -f1)
+    [ "$got" = "$sha" ] || { echo "ferry produced a wrong file" >&2; exit 1; }
+    row "${g}GiB" "ferry copy (sha256${md5:++md5}, verified)" "$secs" "$rss" "$cpu" "$bytes"
+  done
 
   rm -f "$scratch/out/$name"
-  read -r secs rss < <(measure bash -c "curl -s '$url' | tee '$scratch/out/$name' | sha256sum")
-  printf '%-6s %-34s %10s %10.1f %12.1f\n' "${g}GiB" "curl | tee | sha256sum" "$secs" \
-    "$(python3 -c "print($bytes/$secs/1e6)")" "$(python3 -c "print($rss/1024)")"
+  read -r secs rss cpu < <(measure curl -s -o "$scratch/out/$name" "$url")
+  row "${g}GiB" "curl -o (no hash)" "$secs" "$rss" "$cpu" "$bytes"
+
+  rm -f "$scratch/out/$name"
+  read -r secs rss cpu < <(measure bash -c "curl -s '$url' | tee '$scratch/out/$name' | sha256sum")
+  row "${g}GiB" "curl | tee | sha256sum" "$secs" "$rss" "$cpu" "$bytes"
   rm -f "$scratch/out/$name"
 done

@@ -2,6 +2,7 @@
 # bench/lib.sh). start_nginx PORT WORKERS serves $scratch/srv on
 # 127.0.0.1:PORT, config, pid and logs under $scratch, installing nginx from
 # Debian's packages if missing; the caller stops it with the pid file.
+# Directories are listed (autoindex), for `rclone copy --http-url`.
 start_nginx() {
   local port=$1 workers=$2
   command -v nginx >/dev/null || apt-get install -y -q nginx-light >&2 || apt-get install -y -q nginx >&2
@@ -16,7 +17,7 @@ http {
   access_log off; sendfile on; gzip off;
   client_body_temp_path $scratch/tmp; proxy_temp_path $scratch/tmp;
   fastcgi_temp_path $scratch/tmp; uwsgi_temp_path $scratch/tmp; scgi_temp_path $scratch/tmp;
-  server { listen 127.0.0.1:$port; root $scratch/srv; }
+  server { listen 127.0.0.1:$port; root $scratch/srv; autoindex on; }
 }
 CONF
   nginx -c "$scratch/nginx.conf"

@@ -46,6 +46,10 @@ pub(crate) struct Checkpointer {
     pub(crate) source: Option<SourceIdentity>,
     /// Offset of the last checkpoint saved by this call.
     pub(crate) saved_at: Option<u64>,
+    /// A checkpoint of this transfer may be on record (one was loaded, or a
+    /// save was attempted): only then is there anything to clear. A file
+    /// that never reached a checkpoint costs the store nothing.
+    pub(crate) recorded: bool,
 }
 
 impl Checkpointer {
@@ -56,6 +60,7 @@ impl Checkpointer {
             key,
             source: None,
             saved_at: None,
+            recorded: false,
         }
     }
 
@@ -88,6 +93,7 @@ impl Checkpointer {
             }
         };
         kill_point("ferry-before-checkpoint", at);
+        self.recorded = true;
         match self.store.save(&self.id, &checkpoint).await {
             Ok(()) => {
                 debug!(transfer = %self.id, at, "checkpoint saved");
@@ -99,6 +105,9 @@ impl Checkpointer {
     }
 
     pub(crate) async fn clear(&self) {
+        if !self.recorded {
+            return;
+        }
         if let Err(e) = self.store.remove(&self.id).await {
             warn!(transfer = %self.id, error = %e, "could not remove a checkpoint");
         }

@@ -91,6 +91,93 @@ impl StreamHasher {
     }
 }
 
+/// Chunks at least this long are hashed on a blocking thread; shorter ones
+/// cost less to hash than to hand over.
+pub const OFFLOAD_AT: usize = 256 * 1024;
+
+/// A [`StreamHasher`] fed in order whose large chunks are hashed on a
+/// blocking thread, so that hashing chunk N overlaps writing chunk N and
+/// reading chunk N+1 (two cores: one for the socket and the write, one for
+/// the digests). At most one chunk is in flight; whatever it must keep
+/// alive (the chunk itself, its memory reservation) is held until it is
+/// hashed.
+pub struct PipelinedHasher {
+    /// The hasher when no chunk is in flight (a placeholder while one is).
+    hasher: StreamHasher,
+    busy: Option<tokio::task::JoinHandle<StreamHasher>>,
+    fed: u64,
+}
+
+impl std::fmt::Debug for PipelinedHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelinedHasher")
+            .field("fed", &self.fed)
+            .field("busy", &self.busy.is_some())
+            .finish()
+    }
+}
+
+/// The blocking thread hashing a chunk was lost (the runtime is shutting
+/// down).
+#[derive(Debug, Error)]
+#[error("hashing was interrupted: {0}")]
+pub struct HashingInterrupted(#[source] tokio::task::JoinError);
+
+impl PipelinedHasher {
+    pub fn new(hasher: StreamHasher) -> Self {
+        Self {
+            fed: hasher.bytes(),
+            hasher,
+            busy: None,
+        }
+    }
+
+    /// Bytes fed so far, hashed or in flight.
+    pub fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Waits for the chunk in flight, if any, and gives the hasher.
+    pub async fn settled(&mut self) -> Result<&mut StreamHasher, HashingInterrupted> {
+        if let Some(handle) = self.busy.take() {
+            self.hasher = handle.await.map_err(HashingInterrupted)?;
+        }
+        Ok(&mut self.hasher)
+    }
+
+    /// Feeds the next chunk: hashed on a blocking thread when it is large
+    /// and a runtime is at hand (`keep` dropped once it is hashed), else
+    /// here. Waits for the previous chunk first.
+    pub async fn feed(
+        &mut self,
+        chunk: bytes::Bytes,
+        keep: impl Send + 'static,
+    ) -> Result<(), HashingInterrupted> {
+        self.settled().await?;
+        self.fed += chunk.len() as u64;
+        let hasher = &mut self.hasher;
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        match runtime.filter(|_| chunk.len() >= OFFLOAD_AT) {
+            Some(runtime) => {
+                let mut owned = std::mem::replace(hasher, StreamHasher::new(false));
+                self.busy = Some(runtime.spawn_blocking(move || {
+                    owned.update(&chunk);
+                    drop(keep);
+                    owned
+                }));
+            }
+            None => hasher.update(&chunk),
+        }
+        Ok(())
+    }
+
+    /// Waits for the last chunk and gives the hasher back.
+    pub async fn finish(mut self) -> Result<StreamHasher, HashingInterrupted> {
+        self.settled().await?;
+        Ok(self.hasher)
+    }
+}
+
 fn deserialize<T: SerializableState>(
     raw: &[u8],
     algorithm: ChecksumAlgorithm,
@@ -114,6 +201,58 @@ mod tests {
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         );
         assert_eq!(md5.unwrap().hex(), "098f6bcd4621d373cade4e832627b4f6");
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 131 % 251) as u8).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_hashing_gives_the_same_digests_and_releases_what_it_keeps() {
+        let data = pattern(3 * OFFLOAD_AT + 12_345);
+        let mut plain = StreamHasher::new(true);
+        plain.update(&data);
+        let want = plain.finalize();
+
+        let kept = std::sync::Arc::new(());
+        let mut pipe = PipelinedHasher::new(StreamHasher::new(true));
+        // Large (offloaded) and small (inline) chunks, in order.
+        let cuts = [
+            0,
+            OFFLOAD_AT + 1,
+            OFFLOAD_AT + 100,
+            2 * OFFLOAD_AT + 7,
+            data.len(),
+        ];
+        for pair in cuts.windows(2) {
+            let chunk = bytes::Bytes::copy_from_slice(&data[pair[0]..pair[1]]);
+            pipe.feed(chunk, kept.clone()).await.unwrap();
+            assert_eq!(pipe.fed(), pair[1] as u64);
+        }
+        let settled = pipe.settled().await.unwrap().snapshot();
+        assert_eq!(settled.bytes, data.len() as u64);
+        let hasher = pipe.finish().await.unwrap();
+        assert_eq!(
+            std::sync::Arc::strong_count(&kept),
+            1,
+            "every chunk's keep-alive is dropped once hashed"
+        );
+        assert_eq!(hasher.bytes(), data.len() as u64);
+        assert_eq!(hasher.finalize(), want);
+    }
+
+    #[test]
+    fn without_a_runtime_chunks_are_hashed_in_place() {
+        let data = pattern(2 * OFFLOAD_AT);
+        let mut plain = StreamHasher::new(false);
+        plain.update(&data);
+        let want = plain.finalize();
+        let got = futures::executor::block_on(async {
+            let mut pipe = PipelinedHasher::new(StreamHasher::new(false));
+            pipe.feed(bytes::Bytes::from(data), ()).await.unwrap();
+            pipe.finish().await.unwrap()
+        });
+        assert_eq!(got.finalize(), want);
     }
 
     #[test]

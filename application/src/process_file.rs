@@ -21,7 +21,7 @@ use ferry_domain::{Checkpoint, ChecksumAlgorithm, ObjectKey, TransferId};
 use crate::backpressure::Backpressure;
 use crate::checkpointing::{Checkpointer, url_fingerprint};
 use crate::chunking::{Rechunker, chunk_size_for, chunk_size_under};
-use crate::hashing::{HashState, StreamHasher};
+use crate::hashing::{HashState, HashingInterrupted, PipelinedHasher, StreamHasher};
 use crate::killpoint::kill_point;
 use crate::size_guard::SizeGuard;
 
@@ -207,7 +207,9 @@ impl ProcessFile {
         checkpointer: &mut Checkpointer,
         started: Instant,
     ) -> Result<Resume, ProcessFileError> {
-        let checkpoint = match checkpointer.store.load(&checkpointer.id).await {
+        let loaded = checkpointer.store.load(&checkpointer.id).await;
+        checkpointer.recorded = !matches!(loaded, Ok(None));
+        let checkpoint = match loaded {
             Ok(Some(c)) => c,
             Ok(None) => return Ok(Resume::Fresh),
             Err(e) => {
@@ -520,12 +522,34 @@ impl ProcessFile {
         writer: &mut dyn StagedWrite,
         hasher: &mut StreamHasher,
         guard: &mut SizeGuard,
+        checkpointer: Option<&mut Checkpointer>,
+    ) -> Result<(), ProcessFileError> {
+        let mut pipe = PipelinedHasher::new(std::mem::replace(hasher, StreamHasher::new(false)));
+        let pumped = self
+            .pump_through(command, meta, body, writer, &mut pipe, guard, checkpointer)
+            .await;
+        *hasher = pipe
+            .finish()
+            .await
+            .map_err(|e| hashing_failed(command, e))?;
+        pumped
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump_through(
+        &self,
+        command: &ProcessFileCommand,
+        meta: &SourceMeta,
+        body: ferry_domain::ByteStream<DownloadError>,
+        writer: &mut dyn StagedWrite,
+        hasher: &mut PipelinedHasher,
+        guard: &mut SizeGuard,
         mut checkpointer: Option<&mut Checkpointer>,
     ) -> Result<(), ProcessFileError> {
         let class_size = chunk_size_for(meta.total_length);
         let target = class_size;
         let replayable = meta.is_replayable();
-        let mut body = Rechunker::starting_at(body, target, hasher.bytes());
+        let mut body = Rechunker::starting_at(body, target, hasher.fed());
         let mut source_resumes = self.config.resume_attempts;
         let mut write_retries = self.config.resume_attempts;
         // Hash states at the start of each chunk not yet durable in storage.
@@ -536,8 +560,8 @@ impl ProcessFile {
                 body.set_target(size);
             }
             // The chunk's memory is taken before it is read and held until
-            // it is written.
-            let _reservation = match &self.config.memory {
+            // it is written and hashed.
+            let reservation = match &self.config.memory {
                 Some(memory) => Some(memory.reserve(body.target() as u64).await),
                 None => None,
             };
@@ -548,10 +572,18 @@ impl ProcessFile {
                 Ok(chunk) => {
                     let chunk_started = Instant::now();
                     if replayable {
-                        snapshots.push_back(hasher.snapshot());
+                        let settled = hasher
+                            .settled()
+                            .await
+                            .map_err(|e| hashing_failed(command, e))?;
+                        snapshots.push_back(settled.snapshot());
                     }
                     guard.add(chunk.len() as u64)?;
-                    hasher.update(&chunk);
+                    // Hashed on another thread while this one writes.
+                    hasher
+                        .feed(chunk.clone(), reservation)
+                        .await
+                        .map_err(|e| hashing_failed(command, e))?;
                     if let Err(error) = writer.write(chunk).await {
                         if !(error.is_retryable() && replayable && write_retries > 0) {
                             return Err(error.into());
@@ -561,11 +593,12 @@ impl ProcessFile {
                         let Some(state) = snapshots.iter().find(|s| s.bytes == durable) else {
                             return Err(error.into());
                         };
-                        *hasher =
+                        let restored =
                             StreamHasher::restore(state).map_err(|e| StorageError::Unexpected {
                                 location: command.key.to_string(),
                                 source: Box::new(e),
                             })?;
+                        *hasher = PipelinedHasher::new(restored);
                         guard.rewind_to(durable);
                         warn!(key = %command.key, durable, %error, "storage write failed; re-reading the source from the durable offset");
                         writer.rewind(durable).await?;
@@ -577,17 +610,18 @@ impl ProcessFile {
                         pressure.record_chunk(chunk_started.elapsed());
                     }
                     if replayable && let Some(checkpointer) = checkpointer.as_deref_mut() {
-                        kill_point("ferry-after-write", hasher.bytes());
-                        checkpoint(writer, hasher, &snapshots, checkpointer, false).await?;
+                        kill_point("ferry-after-write", hasher.fed());
+                        checkpoint(command, writer, hasher, &snapshots, checkpointer, false)
+                            .await?;
                     }
                     let durable = writer.durable_offset();
                     while snapshots.front().is_some_and(|s| s.bytes < durable) {
                         snapshots.pop_front();
                     }
-                    command.progress.advanced(hasher.bytes());
+                    command.progress.advanced(hasher.fed());
                 }
                 Err(error) => {
-                    let offset = hasher.bytes();
+                    let offset = hasher.fed();
                     if !(error.is_retryable() && replayable && source_resumes > 0) {
                         return Err(body_error(error, meta, offset));
                     }
@@ -602,21 +636,36 @@ impl ProcessFile {
     }
 }
 
+/// A hashing thread lost, as the storage-side unexpected failure it is
+/// (the runtime is going away; the transfer can be resumed).
+fn hashing_failed(command: &ProcessFileCommand, error: HashingInterrupted) -> ProcessFileError {
+    ProcessFileError::Storage(StorageError::Unexpected {
+        location: command.key.to_string(),
+        source: Box::new(error),
+    })
+}
+
 /// Asks the storage whether a checkpoint is due and, if so, saves it with
-/// the hash state at the storage's durable offset.
+/// the hash state at the storage's durable offset (waiting for the chunk
+/// being hashed only then).
 async fn checkpoint(
+    command: &ProcessFileCommand,
     writer: &mut dyn StagedWrite,
-    hasher: &StreamHasher,
+    hasher: &mut PipelinedHasher,
     snapshots: &VecDeque<HashState>,
     checkpointer: &mut Checkpointer,
     force: bool,
-) -> Result<(), StorageError> {
+) -> Result<(), ProcessFileError> {
     let Some(staged) = writer.checkpoint(force).await? else {
         return Ok(());
     };
     let at = staged.committed();
-    let hash = if at == hasher.bytes() {
-        Some(hasher.snapshot())
+    let hash = if at == hasher.fed() {
+        let settled = hasher
+            .settled()
+            .await
+            .map_err(|e| hashing_failed(command, e))?;
+        Some(settled.snapshot())
     } else {
         snapshots.iter().find(|s| s.bytes == at).cloned()
     };
@@ -757,13 +806,27 @@ impl ProcessFilePort for ProcessFile {
         let bytes = hasher.bytes();
         if let Some(cp) = checkpointer.as_mut()
             && cp.source.is_some()
+            && cp.recorded
         {
             // Every byte staged and recorded: a crash during commit resumes
-            // with nothing left to fetch.
-            if let Err(error) =
-                checkpoint(writer.as_mut(), &hasher, &VecDeque::new(), cp, true).await
-            {
-                let error = error.into();
+            // with nothing left to fetch. A file that never reached a
+            // checkpoint (smaller than one interval or part) is fetched
+            // again instead: cheaper than a store commit per file.
+            let mut pipe = PipelinedHasher::new(hasher);
+            let saved = checkpoint(
+                &command,
+                writer.as_mut(),
+                &mut pipe,
+                &VecDeque::new(),
+                cp,
+                true,
+            )
+            .await;
+            hasher = pipe
+                .finish()
+                .await
+                .map_err(|e| hashing_failed(&command, e))?;
+            if let Err(error) = saved {
                 self.give_up(writer, &command, Some(cp), &error).await;
                 command.progress.finished(false);
                 return Err(error);

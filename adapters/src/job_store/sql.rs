@@ -11,7 +11,7 @@ use tracing::info;
 
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, IdempotencyKey, JobEvent, JobFilter,
-    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, ListedCheckpoint,
+    JobPage, JobRecord, JobStoreError, JobStorePort, JobWrite, Keyed, ListedCheckpoint,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -425,6 +425,35 @@ where
     Ok(())
 }
 
+/// Stores an event in `tx` under the job's next sequence number (a
+/// per-job counter row: jobs never wait for each other's numbers).
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    event: &JobEvent,
+) -> Result<u64, JobStoreError> {
+    let row = sqlx::query(
+        "UPDATE ferry_jobs SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq",
+    )
+    .bind(event.job_id.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?
+    .ok_or_else(|| JobStoreError::NotFound(event.job_id.clone()))?;
+    let seq: i64 = row.try_get("next_seq").map_err(unavailable)?;
+    sqlx::query(
+        "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.job_id.as_str())
+    .bind(seq)
+    .bind(event.at_ms)
+    .bind(event.kind.name())
+    .bind(codec::kind_payload(&event.kind).to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(to_u64(seq))
+}
+
 /// Inserts a job row and its tasks in `tx`.
 async fn insert_job(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -699,26 +728,27 @@ impl JobStorePort for SqlJobStore {
 
     async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query(
-            "UPDATE ferry_jobs SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq",
-        )
-        .bind(event.job_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| JobStoreError::NotFound(event.job_id.clone()))?;
-        let seq: i64 = row.try_get("next_seq").map_err(unavailable)?;
-        sqlx::query("INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload) VALUES ($1, $2, $3, $4, $5)")
-            .bind(event.job_id.as_str())
-            .bind(seq)
-            .bind(event.at_ms)
-            .bind(event.kind.name())
-            .bind(codec::kind_payload(&event.kind).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let seq = insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(to_u64(seq))
+        Ok(seq)
+    }
+
+    async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut seqs = Vec::with_capacity(writes.len());
+        for write in writes {
+            seqs.push(match write {
+                JobWrite::Task { job, task } => {
+                    upsert_task(&mut *tx, job, task)
+                        .await
+                        .map_err(unavailable)?;
+                    None
+                }
+                JobWrite::Event(event) => Some(insert_event(&mut tx, event).await?),
+            });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(seqs)
     }
 
     async fn events_after(

@@ -1,16 +1,29 @@
 //! The one place a job's changes are stamped, stored and announced: every
 //! `updated_at_ms = now; save; emit` of the job use cases goes through
 //! [`Recorder`], with the injected [`Clock`].
+//!
+//! Task states and events are group-committed: one writer task takes every
+//! write queued while the previous commit was in flight and commits them in
+//! one transaction (one fsync for many files), then publishes the events in
+//! sequence order and only then answers the callers. So an event is never
+//! published, nor a caller told its write is done, before it is durable;
+//! there is no added delay (a write that finds the writer idle is committed
+//! at once) and no process-wide lock around a commit.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::warn;
 
 use ferry_domain::ports::{
-    Clock, JobEvent, JobEventKind, JobEventsPort, JobRecord, JobStoreError, JobStorePort,
+    Clock, JobEvent, JobEventKind, JobEventsPort, JobRecord, JobStoreError, JobStorePort, JobWrite,
 };
 use ferry_domain::{FileTask, JobId};
+
+/// The most callers' writes committed together.
+const MAX_GROUP: usize = 512;
+/// Callers' writes waiting for the writer before `record` waits to queue.
+const QUEUE: usize = 4096;
 
 /// Stores and publishes a job's state and events.
 pub(super) struct Recorder {
@@ -19,9 +32,84 @@ pub(super) struct Recorder {
     clock: Arc<dyn Clock>,
     /// Every stored event, in sequence order, for live watchers.
     live: broadcast::Sender<JobEvent>,
-    /// Held across "store the event" and "publish it", so subscribers see
-    /// events in sequence order.
-    emit_order: tokio::sync::Mutex<()>,
+    /// The group-commit writer, started by the first write.
+    writer: OnceLock<mpsc::Sender<Pending>>,
+    /// Without a tokio runtime (no writer): held across "store the writes"
+    /// and "publish the events", so subscribers see events in order.
+    unbatched: tokio::sync::Mutex<()>,
+}
+
+/// One caller's writes, committed together, and whom to tell.
+struct Pending {
+    writes: Vec<JobWrite>,
+    done: oneshot::Sender<()>,
+}
+
+/// What the writer needs: where to store and where to publish.
+#[derive(Clone)]
+struct Outlet {
+    store: Arc<dyn JobStorePort>,
+    events: Arc<dyn JobEventsPort>,
+    live: broadcast::Sender<JobEvent>,
+}
+
+impl Outlet {
+    /// Commits the groups' writes in one transaction (or, if that fails,
+    /// each group alone, so that one bad write cannot sink the others),
+    /// then publishes their events in order.
+    async fn commit(&self, groups: Vec<Vec<JobWrite>>) {
+        let all: Vec<JobWrite> = groups.iter().flatten().cloned().collect();
+        let results: Vec<Result<Option<u64>, String>> = match self.store.write_batch(&all).await {
+            Ok(seqs) => seqs.into_iter().map(Ok).collect(),
+            Err(error) if groups.len() == 1 => all.iter().map(|_| Err(error.to_string())).collect(),
+            Err(_) => {
+                let mut results = Vec::with_capacity(all.len());
+                for group in &groups {
+                    match self.store.write_batch(group).await {
+                        Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
+                        Err(e) => results.extend(group.iter().map(|_| Err(e.to_string()))),
+                    }
+                }
+                results
+            }
+        };
+        for (write, result) in all.into_iter().zip(results) {
+            match write {
+                JobWrite::Task { job, task } => {
+                    if let Err(error) = result {
+                        warn!(job = %job, index = task.index, %error, "could not save a task");
+                    }
+                }
+                JobWrite::Event(mut event) => {
+                    match result {
+                        Ok(Some(seq)) => event.seq = seq,
+                        Ok(None) => {}
+                        Err(error) => {
+                            warn!(job = %event.job_id, %error, "could not store an event");
+                        }
+                    }
+                    // No receiver is fine: nobody is watching.
+                    let _ = self.live.send(event.clone());
+                    self.events.publish(&event).await;
+                }
+            }
+        }
+    }
+}
+
+/// The writer: every write queued while a commit was in flight goes into
+/// the next one.
+async fn group_commits(outlet: Outlet, mut queue: mpsc::Receiver<Pending>) {
+    let mut taken = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut taken, MAX_GROUP).await > 0 {
+        let (groups, replies): (Vec<_>, Vec<_>) =
+            taken.drain(..).map(|p| (p.writes, p.done)).unzip();
+        outlet.commit(groups).await;
+        for reply in replies {
+            // A caller that stopped waiting is fine: its writes are in.
+            let _ = reply.send(());
+        }
+    }
 }
 
 impl Recorder {
@@ -37,8 +125,46 @@ impl Recorder {
             events,
             clock,
             live,
-            emit_order: tokio::sync::Mutex::new(()),
+            writer: OnceLock::new(),
+            unbatched: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn outlet(&self) -> Outlet {
+        Outlet {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            live: self.live.clone(),
+        }
+    }
+
+    /// Commits `writes` together (grouped with other callers' writes) and
+    /// returns once they are durable and their events published.
+    async fn write(&self, mut writes: Vec<JobWrite>) {
+        let writer = match self.writer.get() {
+            Some(writer) => Some(writer),
+            None => tokio::runtime::Handle::try_current().ok().map(|runtime| {
+                self.writer.get_or_init(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    runtime.spawn(group_commits(self.outlet(), rx));
+                    tx
+                })
+            }),
+        };
+        if let Some(writer) = writer {
+            let (done, committed) = oneshot::channel();
+            match writer.send(Pending { writes, done }).await {
+                Ok(()) => {
+                    // The writer answers after the commit.
+                    let _ = committed.await;
+                    return;
+                }
+                // The runtime that ran the writer is gone: write here.
+                Err(mpsc::error::SendError(pending)) => writes = pending.writes,
+            }
+        }
+        let _order = self.unbatched.lock().await;
+        self.outlet().commit(vec![writes]).await;
     }
 
     pub(super) fn now_ms(&self) -> i64 {
@@ -78,29 +204,32 @@ impl Recorder {
         self.save_job(record).await
     }
 
-    /// Saves one task's state; a failure is logged (the task's next save
-    /// or the job's completion writes it again).
-    pub(super) async fn save_task(&self, id: &JobId, task: &FileTask) {
-        if let Err(e) = self.store.save_task(id, task).await {
-            warn!(job = %id, index = task.index, error = %e, "could not save a task");
-        }
-    }
-
     /// Stores an event (assigning its sequence number) and publishes it.
     pub(super) async fn emit(&self, id: &JobId, kind: JobEventKind) {
-        let _order = self.emit_order.lock().await;
-        let mut event = JobEvent {
+        self.write(vec![self.event_write(id, kind)]).await;
+    }
+
+    /// Saves a task's state and stores and publishes an event about it, in
+    /// one commit. A failure is logged (the task's next save or the job's
+    /// completion writes it again; the event is published all the same).
+    pub(super) async fn save_task_and_emit(&self, id: &JobId, task: &FileTask, kind: JobEventKind) {
+        let event = self.event_write(id, kind);
+        self.write(vec![task_write(id, task), event]).await;
+    }
+
+    fn event_write(&self, id: &JobId, kind: JobEventKind) -> JobWrite {
+        JobWrite::Event(JobEvent {
             job_id: id.clone(),
             seq: 0,
             at_ms: self.now_ms(),
             kind,
-        };
-        match self.store.append_event(&event).await {
-            Ok(seq) => event.seq = seq,
-            Err(e) => warn!(job = %id, error = %e, "could not store an event"),
-        }
-        // No receiver is fine: nobody is watching.
-        let _ = self.live.send(event.clone());
-        self.events.publish(&event).await;
+        })
+    }
+}
+
+fn task_write(id: &JobId, task: &FileTask) -> JobWrite {
+    JobWrite::Task {
+        job: id.clone(),
+        task: task.clone(),
     }
 }

@@ -219,10 +219,10 @@ impl AttemptObserver for TaskAttempts<'_> {
                 .and_then(|t| t.start().map(|()| t.clone()))
         };
         let task = started.map_err(|e| refused(e.to_string()))?;
-        self.recorder.save_task(self.id, &task).await;
         self.recorder
-            .emit(
+            .save_task_and_emit(
                 self.id,
+                &task,
                 JobEventKind::FileStarted {
                     index: self.index,
                     attempt: task.attempts(),
@@ -245,9 +245,6 @@ impl AttemptObserver for TaskAttempts<'_> {
                 .map(|()| t.clone())
             })
         };
-        if let Ok(t) = done {
-            self.recorder.save_task(id, &t).await;
-        }
         let kind = if result.skipped {
             JobEventKind::FileSkipped {
                 index,
@@ -262,7 +259,10 @@ impl AttemptObserver for TaskAttempts<'_> {
                 md5: result.md5.clone(),
             }
         };
-        self.recorder.emit(id, kind).await;
+        match done {
+            Ok(t) => self.recorder.save_task_and_emit(id, &t, kind).await,
+            Err(_) => self.recorder.emit(id, kind).await,
+        }
     }
 
     async fn failed(&self, _attempt: u32, error: &ProcessFileError, will_retry: bool) {
@@ -283,21 +283,17 @@ impl AttemptObserver for TaskAttempts<'_> {
                 .map(|()| t.clone())
             })
         };
-        if let Ok(t) = updated {
-            self.recorder.save_task(id, &t).await;
-        }
         warn!(job = %id, index, code = %failure.code, retry = will_retry, error = %failure.message, "file failed");
-        self.recorder
-            .emit(
-                id,
-                JobEventKind::FileFailed {
-                    index,
-                    code: failure.code,
-                    class: failure.class,
-                    message: failure.message,
-                    will_retry,
-                },
-            )
-            .await;
+        let kind = JobEventKind::FileFailed {
+            index,
+            code: failure.code,
+            class: failure.class,
+            message: failure.message,
+            will_retry,
+        };
+        match updated {
+            Ok(t) => self.recorder.save_task_and_emit(id, &t, kind).await,
+            Err(_) => self.recorder.emit(id, kind).await,
+        }
     }
 }

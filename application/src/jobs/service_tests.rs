@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use ferry_domain::ports::JobWrite;
 use ferry_domain::ports::events::MockJobEventsPort;
 use ferry_domain::ports::job_store::MockJobStorePort;
 use ferry_domain::ports::storage::MockFileStoragePort;
@@ -175,10 +176,17 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
     });
     store.expect_save_task().returning(|_, _| Ok(()));
     store.expect_replace_tasks().returning(|_, _| Ok(()));
-    store.expect_append_event().returning(move |_| {
+    store.expect_write_batch().returning(move |writes| {
         let mut n = seq.lock().unwrap();
-        *n += 1;
-        Ok(*n)
+        Ok(writes
+            .iter()
+            .map(|w| {
+                matches!(w, JobWrite::Event(_)).then(|| {
+                    *n += 1;
+                    *n
+                })
+            })
+            .collect())
     });
 
     let mut events = MockJobEventsPort::new();

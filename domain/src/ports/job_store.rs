@@ -134,6 +134,17 @@ pub enum Keyed {
     Existing { job: JobId, same_request: bool },
 }
 
+/// One write of a group commit: a task's state or an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobWrite {
+    Task {
+        job: JobId,
+        task: FileTask,
+    },
+    /// Stored with the job's next sequence number (its `seq` is ignored).
+    Event(JobEvent),
+}
+
 /// Persists jobs, their tasks and their events.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
@@ -160,6 +171,11 @@ pub trait JobStorePort: Send + Sync + 'static {
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError>;
     /// Appends an event, assigning the job's next sequence number (from 1).
     async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError>;
+    /// Applies `writes` in order, all in one transaction: durable, all or
+    /// nothing, when it returns. Gives each write's sequence number (the
+    /// event's; `None` for a task). Many files' writes committed together
+    /// cost one commit (one fsync) instead of one each.
+    async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError>;
     /// Events of a job with a sequence number above `after`, in order.
     async fn events_after(
         &self,

@@ -26,7 +26,7 @@ pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{
     IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobPage, JobRecord, JobStoreError,
-    JobStorePort, Keyed,
+    JobStorePort, JobWrite, Keyed,
 };
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{

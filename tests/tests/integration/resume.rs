@@ -391,3 +391,95 @@ async fn a_stalled_source_is_resumed_from_the_exact_offset() {
     assert_eq!(b.leftovers().await, 0);
     assert_eq!(b.state_files(), 0);
 }
+
+/// Counts what a transfer asks of its checkpoint store.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<CheckpointFiles>,
+    saves: std::sync::atomic::AtomicUsize,
+    removes: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CheckpointStorePort for Counting {
+    async fn load(
+        &self,
+        id: &TransferId,
+    ) -> Result<Option<ferry_domain::Checkpoint>, ferry_domain::ports::CheckpointError> {
+        self.inner.load(id).await
+    }
+    async fn save(
+        &self,
+        id: &TransferId,
+        checkpoint: &ferry_domain::Checkpoint,
+    ) -> Result<(), ferry_domain::ports::CheckpointError> {
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.save(id, checkpoint).await
+    }
+    async fn remove(&self, id: &TransferId) -> Result<(), ferry_domain::ports::CheckpointError> {
+        self.removes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.remove(id).await
+    }
+    async fn list(
+        &self,
+    ) -> Result<Vec<ferry_domain::ports::ListedCheckpoint>, ferry_domain::ports::CheckpointError>
+    {
+        self.inner.list().await
+    }
+}
+
+/// A file smaller than one checkpoint interval (or part) never reaches a
+/// checkpoint: it costs the checkpoint store nothing, not even a removal;
+/// a large one is checkpointed and its checkpoint removed at the end.
+async fn small_files_cost_the_checkpoint_store_nothing(s3: bool) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = Bench::new(s3).await;
+    let counting = Arc::new(Counting {
+        inner: b.checkpoints.clone(),
+        saves: 0.into(),
+        removes: 0.into(),
+    });
+    let http = ferry_tests::test_http_client(Duration::from_secs(2));
+    let use_case = ProcessFile::new(
+        Arc::new(SourceRouter::new(Arc::new(http), None)),
+        b.storage.clone(),
+        ProcessFileConfig {
+            checkpoints: Some(counting.clone()),
+            ..ProcessFileConfig::default()
+        },
+    );
+    let small = generate(100 * 1024, 68);
+    b.origin
+        .serve("/small.bin", small.clone(), Behavior::Normal);
+    let result = use_case
+        .process(b.command("/small.bin", "t-small"))
+        .await
+        .unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&small));
+    assert_eq!(counting.saves.load(SeqCst), 0, "no checkpoint saved");
+    assert_eq!(counting.removes.load(SeqCst), 0, "nothing to remove");
+
+    let large = generate(LEN, 69);
+    b.origin
+        .serve("/large.bin", large.clone(), Behavior::Normal);
+    let result = use_case
+        .process(b.command("/large.bin", "t-large"))
+        .await
+        .unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&large));
+    assert!(counting.saves.load(SeqCst) >= 2, "checkpointed on the way");
+    assert_eq!(counting.removes.load(SeqCst), 1, "and cleared at the end");
+    assert_eq!(b.state_files(), 0);
+    assert_eq!(b.leftovers().await, 0);
+}
+
+#[tokio::test]
+async fn directory_small_files_cost_the_checkpoint_store_nothing() {
+    small_files_cost_the_checkpoint_store_nothing(false).await;
+}
+
+#[tokio::test]
+async fn s3_small_files_cost_the_checkpoint_store_nothing() {
+    small_files_cost_the_checkpoint_store_nothing(true).await;
+}

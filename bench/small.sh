@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Benchmark: many small files, URL -> Garage and URL -> directory, from one
+# nginx origin on loopback (autoindex on), in one run:
+#   ferry-args   ferry copy URL1 ... URLn DEST/ --concurrency C
+#   ferry-list   ferry copy --files-from LIST DEST/ --concurrency C
+#   ferry-serve  one `ferry serve` job of the same files (SQLite store),
+#                --concurrency C --per-job-concurrency C, submitted with
+#                `ferry job submit --files-from LIST --wait`
+#   ferry-pg     the same job with the store on PostgreSQL
+#                (FERRY_BENCH_PG, default postgres://127.0.0.1:5432/test;
+#                a fresh database per run, dropped after)
+#   rclone       rclone copy --http-url ORIGIN/SET/ :http: DEST --transfers C
+# For each: seconds (wall), files/s, CPU-s per 1,000 files (user + sys of
+# the process; for ferry serve the server's CPU from /proc during the job),
+# peak RSS (for ferry serve the server's VmHWM). Every run is checked from
+# outside: the destination must hold exactly N files afterwards (counted
+# with `rclone lsf` or `find`), else the script fails.
+#
+# Usage: bench/small.sh [COUNTxKIB...]     (default: 2000x100 20000x10)
+# Env:   FERRY_BENCH_TOOLS (default "ferry-args ferry-list ferry-serve
+#        ferry-pg rclone"), FERRY_BENCH_DESTS (default "s3 dir"),
+#        FERRY_BENCH_CONCURRENCY (default 16), FERRY_BENCH_DIR (scratch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sets=("$@")
+[ ${#sets[@]} -eq 0 ] && sets=(2000x100 20000x10)
+tools="${FERRY_BENCH_TOOLS:-ferry-args ferry-list ferry-serve ferry-pg rclone}"
+dests="${FERRY_BENCH_DESTS:-s3 dir}"
+conc="${FERRY_BENCH_CONCURRENCY:-16}"
+pg="${FERRY_BENCH_PG:-postgres://127.0.0.1:5432/test}"
+tools_for_lib="rclone"
+tools_saved=$tools
+tools=$tools_for_lib
+source bench/lib.sh
+tools=$tools_saved
+api_port=18093
+tick=$(getconf CLK_TCK)
+
+# make_set COUNT KIB: srv/small-COUNTxKIB/f000001.bin ... of random bytes.
+make_set() {
+  local dir="$scratch/srv/small-$1x$2"
+  [ -f "$dir/.done" ] && return
+  mkdir -p "$dir"
+  python3 - "$dir" "$1" "$2" <<'PY'
+import os, sys
+d, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(1, n + 1):
+    with open(os.path.join(d, "f%06d.bin" % i), "wb") as f:
+        f.write(os.urandom(kib * 1024))
+PY
+  touch "$dir/.done"
+}
+
+# count DEST: files now at DEST (s3://bucket/prefix/ or a directory).
+count() {
+  case $1 in
+    s3://*) rclone lsf -R --files-only "garage:${1#s3://}" | wc -l ;;
+    *) find "$1" -type f | wc -l ;;
+  esac
+}
+
+# cpu_s PID: user + sys seconds the process has used so far.
+cpu_s() { awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+
+serve_pid=""
+stop_serve() {
+  [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
+  serve_pid=""
+}
+trap 'stop_serve; kill "$(cat "$scratch/nginx.pid")" 2>/dev/null || true' EXIT
+
+# start_serve DATA_DIR [DATABASE_URL]
+start_serve() {
+  local data=$1 db=${2:-}
+  rm -rf "$data"
+  local extra=()
+  [ -n "$db" ] && extra=(--database-url "$db")
+  FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
+    --concurrency "$conc" --per-job-concurrency "$conc" --max-files-per-job 1000000 \
+    --allow-source 127.0.0.1 --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" \
+    "${extra[@]}" 2> "$scratch/serve.log" &
+  serve_pid=$!
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && return; sleep 0.1; done
+  cat "$scratch/serve.log" >&2
+  echo "small.sh: ferry serve did not start" >&2
+  exit 1
+}
+
+# run_one TOOL SET DEST_KIND: prints one table row.
+run_one() {
+  local tool=$1 set=$2 kind=$3 n=${2%x*} label="$1-$2-$3-$$"
+  local dest list="$scratch/list-$set.txt" log="$scratch/times/$label.log"
+  case $kind in
+    s3) dest="s3://$bucket/small/$label/" ;;
+    dir) dest="$scratch/out/$label/" ;;
+  esac
+  local seconds cpu rss
+  case $tool in
+    ferry-args | ferry-list | rclone)
+      local cmd
+      case $tool in
+        ferry-args) cmd=("$ferry" copy --concurrency "$conc" $(cat "$list") "$dest") ;;
+        ferry-list) cmd=("$ferry" copy --concurrency "$conc" --files-from "$list" "$dest") ;;
+        rclone)
+          local rdest=$dest
+          [ "$kind" = s3 ] && rdest="garage:${dest#s3://}"
+          cmd=(rclone copy --http-url "http://127.0.0.1:$port/small-$set/" :http: "$rdest" \
+            --transfers "$conc" --exclude .done) ;;
+      esac
+      [ "$kind" = dir ] && mkdir -p "$dest"
+      /usr/bin/time -v -o "$log" "${cmd[@]}" > /dev/null 2> "$scratch/err.log" || {
+        tail -5 "$scratch/err.log" >&2; echo "small.sh: $tool failed" >&2; exit 1; }
+      seconds=$(wall_s "$log")
+      cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$log")
+      rss=$(rss_mib "$log")
+      ;;
+    ferry-serve | ferry-pg)
+      local db="" dbname=""
+      if [ "$tool" = ferry-pg ]; then
+        dbname="ferry_small_$$_$RANDOM"
+        psql -q "$pg" -c "CREATE DATABASE $dbname" > /dev/null
+        db="${pg%/*}/$dbname"
+      fi
+      start_serve "$scratch/serve-$label" "$db"
+      local sdest=$dest
+      if [ "$kind" = dir ]; then
+        sdest="out/$label"
+        dest="$scratch/serve-$label/files/out/$label/"
+      fi
+      local c0 t0 t1
+      c0=$(cpu_s "$serve_pid")
+      t0=$(date +%s.%N)
+      "$ferry" job submit --server "http://127.0.0.1:$api_port" --files-from "$list" \
+        --destination "$sdest" --wait > /dev/null 2> "$scratch/err.log" || {
+        tail -5 "$scratch/err.log" >&2; echo "small.sh: the job failed" >&2; exit 1; }
+      t1=$(date +%s.%N)
+      seconds=$(echo "$t1 - $t0" | bc -l)
+      cpu=$(echo "$(cpu_s "$serve_pid") - $c0" | bc -l)
+      rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$serve_pid/status")
+      stop_serve
+      [ -n "$dbname" ] && psql -q "$pg" -c "DROP DATABASE $dbname" > /dev/null
+      ;;
+  esac
+  local got
+  got=$(count "$dest")
+  if [ "$got" -ne "$n" ]; then
+    echo "small.sh: $tool $set $kind left $got files at $dest, not $n" >&2
+    exit 1
+  fi
+  printf '| %s | %s | %s | %.2f | %.0f | %.2f | %s |\n' "$set" "$kind" "$tool" "$seconds" \
+    "$(echo "$n / $seconds" | bc -l)" "$(echo "$cpu * 1000 / $n" | bc -l)" "$rss"
+  case $kind in
+    s3) rclone purge "garage:${dest#s3://}" 2> /dev/null || true; sleep "${FERRY_BENCH_SETTLE:-5}" ;;
+    dir) rm -rf "$dest" "$scratch/serve-$label" ;;
+  esac
+}
+
+echo "| set (files x KiB) | dest | tool | seconds | files/s | CPU-s / 1,000 files | peak RSS MiB |"
+echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+for set in "${sets[@]}"; do
+  make_set "${set%x*}" "${set#*x}"
+  ls "$scratch/srv/small-$set" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/small-$set/|" > "$scratch/list-$set.txt"
+  for kind in $dests; do
+    for tool in $tools; do
+      run_one "$tool" "$set" "$kind"
+    done
+  done
+done
+echo
+echo "ferry $("$ferry" --version | head -1); $(rclone version | head -1); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); concurrency $conc; $(nproc) cores"
