@@ -139,7 +139,7 @@ impl FilesystemStorage {
             synced: length,
             sync_started: length,
             pending: None,
-            reported: false,
+            checkpointed: false,
         }
     }
 
@@ -313,8 +313,9 @@ struct FsStagedWrite {
     sync_started: u64,
     /// The fsync running in the background, and the length it covers.
     pending: Option<(u64, tokio::task::JoinHandle<std::io::Result<()>>)>,
-    /// Whether this temp file was named in a checkpoint yet.
-    reported: bool,
+    /// Whether checkpoints are asked of this write (then only what an
+    /// fsync confirmed is durable).
+    checkpointed: bool,
     /// The modification time the file gets at commit (`preserve_mtime`).
     mtime: Option<std::time::SystemTime>,
     /// No-clobber: publish only if `target` does not exist.
@@ -505,7 +506,7 @@ impl StagedWrite for FsStagedWrite {
     fn durable_offset(&self) -> u64 {
         // Checkpointed writes: what an fsync confirmed. Otherwise every
         // written byte (nothing will ask to go back further).
-        if self.reported {
+        if self.checkpointed {
             self.synced
         } else {
             self.written
@@ -606,10 +607,15 @@ impl StagedWrite for FsStagedWrite {
 
     async fn checkpoint(&mut self, force: bool) -> Result<Option<StagedState>, StorageError> {
         self.since += 1;
+        self.checkpointed = true;
         let location = self.location();
-        if force || !self.reported {
-            // Now, synchronously: the first checkpoint (the temp file is
-            // named at once) and the last one (before commit).
+        if force {
+            // Now, synchronously: the last one (before commit). The first
+            // comes with the first fsync, an interval in: a file smaller
+            // than that is never named by a checkpoint (it costs no fsync
+            // or store write of its own; a crash leaves an unnamed temp
+            // file of a dead process, which the sweep removes, and the
+            // file is fetched again).
             self.collect_sync(&location).await?;
             let file = self.file.as_mut().ok_or_else(|| closed(&location))?;
             file.flush().await.map_err(|e| io_error(&location, e))?;
@@ -617,7 +623,6 @@ impl StagedWrite for FsStagedWrite {
             self.since = 0;
             self.synced = self.written;
             self.sync_started = self.written;
-            self.reported = true;
             return Ok(Some(self.state_at(self.written)));
         }
         // In between, fsyncs run in the background while bytes keep

@@ -203,18 +203,20 @@ async fn kill_9_then_restart(store: Store) {
     let origin = Origin::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = generate(300_000, 90);
-    let b = generate(400_000, 91);
+    let b = generate(3_000_000, 91);
     origin.serve("/r/a.bin", a.clone(), Behavior::Normal);
-    // The first request for b stalls mid-body: the server is killed then.
+    // The first request for b stalls mid-body, after its first checkpoint
+    // (1 MiB in) and before its second (2 MiB): the server is killed then.
     origin.serve(
         "/r/b.bin",
         b.clone(),
         Behavior::StallFirstRanged {
             times: 1,
-            after: 100_000,
+            after: 2_000_000,
         },
     );
-    let server = store.start(dir.path(), &[]);
+    let flags = ["--checkpoint-interval", "1MiB"];
+    let server = store.start(dir.path(), &flags);
     let job = server
         .submit(&json!({ "files": [
             { "source": origin.url("/r/a.bin"), "key": "a.bin", "sha256": sha256_hex(&a) },
@@ -233,15 +235,15 @@ async fn kill_9_then_restart(store: Store) {
     server.kill9();
     assert!(!dir.path().join("files/b.bin").exists());
 
-    let server = store.start(dir.path(), &[]);
+    let server = store.start(dir.path(), &flags);
     let done = server.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["files"][1]["attempts"], 2);
     assert_eq!(std::fs::read(dir.path().join("files/a.bin")).unwrap(), a);
     assert_eq!(std::fs::read(dir.path().join("files/b.bin")).unwrap(), b);
-    // The restarted task continued from its checkpoint (every 5 chunks of
-    // 32 KiB): a conditional range request from where the temp file was
-    // synced, not the whole file again.
+    // The restarted task continued from its checkpoint (the first fsync,
+    // at 1 MiB: 16 chunks of 64 KiB): a conditional range request from
+    // where the temp file was synced, not the whole file again.
     let resumed = origin
         .requests()
         .into_iter()
@@ -249,7 +251,7 @@ async fn kill_9_then_restart(store: Store) {
         .unwrap();
     assert_eq!(
         resumed.range.as_deref(),
-        Some("bytes=32768-"),
+        Some("bytes=1048576-"),
         "{resumed:?}"
     );
     assert!(resumed.if_range.is_some());
@@ -268,7 +270,7 @@ async fn kill_9_then_restart(store: Store) {
         .find(|e| e["type"] == "file_resumed");
     assert_eq!(
         resumed_event.map(|e| (e["index"].clone(), e["offset"].clone())),
-        Some((json!(1), json!(32768)))
+        Some((json!(1), json!(1_048_576)))
     );
     let temps: Vec<_> = std::fs::read_dir(dir.path().join("files"))
         .unwrap()
@@ -396,7 +398,17 @@ async fn kill_9_in_a_burst(store: Store) {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect();
-    for event in acknowledged.iter().filter(|e| e["seq"].is_u64()) {
+    let events = |items: &[Value]| -> Vec<Value> {
+        items
+            .iter()
+            .filter(|e| e["seq"].is_u64() && e["type"] != "snapshot")
+            .cloned()
+            .collect()
+    };
+    let stored = events(&stored);
+    let acknowledged = events(&acknowledged);
+    assert!(acknowledged.len() > 60, "{}", acknowledged.len());
+    for event in &acknowledged {
         let same = stored.iter().find(|s| s["seq"] == event["seq"]);
         assert_eq!(
             same,

@@ -230,6 +230,6 @@ impl Recorder {
 fn task_write(id: &JobId, task: &FileTask) -> JobWrite {
     JobWrite::Task {
         job: id.clone(),
-        task: task.clone(),
+        task: Box::new(task.clone()),
     }
 }

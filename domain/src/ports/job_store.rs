@@ -139,7 +139,7 @@ pub enum Keyed {
 pub enum JobWrite {
     Task {
         job: JobId,
-        task: FileTask,
+        task: Box<FileTask>,
     },
     /// Stored with the job's next sequence number (its `seq` is ignored).
     Event(JobEvent),
