@@ -177,14 +177,7 @@ fn report_failure_of(
     origin: Option<&Origin>,
 ) -> ExitCode {
     let message = error.to_string();
-    match origin {
-        Some(Origin {
-            source,
-            line: Some(line),
-        }) => eprintln!("ferry: error: line {line}: {source}: {message}"),
-        Some(Origin { source, .. }) => eprintln!("ferry: error: {source}: {message}"),
-        None => eprintln!("ferry: error: {message}"),
-    }
+    print_error(&message, origin);
     if report.json {
         print_json(
             &JsonFailure {
@@ -202,14 +195,32 @@ fn report_failure_of(
     ExitCode::from(exit::for_error(error))
 }
 
+/// `ferry: error: …` on stderr, naming the SOURCE (and its line in
+/// --files-from) when there are several.
+fn print_error(message: &str, origin: Option<&Origin>) {
+    match origin {
+        Some(Origin {
+            source,
+            line: Some(line),
+        }) => eprintln!("ferry: error: line {line}: {source}: {message}"),
+        Some(Origin { source, .. }) => eprintln!("ferry: error: {source}: {message}"),
+        None => eprintln!("ferry: error: {message}"),
+    }
+}
+
 fn usage(e: &UsageError, report: Report) -> ExitCode {
-    eprintln!("ferry: error: {}", e.0);
+    usage_of(e, report, None)
+}
+
+/// A usage error, of one SOURCE of several when `origin` names it.
+fn usage_of(e: &UsageError, report: Report, origin: Option<&Origin>) -> ExitCode {
+    print_error(&e.0, origin);
     if report.json {
         print_json(
             &JsonFailure {
                 status: "error",
-                source: None,
-                line: None,
+                source: origin.map(|o| o.source.redacted()),
+                line: origin.and_then(|o| o.line),
                 code: "usage",
                 class: "client",
                 retryable: false,
@@ -610,28 +621,31 @@ pub async fn run(args: CopyArgs, global: GlobalArgs) -> ExitCode {
         .filter_map(|(_, c)| c.transfer_id.clone())
         .collect();
     // One process per transfer: two copies of the same SOURCE to the same
-    // DEST would take up the same checkpoint.
-    let _locks = match &checkpoints {
-        Some(store) => match lock_transfers(store, &transfer_ids) {
-            Ok(locks) => locks,
-            Err(e) => return usage(&e, json),
-        },
-        None => Vec::new(),
-    };
+    // DEST would take up the same checkpoint. Each lock is held while its
+    // transfer runs (so open lock files are bounded by --concurrency, not
+    // by the number of sources, whatever the open-files limit).
+    let locks = checkpoints.as_ref();
 
     let several = commands.len() > 1;
     let use_case = transfer.as_ref();
     let transfers = futures::stream::iter(commands.into_iter().enumerate())
         .map(|(i, (source, command))| async move {
+            let _lock = match (locks, &command.transfer_id) {
+                (Some(store), Some(id)) => match lock_transfer(store, id) {
+                    Ok(lock) => Some(lock),
+                    Err(e) => return (i, source, Err(Failure::Usage(e))),
+                },
+                _ => None,
+            };
             let outcome = match use_case.run(command, 0, &Unobserved).await {
                 Ok(result) => Ok(result),
-                Err(TransferError::Failed(e)) => Err(e),
+                Err(TransferError::Failed(e)) => Err(Failure::Transfer(e)),
                 // Unobserved never refuses an attempt.
-                Err(TransferError::Refused(e)) => Err(ProcessFileError::Storage(
-                    ferry_domain::ports::StorageError::Unexpected {
+                Err(TransferError::Refused(e)) => Err(Failure::Transfer(
+                    ProcessFileError::Storage(ferry_domain::ports::StorageError::Unexpected {
                         location: String::new(),
                         source: Box::new(e),
-                    },
+                    }),
                 )),
             };
             (i, source, outcome)
@@ -643,8 +657,11 @@ pub async fn run(args: CopyArgs, global: GlobalArgs) -> ExitCode {
         while let Some((i, origin, outcome)) = transfers.next().await {
             match &outcome {
                 Ok(result) => report_success(result, &origin, json),
-                Err(error) => {
+                Err(Failure::Transfer(error)) => {
                     report_failure_of(error, json, several.then_some(&origin));
+                }
+                Err(Failure::Usage(error)) => {
+                    usage_of(error, json, several.then_some(&origin));
                 }
             }
             outcomes.push((i, outcome));
@@ -667,7 +684,12 @@ pub async fn run(args: CopyArgs, global: GlobalArgs) -> ExitCode {
     outcomes.sort_by_key(|(i, _)| *i);
     let code = outcomes
         .iter()
-        .find_map(|(_, o)| o.as_ref().err().map(exit::for_error))
+        .find_map(|(_, o)| {
+            o.as_ref().err().map(|f| match f {
+                Failure::Transfer(e) => exit::for_error(e),
+                Failure::Usage(_) => exit::USAGE,
+            })
+        })
         .unwrap_or(exit::OK);
     ExitCode::from(code)
 }
@@ -799,22 +821,23 @@ fn open_state_dir(flag: Option<&Path>) -> Result<CheckpointFiles, UsageError> {
     CheckpointFiles::open(&dir).map_err(|e| UsageError(format!("--state-dir: {e}")))
 }
 
-/// Locks every transfer (one process per transfer); the locks are let go
-/// when the returned guards drop.
-fn lock_transfers(
-    store: &CheckpointFiles,
-    ids: &[TransferId],
-) -> Result<Vec<TransferLock>, UsageError> {
-    ids.iter()
-        .map(|id| {
-            store.lock(id).map_err(|e| match e {
-                LockError::Held => UsageError(
-                    "another ferry copy of the same SOURCE to the same DEST is running; wait for it (it resumes where it stops)".into(),
-                ),
-                LockError::Failed(reason) => UsageError(format!("--state-dir: {reason}")),
-            })
-        })
-        .collect()
+/// Why one SOURCE of a copy was not stored.
+enum Failure {
+    Transfer(ProcessFileError),
+    /// Refused before it started (its transfer is locked by another
+    /// process, or the state directory cannot be used).
+    Usage(UsageError),
+}
+
+/// Locks one transfer (one process per transfer); the lock is let go when
+/// the guard drops.
+fn lock_transfer(store: &CheckpointFiles, id: &TransferId) -> Result<TransferLock, UsageError> {
+    store.lock(id).map_err(|e| match e {
+        LockError::Held => UsageError(
+            "another ferry copy of the same SOURCE to the same DEST is running; wait for it (it resumes where it stops)".into(),
+        ),
+        LockError::Failed(reason) => UsageError(format!("--state-dir: {reason}")),
+    })
 }
 
 /// How long a `ferry copy` checkpoint protects its temp file from the stale

@@ -495,8 +495,15 @@ async fn a_thousand_line_list_names_its_lines_in_errors_and_results() {
     lines[499] = &original_500;
 
     std::fs::write(cwd.join("list.txt"), &list).unwrap();
-    let out = run(
+    // Under an open-files limit far below the number of sources (as a
+    // default 1024 would be for a longer list): what ferry holds open per
+    // source (its transfer lock) is bounded by --concurrency.
+    let bin = ferry_bin();
+    let out = ferry_tests::serve_process::run_ferry(
+        "prlimit",
         &[
+            "--nofile=256",
+            bin.as_str(),
             "copy",
             "--files-from",
             "list.txt",
