@@ -4,8 +4,8 @@
 #   S3 requests      Garage's own counters (admin API /metrics,
 #                    api_s3_request_counter by endpoint)
 #   fsyncs, file creations, renames, unlinks, connections
-#                    strace -f -y on the process (ferry copy) or attached to
-#                    every thread of the server (ferry serve, the job only);
+#                    strace -f -y on the process (ferry copy; the server:
+#                    only what it does from the submit to the job's end);
 #                    an fsync is the store's (SQLite ferry.db / WAL), a
 #                    directory's, or a data file's (temp file, state file)
 # for `ferry copy` and a `ferry serve` job (SQLite), into a directory and
@@ -36,7 +36,7 @@ list="$scratch/pf-list.txt"
 ls "$set_dir" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/pf-${n}x$kib/|" > "$list"
 
 s3_counts() {
-  curl -sf "$garage_metrics" | awk -F'[{}" ]' '/^api_s3_request_counter\{/ {print $4, $NF}' | sort
+  curl -sf "$garage_metrics" | sed -n 's/^api_s3_request_counter{api_endpoint="\([A-Za-z]*\)"} \([0-9.]*\)$/\1 \2/p' | sort
 }
 origin_requests() { [ -f "$FERRY_BENCH_ACCESS_LOG" ] && grep -c "pf-${n}x$kib/" "$FERRY_BENCH_ACCESS_LOG" || echo 0; }
 
@@ -61,7 +61,7 @@ for line in open(trace):
     if not m or 'resumed>' in line:
         continue
     call, rest = m.groups()
-    if re.search(r'= -1 ', line):
+    if re.search(r'= -1 ', line) and 'EINPROGRESS' not in line:
         continue
     path = re.search(r'<([^>]*)>', rest)
     path = path.group(1) if path else ''
@@ -102,32 +102,34 @@ run_copy() {
     "$ferry" copy --concurrency "$conc" --state-dir "$scratch/state" --files-from "$list" "$dest" > /dev/null
   s3_counts > "$scratch/s3.after"
   summarize "$scratch/trace.txt" "$scratch/s3.before" "$scratch/s3.after" "$(( $(origin_requests) - o0 ))" "ferry copy -> $kind"
-  case $kind in s3) rclone purge "garage:${dest#s3://}" 2>/dev/null || true ;; dir) rm -rf "$dest" ;; esac
+  case $kind in s3) rclone purge "garage:${dest#s3://}" 2>/dev/null || true ;; *) rm -rf "$dest" ;; esac
 }
 
+# The server runs under strace from its start; only what it does during
+# the job (the trace's lines after the submit) is counted.
 run_serve() {
   local kind=$1 data="$scratch/serve-pf" sdest
   rm -rf "$data"
-  FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
+  FERRY_LOG=warn strace -f -y -qq -e trace="$calls" -o "$scratch/serve-trace.txt" \
+    "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
     --concurrency "$conc" --per-job-concurrency "$conc" --allow-source 127.0.0.1 \
     --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" 2> "$scratch/serve.log" &
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && break; sleep 0.1; done
   case $kind in s3) sdest="s3://$bucket/per-file/serve-$$" ;; dir) sdest="pf" ;; esac
-  local threads=()
-  for t in /proc/$pid/task/*; do threads+=(-p "${t##*/}"); done
-  strace -f -y -qq -e trace="$calls" -o "$scratch/trace.txt" "${threads[@]}" &
-  local tracer=$!
   sleep 1
+  local from
+  from=$(wc -l < "$scratch/serve-trace.txt")
   s3_counts > "$scratch/s3.before"
   local o0; o0=$(origin_requests)
   "$ferry" job submit --server "http://127.0.0.1:$api_port" --files-from "$list" \
-    --destination "$sdest" --wait > /dev/null
+    --destination "$sdest" --wait > /dev/null 2> "$scratch/submit.log"
   s3_counts > "$scratch/s3.after"
-  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  tail -n +"$((from + 1))" "$scratch/serve-trace.txt" > "$scratch/trace.txt"
   summarize "$scratch/trace.txt" "$scratch/s3.before" "$scratch/s3.after" "$(( $(origin_requests) - o0 ))" "ferry serve job -> $kind"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  [ "$kind" = s3 ] && { rclone purge "garage:$bucket/per-file/serve-$$" 2>/dev/null || true; }
+  # $pid is strace's: stop the server it runs, then strace ends.
+  pkill -P "$pid" || true; wait "$pid" 2>/dev/null || true
+  if [ "$kind" = s3 ]; then rclone purge "garage:$bucket/per-file/serve-$$" 2>/dev/null || true; fi
 }
 
 command -v rclone > /dev/null || apt-get install -y -q rclone >&2
