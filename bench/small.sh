@@ -7,7 +7,7 @@
 #                --concurrency C --per-job-concurrency C, submitted with
 #                `ferry job submit --files-from LIST --wait`
 #   ferry-pg     the same job with the store on PostgreSQL
-#                (FERRY_BENCH_PG, default postgres://127.0.0.1:5432/test;
+#                (FERRY_BENCH_PG, default postgres://postgres@127.0.0.1:5432/test;
 #                a fresh database per run, dropped after)
 #   rclone       rclone copy --http-url ORIGIN/SET/ :http: DEST --transfers C
 # For each: seconds (wall), files/s, CPU-s per 1,000 files (user + sys of
@@ -27,7 +27,7 @@ sets=("$@")
 tools="${FERRY_BENCH_TOOLS:-ferry-args ferry-list ferry-serve ferry-pg rclone}"
 dests="${FERRY_BENCH_DESTS:-s3 dir}"
 conc="${FERRY_BENCH_CONCURRENCY:-16}"
-pg="${FERRY_BENCH_PG:-postgres://127.0.0.1:5432/test}"
+pg="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
 tools_for_lib="rclone"
 tools_saved=$tools
 tools=$tools_for_lib
@@ -54,7 +54,7 @@ PY
 # count DEST: files now at DEST (s3://bucket/prefix/ or a directory).
 count() {
   case $1 in
-    s3://*) rclone lsf -R --files-only "garage:${1#s3://}" | wc -l ;;
+    s3://*) rclone lsf -R --files-only "garage:${1#s3://}" 2> /dev/null | wc -l ;;
     *) find "$1" -type f | wc -l ;;
   esac
 }
@@ -76,7 +76,7 @@ start_serve() {
   local extra=()
   [ -n "$db" ] && extra=(--database-url "$db")
   FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
-    --concurrency "$conc" --per-job-concurrency "$conc" --max-files-per-job 1000000 \
+    --concurrency "$conc" --per-job-concurrency "$conc" --max-files-per-job 1000000 --max-body 256MiB \
     --allow-source 127.0.0.1 --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" \
     "${extra[@]}" 2> "$scratch/serve.log" &
   serve_pid=$!
