@@ -156,8 +156,10 @@ impl PipelinedHasher {
         self.settled().await?;
         self.fed += chunk.len() as u64;
         let hasher = &mut self.hasher;
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        match runtime.filter(|_| chunk.len() >= OFFLOAD_AT) {
+        let runtime = (chunk.len() >= OFFLOAD_AT)
+            .then(tokio::runtime::Handle::try_current)
+            .and_then(Result::ok);
+        match runtime {
             Some(runtime) => {
                 let mut owned = std::mem::replace(hasher, StreamHasher::new(false));
                 self.busy = Some(runtime.spawn_blocking(move || {

@@ -2,7 +2,7 @@
 //! `JobStorePort` (SQLite, PostgreSQL).
 
 use ferry_domain::ports::{
-    JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError, JobStorePort,
+    JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError, JobStorePort, JobWrite,
 };
 use std::time::Duration;
 
@@ -134,9 +134,19 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     rec.job.task_mut(2).unwrap().start().unwrap();
     rec.updated_at_ms = 2_000;
     store.save_job(&rec).await.unwrap();
-    for t in rec.job.tasks() {
-        store.save_task(&rec.job.id, t).await.unwrap();
-    }
+    let tasks: Vec<JobWrite> = rec
+        .job
+        .tasks()
+        .iter()
+        .map(|t| JobWrite::Task {
+            job: rec.job.id.clone(),
+            task: Box::new(t.clone()),
+        })
+        .collect();
+    assert_eq!(
+        store.write_batch(&tasks).await.unwrap(),
+        vec![None; tasks.len()]
+    );
     let got = store.get(&rec.job.id).await.unwrap().unwrap();
     assert_eq!(got, rec);
     assert_eq!(
@@ -180,7 +190,10 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
                 total: Some(10),
             },
         };
-        assert_eq!(store.append_event(&e).await.unwrap(), k + 1);
+        assert_eq!(
+            store.write_batch(&[JobWrite::Event(e)]).await.unwrap(),
+            vec![Some(k + 1)]
+        );
     }
     let other = JobEvent {
         job_id: done.job.id.clone(),
@@ -188,7 +201,10 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         at_ms: 1,
         kind: JobEventKind::JobCancelled,
     };
-    assert_eq!(store.append_event(&other).await.unwrap(), 1);
+    assert_eq!(
+        store.write_batch(&[JobWrite::Event(other)]).await.unwrap(),
+        vec![Some(1)]
+    );
     let after2 = store.events_after(&rec.job.id, 2, 100).await.unwrap();
     assert_eq!(
         after2.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -223,7 +239,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         kind: JobEventKind::JobCancelled,
     };
     assert!(matches!(
-        store.append_event(&ghost).await,
+        store.write_batch(&[JobWrite::Event(ghost)]).await,
         Err(JobStoreError::NotFound(_))
     ));
 

@@ -709,10 +709,6 @@ impl JobStorePort for SqlJobStore {
         Ok(())
     }
 
-    async fn save_task(&self, id: &JobId, task: &FileTask) -> Result<(), JobStoreError> {
-        upsert_task(&self.pool, id, task).await.map_err(unavailable)
-    }
-
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query("DELETE FROM ferry_tasks WHERE job_id = $1")
@@ -724,13 +720,6 @@ impl JobStorePort for SqlJobStore {
             upsert_task(&mut *tx, id, task).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
-    }
-
-    async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let seq = insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(seq)
     }
 
     async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError> {

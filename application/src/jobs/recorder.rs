@@ -58,13 +58,17 @@ impl Outlet {
     /// each group alone, so that one bad write cannot sink the others),
     /// then publishes their events in order.
     async fn commit(&self, groups: Vec<Vec<JobWrite>>) {
-        let all: Vec<JobWrite> = groups.iter().flatten().cloned().collect();
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let all: Vec<JobWrite> = groups.into_iter().flatten().collect();
         let results: Vec<Result<Option<u64>, String>> = match self.store.write_batch(&all).await {
             Ok(seqs) => seqs.into_iter().map(Ok).collect(),
-            Err(error) if groups.len() == 1 => all.iter().map(|_| Err(error.to_string())).collect(),
+            Err(error) if sizes.len() == 1 => all.iter().map(|_| Err(error.to_string())).collect(),
             Err(_) => {
                 let mut results = Vec::with_capacity(all.len());
-                for group in &groups {
+                let mut rest = all.as_slice();
+                for size in sizes {
+                    let (group, next) = rest.split_at(size);
+                    rest = next;
                     match self.store.write_batch(group).await {
                         Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
                         Err(e) => results.extend(group.iter().map(|_| Err(e.to_string()))),

@@ -174,7 +174,6 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         *s.lock().unwrap() = Some(r.clone());
         Ok(())
     });
-    store.expect_save_task().returning(|_, _| Ok(()));
     store.expect_replace_tasks().returning(|_, _| Ok(()));
     store.expect_write_batch().returning(move |writes| {
         let mut n = seq.lock().unwrap();

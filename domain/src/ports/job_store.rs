@@ -165,15 +165,12 @@ pub trait JobStorePort: Send + Sync + 'static {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
     /// Saves the job's status, failure, callback and export (not its tasks).
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
-    /// Saves one task's state.
-    async fn save_task(&self, id: &JobId, task: &FileTask) -> Result<(), JobStoreError>;
     /// Replaces all tasks (after an export's manifest arrives).
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError>;
-    /// Appends an event, assigning the job's next sequence number (from 1).
-    async fn append_event(&self, event: &JobEvent) -> Result<u64, JobStoreError>;
-    /// Applies `writes` in order, all in one transaction: durable, all or
-    /// nothing, when it returns. Gives each write's sequence number (the
-    /// event's; `None` for a task). Many files' writes committed together
+    /// Saves task states and appends events, in order, all in one
+    /// transaction: durable, all or nothing, when it returns. An event gets
+    /// its job's next sequence number (from 1); the result gives each
+    /// write's (`None` for a task). Many files' writes committed together
     /// cost one commit (one fsync) instead of one each.
     async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError>;
     /// Events of a job with a sequence number above `after`, in order.
