@@ -85,3 +85,13 @@ peers_concurrent() {
   echo "$(echo "$end - $start" | bc -l) $(cat "$scratch"/times/"$tool"-c*.log | sed -n 's/.*Maximum resident set size (kbytes): //p' | awk '{s+=$1} END {printf "%.1f", s/1024}')"
   rm -f "$scratch"/times/"$tool"-c*.log
 }
+
+# wait_healthy PORT: waits (up to 20 s) until the `ferry serve` on PORT
+# answers /healthz; fails otherwise.
+wait_healthy() {
+  for _ in $(seq 200); do
+    curl -sf "http://127.0.0.1:$1/healthz" > /dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

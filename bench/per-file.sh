@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 n="${1:-200}"
 kib="${2:-100}"
 conc="${FERRY_BENCH_CONCURRENCY:-16}"
-tools=""
+tools=rclone   # the peer bench/lib.sh installs (for counting and purging)
 scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
 export FERRY_BENCH_DIR=$scratch
 export FERRY_BENCH_ACCESS_LOG="$scratch/access.log"
@@ -38,7 +38,13 @@ ls "$set_dir" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/pf-${n}x$kib/|" 
 s3_counts() {
   curl -sf "$garage_metrics" | sed -n 's/^api_s3_request_counter{api_endpoint="\([A-Za-z]*\)"} \([0-9.]*\)$/\1 \2/p' | sort
 }
-origin_requests() { [ -f "$FERRY_BENCH_ACCESS_LOG" ] && grep -c "pf-${n}x$kib/" "$FERRY_BENCH_ACCESS_LOG" || echo 0; }
+# Requests for the set in nginx's log so far (grep -c prints 0 itself when
+# none match; an absent log counts 0).
+origin_requests() {
+  local c
+  c=$(grep -cs "pf-${n}x$kib/" "$FERRY_BENCH_ACCESS_LOG" || true)
+  echo "${c:-0}"
+}
 
 # summarize TRACE S3_BEFORE S3_AFTER ORIGIN_REQUESTS LABEL
 summarize() {
@@ -115,7 +121,7 @@ run_serve() {
     --concurrency "$conc" --per-job-concurrency "$conc" --allow-source 127.0.0.1 \
     --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" 2> "$scratch/serve.log" &
   local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && break; sleep 0.1; done
+  wait_healthy "$api_port"
   case $kind in s3) sdest="s3://$bucket/per-file/serve-$$" ;; dir) sdest="pf" ;; esac
   sleep 1
   local from
@@ -132,7 +138,6 @@ run_serve() {
   if [ "$kind" = s3 ]; then rclone purge "garage:$bucket/per-file/serve-$$" 2>/dev/null || true; fi
 }
 
-command -v rclone > /dev/null || apt-get install -y -q rclone >&2
 echo "Per file, $n files of $kib KiB, concurrency $conc ($(date -u +%Y-%m-%dT%H:%MZ), $("$ferry" --version | head -1)):"
 echo
 echo "| case | origin requests | S3 requests | store fsyncs | data fsyncs | dir fsyncs | files created | renames | unlinks | TCP connects |"

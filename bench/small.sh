@@ -24,15 +24,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sets=("$@")
 [ ${#sets[@]} -eq 0 ] && sets=(2000x100 20000x10)
-tools="${FERRY_BENCH_TOOLS:-ferry-args ferry-list ferry-serve ferry-pg rclone}"
+runs="${FERRY_BENCH_TOOLS:-ferry-args ferry-list ferry-serve ferry-pg rclone}"
 dests="${FERRY_BENCH_DESTS:-s3 dir}"
 conc="${FERRY_BENCH_CONCURRENCY:-16}"
 pg="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
-tools_for_lib="rclone"
-tools_saved=$tools
-tools=$tools_for_lib
+tools=rclone   # the peer bench/lib.sh installs
 source bench/lib.sh
-tools=$tools_saved
 api_port=18093
 tick=$(getconf CLK_TCK)
 
@@ -80,7 +77,7 @@ start_serve() {
     --allow-source 127.0.0.1 --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" \
     "${extra[@]}" 2> "$scratch/serve.log" &
   serve_pid=$!
-  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && return; sleep 0.1; done
+  wait_healthy "$api_port" && return
   cat "$scratch/serve.log" >&2
   echo "small.sh: ferry serve did not start" >&2
   exit 1
@@ -161,7 +158,7 @@ for set in "${sets[@]}"; do
   make_set "${set%x*}" "${set#*x}"
   ls "$scratch/srv/small-$set" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/small-$set/|" > "$scratch/list-$set.txt"
   for kind in $dests; do
-    for tool in $tools; do
+    for tool in $runs; do
       run_one "$tool" "$set" "$kind"
     done
   done

@@ -37,7 +37,7 @@ FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" 
   2> "$scratch/soak-serve.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; kill "$(cat "$scratch/nginx.pid")" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && break; sleep 0.1; done
+wait_healthy "$api_port"
 
 # job DEST MIB SHA: the JSON of one job of n files plus one 404.
 job() {

@@ -37,7 +37,7 @@ ferry_stress() {
     --allow-source 127.0.0.1 --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" \
     2> "$scratch/serve-$n.log" &
   local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" > /dev/null && break; sleep 0.1; done
+  wait_healthy "$api_port"
   local files
   files=$(concurrent_urls "$n" "$name" | awk -v sha="$sha" -v n="$n" '
     { printf "%s{\"source\":\"%s\",\"key\":\"f%d.bin\",\"sha256\":\"%s\"}", (NR>1?",":""), $0, NR, sha }')
