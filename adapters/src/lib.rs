@@ -8,6 +8,8 @@
 //! - [`source_router::SourceRouter`]: picks a reader by scheme.
 //! - [`filesystem::FilesystemStorage`]: `FileStoragePort` on a directory.
 //! - [`export_provider::HttpExportProvider`]: `ExportProviderPort` over HTTP+JSON.
+//! - [`cluster`]: cluster mode on PostgreSQL: `TaskQueuePort` over
+//!   apalis-postgres, the reconciler's advisory lock, the event feed.
 //! - [`wire`]: the wire format (API, event streams, webhook) as serde DTOs
 //!   with OpenAPI schemas.
 //!
@@ -16,6 +18,7 @@
 
 pub mod aws;
 pub mod checkpoint;
+pub mod cluster;
 pub mod egress;
 pub mod error_text;
 pub mod events;

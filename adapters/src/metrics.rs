@@ -24,6 +24,11 @@ use ferry_domain::ports::{JobEvent, JobEventKind, JobEventsPort};
 use ferry_domain::{ErrorCode, JobId};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: String,
 }
@@ -392,6 +397,21 @@ impl Metrics {
     }
 
     /// The text exposition.
+    /// Cluster mode: `ferry_node_info{node="…"} 1`, which node's metrics
+    /// these are.
+    pub fn set_node(&mut self, node: &str) {
+        let info = Family::<NodeLabel, Gauge>::default();
+        info.get_or_create(&NodeLabel {
+            node: node.to_owned(),
+        })
+        .set(1);
+        self.registry.register(
+            "node_info",
+            "This node of a cluster (its id in the label)",
+            info,
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

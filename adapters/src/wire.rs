@@ -483,6 +483,9 @@ pub struct ReadinessDto {
     /// By dependency: `job_store`, `storage`.
     pub checks: BTreeMap<String, CheckDto>,
     pub pressure: Option<PressureDto>,
+    /// Cluster mode: this node's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `POST /v1/jobs`: files to copy, or an export to start at a provider.

@@ -332,6 +332,18 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Run as one node of a cluster: file tasks are shared with the other
+    /// nodes on the same PostgreSQL --database-url (see docs/cluster.md).
+    #[arg(long, env = "FERRY_CLUSTER")]
+    pub cluster: bool,
+    /// This node's id in a cluster (letters, digits, '.', '_', '-'; unique
+    /// among the nodes); default: host name and a random suffix.
+    #[arg(long, env = "FERRY_NODE_ID", requires = "cluster")]
+    pub node_id: Option<String>,
+    /// In a cluster: how long a node whose heartbeat stopped keeps its
+    /// file tasks before other nodes take them over (from checkpoints).
+    #[arg(long, env = "FERRY_LEASE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub lease_timeout: std::time::Duration,
     /// Where the SQLite job store and directory destinations live.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: std::path::PathBuf,

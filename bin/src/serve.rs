@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ferry_adapters::checkpoint::checkpointed_temp_files;
+use ferry_adapters::cluster::{PgTaskQueue, follow_cluster_events};
 use ferry_adapters::events::{FanoutEvents, LogEvents};
 use ferry_adapters::export_provider::{ExportProviderConfig, HttpExportProvider};
 use ferry_adapters::job_store::SqlJobStore;
@@ -24,7 +25,7 @@ use ferry_adapters::{
 use ferry_application::jobs::{JobService, JobServiceConfig};
 use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig, TransferFactory};
 use ferry_domain::ports::MemoryGaugePort;
-use ferry_domain::ports::{HttpDownloadPort, JobEventsPort};
+use ferry_domain::ports::{HttpDownloadPort, JobEventsPort, NodeId, TaskHandlerPort};
 use ferry_domain::{EgressPolicy, JobId};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -161,9 +162,23 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             format!("sqlite://{}?mode=rwc", db.display())
         }
     };
+    let node = match cluster_node(&args, &database_url) {
+        Ok(node) => node,
+        Err(e) => return fail(e),
+    };
     let store = match SqlJobStore::connect(&database_url).await {
-        Ok(s) => Arc::new(s),
+        Ok(s) => Arc::new(match &node {
+            Some(node) => s.announcing_as(node.clone()),
+            None => s,
+        }),
         Err(e) => return fail(format!("--database-url: {e}")),
+    };
+    let queue = match &node {
+        Some(_) => match PgTaskQueue::connect(&database_url, args.lease_timeout).await {
+            Ok(q) => Some(q),
+            Err(e) => return fail(format!("--cluster: {e}")),
+        },
+        None => None,
     };
     // Temp files of dead processes go, except those a checkpoint names:
     // their transfers resume below.
@@ -230,7 +245,11 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
     )
     .with_checkpoint_bytes(args.checkpoint_interval.as_u64());
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(node) = &node {
+        metrics.set_node(node.as_str());
+    }
+    let metrics = Arc::new(metrics);
     let mut sinks: Vec<Arc<dyn JobEventsPort>> = vec![metrics.clone(), Arc::new(LogEvents)];
     if let (Some(url), Some(secret)) = (args.webhook_url.clone(), args.webhook_secret.clone()) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -275,18 +294,21 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         resolver.clone(),
         &config,
     );
-    let jobs = Arc::new(
-        JobService::new(
-            store,
-            Arc::new(transfers),
-            resolver,
-            Arc::new(events),
-            Box::new(new_job_id),
-            config,
-        )
-        .with_callback(Arc::new(callback))
-        .with_export_provider(Arc::new(exports)),
-    );
+    let concurrency = config.global_concurrency;
+    let mut jobs = JobService::new(
+        store,
+        Arc::new(transfers),
+        resolver,
+        Arc::new(events),
+        Box::new(new_job_id),
+        config,
+    )
+    .with_callback(Arc::new(callback))
+    .with_export_provider(Arc::new(exports));
+    if let (Some(node), Some(queue)) = (&node, &queue) {
+        jobs = jobs.with_cluster(node.clone(), Arc::new(queue.clone()));
+    }
+    let jobs = Arc::new(jobs);
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -294,20 +316,35 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     };
     let addr: SocketAddr = listener.local_addr().unwrap_or(args.listen);
 
-    match jobs.unfinished().await {
-        Ok(ids) => {
-            for id in ids {
-                tracing::info!(job = %id, "resuming unfinished job");
-                tokio::spawn(jobs.clone().run_abortable(id));
-            }
+    let shutdown = CancellationToken::new();
+    match (&node, queue) {
+        (Some(node), Some(queue)) => {
+            // A cluster node resumes nothing by itself: the queue hands
+            // out tasks, and the reconciler re-enqueues what it lacks.
+            tracing::info!(%node, lease_timeout = ?queue.lease_timeout(), "cluster node starting");
+            start_cluster(
+                node.clone(),
+                queue,
+                &jobs,
+                &database_url,
+                concurrency,
+                &shutdown,
+            );
         }
-        Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
+        _ => match jobs.unfinished().await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::info!(job = %id, "resuming unfinished job");
+                    tokio::spawn(jobs.clone().run_abortable(id));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
+        },
     }
 
     tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
     tokio::spawn(clean_orphans(jobs.clone()));
     tokio::spawn(summarise_refusals(metrics.clone()));
-    let shutdown = CancellationToken::new();
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(
         AppState {
@@ -325,7 +362,10 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         args.body_read_timeout,
     );
     eprintln!(
-        "ferry serve: listening on http://{addr} (data {}, job store {}, {}, source guard {})",
+        "ferry serve: listening on http://{addr} ({}data {}, job store {}, {}, source guard {})",
+        node.as_ref()
+            .map(|n| format!("cluster node {n}, "))
+            .unwrap_or_default(),
         data_dir.display(),
         if database_url.starts_with("sqlite:") {
             "sqlite"
@@ -344,6 +384,97 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     );
     serve_until_signal(listener, app, &args, shutdown).await;
     ExitCode::from(exit::OK)
+}
+
+/// How often the cluster's reconciler looks for tasks missing from the
+/// queue (on the one node that leads).
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `--cluster`: this node's id, checked against the flags (a cluster needs
+/// a PostgreSQL store); `None` for a single node.
+fn cluster_node(args: &ServeArgs, database_url: &str) -> Result<Option<NodeId>, String> {
+    if !args.cluster {
+        return Ok(None);
+    }
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        return Err(
+            "--cluster needs --database-url postgres://… (the store and queue every node shares)"
+                .into(),
+        );
+    }
+    let id = match &args.node_id {
+        Some(id) => id.clone(),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .take(48)
+                .collect();
+            let host = if host.is_empty() { "node".into() } else { host };
+            format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        }
+    };
+    NodeId::parse(&id)
+        .map(Some)
+        .map_err(|e| format!("--node-id: {e}"))
+}
+
+/// A cluster node's background work: its queue workers, the event feed
+/// (other nodes' events to live watchers, their cancels to this node's
+/// transfers) and the reconciler.
+fn start_cluster(
+    node: NodeId,
+    queue: PgTaskQueue,
+    jobs: &Arc<JobService>,
+    database_url: &str,
+    concurrency: usize,
+    shutdown: &CancellationToken,
+) {
+    let handler: Arc<dyn TaskHandlerPort> = jobs.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        queue.run_workers(&node, concurrency, handler, stop).await;
+    });
+    let (feed_jobs, gap_jobs, url, stop) = (
+        jobs.clone(),
+        jobs.clone(),
+        database_url.to_owned(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        let followed = follow_cluster_events(
+            &url,
+            |note| {
+                let jobs = feed_jobs.clone();
+                async move { jobs.on_cluster_note(note).await }
+            },
+            || {
+                let jobs = gap_jobs.clone();
+                async move { jobs.on_cluster_gap().await }
+            },
+            stop,
+        )
+        .await;
+        if let Err(e) = followed {
+            tracing::error!(error = %e, "the cluster's event feed stopped");
+        }
+    });
+    let (jobs, stop) = (jobs.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            match jobs.reconcile().await {
+                Ok(Some(n)) if n > 0 => tracing::debug!(tasks = n, "reconciler: queue checked"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconciler: job store unavailable"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    });
 }
 
 /// RSS ceiling the memory monitor measures against: the budget plus what

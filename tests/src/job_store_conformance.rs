@@ -141,6 +141,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         .map(|t| JobWrite::Task {
             job: rec.job.id.clone(),
             task: Box::new(t.clone()),
+            fence: None,
         })
         .collect();
     assert_eq!(

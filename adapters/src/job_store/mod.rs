@@ -5,4 +5,4 @@
 pub mod codec;
 mod sql;
 
-pub use sql::SqlJobStore;
+pub use sql::{EVENTS_CHANNEL, SqlJobStore};

@@ -10,8 +10,9 @@ use sqlx::{AnyPool, Row};
 use tracing::info;
 
 use ferry_domain::ports::{
-    CallbackOutcome, CheckpointError, CheckpointStorePort, IdempotencyKey, JobEvent, JobFilter,
-    JobPage, JobRecord, JobStoreError, JobStorePort, JobWrite, Keyed, ListedCheckpoint,
+    CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
+    JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, JobWrite, Keyed, ListedCheckpoint,
+    NodeId,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -102,6 +103,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             created_at_ms BIGINT NOT NULL,
             PRIMARY KEY (owner, idem_key))"],
     ),
+    // Cluster mode: which node holds a task, under which lease epoch.
+    (
+        7,
+        &[
+            "ALTER TABLE ferry_tasks ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE ferry_tasks ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];
 
 /// Columns read, named (never `*`: a statement prepared before a schema
@@ -124,7 +133,15 @@ macro_rules! task_columns {
 #[derive(Debug, Clone)]
 pub struct SqlJobStore {
     pool: AnyPool,
+    /// Cluster mode (PostgreSQL): every stored event is also announced
+    /// with `pg_notify` on [`EVENTS_CHANNEL`], from this node, in the
+    /// event's own transaction (so delivered only once committed, in
+    /// commit order).
+    notify_as: Option<NodeId>,
 }
+
+/// The PostgreSQL channel events are announced on in cluster mode.
+pub const EVENTS_CHANNEL: &str = "ferry_events";
 
 fn unavailable(e: sqlx::Error) -> JobStoreError {
     match e {
@@ -174,9 +191,20 @@ impl SqlJobStore {
             .connect(url)
             .await
             .map_err(|e| JobStoreError::Unavailable(format!("cannot open the job store: {e}")))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            notify_as: None,
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Cluster mode: announces every event this store commits, as `node`
+    /// (see [`EVENTS_CHANNEL`]).
+    #[must_use]
+    pub fn announcing_as(mut self, node: NodeId) -> Self {
+        self.notify_as = Some(node);
+        self
     }
 
     async fn migrate(&self) -> Result<(), JobStoreError> {
@@ -425,11 +453,51 @@ where
     Ok(())
 }
 
+/// A task's state, written only under lease `epoch` and while the task is
+/// not over: `LeaseLost` otherwise.
+async fn update_task_fenced(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &JobId,
+    t: &FileTask,
+    epoch: u64,
+) -> Result<(), JobStoreError> {
+    let failure = t.failure();
+    let done = sqlx::query(
+        "UPDATE ferry_tasks SET status = $1, attempts = $2, bytes_done = $3, sha256 = $4, md5 = $5,
+            error_class = $6, error_code = $7, error_message = $8
+         WHERE job_id = $9 AND idx = $10 AND lease_epoch = $11
+            AND status NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
+    )
+    .bind(t.status().as_str())
+    .bind(i64::from(t.attempts()))
+    .bind(to_i64(t.bytes_done()))
+    .bind(t.sha256().map(|c| c.hex().to_owned()))
+    .bind(t.md5().map(|c| c.hex().to_owned()))
+    .bind(failure.map(|f| f.class.as_str().to_owned()))
+    .bind(failure.map(|f| f.code.as_str().to_owned()))
+    .bind(failure.map(|f| f.message.clone()))
+    .bind(id.as_str())
+    .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
+    .bind(to_i64(epoch))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    if done.rows_affected() == 0 {
+        return Err(JobStoreError::LeaseLost {
+            job: id.clone(),
+            index: t.index,
+        });
+    }
+    Ok(())
+}
+
 /// Stores an event in `tx` under the job's next sequence number (a
-/// per-job counter row: jobs never wait for each other's numbers).
+/// per-job counter row: jobs never wait for each other's numbers), and
+/// announces it as `notify_as` when set.
 async fn insert_event(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     event: &JobEvent,
+    notify_as: Option<&NodeId>,
 ) -> Result<u64, JobStoreError> {
     let row = sqlx::query(
         "UPDATE ferry_jobs SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq",
@@ -451,6 +519,20 @@ async fn insert_event(
     .execute(&mut **tx)
     .await
     .map_err(unavailable)?;
+    if let Some(node) = notify_as {
+        let note = ClusterNote {
+            node: node.clone(),
+            job: event.job_id.clone(),
+            seq: to_u64(seq),
+            kind: event.kind.name().to_owned(),
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(note.to_payload())
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    }
     Ok(to_u64(seq))
 }
 
@@ -727,13 +809,27 @@ impl JobStorePort for SqlJobStore {
         let mut seqs = Vec::with_capacity(writes.len());
         for write in writes {
             seqs.push(match write {
-                JobWrite::Task { job, task } => {
+                JobWrite::Task {
+                    job,
+                    task,
+                    fence: None,
+                } => {
                     upsert_task(&mut *tx, job, task)
                         .await
                         .map_err(unavailable)?;
                     None
                 }
-                JobWrite::Event(event) => Some(insert_event(&mut tx, event).await?),
+                JobWrite::Task {
+                    job,
+                    task,
+                    fence: Some(epoch),
+                } => {
+                    update_task_fenced(&mut tx, job, task, *epoch).await?;
+                    None
+                }
+                JobWrite::Event(event) => {
+                    Some(insert_event(&mut tx, event, self.notify_as.as_ref()).await?)
+                }
             });
         }
         tx.commit().await.map_err(unavailable)?;
@@ -770,6 +866,50 @@ impl JobStorePort for SqlJobStore {
                 })
             })
             .collect()
+    }
+
+    async fn claim_task(
+        &self,
+        id: &JobId,
+        index: usize,
+        owner: &str,
+    ) -> Result<Option<u64>, JobStoreError> {
+        let row = sqlx::query(
+            "UPDATE ferry_tasks SET lease_owner = $1, lease_epoch = lease_epoch + 1
+             WHERE job_id = $2 AND idx = $3 AND status IN ('queued', 'running')
+             RETURNING lease_epoch",
+        )
+        .bind(owner)
+        .bind(id.as_str())
+        .bind(i64::try_from(index).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| r.try_get::<i64, _>("lease_epoch").map(to_u64))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn save_job_if(
+        &self,
+        record: &JobRecord,
+        from: JobStatus,
+    ) -> Result<bool, JobStoreError> {
+        // Claims the transition first; the rest of the row (and the
+        // secrets an ended job drops) follow through save_job.
+        let claimed =
+            sqlx::query("UPDATE ferry_jobs SET status = $1 WHERE id = $2 AND status = $3")
+                .bind(record.job.status().as_str())
+                .bind(record.job.id.as_str())
+                .bind(from.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        if claimed.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.save_job(record).await?;
+        Ok(true)
     }
 
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError> {

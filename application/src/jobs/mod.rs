@@ -1,11 +1,12 @@
 //! Export jobs: submit (validate, persist, announce), run (the export
 //! phase, then the file tasks through their Transfer with bounded
 //! concurrency), complete, cancel, watch, orphan cleanup, and resume after
-//! a restart. `service` orchestrates; `recorder`, `runner`, `export` and
-//! `workflow` each own one part.
+//! a restart. `service` orchestrates; `recorder`, `runner`, `export`,
+//! `workflow` and `cluster` (several nodes on one store) each own one part.
 
 mod access;
 mod cleanup;
+mod cluster;
 mod export;
 mod recorder;
 mod runner;

@@ -42,7 +42,8 @@ pub(super) struct Recorder {
 /// One caller's writes, committed together, and whom to tell.
 struct Pending {
     writes: Vec<JobWrite>,
-    done: oneshot::Sender<()>,
+    /// Told whether the writes were committed.
+    done: oneshot::Sender<bool>,
 }
 
 /// What the writer needs: where to store and where to publish.
@@ -56,31 +57,39 @@ struct Outlet {
 impl Outlet {
     /// Commits the groups' writes in one transaction (or, if that fails,
     /// each group alone, so that one bad write cannot sink the others),
-    /// then publishes their events in order.
-    async fn commit(&self, groups: Vec<Vec<JobWrite>>) {
+    /// then publishes their events in order. Returns, per group, whether
+    /// its writes were committed.
+    async fn commit(&self, groups: Vec<Vec<JobWrite>>) -> Vec<bool> {
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         let all: Vec<JobWrite> = groups.into_iter().flatten().collect();
-        let results: Vec<Result<Option<u64>, String>> = match self.store.write_batch(&all).await {
-            Ok(seqs) => seqs.into_iter().map(Ok).collect(),
-            Err(error) if sizes.len() == 1 => all.iter().map(|_| Err(error.to_string())).collect(),
-            Err(_) => {
-                let mut results = Vec::with_capacity(all.len());
-                let mut rest = all.as_slice();
-                for size in sizes {
-                    let (group, next) = rest.split_at(size);
-                    rest = next;
-                    match self.store.write_batch(group).await {
-                        Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
-                        Err(e) => results.extend(group.iter().map(|_| Err(e.to_string()))),
+        // An error: its text, and whether it was a lost lease (whose
+        // events are a stale node's and are not published).
+        let failed =
+            |e: &JobStoreError| (e.to_string(), matches!(e, JobStoreError::LeaseLost { .. }));
+        let results: Vec<Result<Option<u64>, (String, bool)>> =
+            match self.store.write_batch(&all).await {
+                Ok(seqs) => seqs.into_iter().map(Ok).collect(),
+                Err(error) if sizes.len() == 1 => all.iter().map(|_| Err(failed(&error))).collect(),
+                Err(_) => {
+                    let mut results = Vec::with_capacity(all.len());
+                    let mut rest = all.as_slice();
+                    for &size in &sizes {
+                        let (group, next) = rest.split_at(size);
+                        rest = next;
+                        match self.store.write_batch(group).await {
+                            Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
+                            Err(e) => results.extend(group.iter().map(|_| Err(failed(&e)))),
+                        }
                     }
+                    results
                 }
-                results
-            }
-        };
+            };
+        let mut oks = Vec::with_capacity(all.len());
         for (write, result) in all.into_iter().zip(results) {
+            oks.push(result.is_ok());
             match write {
-                JobWrite::Task { job, task } => {
-                    if let Err(error) = result {
+                JobWrite::Task { job, task, .. } => {
+                    if let Err((error, _)) = result {
                         warn!(job = %job, index = task.index, %error, "could not save a task");
                     }
                 }
@@ -88,7 +97,8 @@ impl Outlet {
                     match result {
                         Ok(Some(seq)) => event.seq = seq,
                         Ok(None) => {}
-                        Err(error) => {
+                        Err((_, true)) => continue,
+                        Err((error, false)) => {
                             warn!(job = %event.job_id, %error, "could not store an event");
                         }
                     }
@@ -98,6 +108,15 @@ impl Outlet {
                 }
             }
         }
+        let mut rest = oks.as_slice();
+        sizes
+            .into_iter()
+            .map(|size| {
+                let (group, next) = rest.split_at(size.min(rest.len()));
+                rest = next;
+                group.iter().all(|ok| *ok)
+            })
+            .collect()
     }
 }
 
@@ -108,10 +127,10 @@ async fn group_commits(outlet: Outlet, mut queue: mpsc::Receiver<Pending>) {
     while queue.recv_many(&mut taken, MAX_GROUP).await > 0 {
         let (groups, replies): (Vec<_>, Vec<_>) =
             taken.drain(..).map(|p| (p.writes, p.done)).unzip();
-        outlet.commit(groups).await;
-        for reply in replies {
+        let committed = outlet.commit(groups).await;
+        for (reply, ok) in replies.into_iter().zip(committed) {
             // A caller that stopped waiting is fine: its writes are in.
-            let _ = reply.send(());
+            let _ = reply.send(ok);
         }
     }
 }
@@ -143,8 +162,9 @@ impl Recorder {
     }
 
     /// Commits `writes` together (grouped with other callers' writes) and
-    /// returns once they are durable and their events published.
-    async fn write(&self, mut writes: Vec<JobWrite>) {
+    /// returns once they are durable and their events published: true if
+    /// they were committed.
+    async fn write(&self, mut writes: Vec<JobWrite>) -> bool {
         let writer = match self.writer.get() {
             Some(writer) => Some(writer),
             None => tokio::runtime::Handle::try_current().ok().map(|runtime| {
@@ -160,15 +180,19 @@ impl Recorder {
             match writer.send(Pending { writes, done }).await {
                 Ok(()) => {
                     // The writer answers after the commit.
-                    let _ = committed.await;
-                    return;
+                    return committed.await.unwrap_or(false);
                 }
                 // The runtime that ran the writer is gone: write here.
                 Err(mpsc::error::SendError(pending)) => writes = pending.writes,
             }
         }
         let _order = self.unbatched.lock().await;
-        self.outlet().commit(vec![writes]).await;
+        self.outlet()
+            .commit(vec![writes])
+            .await
+            .first()
+            .copied()
+            .unwrap_or(false)
     }
 
     pub(super) fn now_ms(&self) -> i64 {
@@ -213,12 +237,31 @@ impl Recorder {
         self.write(vec![self.event_write(id, kind)]).await;
     }
 
+    /// Hands an event another node committed to this node's live
+    /// watchers (not to the event sinks: its own node published it).
+    pub(super) fn relay(&self, event: JobEvent) {
+        let _ = self.live.send(event);
+    }
+
+    /// Whether anyone on this node watches events live.
+    pub(super) fn watched(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+
     /// Saves a task's state and stores and publishes an event about it, in
     /// one commit. A failure is logged (the task's next save or the job's
     /// completion writes it again; the event is published all the same).
-    pub(super) async fn save_task_and_emit(&self, id: &JobId, task: &FileTask, kind: JobEventKind) {
+    /// With a `fence` (cluster mode), written only under that lease epoch.
+    /// Returns whether it was committed.
+    pub(super) async fn save_task_and_emit(
+        &self,
+        id: &JobId,
+        task: &FileTask,
+        kind: JobEventKind,
+        fence: Option<u64>,
+    ) -> bool {
         let event = self.event_write(id, kind);
-        self.write(vec![task_write(id, task), event]).await;
+        self.write(vec![task_write(id, task, fence), event]).await
     }
 
     fn event_write(&self, id: &JobId, kind: JobEventKind) -> JobWrite {
@@ -231,9 +274,10 @@ impl Recorder {
     }
 }
 
-fn task_write(id: &JobId, task: &FileTask) -> JobWrite {
+fn task_write(id: &JobId, task: &FileTask, fence: Option<u64>) -> JobWrite {
     JobWrite::Task {
         job: id.clone(),
         task: Box::new(task.clone()),
+        fence,
     }
 }

@@ -59,7 +59,7 @@ impl Runner {
             .collect();
         let shared = Mutex::new(record);
         stream::iter(queued)
-            .map(|i| self.run_task(recorder, &shared, transfer.as_ref(), i))
+            .map(|i| self.run_task(recorder, &shared, transfer.as_ref(), i, None))
             .buffer_unordered(self.per_job_concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
@@ -70,13 +70,17 @@ impl Runner {
     }
 
     /// One file task: its Transfer (which retries), with each attempt
-    /// recorded on the task and announced by [`TaskAttempts`].
-    async fn run_task(
+    /// recorded on the task and announced by [`TaskAttempts`]. With a
+    /// `fence` (cluster mode), the task's states are written only under
+    /// that lease epoch, and an attempt whose start cannot be written (the
+    /// lease is lost) is refused, which ends the transfer.
+    pub(super) async fn run_task(
         &self,
         recorder: &Recorder,
         shared: &Mutex<JobRecord>,
         transfer: &dyn TransferPort,
         index: usize,
+        fence: Option<u64>,
     ) {
         let (id, task, if_exists) = {
             let rec = lock(shared);
@@ -131,6 +135,7 @@ impl Runner {
             shared,
             id: &id,
             index,
+            fence,
         };
         // The command (and its progress sender) is dropped when the
         // transfer ends, which ends the forwarder.
@@ -195,6 +200,7 @@ struct TaskAttempts<'a> {
     shared: &'a Mutex<JobRecord>,
     id: &'a JobId,
     index: usize,
+    fence: Option<u64>,
 }
 
 #[async_trait]
@@ -219,7 +225,8 @@ impl AttemptObserver for TaskAttempts<'_> {
                 .and_then(|t| t.start().map(|()| t.clone()))
         };
         let task = started.map_err(|e| refused(e.to_string()))?;
-        self.recorder
+        let saved = self
+            .recorder
             .save_task_and_emit(
                 self.id,
                 &task,
@@ -227,8 +234,14 @@ impl AttemptObserver for TaskAttempts<'_> {
                     index: self.index,
                     attempt: task.attempts(),
                 },
+                self.fence,
             )
             .await;
+        if !saved && self.fence.is_some() {
+            return Err(refused(
+                "this node no longer holds the task's lease".to_owned(),
+            ));
+        }
         Ok(Box::new((permit, admission)))
     }
 
@@ -260,7 +273,11 @@ impl AttemptObserver for TaskAttempts<'_> {
             }
         };
         match done {
-            Ok(t) => self.recorder.save_task_and_emit(id, &t, kind).await,
+            Ok(t) => {
+                self.recorder
+                    .save_task_and_emit(id, &t, kind, self.fence)
+                    .await;
+            }
             Err(_) => self.recorder.emit(id, kind).await,
         }
     }
@@ -292,7 +309,11 @@ impl AttemptObserver for TaskAttempts<'_> {
             will_retry,
         };
         match updated {
-            Ok(t) => self.recorder.save_task_and_emit(id, &t, kind).await,
+            Ok(t) => {
+                self.recorder
+                    .save_task_and_emit(id, &t, kind, self.fence)
+                    .await;
+            }
             Err(_) => self.recorder.emit(id, kind).await,
         }
     }

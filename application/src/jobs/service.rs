@@ -15,12 +15,13 @@ use tracing::{info, warn};
 
 use ferry_domain::ports::{
     Clock, ExportProviderPort, IdempotencyKey, JobEvent, JobEventKind, JobEventsPort, JobFilter,
-    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, StorageResolverPort,
-    TransferFactoryPort, WorkflowCallbackPort,
+    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, NodeId, StorageResolverPort,
+    TaskQueuePort, TransferFactoryPort, WorkflowCallbackPort,
 };
 use ferry_domain::{ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy};
 
 use super::access::Access;
+use super::cluster::Cluster;
 use super::export::{ExportOutcome, ExportPhase};
 use super::recorder::Recorder;
 use super::runner::{Runner, lock};
@@ -142,6 +143,8 @@ pub struct JobService {
     workflow: WorkflowNotifier,
     running: Mutex<HashMap<JobId, Running>>,
     watch_stats: super::watch::WatchStats,
+    /// Cluster mode: this node and the shared queue.
+    cluster: Option<Cluster>,
 }
 
 impl std::fmt::Debug for JobService {
@@ -187,7 +190,28 @@ impl JobService {
             config,
             running: Mutex::new(HashMap::new()),
             watch_stats: super::watch::WatchStats::default(),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: this service is node `node` of a cluster whose file
+    /// tasks go through `queue` (see `jobs::cluster`).
+    #[must_use]
+    pub fn with_cluster(mut self, node: NodeId, queue: Arc<dyn TaskQueuePort>) -> Self {
+        self.cluster = Some(Cluster::new(node, queue));
+        self
+    }
+
+    pub(super) fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    pub(super) fn transfers(&self) -> &Arc<dyn TransferFactoryPort> {
+        &self.transfers
+    }
+
+    pub(super) fn runner(&self) -> &Runner {
+        &self.runner
     }
 
     /// Lets jobs start exports at a provider through `exports`.
@@ -297,6 +321,19 @@ impl JobService {
                     "polls at most every {} ms on this server; ask for a longer base_interval_ms",
                     self.config.min_poll_interval.as_millis()
                 ),
+            }));
+        }
+        if self.cluster.is_some()
+            && matches!(
+                valid.destination,
+                ferry_domain::Destination::Directory { .. }
+            )
+        {
+            return Err(SubmitError::Invalid(InvalidJobRequest {
+                field: "destination".into(),
+                message: "this server is a cluster node, and a directory is local to one node; \
+                          give an s3://bucket/prefix destination"
+                    .into(),
             }));
         }
         let id = (self.new_id)();
@@ -439,6 +476,13 @@ impl JobService {
                 .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
             recorder.save_job(&mut record).await?;
         }
+        if self.cluster.is_some() {
+            // The tasks run wherever the queue hands them out; the node
+            // that finishes the last one completes the job.
+            drop(transfer);
+            self.enqueue_open_tasks(&record).await;
+            return self.complete_if_done(id).await;
+        }
         if record.job.requeue_running() > 0 {
             recorder
                 .store()
@@ -471,8 +515,10 @@ impl JobService {
         Ok(())
     }
 
-    /// CompleteJob: final status and summary, stored and announced.
-    async fn complete(&self, mut record: JobRecord) -> Result<(), JobStoreError> {
+    /// CompleteJob: final status and summary, stored and announced. In
+    /// cluster mode the save is conditional (the job still downloading),
+    /// so the job completes once whichever nodes try.
+    pub(super) async fn complete(&self, mut record: JobRecord) -> Result<(), JobStoreError> {
         let id = record.job.id.clone();
         let status = match record.job.complete() {
             Ok(status) => status,
@@ -481,7 +527,19 @@ impl JobService {
                 return Ok(());
             }
         };
-        self.recorder.save_job(&mut record).await?;
+        if self.cluster.is_some() {
+            record.updated_at_ms = self.recorder.now_ms();
+            if !self
+                .recorder
+                .store()
+                .save_job_if(&record, JobStatus::Downloading)
+                .await?
+            {
+                return Ok(());
+            }
+        } else {
+            self.recorder.save_job(&mut record).await?;
+        }
         info!(job = %id, status = status.as_str(), "job finished");
         let summary = record.job.summary();
         self.recorder
@@ -491,12 +549,23 @@ impl JobService {
         Ok(())
     }
 
+    /// Stops this node's run of job `id`'s phase (export, enqueue), if it
+    /// runs here.
+    pub(super) fn stop_job_phase(&self, id: &JobId) {
+        if let Some(running) = lock(&self.running).remove(id) {
+            running.abort.abort();
+        }
+    }
+
     /// Cancels a job `access` may see: its running transfers stop (temp
     /// files removed, uploads aborted) and unfinished tasks become
     /// cancelled.
     pub async fn cancel(&self, access: &Access, id: &JobId) -> Result<JobRecord, CancelError> {
         if self.get(access, id).await?.is_none() {
             return Err(CancelError::NotFound(id.clone()));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.stop_local(id);
         }
         let running = lock(&self.running).remove(id);
         if let Some(mut running) = running {

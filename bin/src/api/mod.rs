@@ -132,7 +132,7 @@ impl From<JobStoreError> for ApiError {
                 err.field = Some("cursor".into());
                 err
             }
-            JobStoreError::AlreadyExists(_) => {
+            JobStoreError::AlreadyExists(_) | JobStoreError::LeaseLost { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             JobStoreError::Unavailable(_) => {
@@ -347,6 +347,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         status: if ready { "ready" } else { "not_ready" }.into(),
         checks: details,
         pressure,
+        node: state.jobs.node().map(ToString::to_string),
     };
     let code = if ready {
         StatusCode::OK

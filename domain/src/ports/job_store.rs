@@ -64,6 +64,10 @@ pub enum JobStoreError {
     BadCursor,
     #[error("the job store is unavailable: {0}")]
     Unavailable(String),
+    /// A fenced write of a task whose lease this node no longer holds
+    /// (another node claimed it, or it was cancelled): nothing was written.
+    #[error("task {index} of job {job} is no longer this node's to write")]
+    LeaseLost { job: JobId, index: usize },
     #[error("unexpected job store error: {0}")]
     Unexpected(#[source] BoxError),
 }
@@ -73,7 +77,8 @@ impl JobStoreError {
         match self {
             JobStoreError::NotFound(_)
             | JobStoreError::AlreadyExists(_)
-            | JobStoreError::BadCursor => ErrorClass::Client,
+            | JobStoreError::BadCursor
+            | JobStoreError::LeaseLost { .. } => ErrorClass::Client,
             JobStoreError::Unavailable(_) => ErrorClass::Transient,
             JobStoreError::Unexpected(_) => ErrorClass::Internal,
         }
@@ -140,6 +145,10 @@ pub enum JobWrite {
     Task {
         job: JobId,
         task: Box<FileTask>,
+        /// Cluster mode: written only if the task is still under this
+        /// lease epoch (and not over); otherwise the whole batch fails
+        /// with `LeaseLost`.
+        fence: Option<u64>,
     },
     /// Stored with the job's next sequence number (its `seq` is ignored).
     Event(JobEvent),
@@ -180,6 +189,21 @@ pub trait JobStorePort: Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> Result<Vec<JobEvent>, JobStoreError>;
+    /// Cluster mode: takes task `index` of job `id` for `owner`, under a
+    /// new lease epoch (returned), if the task is queued or running;
+    /// `None` if it is over (or missing). Writes fenced with an older
+    /// epoch fail from then on.
+    async fn claim_task(
+        &self,
+        id: &JobId,
+        index: usize,
+        owner: &str,
+    ) -> Result<Option<u64>, JobStoreError>;
+    /// [`Self::save_job`] only if the stored job's status is still
+    /// `from`: true if it was saved. Whichever node finishes a job's last
+    /// file completes it, once.
+    async fn save_job_if(&self, record: &JobRecord, from: JobStatus)
+    -> Result<bool, JobStoreError>;
     /// Ids of jobs not in a terminal state (to resume after a restart).
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError>;
     /// Cheap reachability check (readiness).

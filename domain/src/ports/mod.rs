@@ -12,6 +12,7 @@ pub mod job_store;
 pub mod memory;
 pub mod process;
 pub mod progress;
+pub mod queue;
 pub mod storage;
 pub mod storage_resolver;
 pub mod transfer;
@@ -33,6 +34,10 @@ pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
 };
 pub use progress::{NoProgress, ProgressPort};
+pub use queue::{
+    ClusterNote, InvalidNodeId, Leadership, NodeId, TaskHandlerPort, TaskQueueError, TaskQueuePort,
+    TaskRef,
+};
 pub use storage::{
     CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
 };

@@ -1,0 +1,274 @@
+//! Cluster mode: several `ferry serve` nodes on one PostgreSQL store.
+//!
+//! A job's phase (export, then downloading) runs on the node that received
+//! it, which then enqueues its file tasks on the shared queue
+//! (`TaskQueuePort`). Any node's worker may take a task: it claims it in the
+//! job store under a new lease epoch (so a node that lost it can no longer
+//! write it), runs it through the same Transfer as a single node, and, if
+//! it finished the job's last file, completes the job by a conditional
+//! update (once, whichever node gets there). Events committed on one node
+//! reach the others through the store's notification feed
+//! ([`ClusterNote`]); a `job_cancelled` there stops the job's transfers on
+//! every node. A reconciler, on one node at a time, enqueues the tasks of
+//! downloading jobs that are not in the queue (a crash between the job's
+//! commit and its enqueue, a delivery that gave up).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::{AbortHandle, Abortable};
+use tracing::{info, warn};
+
+use ferry_domain::ports::{
+    ClusterNote, JobRecord, JobStoreError, NodeId, TaskHandlerPort, TaskQueuePort, TaskRef,
+};
+use ferry_domain::{JobId, JobStatus, TaskStatus};
+
+use super::runner::lock;
+use super::service::JobService;
+
+/// What a node of a cluster has beside a single node's service.
+pub(super) struct Cluster {
+    pub(super) node: NodeId,
+    pub(super) queue: Arc<dyn TaskQueuePort>,
+    /// The file tasks running on this node, to stop them on a cancel.
+    local: Mutex<HashMap<JobId, HashMap<usize, AbortHandle>>>,
+}
+
+impl Cluster {
+    pub(super) fn new(node: NodeId, queue: Arc<dyn TaskQueuePort>) -> Self {
+        Self {
+            node,
+            queue,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Stops this node's transfers of `job` (dropped: their temp files go,
+    /// their uploads are aborted). Returns how many were running.
+    pub(super) fn stop_local(&self, job: &JobId) -> usize {
+        let running = lock(&self.local).remove(job).unwrap_or_default();
+        for handle in running.values() {
+            handle.abort();
+        }
+        running.len()
+    }
+}
+
+/// The tasks of `record` a queue should hold: every one not over.
+fn open_tasks(record: &JobRecord) -> Vec<TaskRef> {
+    record
+        .job
+        .tasks()
+        .iter()
+        .filter(|t| !t.status().is_terminal())
+        .map(|t| TaskRef {
+            job: record.job.id.clone(),
+            index: t.index,
+        })
+        .collect()
+}
+
+impl JobService {
+    /// This node's id, in cluster mode.
+    pub fn node(&self) -> Option<&NodeId> {
+        self.cluster().map(|c| &c.node)
+    }
+
+    /// Cluster mode: the job's unfinished tasks onto the shared queue (the
+    /// end of its job phase). A failure is left to the reconciler.
+    pub(super) async fn enqueue_open_tasks(&self, record: &JobRecord) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let tasks = open_tasks(record);
+        match cluster.queue.enqueue(&tasks).await {
+            Ok(()) => {
+                info!(job = %record.job.id, tasks = tasks.len(), node = %cluster.node, "file tasks enqueued")
+            }
+            Err(e) => {
+                warn!(job = %record.job.id, error = %e, "could not enqueue file tasks; the reconciler will")
+            }
+        }
+    }
+
+    /// Cluster mode, on the node leading (one at a time): every
+    /// downloading job's unfinished tasks are made sure to be in the
+    /// queue. Returns how many tasks were looked at, or `None` if another
+    /// node leads (or not in cluster mode).
+    pub async fn reconcile(&self) -> Result<Option<usize>, JobStoreError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let _lead = match cluster.queue.lead().await {
+            Ok(Some(lead)) => lead,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                warn!(error = %e, "reconciler: cannot take the lead");
+                return Ok(None);
+            }
+        };
+        let mut seen = 0;
+        for id in self.recorder().store().unfinished().await? {
+            let Some(record) = self.recorder().store().get(&id).await? else {
+                continue;
+            };
+            if record.job.status() != JobStatus::Downloading {
+                continue;
+            }
+            let tasks = open_tasks(&record);
+            seen += tasks.len();
+            if let Err(e) = cluster.queue.enqueue(&tasks).await {
+                warn!(job = %id, error = %e, "reconciler: could not enqueue");
+            }
+        }
+        Ok(Some(seen))
+    }
+
+    /// What another node committed: its events go to this node's live
+    /// watchers, and a cancelled job's transfers here stop.
+    pub async fn on_cluster_note(&self, note: ClusterNote) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if note.node == cluster.node {
+            return;
+        }
+        if note.kind == "job_cancelled" {
+            self.stop_job_phase(&note.job);
+            let stopped = cluster.stop_local(&note.job);
+            if stopped > 0 {
+                info!(job = %note.job, stopped, from = %note.node, "job cancelled on another node; its transfers here stopped");
+            }
+        }
+        if !self.recorder().watched() {
+            return;
+        }
+        match self
+            .recorder()
+            .store()
+            .events_after(&note.job, note.seq.saturating_sub(1), 1)
+            .await
+        {
+            Ok(events) => events
+                .into_iter()
+                .filter(|e| e.seq == note.seq)
+                .for_each(|e| self.recorder().relay(e)),
+            // Watchers catch up from the store at their next event.
+            Err(e) => warn!(job = %note.job, error = %e, "cluster feed: cannot read an event"),
+        }
+    }
+
+    /// The feed may have missed notes (its connection dropped): every
+    /// unfinished job's latest event goes to the live watchers, which
+    /// makes any watcher behind it catch up from the store.
+    pub async fn on_cluster_gap(&self) {
+        if !self.recorder().watched() {
+            return;
+        }
+        let Ok(ids) = self.recorder().store().unfinished().await else {
+            return;
+        };
+        for id in ids {
+            if let Ok(Some(record)) = self.recorder().store().get(&id).await
+                && let Ok(events) = self
+                    .recorder()
+                    .store()
+                    .events_after(&id, record.last_event_seq.saturating_sub(1), 1)
+                    .await
+            {
+                events.into_iter().for_each(|e| self.recorder().relay(e));
+            }
+        }
+    }
+
+    /// One delivered task: checked against its job, claimed, run, and the
+    /// job completed if this was its last file.
+    async fn run_delivered(&self, cluster: &Cluster, task: TaskRef) -> Result<(), JobStoreError> {
+        let store = self.recorder().store();
+        let Some(mut record) = store.get(&task.job).await? else {
+            return Ok(());
+        };
+        // A task picked up after its job ended (cancelled, failed) does
+        // nothing.
+        if record.job.status() != JobStatus::Downloading {
+            return Ok(());
+        }
+        let Some(epoch) = store
+            .claim_task(&task.job, task.index, cluster.node.as_str())
+            .await?
+        else {
+            return self.complete_if_done(&task.job).await;
+        };
+        // Running on a node that died: this node takes it over (it resumes
+        // from the task's checkpoint).
+        if let Ok(t) = record.job.task_mut(task.index)
+            && t.status() == TaskStatus::Running
+        {
+            let _ = t.requeue();
+        }
+        let transfer = match self.transfers().open(&record.destination).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(job = %task.job, index = task.index, error = %e, "destination unusable; task left for another delivery");
+                return Ok(());
+            }
+        };
+        let (abort, registration) = AbortHandle::new_pair();
+        lock(&cluster.local)
+            .entry(task.job.clone())
+            .or_default()
+            .insert(task.index, abort);
+        let shared = Mutex::new(record);
+        let run = self.runner().run_task(
+            self.recorder(),
+            &shared,
+            transfer.as_ref(),
+            task.index,
+            Some(epoch),
+        );
+        let outcome = Abortable::new(run, registration).await;
+        {
+            let mut local = lock(&cluster.local);
+            if let Some(tasks) = local.get_mut(&task.job) {
+                tasks.remove(&task.index);
+                if tasks.is_empty() {
+                    local.remove(&task.job);
+                }
+            }
+        }
+        if outcome.is_err() {
+            info!(job = %task.job, index = task.index, "task stopped (its job was cancelled)");
+            return Ok(());
+        }
+        self.complete_if_done(&task.job).await
+    }
+
+    /// Completes the job if every task is over (CompleteJob, once across
+    /// the cluster).
+    pub(super) async fn complete_if_done(&self, id: &JobId) -> Result<(), JobStoreError> {
+        let Some(record) = self.recorder().store().get(id).await? else {
+            return Ok(());
+        };
+        if record.job.status() != JobStatus::Downloading
+            || record.job.tasks().iter().any(|t| !t.status().is_terminal())
+        {
+            return Ok(());
+        }
+        self.complete(record).await
+    }
+}
+
+#[async_trait]
+impl TaskHandlerPort for JobService {
+    async fn run_task(&self, task: TaskRef) {
+        let Some(cluster) = self.cluster() else {
+            warn!(job = %task.job, index = task.index, "a queued task reached a node not in cluster mode");
+            return;
+        };
+        if let Err(e) = self.run_delivered(cluster, task.clone()).await {
+            warn!(job = %task.job, index = task.index, error = %e, "task run failed; the reconciler enqueues it again");
+        }
+    }
+}
