@@ -1,0 +1,386 @@
+//! Cluster mode: several real `ferry serve --cluster` processes on one
+//! throwaway PostgreSQL database, writing into the test Garage, fed by the
+//! project's origin. What is asserted comes from outside the nodes: the
+//! origin's request log, the database's rows, Garage's objects and
+//! uploads, and what a live stream on another node shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use ferry_tests::garage::{garage, unique_prefix};
+use ferry_tests::origin::{Behavior, Origin};
+use ferry_tests::pg::PgDatabase;
+use ferry_tests::serve_process::Server;
+use ferry_tests::{generate, sha256_hex};
+
+fn ferry_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FERRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
+    })
+}
+
+/// Starts node `name` of the cluster on `db`.
+fn node(db: &PgDatabase, dir: &Path, name: &str, extra: &[&str]) -> Server {
+    let env = garage();
+    let mut flags = vec![
+        "--cluster",
+        "--node-id",
+        name,
+        "--database-url",
+        db.url.as_str(),
+        "--endpoint-url",
+        env.endpoint.as_str(),
+        "--lease-timeout",
+        "5s",
+    ];
+    flags.extend_from_slice(extra);
+    let server = Server::start(ferry_bin(), &dir.join(name), &flags);
+    assert!(
+        server.log().contains(&format!("cluster node {name}, ")),
+        "{}",
+        server.log()
+    );
+    server
+}
+
+/// Rows of a query on the cluster's database, as text (`psql -At`).
+fn query(db: &PgDatabase, sql: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .args([db.url.as_str(), "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A live NDJSON stream of a job's events on `server`: what it shows.
+fn follow(
+    server: &Server,
+    id: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let url = format!("{}/v1/jobs/{id}/events?after=0", server.url);
+    let sink = seen.clone();
+    let reader = tokio::spawn(async move {
+        let mut response = reqwest::get(url).await.unwrap();
+        let mut pending = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        }
+    });
+    (seen, reader)
+}
+
+/// A 30-file job submitted to node A runs on all three nodes; every object
+/// is right; each file was fetched once; the job completes once; a live
+/// stream on node C shows every event, in order, without gap or duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
+    const FILES: usize = 30;
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    // Two at a time per node: the 30 files must spread over the nodes.
+    let flags = ["--concurrency", "2"];
+    let a = node(&db, dir.path(), "node-a", &flags);
+    let b = node(&db, dir.path(), "node-b", &flags);
+    let c = node(&db, dir.path(), "node-c", &flags);
+    let prefix = unique_prefix("cluster");
+    let mut files = Vec::new();
+    let mut datas = Vec::new();
+    for i in 0..FILES {
+        let data = generate(64 << 10, 700 + i as u64);
+        let path = format!("/c/{i}.bin");
+        // About 0.3 s a file.
+        origin.serve(
+            &path,
+            data.clone(),
+            Behavior::Throttled {
+                bytes_per_tick: 8 << 10,
+                tick: Duration::from_millis(40),
+            },
+        );
+        files.push(json!({ "source": origin.url(&path), "key": format!("f/{i}.bin"), "sha256": sha256_hex(&data) }));
+        datas.push(data);
+    }
+    let job = a
+        .submit(&json!({ "files": files, "destination": format!("s3://{}/{prefix}", env.bucket) }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (seen, reader) = follow(&c, &id);
+
+    let done = a.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("node C's stream ends with the job")
+        .unwrap();
+
+    // Each node ran files (the database says who held each task last).
+    let owners = query(
+        &db,
+        &format!(
+            "SELECT lease_owner, count(*) FROM ferry_tasks WHERE job_id = '{id}' GROUP BY 1 ORDER BY 1"
+        ),
+    );
+    assert_eq!(owners.len(), 3, "every node ran files: {owners:?}");
+    for (row, name) in owners.iter().zip(["node-a", "node-b", "node-c"]) {
+        let (owner, count) = row.split_once('|').unwrap();
+        assert_eq!(owner, name, "{owners:?}");
+        assert!(count.parse::<usize>().unwrap() >= 1, "{owners:?}");
+    }
+    // Every file fetched once, whole.
+    for i in 0..FILES {
+        let fetched: Vec<_> = origin
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == format!("/c/{i}.bin"))
+            .collect();
+        assert_eq!(fetched.len(), 1, "file {i}: {fetched:?}");
+        assert_eq!(fetched[0].range, None, "file {i}");
+    }
+    // Every object right.
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    for (i, data) in datas.iter().enumerate() {
+        let meta = svc
+            .head(&env.bucket, &format!("{prefix}/f/{i}.bin"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("object {i} missing"));
+        assert_eq!(meta.size, data.len() as u64, "object {i}");
+        assert_eq!(
+            meta.sha256_hex.as_deref(),
+            Some(sha256_hex(data).as_str()),
+            "object {i}"
+        );
+    }
+    // Completed once.
+    let completed = query(
+        &db,
+        &format!(
+            "SELECT count(*) FROM ferry_events WHERE job_id = '{id}' AND kind = 'job_completed'"
+        ),
+    );
+    assert_eq!(completed, ["1"]);
+    // Node C showed every stored event, in order, no gap, no duplicate.
+    let stored: Vec<u64> = query(
+        &db,
+        &format!("SELECT seq FROM ferry_events WHERE job_id = '{id}' ORDER BY seq"),
+    )
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let shown: Vec<u64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] != "snapshot")
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert_eq!(shown, stored, "node C's stream against the store");
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
+    let kinds: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "file_succeeded").count(),
+        FILES,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last().map(String::as_str), Some("job_completed"));
+    // Node ids show in readiness and metrics.
+    let ready = b.get_json("/readyz").await;
+    assert_eq!(ready["node"], "node-b", "{ready}");
+    let metrics = reqwest::get(format!("{}/metrics", c.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_node_info{node=\"node-c\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A cancel on one node stops, within a second, the transfer another node
+/// runs, and its multipart upload is aborted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_on_one_node_stops_a_transfer_on_another_within_a_second() {
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let flags = ["--part-size", "5MiB"];
+    let a = node(&db, dir.path(), "node-a", &flags);
+    let b = node(&db, dir.path(), "node-b", &flags);
+    let prefix = unique_prefix("cluster-cancel");
+    let data = generate(32 << 20, 99);
+    // 32 MiB at about 2.5 MiB/s: still running when cancelled.
+    origin.serve(
+        "/big.bin",
+        data.clone(),
+        Behavior::Throttled {
+            bytes_per_tick: 64 << 10,
+            tick: Duration::from_millis(25),
+        },
+    );
+    let job = a
+        .submit(&json!({
+            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin" }],
+            "destination": format!("s3://{}/{prefix}", env.bucket)
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Running, its multipart upload begun.
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runner = loop {
+        assert!(Instant::now() < deadline, "the file never got going");
+        let owner = query(
+            &db,
+            &format!(
+                "SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}' AND status = 'running'"
+            ),
+        );
+        let uploads = svc
+            .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
+            .await
+            .unwrap();
+        if let (Some(owner), false) = (owner.first(), uploads.is_empty()) {
+            break owner.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Cancel on the other node.
+    let (running, other) = if runner == "node-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let fetched_before = origin.requests().len();
+    let cancelled = reqwest::Client::new()
+        .delete(format!("{}/v1/jobs/{id}", other.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    let asked = Instant::now();
+    while !running
+        .log()
+        .contains("task stopped (its job was cancelled)")
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the transfer on {runner} still runs a second after the cancel: {}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its upload goes, and the origin is asked nothing more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let uploads = svc
+            .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
+            .await
+            .unwrap();
+        if uploads.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upload left: {uploads:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        svc.head(&env.bucket, &format!("{prefix}/big.bin"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no object appears"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(origin.requests().len(), fetched_before);
+    let status = running.get_json(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(status["status"], "cancelled", "{status}");
+}
+
+/// `--cluster` needs a PostgreSQL store, and says so in one line; a bad
+/// node id is refused the same way.
+#[test]
+fn cluster_mode_refuses_a_store_it_cannot_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ferry_bin())
+        .args(["serve", "--cluster", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--cluster needs --database-url postgres://"),
+        "{stderr}"
+    );
+    let out = Command::new(ferry_bin())
+        .args([
+            "serve",
+            "--cluster",
+            "--node-id",
+            "no spaces",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--node-id: a node id is"), "{stderr}");
+}
+
+/// A cluster refuses a directory destination at submit: a directory is
+/// local to one node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_refuses_directory_destinations() {
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&db, dir.path(), "node-a", &[]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", a.url))
+        .json(&json!({ "files": [{ "source": "https://example.com/a", "key": "a" }], "destination": "local" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "destination", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("s3://"),
+        "{body}"
+    );
+}
