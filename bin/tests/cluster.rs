@@ -102,8 +102,9 @@ async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
     let db = PgDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start().await.unwrap();
-    // Two at a time per node: the 30 files must spread over the nodes.
-    let flags = ["--concurrency", "2"];
+    // Two at a time per node, and a job window as large as the cluster:
+    // the 30 files must spread over the nodes.
+    let flags = ["--concurrency", "2", "--per-job-concurrency", "6"];
     let a = node(&db, dir.path(), "node-a", &flags);
     let b = node(&db, dir.path(), "node-b", &flags);
     let c = node(&db, dir.path(), "node-c", &flags);
@@ -326,6 +327,188 @@ async fn a_cancel_on_one_node_stops_a_transfer_on_another_within_a_second() {
     assert_eq!(origin.requests().len(), fetched_before);
     let status = running.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status["status"], "cancelled", "{status}");
+}
+
+/// A job's `--per-job-concurrency` holds across the cluster: two nodes
+/// with room for eight files run at most three of a job at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_concurrency_limit_holds_across_the_cluster() {
+    const FILES: usize = 12;
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let flags = ["--concurrency", "4", "--per-job-concurrency", "3"];
+    let a = node(&db, dir.path(), "node-a", &flags);
+    let _b = node(&db, dir.path(), "node-b", &flags);
+    let prefix = unique_prefix("cluster-window");
+    let files: Vec<Value> = (0..FILES)
+        .map(|i| {
+            let data = generate(32 << 10, 900 + i as u64);
+            let path = format!("/w/{i}.bin");
+            origin.serve(
+                &path,
+                data.clone(),
+                Behavior::Throttled {
+                    bytes_per_tick: 8 << 10,
+                    tick: Duration::from_millis(40),
+                },
+            );
+            json!({ "source": origin.url(&path), "key": format!("w/{i}.bin"), "sha256": sha256_hex(&data) })
+        })
+        .collect();
+    let job = a
+        .submit(&json!({ "files": files, "destination": format!("s3://{}/{prefix}", env.bucket) }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = a.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // At most three files in flight at once across the cluster (the
+    // stored event order is the commit order).
+    let mut in_flight = 0i64;
+    let mut most = 0;
+    for kind in query(
+        &db,
+        &format!("SELECT kind FROM ferry_events WHERE job_id = '{id}' ORDER BY seq"),
+    ) {
+        match kind.as_str() {
+            "file_started" => in_flight += 1,
+            "file_succeeded" | "file_failed" => in_flight -= 1,
+            _ => {}
+        }
+        most = most.max(in_flight);
+    }
+    assert!((2..=3).contains(&most), "{most} files in flight at once");
+}
+
+/// `kill -9` of the node running a 256 MiB file: another node takes the
+/// task over once the lease times out and resumes it from the checkpoint
+/// in the shared store (a Range request from a part boundary at the
+/// origin); the object is right, no upload is left, the job completes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
+    use ferry_domain::ports::CheckpointStorePort;
+    const PART: u64 = 5 << 20;
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let flags = ["--part-size", "5MiB"];
+    let mut nodes: Vec<(String, Server)> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
+        .collect();
+    let prefix = unique_prefix("cluster-kill");
+    let data = generate(256 << 20, 4242);
+    // About 40 MiB/s: the file takes some seconds.
+    origin.serve(
+        "/big.bin",
+        data.clone(),
+        Behavior::ThrottledRanged {
+            bytes_per_tick: 1 << 20,
+            tick: Duration::from_millis(25),
+        },
+    );
+    let job = nodes[0]
+        .1
+        .submit(&json!({
+            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
+            "destination": format!("s3://{}/{prefix}", env.bucket)
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Wait for a checkpoint with two parts in it, then kill its node.
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&db.url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|(_, n)| n.log()).collect();
+            panic!(
+                "no checkpoint was saved: tasks {:?}, queue {:?}, origin {:?}\n{}",
+                query(
+                    &db,
+                    "SELECT status, lease_owner, lease_epoch FROM ferry_tasks"
+                ),
+                query(&db, "SELECT status, lock_by, attempts FROM apalis.jobs"),
+                origin.requests().len(),
+                logs.join("\n----\n")
+            );
+        }
+        let saved = store.list().await.unwrap_or_default();
+        if saved
+            .iter()
+            .any(|(_, c)| c.as_ref().is_ok_and(|c| c.committed() >= 2 * PART))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    let owner = query(
+        &db,
+        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
+    );
+    let victim = nodes
+        .iter()
+        .position(|(n, _)| Some(n) == owner.first())
+        .unwrap();
+    let (victim_name, victim) = nodes.remove(victim);
+    victim.kill9();
+    let killed = Instant::now();
+    let fetched_before = origin.requests().len();
+    assert_eq!(fetched_before, 1);
+
+    // Another node resumes it: a second request, for the rest.
+    let resumed = loop {
+        if let Some(r) = origin.requests().get(1) {
+            break r.clone();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5 + 5),
+            "not resumed within the lease timeout + 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = killed.elapsed();
+    let offset: u64 = resumed
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("resumed without a range: {resumed:?}"));
+    assert!(offset >= 2 * PART && offset % PART == 0, "offset {offset}");
+    eprintln!("resumed from {offset} after {took:?}");
+    let done = nodes[0].1.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let new_owner = query(
+        &db,
+        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
+    );
+    assert_ne!(new_owner.first(), Some(&victim_name));
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    let meta = svc
+        .head(&env.bucket, &format!("{prefix}/big.bin"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.size, 256 << 20);
+    assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
+    let uploads = svc
+        .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{uploads:?}");
+    let completed = query(
+        &db,
+        &format!(
+            "SELECT count(*) FROM ferry_events WHERE job_id = '{id}' AND kind = 'job_completed'"
+        ),
+    );
+    assert_eq!(completed, ["1"]);
+    assert_eq!(origin.requests().len(), 2, "fetched twice at most");
 }
 
 /// `--cluster` needs a PostgreSQL store, and says so in one line; a bad

@@ -53,6 +53,12 @@ pub enum Behavior {
         bytes_per_tick: usize,
         tick: Duration,
     },
+    /// Like `Throttled`, with ranges (ETag, If-Range) honoured: a slow
+    /// origin a transfer can resume from.
+    ThrottledRanged {
+        bytes_per_tick: usize,
+        tick: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -357,7 +363,10 @@ async fn handle(
     };
     let ranges_ok = matches!(
         route.behavior,
-        Behavior::Normal | Behavior::ResetAfter { .. } | Behavior::StallFirstRanged { .. }
+        Behavior::Normal
+            | Behavior::ResetAfter { .. }
+            | Behavior::StallFirstRanged { .. }
+            | Behavior::ThrottledRanged { .. }
     );
     let mut start = 0u64;
     if ranges_ok
@@ -438,8 +447,18 @@ async fn handle(
         Behavior::Throttled {
             bytes_per_tick,
             tick,
+        }
+        | Behavior::ThrottledRanged {
+            bytes_per_tick,
+            tick,
         } => {
-            let data = memory(0);
+            let data = memory(start);
+            if partial {
+                builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{}/{total}", total - 1),
+                );
+            }
             let step = (*bytes_per_tick).max(1);
             let tick = *tick;
             let frames = stream::iter(
@@ -452,7 +471,7 @@ async fn handle(
                 Ok::<_, std::io::Error>(Frame::data(piece))
             });
             builder
-                .header(header::CONTENT_LENGTH, total)
+                .header(header::CONTENT_LENGTH, total - start)
                 .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
         }
         Behavior::Stall { after } => {

@@ -56,13 +56,16 @@ impl Cluster {
     }
 }
 
-/// The tasks of `record` a queue should hold: every one not over.
-fn open_tasks(record: &JobRecord) -> Vec<TaskRef> {
+/// The tasks of `record` the queue should hold: its window, the first
+/// `window` tasks not over (running ones count), so a job never has more
+/// than `window` files in flight across the cluster.
+fn open_tasks(record: &JobRecord, window: usize) -> Vec<TaskRef> {
     record
         .job
         .tasks()
         .iter()
         .filter(|t| !t.status().is_terminal())
+        .take(window.max(1))
         .map(|t| TaskRef {
             job: record.job.id.clone(),
             index: t.index,
@@ -76,13 +79,14 @@ impl JobService {
         self.cluster().map(|c| &c.node)
     }
 
-    /// Cluster mode: the job's unfinished tasks onto the shared queue (the
-    /// end of its job phase). A failure is left to the reconciler.
+    /// Cluster mode: the job's window of unfinished tasks onto the shared
+    /// queue (at the end of its job phase, and after each of its files). A
+    /// failure is left to the reconciler.
     pub(super) async fn enqueue_open_tasks(&self, record: &JobRecord) {
         let Some(cluster) = self.cluster() else {
             return;
         };
-        let tasks = open_tasks(record);
+        let tasks = open_tasks(record, self.config().per_job_concurrency);
         match cluster.queue.enqueue(&tasks).await {
             Ok(()) => {
                 info!(job = %record.job.id, tasks = tasks.len(), node = %cluster.node, "file tasks enqueued")
@@ -117,7 +121,7 @@ impl JobService {
             if record.job.status() != JobStatus::Downloading {
                 continue;
             }
-            let tasks = open_tasks(&record);
+            let tasks = open_tasks(&record, self.config().per_job_concurrency);
             seen += tasks.len();
             if let Err(e) = cluster.queue.enqueue(&tasks).await {
                 warn!(job = %id, error = %e, "reconciler: could not enqueue");
@@ -199,7 +203,7 @@ impl JobService {
             .claim_task(&task.job, task.index, cluster.node.as_str())
             .await?
         else {
-            return self.complete_if_done(&task.job).await;
+            return self.after_task(&task.job).await;
         };
         // Running on a node that died: this node takes it over (it resumes
         // from the task's checkpoint).
@@ -242,18 +246,20 @@ impl JobService {
             info!(job = %task.job, index = task.index, "task stopped (its job was cancelled)");
             return Ok(());
         }
-        self.complete_if_done(&task.job).await
+        self.after_task(&task.job).await
     }
 
-    /// Completes the job if every task is over (CompleteJob, once across
-    /// the cluster).
-    pub(super) async fn complete_if_done(&self, id: &JobId) -> Result<(), JobStoreError> {
+    /// After a file of the job: completes the job if every task is over
+    /// (CompleteJob, once across the cluster), else moves its window on.
+    pub(super) async fn after_task(&self, id: &JobId) -> Result<(), JobStoreError> {
         let Some(record) = self.recorder().store().get(id).await? else {
             return Ok(());
         };
-        if record.job.status() != JobStatus::Downloading
-            || record.job.tasks().iter().any(|t| !t.status().is_terminal())
-        {
+        if record.job.status() != JobStatus::Downloading {
+            return Ok(());
+        }
+        if record.job.tasks().iter().any(|t| !t.status().is_terminal()) {
+            self.enqueue_open_tasks(&record).await;
             return Ok(());
         }
         self.complete(record).await

@@ -480,8 +480,7 @@ impl JobService {
             // The tasks run wherever the queue hands them out; the node
             // that finishes the last one completes the job.
             drop(transfer);
-            self.enqueue_open_tasks(&record).await;
-            return self.complete_if_done(id).await;
+            return self.after_task(id).await;
         }
         if record.job.requeue_running() > 0 {
             recorder
