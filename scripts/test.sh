@@ -31,7 +31,7 @@ FERRY_BROWSER_PREBUILT=1 bash scripts/browser.sh > "$browser_log" 2>&1 &
 browser_pid=$!
 
 # What ships: the release binary (fat LTO, no kill points), through the CLI
-# and serve process tests.
+# serve process and cluster tests.
 time cargo build --release --locked -p ferry
 if ! wait "$browser_pid"; then
   cat "$browser_log" >&2
@@ -39,7 +39,7 @@ if ! wait "$browser_pid"; then
   exit 1
 fi
 grep '^browser:' "$browser_log"
-FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve --test sources --test objects
+FERRY_BIN="$target/release/ferry" cargo test --workspace --locked --test cli --test serve --test sources --test objects --test cluster
 
 # The Debian package: built (cargo-deb, pinned), installed, `ferry
 # --version` and one copy run from the installed binary, removed.

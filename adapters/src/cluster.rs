@@ -28,7 +28,7 @@ use crate::job_store::EVENTS_CHANNEL;
 /// The apalis queue (its `job_type`) ferry's file tasks go through.
 const QUEUE: &str = "ferry.file_tasks";
 /// The advisory lock key the reconciler's leader holds ("ferry" in ASCII).
-const LEAD_KEY: i64 = 0x6665_7272_79;
+const LEAD_KEY: i64 = 0x0066_6572_7279;
 /// How often an idle worker asks for tasks (new and re-enqueued ones).
 const POLL: Duration = Duration::from_millis(250);
 

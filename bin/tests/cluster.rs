@@ -479,7 +479,10 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("resumed without a range: {resumed:?}"));
-    assert!(offset >= 2 * PART && offset % PART == 0, "offset {offset}");
+    assert!(
+        offset >= 2 * PART && offset.is_multiple_of(PART),
+        "offset {offset}"
+    );
     eprintln!("resumed from {offset} after {took:?}");
     let done = nodes[0].1.wait_terminal(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
