@@ -213,6 +213,23 @@ impl TaskQueuePort for PgTaskQueue {
         tx.commit().await.map_err(unavailable)
     }
 
+    async fn release(&self, tasks: &[TaskRef]) -> Result<(), TaskQueueError> {
+        let keys: Vec<String> = tasks.iter().map(TaskRef::idempotency_key).collect();
+        // Unlocked, its delivery's acknowledgement (which names the worker
+        // that held it) no longer matches the row.
+        sqlx::query(
+            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
+                done_at = NULL, run_at = NOW()
+             WHERE job_type = $1 AND idempotency_key = ANY($2)",
+        )
+        .bind(QUEUE)
+        .bind(&keys)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn lead(&self) -> Result<Option<Box<dyn Leadership>>, TaskQueueError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")

@@ -125,6 +125,7 @@ impl FilesystemStorage {
             .flatten()
             .and_then(|date| httpdate::parse_http_date(date).ok());
         FsStagedWrite {
+            suspend_on_drop: request.suspend_on_drop.clone(),
             mtime,
             if_absent: request.if_absent,
             key,
@@ -296,6 +297,8 @@ fn is_stale_temp(path: &Path) -> bool {
 
 /// A write in progress into a temp file.
 struct FsStagedWrite {
+    /// Set: a dropped write keeps its temp file for a resume elsewhere.
+    suspend_on_drop: ferry_domain::ports::SuspendOnDrop,
     key: ObjectKey,
     temp: PathBuf,
     target: PathBuf,
@@ -482,7 +485,7 @@ impl FsStagedWrite {
 
 impl Drop for FsStagedWrite {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && !self.suspend_on_drop.is_set() {
             self.remove_temp();
         }
     }

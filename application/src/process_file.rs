@@ -118,6 +118,7 @@ impl ProcessFile {
             },
             source_last_modified: meta.last_modified.clone(),
             if_absent: command.no_clobber,
+            suspend_on_drop: command.suspend_on_drop.clone(),
         }
     }
 

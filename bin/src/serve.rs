@@ -342,6 +342,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
     }
 
+    let hand_over = jobs.clone();
     tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
     tokio::spawn(clean_orphans(jobs.clone()));
     tokio::spawn(summarise_refusals(metrics.clone()));
@@ -383,6 +384,14 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         },
     );
     serve_until_signal(listener, app, &args, shutdown).await;
+    if node.is_some() {
+        // The other nodes resume this node's transfers now, from their
+        // checkpoints, instead of after the lease timeout.
+        let handed = hand_over.hand_over().await;
+        if handed > 0 {
+            eprintln!("ferry serve: {handed} running file task(s) handed over to the other nodes");
+        }
+    }
     ExitCode::from(exit::OK)
 }
 

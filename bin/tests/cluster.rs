@@ -35,9 +35,10 @@ fn node(db: &PgDatabase, dir: &Path, name: &str, extra: &[&str]) -> Server {
         db.url.as_str(),
         "--endpoint-url",
         env.endpoint.as_str(),
-        "--lease-timeout",
-        "5s",
     ];
+    if !extra.contains(&"--lease-timeout") {
+        flags.extend(["--lease-timeout", "5s"]);
+    }
     flags.extend_from_slice(extra);
     let server = Server::start(ferry_bin(), &dir.join(name), &flags);
     assert!(
@@ -294,7 +295,7 @@ async fn a_cancel_on_one_node_stops_a_transfer_on_another_within_a_second() {
     let asked = Instant::now();
     while !running
         .log()
-        .contains("task stopped (its job was cancelled)")
+        .contains("task stopped: its job was cancelled")
     {
         assert!(
             asked.elapsed() < Duration::from_secs(1),
@@ -387,7 +388,6 @@ async fn a_jobs_concurrency_limit_holds_across_the_cluster() {
 /// origin); the object is right, no upload is left, the job completes once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
-    use ferry_domain::ports::CheckpointStorePort;
     const PART: u64 = 5 << 20;
     let env = garage();
     let db = PgDatabase::create().await;
@@ -418,34 +418,7 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
     // Wait for a checkpoint with two parts in it, then kill its node.
-    let store = ferry_adapters::job_store::SqlJobStore::connect(&db.url)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(|(_, n)| n.log()).collect();
-            panic!(
-                "no checkpoint was saved: tasks {:?}, queue {:?}, origin {:?}\n{}",
-                query(
-                    &db,
-                    "SELECT status, lease_owner, lease_epoch FROM ferry_tasks"
-                ),
-                query(&db, "SELECT status, lock_by, attempts FROM apalis.jobs"),
-                origin.requests().len(),
-                logs.join("\n----\n")
-            );
-        }
-        let saved = store.list().await.unwrap_or_default();
-        if saved
-            .iter()
-            .any(|(_, c)| c.as_ref().is_ok_and(|c| c.committed() >= 2 * PART))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    store.close().await;
+    wait_for_checkpoint(&db, 2 * PART, &nodes).await;
     let owner = query(
         &db,
         &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
@@ -472,13 +445,7 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let took = killed.elapsed();
-    let offset: u64 = resumed
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("resumed without a range: {resumed:?}"));
+    let offset = range_start(&resumed);
     assert!(
         offset >= 2 * PART && offset.is_multiple_of(PART),
         "offset {offset}"
@@ -512,6 +479,136 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     );
     assert_eq!(completed, ["1"]);
     assert_eq!(origin.requests().len(), 2, "fetched twice at most");
+}
+
+/// Waits until the cluster's store holds a checkpoint with at least
+/// `bytes` committed (the nodes' logs shown if it never does).
+async fn wait_for_checkpoint(db: &PgDatabase, bytes: u64, nodes: &[(String, Server)]) {
+    use ferry_domain::ports::CheckpointStorePort;
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&db.url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|(_, n)| n.log()).collect();
+            panic!(
+                "no checkpoint was saved: tasks {:?}, queue {:?}\n{}",
+                query(
+                    db,
+                    "SELECT status, lease_owner, lease_epoch FROM ferry_tasks"
+                ),
+                query(db, "SELECT status, lock_by, attempts FROM apalis.jobs"),
+                logs.join("\n----\n")
+            );
+        }
+        let saved = store.list().await.unwrap_or_default();
+        if saved
+            .iter()
+            .any(|(_, c)| c.as_ref().is_ok_and(|c| c.committed() >= bytes))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
+
+/// The offset a resumed request asked from (`bytes=N-`).
+fn range_start(request: &ferry_tests::origin::Recorded) -> u64 {
+    request
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("resumed without a range: {request:?}"))
+}
+
+/// A node stopped with SIGTERM hands its running file over: another node
+/// resumes it from the checkpoint (a Range request from a part boundary)
+/// at once, long before the lease timeout (30 s here); its upload is
+/// kept, not aborted; the object is right.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
+    const PART: u64 = 5 << 20;
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let flags = ["--part-size", "5MiB", "--lease-timeout", "30s"];
+    let mut nodes: Vec<(String, Server)> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
+        .collect();
+    let prefix = unique_prefix("cluster-term");
+    let data = generate(64 << 20, 4343);
+    // About 20 MiB/s.
+    origin.serve(
+        "/big.bin",
+        data.clone(),
+        Behavior::ThrottledRanged {
+            bytes_per_tick: 512 << 10,
+            tick: Duration::from_millis(25),
+        },
+    );
+    let job = nodes[0]
+        .1
+        .submit(&json!({
+            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
+            "destination": format!("s3://{}/{prefix}", env.bucket)
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_checkpoint(&db, 2 * PART, &nodes).await;
+    let owner = query(
+        &db,
+        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
+    );
+    let leaving = nodes
+        .iter()
+        .position(|(n, _)| Some(n) == owner.first())
+        .unwrap();
+    let (_, leaving) = nodes.remove(leaving);
+    leaving.sigterm();
+    let stopped = Instant::now();
+    let resumed = loop {
+        if let Some(r) = origin.requests().get(1) {
+            break r.clone();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "not handed over within 10 s (lease timeout 30 s): {}",
+            leaving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("handed over after {:?}", stopped.elapsed());
+    let offset = range_start(&resumed);
+    assert!(
+        offset >= 2 * PART && offset.is_multiple_of(PART),
+        "offset {offset}"
+    );
+    let done = nodes[0].1.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        leaving.log().contains("handed over to the other nodes"),
+        "{}",
+        leaving.log()
+    );
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    let meta = svc
+        .head(&env.bucket, &format!("{prefix}/big.bin"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
+    let uploads = svc
+        .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{uploads:?}");
+    assert_eq!(origin.requests().len(), 2);
 }
 
 /// `--cluster` needs a PostgreSQL store, and says so in one line; a bad

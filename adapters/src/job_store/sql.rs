@@ -890,6 +890,21 @@ impl JobStorePort for SqlJobStore {
             .map_err(unavailable)
     }
 
+    async fn task_lease(&self, id: &JobId, index: usize) -> Result<Option<u64>, JobStoreError> {
+        let row = sqlx::query(
+            "SELECT lease_epoch FROM ferry_tasks
+             WHERE job_id = $1 AND idx = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(index).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| r.try_get::<i64, _>("lease_epoch").map(to_u64))
+            .transpose()
+            .map_err(unavailable)
+    }
+
     async fn save_job_if(
         &self,
         record: &JobRecord,

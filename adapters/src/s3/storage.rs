@@ -150,6 +150,7 @@ impl S3Storage {
             copy_limit: self.config.copy_object_limit,
             verify_etags: self.config.verify_part_etags,
             depth: self.config.channel_depth,
+            suspend_on_drop: request.suspend_on_drop.clone(),
         }
     }
 }

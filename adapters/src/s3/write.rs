@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use ferry_domain::ports::{CommitInfo, StagedWrite, StorageError, StoredObject};
+use ferry_domain::ports::{CommitInfo, StagedWrite, StorageError, StoredObject, SuspendOnDrop};
 use ferry_domain::{ObjectAttributes, ObjectKey, StagedState};
 
 use super::attributes::{DigestMetadata, user_metadata, with_attributes};
@@ -83,6 +83,8 @@ pub(super) struct Target {
     pub(super) verify_etags: bool,
     /// Chunks that may wait between the source and a request body.
     pub(super) depth: usize,
+    /// Set: a dropped upload is kept for a resume elsewhere, not aborted.
+    pub(super) suspend_on_drop: SuspendOnDrop,
 }
 
 impl Target {
@@ -403,7 +405,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || self.target.suspend_on_drop.is_set() {
             return;
         }
         if let Some(id) = self.id.take()

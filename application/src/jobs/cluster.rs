@@ -15,25 +15,40 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::{AbortHandle, Abortable};
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
-    ClusterNote, JobRecord, JobStoreError, NodeId, TaskHandlerPort, TaskQueuePort, TaskRef,
+    ClusterNote, JobRecord, JobStoreError, NodeId, SuspendOnDrop, TaskHandlerPort, TaskQueuePort,
+    TaskRef,
 };
 use ferry_domain::{JobId, JobStatus, TaskStatus};
 
-use super::runner::lock;
+use super::runner::{Lease, lock};
 use super::service::JobService;
+
+/// How often a running task checks that this node still holds its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+/// How long a hand-over waits for this node's transfers to stop.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A file task running on this node: how to stop it, and the switch that
+/// makes it keep its staged bytes when stopped.
+struct LocalRun {
+    abort: AbortHandle,
+    suspend: SuspendOnDrop,
+}
 
 /// What a node of a cluster has beside a single node's service.
 pub(super) struct Cluster {
     pub(super) node: NodeId,
     pub(super) queue: Arc<dyn TaskQueuePort>,
-    /// The file tasks running on this node, to stop them on a cancel.
-    local: Mutex<HashMap<JobId, HashMap<usize, AbortHandle>>>,
+    /// The file tasks running on this node, to stop them on a cancel or
+    /// hand them over at shutdown.
+    local: Mutex<HashMap<JobId, HashMap<usize, LocalRun>>>,
 }
 
 impl Cluster {
@@ -49,11 +64,42 @@ impl Cluster {
     /// their uploads are aborted). Returns how many were running.
     pub(super) fn stop_local(&self, job: &JobId) -> usize {
         let running = lock(&self.local).remove(job).unwrap_or_default();
-        for handle in running.values() {
-            handle.abort();
+        for run in running.values() {
+            run.abort.abort();
         }
         running.len()
     }
+
+    /// Stops every transfer running on this node, keeping their staged
+    /// bytes for whichever node takes them over. Returns their tasks.
+    fn suspend_all(&self) -> Vec<TaskRef> {
+        let local = lock(&self.local);
+        let mut tasks = Vec::new();
+        for (job, runs) in local.iter() {
+            for (index, run) in runs {
+                run.suspend.set();
+                run.abort.abort();
+                tasks.push(TaskRef {
+                    job: job.clone(),
+                    index: *index,
+                });
+            }
+        }
+        tasks
+    }
+
+    fn idle(&self) -> bool {
+        lock(&self.local).is_empty()
+    }
+}
+
+/// Why a task's run ended early.
+enum Ended {
+    /// Another node holds the lease now, or this node hands the task
+    /// over: the transfer is suspended, not given up.
+    LeaseLost,
+    /// The task is over (cancelled elsewhere, or this run just finished).
+    TaskOver,
 }
 
 /// The tasks of `record` the queue should hold: its window, the first
@@ -220,19 +266,61 @@ impl JobService {
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
+        let suspend = SuspendOnDrop::default();
         lock(&cluster.local)
             .entry(task.job.clone())
             .or_default()
-            .insert(task.index, abort);
+            .insert(
+                task.index,
+                LocalRun {
+                    abort,
+                    suspend: suspend.clone(),
+                },
+            );
+        let lease = Lease { epoch, suspend };
         let shared = Mutex::new(record);
-        let run = self.runner().run_task(
-            self.recorder(),
-            &shared,
-            transfer.as_ref(),
-            task.index,
-            Some(epoch),
+        let run = Abortable::new(
+            self.runner().run_task(
+                self.recorder(),
+                &shared,
+                transfer.as_ref(),
+                task.index,
+                Some(&lease),
+            ),
+            registration,
         );
-        let outcome = Abortable::new(run, registration).await;
+        // Meanwhile, once a second: is the lease still this node's?
+        let watch = async {
+            loop {
+                tokio::time::sleep(LEASE_CHECK).await;
+                match store.task_lease(&task.job, task.index).await {
+                    Ok(Some(now)) if now == epoch => {}
+                    Ok(Some(_)) => return Ended::LeaseLost,
+                    Ok(None) => return Ended::TaskOver,
+                    Err(_) => {}
+                }
+            }
+        };
+        let ended = match futures::future::select(Box::pin(run), Box::pin(watch)).await {
+            futures::future::Either::Left((Ok(()), _)) => None,
+            // Aborted: handed over at shutdown, or its job was cancelled
+            // (on this node or another).
+            futures::future::Either::Left((Err(_), _)) if lease.suspend.is_set() => {
+                Some(Ended::LeaseLost)
+            }
+            futures::future::Either::Left((Err(_), _)) => Some(Ended::TaskOver),
+            futures::future::Either::Right((Ended::LeaseLost, run)) => {
+                // Handed over: the transfer stops, its upload kept for the
+                // node that holds the task now.
+                lease.suspend.set();
+                drop(run);
+                Some(Ended::LeaseLost)
+            }
+            futures::future::Either::Right((Ended::TaskOver, run)) => {
+                drop(run);
+                Some(Ended::TaskOver)
+            }
+        };
         {
             let mut local = lock(&cluster.local);
             if let Some(tasks) = local.get_mut(&task.job) {
@@ -242,9 +330,15 @@ impl JobService {
                 }
             }
         }
-        if outcome.is_err() {
-            info!(job = %task.job, index = task.index, "task stopped (its job was cancelled)");
-            return Ok(());
+        match ended {
+            None => {}
+            Some(Ended::LeaseLost) => {
+                warn!(job = %task.job, index = task.index, "task stopped and suspended: handed over, or another node holds its lease now");
+                return Ok(());
+            }
+            Some(Ended::TaskOver) => {
+                info!(job = %task.job, index = task.index, "task stopped: its job was cancelled, or the task ended elsewhere");
+            }
         }
         self.after_task(&task.job).await
     }
@@ -263,6 +357,35 @@ impl JobService {
             return Ok(());
         }
         self.complete(record).await
+    }
+}
+
+impl JobService {
+    /// Cluster mode, at shutdown: stops this node's transfers keeping their
+    /// staged bytes, and puts their tasks back in the queue, so that other
+    /// nodes resume them from their checkpoints at once (not after the
+    /// lease timeout). Returns how many were handed over.
+    pub async fn hand_over(&self) -> usize {
+        let Some(cluster) = self.cluster() else {
+            return 0;
+        };
+        let tasks = cluster.suspend_all();
+        if tasks.is_empty() {
+            return 0;
+        }
+        let waited = tokio::time::Instant::now();
+        while !cluster.idle() && waited.elapsed() < HAND_OVER_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match cluster.queue.release(&tasks).await {
+            Ok(()) => {
+                info!(tasks = tasks.len(), node = %cluster.node, "tasks handed over to the other nodes")
+            }
+            Err(e) => {
+                warn!(error = %e, "could not hand tasks over; other nodes take them after the lease timeout")
+            }
+        }
+        tasks.len()
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, JobRecord, ProcessFileCommand,
-    ProcessFileError, ProcessFileResult, ProgressPort, TransferError, TransferPort,
+    ProcessFileError, ProcessFileResult, ProgressPort, SuspendOnDrop, TransferError, TransferPort,
 };
 use ferry_domain::{ByteSize, IfExists, JobId, TaskFailure, TaskStatus, TransferId};
 
@@ -25,6 +25,14 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+/// A cluster node's hold on a task: the epoch its writes are fenced with,
+/// and the switch that makes a dropped transfer keep its staged bytes
+/// (handed over, not given up).
+pub(super) struct Lease {
+    pub(super) epoch: u64,
+    pub(super) suspend: SuspendOnDrop,
 }
 
 /// Runs a job's file tasks.
@@ -71,17 +79,19 @@ impl Runner {
 
     /// One file task: its Transfer (which retries), with each attempt
     /// recorded on the task and announced by [`TaskAttempts`]. With a
-    /// `fence` (cluster mode), the task's states are written only under
-    /// that lease epoch, and an attempt whose start cannot be written (the
-    /// lease is lost) is refused, which ends the transfer.
+    /// `lease` (cluster mode), the task's states are written only under
+    /// its epoch, an attempt whose start cannot be written (the lease is
+    /// lost) is refused, which ends the transfer, and the staged write
+    /// keeps its bytes if dropped once the lease's `suspend` is set.
     pub(super) async fn run_task(
         &self,
         recorder: &Recorder,
         shared: &Mutex<JobRecord>,
         transfer: &dyn TransferPort,
         index: usize,
-        fence: Option<u64>,
+        lease: Option<&Lease>,
     ) {
+        let fence = lease.map(|l| l.epoch);
         let (id, task, if_exists) = {
             let rec = lock(shared);
             (
@@ -104,6 +114,9 @@ impl Runner {
         command.no_clobber = if_exists == IfExists::Refuse;
         command.max_size = self.max_file_size;
         command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
+        if let Some(lease) = lease {
+            command.suspend_on_drop = lease.suspend.clone();
+        }
         command.progress = Arc::new(EventProgress {
             tx,
             interval: self.progress_interval,

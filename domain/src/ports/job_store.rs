@@ -199,6 +199,9 @@ pub trait JobStorePort: Send + Sync + 'static {
         index: usize,
         owner: &str,
     ) -> Result<Option<u64>, JobStoreError>;
+    /// Cluster mode: the lease epoch task `index` of job `id` is under, if
+    /// the task is not over (`None` if it is, or is missing).
+    async fn task_lease(&self, id: &JobId, index: usize) -> Result<Option<u64>, JobStoreError>;
     /// [`Self::save_job`] only if the stored job's status is still
     /// `from`: true if it was saved. Whichever node finishes a job's last
     /// file completes it, once.

@@ -39,7 +39,8 @@ pub use queue::{
     TaskRef,
 };
 pub use storage::{
-    CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject, WriteRequest,
+    CommitInfo, FileStoragePort, ObjectMeta, StagedWrite, StorageError, StoredObject,
+    SuspendOnDrop, WriteRequest,
 };
 pub use storage_resolver::StorageResolverPort;
 pub use transfer::{

@@ -48,6 +48,9 @@ pub struct ProcessFileCommand {
     pub skip_existing: bool,
     /// Never replace an existing object (`StorageError::AlreadyExists`).
     pub no_clobber: bool,
+    /// Set by the caller before it drops the transfer to hand it over: the
+    /// staged write keeps its bytes for a resume elsewhere.
+    pub suspend_on_drop: crate::ports::storage::SuspendOnDrop,
 }
 
 impl ProcessFileCommand {
@@ -66,6 +69,7 @@ impl ProcessFileCommand {
             attributes: crate::attributes::ObjectAttributes::default(),
             skip_existing: false,
             no_clobber: false,
+            suspend_on_drop: crate::ports::storage::SuspendOnDrop::default(),
         }
     }
 

@@ -90,6 +90,10 @@ pub trait TaskQueuePort: Send + Sync + 'static {
     /// Enqueues tasks; a task already in the queue (its
     /// [`TaskRef::idempotency_key`]) is not enqueued again.
     async fn enqueue(&self, tasks: &[TaskRef]) -> Result<(), TaskQueueError>;
+    /// Puts delivered tasks back in the queue for any node at once (this
+    /// node hands them over); a late acknowledgement of their earlier
+    /// delivery changes nothing.
+    async fn release(&self, tasks: &[TaskRef]) -> Result<(), TaskQueueError>;
     /// Becomes the one node running the reconciler, if no other node is:
     /// `None` when another holds it.
     async fn lead(&self) -> Result<Option<Box<dyn Leadership>>, TaskQueueError>;

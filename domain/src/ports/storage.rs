@@ -17,6 +17,25 @@ use crate::error::{BoxError, ErrorClass};
 use crate::key::ObjectKey;
 use crate::stream::ByteStream;
 
+/// Set before a staged write is dropped, it keeps its staged bytes (as
+/// [`StagedWrite::suspend`] does) instead of aborting them: the transfer
+/// was handed to another process that resumes it from its checkpoint (a
+/// cluster node that lost a task's lease, or hands its tasks over at
+/// shutdown). Unset, dropping aborts, as always.
+#[derive(Debug, Clone, Default)]
+pub struct SuspendOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl SuspendOnDrop {
+    /// From now on, a drop keeps the staged bytes.
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// What to write.
 #[derive(Debug, Clone)]
 pub struct WriteRequest {
@@ -39,6 +58,8 @@ pub struct WriteRequest {
     /// `StorageError::AlreadyExists`. Atomic where the storage supports it
     /// (a directory; S3 servers that honour `If-None-Match: *`).
     pub if_absent: bool,
+    /// Whether a drop keeps the staged bytes (see [`SuspendOnDrop`]).
+    pub suspend_on_drop: SuspendOnDrop,
 }
 
 impl WriteRequest {
@@ -52,6 +73,7 @@ impl WriteRequest {
             attributes: ObjectAttributes::default(),
             source_last_modified: None,
             if_absent: false,
+            suspend_on_drop: SuspendOnDrop::default(),
         }
     }
 }
