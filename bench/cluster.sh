@@ -6,7 +6,7 @@
 #   plain      one `ferry serve` on PostgreSQL, not a cluster (the baseline)
 #   cluster-N  N `ferry serve --cluster` nodes on one PostgreSQL (N = 1 2 3)
 # Every node: --concurrency C (FERRY_BENCH_CONCURRENCY, default 4) and a job
-# window as large as the job (--per-job-concurrency COUNT). The job is
+# window larger than the cluster's room (--per-job-concurrency 256). The job is
 # submitted to the first node with `ferry job submit --wait`.
 # For each: seconds (wall, submit to completion), files/s, the speed-up over
 # cluster-1, and what PostgreSQL itself counted for the run's database
@@ -30,6 +30,8 @@ pg="${FERRY_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}"
 export FERRY_BENCH_LIMIT_RATE="${FERRY_BENCH_LIMIT_RATE:-4m}"
 scratch="${FERRY_BENCH_DIR:-$(mktemp -d)}"
 export FERRY_BENCH_DIR="$scratch"
+# nginx's workers (nobody) read the files: mktemp -d makes the dir 0700.
+mkdir -p "$scratch" && chmod 755 "$scratch"
 export FERRY_BENCH_ACCESS_LOG="$scratch/access.log"
 tools=rclone
 source bench/lib.sh
@@ -58,7 +60,7 @@ start_node() {
   local p=$1 db=$2; shift 2
   rm -rf "$scratch/node-$p"
   FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$p" --data-dir "$scratch/node-$p" \
-    --database-url "$db" --concurrency "$conc" --per-job-concurrency "$count" \
+    --database-url "$db" --concurrency "$conc" --per-job-concurrency 256 \
     --max-files-per-job 1000000 --max-body 64MiB --allow-source 127.0.0.1 \
     --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" "$@" 2> "$scratch/node-$p.log" &
   pids+=($!)
@@ -97,7 +99,7 @@ for run in $runs; do
     tail -5 "$scratch/err.log" >&2; echo "cluster.sh: the $run job failed" >&2; exit 1; }
   t1=$(date +%s.%N)
   c1=$(commits "$dbname")
-  per_node=$(psql -Atq "$db" -c "SELECT coalesce(lease_owner, 'plain') || ':' || count(*) FROM ferry_tasks GROUP BY 1 ORDER BY 1" | paste -sd' ')
+  per_node=$(psql -AtqF: "$db" -c "SELECT coalesce(lease_owner, 'plain'), count(*) FROM ferry_tasks GROUP BY 1 ORDER BY 1" | paste -sd' ')
   stop_nodes
   gets=$(grep -c '"GET /cluster-[^"]*" 200 ' "$FERRY_BENCH_ACCESS_LOG" || true)
   ranged=$(grep -c '"GET /cluster-[^"]*" 206 ' "$FERRY_BENCH_ACCESS_LOG" || true)

@@ -66,7 +66,8 @@ fn query(db: &PgDatabase, sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// A live NDJSON stream of a job's events on `server`: what it shows.
+/// A live SSE stream (`Accept: text/event-stream`) of a job's events on
+/// `server`: the JSON of each event it shows.
 fn follow(
     server: &Server,
     id: &str,
@@ -78,13 +79,27 @@ fn follow(
     let url = format!("{}/v1/jobs/{id}/events?after=0", server.url);
     let sink = seen.clone();
     let reader = tokio::spawn(async move {
-        let mut response = reqwest::get(url).await.unwrap();
+        let mut response = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         let mut pending = Vec::new();
         while let Ok(Some(chunk)) = response.chunk().await {
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                let line = String::from_utf8_lossy(&line);
+                if let Some(data) = line.trim_end().strip_prefix("data:")
+                    && let Ok(v) = serde_json::from_str::<Value>(data.trim_start())
+                {
                     sink.lock().unwrap().push(v);
                 }
             }
@@ -95,7 +110,8 @@ fn follow(
 
 /// A 30-file job submitted to node A runs on all three nodes; every object
 /// is right; each file was fetched once; the job completes once; a live
-/// stream on node C shows every event, in order, without gap or duplicate.
+/// SSE stream on node C shows every event, in order, without gap or
+/// duplicate.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
     const FILES: usize = 30;
@@ -201,7 +217,7 @@ async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
         .filter(|e| e["type"] != "snapshot")
         .filter_map(|e| e["seq"].as_u64())
         .collect();
-    assert_eq!(shown, stored, "node C's stream against the store");
+    assert_eq!(shown, stored, "node C's SSE stream against the store");
     assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
     let kinds: Vec<String> = seen
         .lock()
@@ -609,6 +625,159 @@ async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
         .unwrap();
     assert!(uploads.is_empty(), "{uploads:?}");
     assert_eq!(origin.requests().len(), 2);
+}
+
+/// Both nodes of a cluster restarted at the same moment mid-job (SIGTERM
+/// to both, both started again at once): no file is ever sent to two
+/// nodes at once (the origin counts each file's responses in flight), the
+/// files resume from their checkpoints, the job completes once, and every
+/// object is right.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_restarted_at_once_never_run_a_task_twice_at_the_same_time() {
+    const FILES: usize = 6;
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let flags = [
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "3",
+        "--per-job-concurrency",
+        "6",
+    ];
+    let names = ["node-a", "node-b"];
+    let mut nodes: Vec<(String, Server)> = names
+        .iter()
+        .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
+        .collect();
+    let prefix = unique_prefix("cluster-restart");
+    let mut files = Vec::new();
+    let mut datas = Vec::new();
+    for i in 0..FILES {
+        let data = generate(16 << 20, 5150 + i as u64);
+        let path = format!("/r/{i}.bin");
+        // About 10 MiB/s a file.
+        origin.serve(
+            &path,
+            data.clone(),
+            Behavior::ThrottledRanged {
+                bytes_per_tick: 256 << 10,
+                tick: Duration::from_millis(25),
+            },
+        );
+        files.push(json!({ "source": origin.url(&path), "key": format!("r/{i}.bin"), "sha256": sha256_hex(&data) }));
+        datas.push(data);
+    }
+    let job = nodes[0]
+        .1
+        .submit(&json!({ "files": files, "destination": format!("s3://{}/{prefix}", env.bucket) }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_checkpoint(&db, 5 << 20, &nodes).await;
+    // Both stop at once, and both start again at once.
+    for (_, n) in &nodes {
+        n.sigterm();
+    }
+    for (_, n) in &mut nodes {
+        n.child.wait().unwrap();
+    }
+    nodes.clear();
+    let nodes: Vec<Server> = names
+        .iter()
+        .map(|n| node(&db, dir.path(), n, &flags))
+        .collect();
+    let done = nodes[0].wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let resumed = origin
+        .requests()
+        .iter()
+        .filter(|r| r.range.is_some())
+        .count();
+    assert!(resumed >= 1, "some file resumed from its checkpoint");
+    for (i, data) in datas.iter().enumerate() {
+        assert_eq!(
+            origin.most_in_flight(&format!("/r/{i}.bin")),
+            1,
+            "file {i} was sent to two nodes at once"
+        );
+        let meta = ferry_tests::garage::service(&env.endpoint)
+            .await
+            .head(&env.bucket, &format!("{prefix}/r/{i}.bin"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            meta.sha256_hex.as_deref(),
+            Some(sha256_hex(data).as_str()),
+            "file {i}"
+        );
+    }
+    let completed = query(
+        &db,
+        &format!(
+            "SELECT count(*) FROM ferry_events WHERE job_id = '{id}' AND kind = 'job_completed'"
+        ),
+    );
+    assert_eq!(completed, ["1"]);
+}
+
+/// A job committed as downloading but whose tasks never reached the queue
+/// (a node died between the two): the reconciler finds it when a node
+/// starts and its files run to completion.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_committed_but_never_enqueued_is_found_by_the_reconciler() {
+    use ferry_domain::ports::JobStorePort;
+    use ferry_domain::{Checksum, Destination, FileSpec, Job, JobId, ObjectKey, SourceUrl};
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let prefix = unique_prefix("cluster-reconcile");
+    let datas: Vec<Vec<u8>> = (0..3).map(|i| generate(40_000, 77 + i)).collect();
+    let specs = datas
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let path = format!("/lost/{i}.bin");
+            origin.serve(&path, data.clone(), Behavior::Normal);
+            FileSpec {
+                source: SourceUrl::parse(&origin.url(&path)).unwrap(),
+                key: ObjectKey::parse(&format!("{i}.bin")).unwrap(),
+                expected_size: None,
+                expected: vec![Checksum::sha256(&sha256_hex(data)).unwrap()],
+                headers: Default::default(),
+                attributes: Default::default(),
+            }
+        })
+        .collect();
+    let mut record = ferry_tests::job_store_conformance::record("job_neverenqueued", 0, 1_000);
+    record.job = Job::new(JobId::parse("job_neverenqueued").unwrap(), specs);
+    record.destination = Destination::parse(&format!("s3://{}/{prefix}", env.bucket)).unwrap();
+    record.options = Default::default();
+    record.task_token = None;
+    record.owner = None;
+    record.job.start_downloading().unwrap();
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&db.url)
+        .await
+        .unwrap();
+    store.create(&record).await.unwrap();
+    store.save_job(&record).await.unwrap();
+    store.close().await;
+
+    let a = node(&db, dir.path(), "node-a", &[]);
+    let done = a.wait_terminal("job_neverenqueued").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let svc = ferry_tests::garage::service(&env.endpoint).await;
+    for (i, data) in datas.iter().enumerate() {
+        let meta = svc
+            .head(&env.bucket, &format!("{prefix}/{i}.bin"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.size, data.len() as u64, "file {i}");
+    }
 }
 
 /// `--cluster` needs a PostgreSQL store, and says so in one line; a bad

@@ -405,6 +405,94 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     assert!(!start.contains("s3cret"), "{start}");
 
     keyed(store, ns).await;
+    leases(store, ns).await;
+}
+
+/// Cluster leases: a claim takes a task under a new epoch (only while it is
+/// queued or running); a write fenced with an older epoch fails
+/// `LeaseLost` and writes nothing (nor the rest of its batch); a task over
+/// cannot be claimed or written; `save_job_if` moves a job once.
+async fn leases(store: &dyn JobStorePort, ns: &str) {
+    let mut rec = record(&format!("{ns}-leases"), 2, 20_000);
+    rec.job.start_downloading().unwrap();
+    store.create(&rec).await.unwrap();
+    store.save_job(&rec).await.unwrap();
+    let id = rec.job.id.clone();
+    let first = store.claim_task(&id, 0, "node-a").await.unwrap().unwrap();
+    assert_eq!(store.task_lease(&id, 0).await.unwrap(), Some(first));
+    let second = store.claim_task(&id, 0, "node-b").await.unwrap().unwrap();
+    assert!(second > first);
+    assert_eq!(store.task_lease(&id, 0).await.unwrap(), Some(second));
+
+    let mut started = rec.job.tasks()[0].clone();
+    started.start().unwrap();
+    let write = |task: &ferry_domain::FileTask, epoch: u64| JobWrite::Task {
+        job: id.clone(),
+        task: Box::new(task.clone()),
+        fence: Some(epoch),
+    };
+    let event = JobWrite::Event(ferry_domain::ports::JobEvent {
+        job_id: id.clone(),
+        seq: 0,
+        at_ms: 20_001,
+        kind: ferry_domain::ports::JobEventKind::FileStarted {
+            index: 0,
+            attempt: 1,
+        },
+    });
+    let before = store.events_after(&id, 0, 100).await.unwrap().len();
+    // The stale holder writes nothing, not even the event beside it.
+    assert!(matches!(
+        store
+            .write_batch(&[write(&started, first), event.clone()])
+            .await,
+        Err(JobStoreError::LeaseLost { index: 0, .. })
+    ));
+    assert_eq!(store.events_after(&id, 0, 100).await.unwrap().len(), before);
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().job.tasks()[0].status(),
+        TaskStatus::Queued
+    );
+    // The holder writes.
+    store
+        .write_batch(&[write(&started, second), event])
+        .await
+        .unwrap();
+    let mut done = started.clone();
+    done.succeed(10, Checksum::sha256(&"d".repeat(64)).unwrap(), None)
+        .unwrap();
+    store.write_batch(&[write(&done, second)]).await.unwrap();
+    // Over: no lease, no claim, no fenced write over it.
+    assert_eq!(store.task_lease(&id, 0).await.unwrap(), None);
+    assert_eq!(store.claim_task(&id, 0, "node-c").await.unwrap(), None);
+    assert!(matches!(
+        store.write_batch(&[write(&started, second)]).await,
+        Err(JobStoreError::LeaseLost { .. })
+    ));
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().job.tasks()[0].status(),
+        TaskStatus::Succeeded
+    );
+
+    // A job completes once.
+    let mut ended = store.get(&id).await.unwrap().unwrap();
+    ended.job.cancel().unwrap();
+    assert!(
+        store
+            .save_job_if(&ended, JobStatus::Downloading)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save_job_if(&ended, JobStatus::Downloading)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().job.status(),
+        JobStatus::Cancelled
+    );
 }
 
 /// Idempotency keys: one job per (owner, key) within the time to live;

@@ -98,6 +98,9 @@ struct State {
     connections: usize,
     /// Every request must carry this header with this value (401 otherwise).
     required: Option<(String, String)>,
+    /// Responses in flight per path now, and the most ever.
+    in_flight: HashMap<String, usize>,
+    most_in_flight: HashMap<String, usize>,
 }
 
 /// A running origin; stops when dropped.
@@ -226,6 +229,15 @@ impl Origin {
 
     pub fn connections(&self) -> usize {
         self.state.lock().map(|s| s.connections).unwrap_or_default()
+    }
+
+    /// The most responses for `path` that were ever in flight at once
+    /// (sent, and neither finished nor abandoned by their client).
+    pub fn most_in_flight(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.most_in_flight.get(path).copied().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -502,5 +514,37 @@ async fn handle(
             }
         }
     };
-    Ok(response.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)))
+    let response = response.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR));
+    Ok(response.map(|body| tracked(body, state, path)))
+}
+
+/// Counts the response in flight for `path` (from now until its body is
+/// finished or dropped: the client read it all, or went away).
+fn tracked(body: Body, state: Arc<Mutex<State>>, path: String) -> Body {
+    struct InFlight {
+        state: Arc<Mutex<State>>,
+        path: String,
+    }
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if let Ok(mut s) = self.state.lock()
+                && let Some(n) = s.in_flight.get_mut(&self.path)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+    if let Ok(mut s) = state.lock() {
+        let n = s.in_flight.entry(path.clone()).or_default();
+        *n += 1;
+        let n = *n;
+        let most = s.most_in_flight.entry(path.clone()).or_default();
+        *most = (*most).max(n);
+    }
+    let guard = InFlight { state, path };
+    let frames = http_body_util::BodyStream::new(body).map(move |frame| {
+        let _held = &guard;
+        frame
+    });
+    BodyExt::boxed_unsync(StreamBody::new(frames))
 }
