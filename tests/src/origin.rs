@@ -548,3 +548,37 @@ fn tracked(body: Body, state: Arc<Mutex<State>>, path: String) -> Body {
     });
     BodyExt::boxed_unsync(StreamBody::new(frames))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Two clients reading one slow file at once count 2; one after the
+    /// other, 1; a client that goes away mid-body no longer counts.
+    #[tokio::test]
+    async fn responses_in_flight_are_counted_per_path() {
+        let origin = Origin::start().await.unwrap();
+        let slow = Behavior::Throttled {
+            bytes_per_tick: 1024,
+            tick: Duration::from_millis(10),
+        };
+        origin.serve("/both", vec![7u8; 20 * 1024], slow.clone());
+        origin.serve("/one", vec![7u8; 20 * 1024], slow.clone());
+        origin.serve("/gone", vec![7u8; 200 * 1024], slow);
+        let get = |path: &str| reqwest::get(origin.url(path));
+        let (a, b) = futures::join!(get("/both"), get("/both"));
+        let (a, b) = futures::join!(a.unwrap().bytes(), b.unwrap().bytes());
+        assert_eq!(a.unwrap().len() + b.unwrap().len(), 40 * 1024);
+        assert_eq!(origin.most_in_flight("/both"), 2);
+        for _ in 0..2 {
+            get("/one").await.unwrap().bytes().await.unwrap();
+        }
+        assert_eq!(origin.most_in_flight("/one"), 1);
+        let partial = get("/gone").await.unwrap();
+        drop(partial);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        get("/gone").await.unwrap().bytes().await.unwrap();
+        assert_eq!(origin.most_in_flight("/gone"), 1);
+    }
+}
