@@ -29,6 +29,9 @@ use crate::job_store::EVENTS_CHANNEL;
 const QUEUE: &str = "ferry.file_tasks";
 /// The advisory lock key the reconciler's leader holds ("ferry" in ASCII).
 const LEAD_KEY: i64 = 0x0066_6572_7279;
+/// The first half of a job phase's advisory lock key ("ferr"); the second
+/// is `hashtext` of the job id.
+const PHASE_KEY: i32 = 0x6665_7272;
 /// How often an idle worker asks for tasks (new and re-enqueued ones).
 const POLL: Duration = Duration::from_millis(250);
 

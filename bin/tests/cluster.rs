@@ -401,7 +401,8 @@ async fn a_jobs_concurrency_limit_holds_across_the_cluster() {
 /// `kill -9` of the node running a 256 MiB file: another node takes the
 /// task over once the lease times out and resumes it from the checkpoint
 /// in the shared store (a Range request from a part boundary at the
-/// origin); the object is right, no upload is left, the job completes once.
+/// origin); the object is right, no upload is left, the job completes once
+/// (one `job_completed`, one Step Functions callback).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     const PART: u64 = 5 << 20;
@@ -409,7 +410,16 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     let db = PgDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start().await.unwrap();
-    let flags = ["--part-size", "5MiB"];
+    let sfn = ferry_tests::sfn_endpoint::SfnEndpoint::start()
+        .await
+        .unwrap();
+    let sfn_url = sfn.url();
+    let flags = [
+        "--part-size",
+        "5MiB",
+        "--sfn-endpoint-url",
+        sfn_url.as_str(),
+    ];
     let mut nodes: Vec<(String, Server)> = ["node-a", "node-b", "node-c"]
         .iter()
         .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
@@ -428,6 +438,7 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     let job = nodes[0]
         .1
         .submit(&json!({
+            "task_token": "token-kill",
             "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
             "destination": format!("s3://{}/{prefix}", env.bucket)
         }))
@@ -494,6 +505,16 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         ),
     );
     assert_eq!(completed, ["1"]);
+    // One Step Functions callback, whichever node completed the job.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sfn.calls().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = sfn.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].operation.ends_with("SendTaskSuccess"), "{calls:?}");
+    assert_eq!(calls[0].body["taskToken"], "token-kill");
     assert_eq!(origin.requests().len(), 2, "fetched twice at most");
 }
 
@@ -778,6 +799,60 @@ async fn a_job_committed_but_never_enqueued_is_found_by_the_reconciler() {
             .unwrap();
         assert_eq!(meta.size, data.len() as u64, "file {i}");
     }
+}
+
+/// The node running a job's export phase dies (`kill -9`) while the
+/// provider is still preparing it: another node's reconciler takes the
+/// phase over (it polls the stored status URL; no second export is
+/// started), and the job's files run to completion.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_nodes_export_phase_is_taken_over_by_another_node() {
+    use ferry_tests::export_provider::{ExportProvider, Script};
+    let env = garage();
+    let db = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await.unwrap();
+    let mut manifest = Vec::new();
+    for i in 0..3 {
+        let data = generate(20_000 + i * 10, 600 + i as u64);
+        origin.serve(&format!("/e/{i}.bin"), data.clone(), Behavior::Normal);
+        manifest.push(json!({ "source": origin.url(&format!("/e/{i}.bin")), "key": format!("e/{i}.bin"), "sha256": sha256_hex(&data) }));
+    }
+    // Pending until told otherwise.
+    let provider = ExportProvider::start(Script::ready_after(1_000_000, Value::Array(manifest)))
+        .await
+        .unwrap();
+    let flags = ["--min-poll-interval", "10ms"];
+    let a = node(&db, dir.path(), "node-a", &flags);
+    let prefix = unique_prefix("cluster-export");
+    let job = a
+        .submit(&json!({
+            "export": { "start_url": provider.start_url(),
+                        "poll": { "base_interval_ms": 20, "max_interval_ms": 50, "deadline_ms": 120000 } },
+            "destination": format!("s3://{}/{prefix}", env.bucket)
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    a.wait_status(&id, &["exporting"]).await;
+    while provider.polls().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    let b = node(&db, dir.path(), "node-b", &flags);
+    provider.set_pending_polls(0);
+    let done = b.wait_terminal(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["summary"]["succeeded"], 3, "{done}");
+    assert_eq!(
+        provider.starts().len(),
+        1,
+        "the export was not started again"
+    );
+    assert!(
+        b.log().contains("taking over the job's phase"),
+        "{}",
+        b.log()
+    );
 }
 
 /// `--cluster` needs a PostgreSQL store, and says so in one line; a bad

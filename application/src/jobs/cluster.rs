@@ -144,10 +144,11 @@ impl JobService {
     }
 
     /// Cluster mode, on the node leading (one at a time): every
-    /// downloading job's unfinished tasks are made sure to be in the
-    /// queue. Returns how many tasks were looked at, or `None` if another
+    /// downloading job's window of unfinished tasks is made sure to be in
+    /// the queue, and a pending or exporting job whose phase no node runs
+    /// (its node died) has its phase run here. Returns how many tasks were looked at, or `None` if another
     /// node leads (or not in cluster mode).
-    pub async fn reconcile(&self) -> Result<Option<usize>, JobStoreError> {
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Option<usize>, JobStoreError> {
         let Some(cluster) = self.cluster() else {
             return Ok(None);
         };
@@ -164,6 +165,19 @@ impl JobService {
             let Some(record) = self.recorder().store().get(&id).await? else {
                 continue;
             };
+            if matches!(
+                record.job.status(),
+                JobStatus::Pending | JobStatus::Exporting
+            ) {
+                // Its phase runs nowhere (its node died, or it was never
+                // started): run it here.
+                if let Ok(Some(free)) = cluster.queue.hold_job_phase(&id).await {
+                    drop(free);
+                    info!(job = %id, node = %cluster.node, "reconciler: taking over the job's phase");
+                    tokio::spawn(self.clone().run_abortable(id));
+                }
+                continue;
+            }
             if record.job.status() != JobStatus::Downloading {
                 continue;
             }

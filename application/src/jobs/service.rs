@@ -442,8 +442,21 @@ impl JobService {
         let _ = done_tx.send(true);
     }
 
-    /// The export phase (if any), DispatchDownloadTasks, CompleteJob.
+    /// The export phase (if any), DispatchDownloadTasks, CompleteJob. In
+    /// cluster mode, only on the node holding the job phase's lock (none
+    /// other runs it meanwhile), and the files go to the queue.
     pub async fn run(&self, id: &JobId) -> Result<(), JobStoreError> {
+        let _phase = match &self.cluster {
+            None => None,
+            Some(cluster) => match cluster.queue.hold_job_phase(id).await {
+                Ok(Some(held)) => Some(held),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    warn!(job = %id, error = %e, "cannot take the job's phase; the reconciler will");
+                    return Ok(());
+                }
+            },
+        };
         let recorder = &self.recorder;
         let mut record = recorder
             .store()

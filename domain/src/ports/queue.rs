@@ -94,6 +94,14 @@ pub trait TaskQueuePort: Send + Sync + 'static {
     /// node hands them over); a late acknowledgement of their earlier
     /// delivery changes nothing.
     async fn release(&self, tasks: &[TaskRef]) -> Result<(), TaskQueueError>;
+    /// Takes the lock that says this node runs job `job`'s phase (export,
+    /// then enqueue): `None` while another node holds it. Released when
+    /// dropped, or when its node dies, so a dead node's job phase can be
+    /// taken over.
+    async fn hold_job_phase(
+        &self,
+        job: &JobId,
+    ) -> Result<Option<Box<dyn Leadership>>, TaskQueueError>;
     /// Becomes the one node running the reconciler, if no other node is:
     /// `None` when another holds it.
     async fn lead(&self) -> Result<Option<Box<dyn Leadership>>, TaskQueueError>;
