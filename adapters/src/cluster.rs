@@ -233,6 +233,20 @@ impl TaskQueuePort for PgTaskQueue {
         Ok(())
     }
 
+    async fn hold_job_phase(
+        &self,
+        job: &JobId,
+    ) -> Result<Option<Box<dyn Leadership>>, TaskQueueError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(PHASE_KEY)
+            .bind(job.as_str())
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(got.then(|| Box::new(Lead { _conn: conn }) as Box<dyn Leadership>))
+    }
+
     async fn lead(&self) -> Result<Option<Box<dyn Leadership>>, TaskQueueError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
