@@ -50,6 +50,8 @@ pub(crate) struct Checkpointer {
     /// save was attempted): only then is there anything to clear. A file
     /// that never reached a checkpoint costs the store nothing.
     pub(crate) recorded: bool,
+    /// Cluster mode: saves are fenced by this lease epoch.
+    pub(crate) epoch: Option<u64>,
 }
 
 impl Checkpointer {
@@ -61,6 +63,7 @@ impl Checkpointer {
             source: None,
             saved_at: None,
             recorded: false,
+            epoch: None,
         }
     }
 
@@ -94,11 +97,19 @@ impl Checkpointer {
         };
         kill_point("ferry-before-checkpoint", at);
         self.recorded = true;
-        match self.store.save(&self.id, &checkpoint).await {
-            Ok(()) => {
+        let saved = match self.epoch {
+            None => self.store.save(&self.id, &checkpoint).await.map(|()| true),
+            Some(epoch) => self.store.save_fenced(&self.id, &checkpoint, epoch).await,
+        };
+        match saved {
+            Ok(true) => {
                 debug!(transfer = %self.id, at, "checkpoint saved");
                 self.saved_at = Some(at);
             }
+            Ok(false) => warn!(
+                transfer = %self.id,
+                "checkpoint not saved: this node no longer holds the task's lease"
+            ),
             Err(e) => warn!(transfer = %self.id, error = %e, "checkpoint not saved"),
         }
         kill_point("ferry-after-checkpoint", at);

@@ -125,7 +125,9 @@ impl ProcessFile {
     fn checkpointer(&self, command: &ProcessFileCommand) -> Option<Checkpointer> {
         let store = self.config.checkpoints.clone()?;
         let id = command.transfer_id.clone()?;
-        Some(Checkpointer::new(store, id, command.key.clone()))
+        let mut checkpointer = Checkpointer::new(store, id, command.key.clone());
+        checkpointer.epoch = command.lease_epoch;
+        Some(checkpointer)
     }
 
     /// Opens the source from zero and begins a fresh staged write.

@@ -72,6 +72,35 @@ pub async fn run(store: &dyn CheckpointStorePort, ns: &str) {
     store.remove(&b).await.unwrap();
 }
 
+/// Cluster leases on the job store's checkpoints: a save fenced with the
+/// task's current epoch is written; one with an older epoch, or for a task
+/// that is over, is not (and leaves the current checkpoint as it was).
+pub async fn fenced<S>(store: &S, ns: &str)
+where
+    S: CheckpointStorePort + ferry_domain::ports::JobStorePort,
+{
+    let mut rec = crate::job_store_conformance::record(&format!("{ns}-fenced"), 1, 30_000);
+    rec.job.start_downloading().unwrap();
+    store.create(&rec).await.unwrap();
+    let job = rec.job.id.clone();
+    let id = TransferId::for_task(&job, 0);
+    let old = store.claim_task(&job, 0, "node-a").await.unwrap().unwrap();
+    let new = store.claim_task(&job, 0, "node-b").await.unwrap().unwrap();
+    assert!(store.save_fenced(&id, &checkpoint(2), new).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(checkpoint(2)));
+    assert!(!store.save_fenced(&id, &checkpoint(1), old).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(checkpoint(2)));
+    assert!(store.save_fenced(&id, &checkpoint(3), new).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(checkpoint(3)));
+    // Over: nobody's lease writes it.
+    let mut over = store.get(&job).await.unwrap().unwrap();
+    over.job.cancel().unwrap();
+    store.replace_tasks(&job, over.job.tasks()).await.unwrap();
+    assert!(!store.save_fenced(&id, &checkpoint(4), new).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(checkpoint(3)));
+    store.remove(&id).await.unwrap();
+}
+
 /// A damaged checkpoint is reported as corrupt (the transfer restarts),
 /// never as a different checkpoint.
 pub fn assert_corrupt(result: Result<Option<Checkpoint>, CheckpointError>) {

@@ -997,6 +997,37 @@ impl CheckpointStorePort for SqlJobStore {
         tx.commit().await.map_err(checkpoint_error)
     }
 
+    async fn save_fenced(
+        &self,
+        id: &TransferId,
+        checkpoint: &Checkpoint,
+        epoch: u64,
+    ) -> Result<bool, CheckpointError> {
+        let Some((job, index)) = id.task() else {
+            return self.save(id, checkpoint).await.map(|()| true);
+        };
+        // Written only if the task is still under this lease, in the same
+        // statement that checks it.
+        let done = sqlx::query(
+            "INSERT INTO ferry_checkpoints (transfer_id, body, saved_at_ms)
+             SELECT $1, $2, $3 WHERE EXISTS (
+                SELECT 1 FROM ferry_tasks WHERE job_id = $4 AND idx = $5 AND lease_epoch = $6
+                  AND status IN ('queued', 'running'))
+             ON CONFLICT (transfer_id) DO UPDATE SET body = excluded.body, saved_at_ms = excluded.saved_at_ms",
+        )
+        .bind(id.as_str())
+        .bind(checkpoint_codec::to_json(checkpoint))
+        .bind(checkpoint.saved_at_ms)
+        .bind(job.as_str())
+        .bind(i64::try_from(index).unwrap_or(i64::MAX))
+        .bind(to_i64(epoch))
+        .execute(&self.pool)
+        .await
+        .map_err(checkpoint_error)?;
+        kill_point("ferry-checkpoint-written", checkpoint.committed());
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn remove(&self, id: &TransferId) -> Result<(), CheckpointError> {
         sqlx::query("DELETE FROM ferry_checkpoints WHERE transfer_id = $1")
             .bind(id.as_str())

@@ -116,6 +116,7 @@ impl Runner {
         command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
         if let Some(lease) = lease {
             command.suspend_on_drop = lease.suspend.clone();
+            command.lease_epoch = Some(lease.epoch);
         }
         command.progress = Arc::new(EventProgress {
             tx,

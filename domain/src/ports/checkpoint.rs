@@ -41,6 +41,19 @@ pub type ListedCheckpoint = (TransferId, Result<Checkpoint, String>);
 pub trait CheckpointStorePort: Send + Sync + std::fmt::Debug + 'static {
     async fn load(&self, id: &TransferId) -> Result<Option<Checkpoint>, CheckpointError>;
     async fn save(&self, id: &TransferId, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+    /// Cluster mode: [`Self::save`] only while the task `id` names is
+    /// under lease `epoch` and not over; `false`, and nothing written,
+    /// otherwise (a node that lost the task never overwrites the new
+    /// owner's checkpoint). A store without leases just saves.
+    async fn save_fenced(
+        &self,
+        id: &TransferId,
+        checkpoint: &Checkpoint,
+        epoch: u64,
+    ) -> Result<bool, CheckpointError> {
+        let _ = epoch;
+        self.save(id, checkpoint).await.map(|()| true)
+    }
     /// Removing a missing checkpoint succeeds.
     async fn remove(&self, id: &TransferId) -> Result<(), CheckpointError>;
     /// Every stored checkpoint (for orphan cleanup). Unreadable ones are

@@ -51,6 +51,9 @@ pub struct ProcessFileCommand {
     /// Set by the caller before it drops the transfer to hand it over: the
     /// staged write keeps its bytes for a resume elsewhere.
     pub suspend_on_drop: crate::ports::storage::SuspendOnDrop,
+    /// Cluster mode: the task's lease epoch; checkpoints are saved only
+    /// under it (`CheckpointStorePort::save_fenced`).
+    pub lease_epoch: Option<u64>,
 }
 
 impl ProcessFileCommand {
@@ -70,6 +73,7 @@ impl ProcessFileCommand {
             skip_existing: false,
             no_clobber: false,
             suspend_on_drop: crate::ports::storage::SuspendOnDrop::default(),
+            lease_epoch: None,
         }
     }
 
