@@ -413,8 +413,7 @@ where
             .find(|c| c.algorithm() == alg)
             .map(|c| c.hex().to_owned())
     };
-    let failure = t.failure();
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO ferry_tasks (job_id, idx, source, dest_key, expected_size, expected_sha256,
             expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code, error_message,
             headers, attributes)
@@ -430,27 +429,45 @@ where
     .bind(t.spec.key.as_str())
     .bind(t.spec.expected_size.map(to_i64))
     .bind(expected(ferry_domain::ChecksumAlgorithm::Sha256))
-    .bind(expected(ferry_domain::ChecksumAlgorithm::Md5))
-    .bind(t.status().as_str())
-    .bind(i64::from(t.attempts()))
-    .bind(to_i64(t.bytes_done()))
-    .bind(t.sha256().map(|c| c.hex().to_owned()))
-    .bind(t.md5().map(|c| c.hex().to_owned()))
-    .bind(failure.map(|f| f.class.as_str().to_owned()))
-    .bind(failure.map(|f| f.code.as_str().to_owned()))
-    .bind(failure.map(|f| f.message.clone()))
-    .bind(
-        (!t.spec.headers.is_empty() && !t.status().is_terminal())
-            .then(|| serde_json::to_string(&t.spec.headers.to_pairs()).ok())
-            .flatten(),
-    )
-    .bind(
-        (!t.spec.attributes.is_default())
-            .then(|| codec::attributes_json(&t.spec.attributes).to_string()),
-    )
-    .execute(exec)
-    .await?;
+    .bind(expected(ferry_domain::ChecksumAlgorithm::Md5));
+    bind_state(query, t)
+        .bind(
+            (!t.spec.headers.is_empty() && !t.status().is_terminal())
+                .then(|| serde_json::to_string(&t.spec.headers.to_pairs()).ok())
+                .flatten(),
+        )
+        .bind(
+            (!t.spec.attributes.is_default())
+                .then(|| codec::attributes_json(&t.spec.attributes).to_string()),
+        )
+        .execute(exec)
+        .await?;
     Ok(())
+}
+
+/// The `lease_epoch` a claim returned or a lease read found, if any row.
+fn lease_epoch_of(row: Option<AnyRow>) -> Result<Option<u64>, JobStoreError> {
+    row.map(|r| r.try_get::<i64, _>("lease_epoch").map(to_u64))
+        .transpose()
+        .map_err(unavailable)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a task's state columns, in order: status, attempts, bytes_done,
+/// sha256, md5, error_class, error_code, error_message (the one mapping of
+/// a task's state to its columns, for the upsert and the fenced update).
+fn bind_state<'q>(query: AnyQuery<'q>, t: &FileTask) -> AnyQuery<'q> {
+    let failure = t.failure();
+    query
+        .bind(t.status().as_str())
+        .bind(i64::from(t.attempts()))
+        .bind(to_i64(t.bytes_done()))
+        .bind(t.sha256().map(|c| c.hex().to_owned()))
+        .bind(t.md5().map(|c| c.hex().to_owned()))
+        .bind(failure.map(|f| f.class.as_str().to_owned()))
+        .bind(failure.map(|f| f.code.as_str().to_owned()))
+        .bind(failure.map(|f| f.message.clone()))
 }
 
 /// A task's state, written only under lease `epoch` and while the task is
@@ -461,21 +478,15 @@ async fn update_task_fenced(
     t: &FileTask,
     epoch: u64,
 ) -> Result<(), JobStoreError> {
-    let failure = t.failure();
-    let done = sqlx::query(
-        "UPDATE ferry_tasks SET status = $1, attempts = $2, bytes_done = $3, sha256 = $4, md5 = $5,
+    let done = bind_state(
+        sqlx::query(
+            "UPDATE ferry_tasks SET status = $1, attempts = $2, bytes_done = $3, sha256 = $4, md5 = $5,
             error_class = $6, error_code = $7, error_message = $8
          WHERE job_id = $9 AND idx = $10 AND lease_epoch = $11
             AND status NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
+        ),
+        t,
     )
-    .bind(t.status().as_str())
-    .bind(i64::from(t.attempts()))
-    .bind(to_i64(t.bytes_done()))
-    .bind(t.sha256().map(|c| c.hex().to_owned()))
-    .bind(t.md5().map(|c| c.hex().to_owned()))
-    .bind(failure.map(|f| f.class.as_str().to_owned()))
-    .bind(failure.map(|f| f.code.as_str().to_owned()))
-    .bind(failure.map(|f| f.message.clone()))
     .bind(id.as_str())
     .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
     .bind(to_i64(epoch))
@@ -885,9 +896,7 @@ impl JobStorePort for SqlJobStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.map(|r| r.try_get::<i64, _>("lease_epoch").map(to_u64))
-            .transpose()
-            .map_err(unavailable)
+        lease_epoch_of(row)
     }
 
     async fn task_lease(&self, id: &JobId, index: usize) -> Result<Option<u64>, JobStoreError> {
@@ -900,9 +909,7 @@ impl JobStorePort for SqlJobStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.map(|r| r.try_get::<i64, _>("lease_epoch").map(to_u64))
-            .transpose()
-            .map_err(unavailable)
+        lease_epoch_of(row)
     }
 
     async fn save_job_if(
