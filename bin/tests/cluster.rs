@@ -405,6 +405,139 @@ async fn a_jobs_concurrency_limit_holds_across_the_cluster() {
     assert!((2..=3).contains(&most), "{most} files in flight at once");
 }
 
+/// The part size of the hand-over tests.
+const PART: u64 = 5 << 20;
+
+/// One big file run on a cluster until its node is stopped and another
+/// takes it over: the database, the origin, the nodes left, the job.
+struct HandOver {
+    db: PgDatabase,
+    _dir: tempfile::TempDir,
+    origin: Origin,
+    nodes: Vec<(String, Server)>,
+    id: String,
+    data: Vec<u8>,
+    prefix: String,
+}
+
+impl HandOver {
+    /// Starts `names` with `flags`, submits one file of `size` bytes
+    /// (served `bytes_per_tick` every 25 ms, ranges honoured) to the first
+    /// node with the job fields of `extra`, and waits until a checkpoint
+    /// holds two parts. Returns the run and the node running the file,
+    /// taken out of the run's nodes.
+    async fn start(
+        names: &[&str],
+        flags: &[&str],
+        size: usize,
+        bytes_per_tick: usize,
+        extra: Value,
+    ) -> (Self, (String, Server)) {
+        let env = garage();
+        let db = PgDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Origin::start().await.unwrap();
+        let mut nodes: Vec<(String, Server)> = names
+            .iter()
+            .map(|n| (n.to_string(), node(&db, dir.path(), n, flags)))
+            .collect();
+        let prefix = unique_prefix("cluster-handover");
+        let data = generate(size, size as u64);
+        origin.serve(
+            "/big.bin",
+            data.clone(),
+            Behavior::ThrottledRanged {
+                bytes_per_tick,
+                tick: Duration::from_millis(25),
+            },
+        );
+        let mut job = json!({
+            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
+            "destination": format!("s3://{}/{prefix}", env.bucket)
+        });
+        if let (Some(job), Value::Object(extra)) = (job.as_object_mut(), extra) {
+            job.extend(extra);
+        }
+        let job = nodes[0].1.submit(&job).await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        wait_for_checkpoint(&db, 2 * PART, &nodes).await;
+        let owner = query(
+            &db,
+            &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
+        );
+        let running = nodes
+            .iter()
+            .position(|(n, _)| Some(n) == owner.first())
+            .unwrap();
+        let running = nodes.remove(running);
+        let run = Self {
+            db,
+            _dir: dir,
+            origin,
+            nodes,
+            id,
+            data,
+            prefix,
+        };
+        (run, running)
+    }
+
+    /// Waits for the origin's second request for the file, at most
+    /// `within` after `since` (`what` says what was awaited), and checks
+    /// that it resumes from a part boundary past the two checkpointed
+    /// parts. Returns the offset.
+    async fn resumed(&self, since: Instant, within: Duration, what: &str) -> u64 {
+        assert_eq!(self.origin.requests().len(), 1);
+        let resumed = loop {
+            if let Some(r) = self.origin.requests().get(1) {
+                break r.clone();
+            }
+            assert!(since.elapsed() < within, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let offset = range_start(&resumed);
+        assert!(
+            offset >= 2 * PART && offset.is_multiple_of(PART),
+            "offset {offset}"
+        );
+        eprintln!("resumed from {offset} after {:?}", since.elapsed());
+        offset
+    }
+
+    /// The job completes (once), the object is whole and right, no upload
+    /// is left, and the origin was asked twice in all.
+    async fn completes_whole(&self) {
+        let env = garage();
+        let id = &self.id;
+        let done = self.nodes[0].1.wait_terminal(id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let svc = ferry_tests::garage::service(&env.endpoint).await;
+        let meta = svc
+            .head(&env.bucket, &format!("{}/big.bin", self.prefix))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.size, self.data.len() as u64);
+        assert_eq!(
+            meta.sha256_hex.as_deref(),
+            Some(sha256_hex(&self.data).as_str())
+        );
+        let uploads = svc
+            .list_incomplete_uploads(&env.bucket, Some(&self.prefix), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(uploads.is_empty(), "{uploads:?}");
+        let completed = query(
+            &self.db,
+            &format!(
+                "SELECT count(*) FROM ferry_events WHERE job_id = '{id}' AND kind = 'job_completed'"
+            ),
+        );
+        assert_eq!(completed, ["1"]);
+        assert_eq!(self.origin.requests().len(), 2, "fetched twice at most");
+    }
+}
+
 /// `kill -9` of the node running a 256 MiB file: another node takes the
 /// task over once the lease times out and resumes it from the checkpoint
 /// in the shared store (a Range request from a part boundary at the
@@ -413,11 +546,6 @@ async fn a_jobs_concurrency_limit_holds_across_the_cluster() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     let _heavy = HEAVY.lock().await;
-    const PART: u64 = 5 << 20;
-    let env = garage();
-    let db = PgDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::start().await.unwrap();
     let sfn = ferry_tests::sfn_endpoint::SfnEndpoint::start()
         .await
         .unwrap();
@@ -428,91 +556,33 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         "--sfn-endpoint-url",
         sfn_url.as_str(),
     ];
-    let mut nodes: Vec<(String, Server)> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
-        .collect();
-    let prefix = unique_prefix("cluster-kill");
-    let data = generate(256 << 20, 4242);
     // About 40 MiB/s: the file takes some seconds.
-    origin.serve(
-        "/big.bin",
-        data.clone(),
-        Behavior::ThrottledRanged {
-            bytes_per_tick: 1 << 20,
-            tick: Duration::from_millis(25),
-        },
-    );
-    let job = nodes[0]
-        .1
-        .submit(&json!({
-            "task_token": "token-kill",
-            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
-            "destination": format!("s3://{}/{prefix}", env.bucket)
-        }))
-        .await;
-    let id = job["id"].as_str().unwrap().to_owned();
-    // Wait for a checkpoint with two parts in it, then kill its node.
-    wait_for_checkpoint(&db, 2 * PART, &nodes).await;
-    let owner = query(
-        &db,
-        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
-    );
-    let victim = nodes
-        .iter()
-        .position(|(n, _)| Some(n) == owner.first())
-        .unwrap();
-    let (victim_name, victim) = nodes.remove(victim);
+    let (run, (victim_name, victim)) = HandOver::start(
+        &["node-a", "node-b", "node-c"],
+        &flags,
+        256 << 20,
+        1 << 20,
+        json!({ "task_token": "token-kill" }),
+    )
+    .await;
     victim.kill9();
     let killed = Instant::now();
-    let fetched_before = origin.requests().len();
-    assert_eq!(fetched_before, 1);
-
     // Another node resumes it: a second request, for the rest.
-    let resumed = loop {
-        if let Some(r) = origin.requests().get(1) {
-            break r.clone();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(5 + 5),
-            "not resumed within the lease timeout + 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let took = killed.elapsed();
-    let offset = range_start(&resumed);
-    assert!(
-        offset >= 2 * PART && offset.is_multiple_of(PART),
-        "offset {offset}"
-    );
-    eprintln!("resumed from {offset} after {took:?}");
-    let done = nodes[0].1.wait_terminal(&id).await;
-    assert_eq!(done["status"], "completed", "{done}");
+    run.resumed(
+        killed,
+        Duration::from_secs(5 + 5),
+        "not resumed within the lease timeout + 5 s",
+    )
+    .await;
+    run.completes_whole().await;
     let new_owner = query(
-        &db,
-        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
-    );
-    assert_ne!(new_owner.first(), Some(&victim_name));
-    let svc = ferry_tests::garage::service(&env.endpoint).await;
-    let meta = svc
-        .head(&env.bucket, &format!("{prefix}/big.bin"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(meta.size, 256 << 20);
-    assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
-    let uploads = svc
-        .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
-        .await
-        .unwrap();
-    assert!(uploads.is_empty(), "{uploads:?}");
-    let completed = query(
-        &db,
+        &run.db,
         &format!(
-            "SELECT count(*) FROM ferry_events WHERE job_id = '{id}' AND kind = 'job_completed'"
+            "SELECT lease_owner FROM ferry_tasks WHERE job_id = '{}'",
+            run.id
         ),
     );
-    assert_eq!(completed, ["1"]);
+    assert_ne!(new_owner.first(), Some(&victim_name));
     // One Step Functions callback, whichever node completed the job.
     let deadline = Instant::now() + Duration::from_secs(10);
     while sfn.calls().is_empty() && Instant::now() < deadline {
@@ -523,7 +593,6 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].operation.ends_with("SendTaskSuccess"), "{calls:?}");
     assert_eq!(calls[0].body["taskToken"], "token-kill");
-    assert_eq!(origin.requests().len(), 2, "fetched twice at most");
 }
 
 /// Waits until the cluster's store holds a checkpoint with at least
@@ -577,84 +646,29 @@ fn range_start(request: &ferry_tests::origin::Recorded) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
     let _heavy = HEAVY.lock().await;
-    const PART: u64 = 5 << 20;
-    let env = garage();
-    let db = PgDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::start().await.unwrap();
-    let flags = ["--part-size", "5MiB", "--lease-timeout", "30s"];
-    let mut nodes: Vec<(String, Server)> = ["node-a", "node-b"]
-        .iter()
-        .map(|n| (n.to_string(), node(&db, dir.path(), n, &flags)))
-        .collect();
-    let prefix = unique_prefix("cluster-term");
-    let data = generate(64 << 20, 4343);
     // About 20 MiB/s.
-    origin.serve(
-        "/big.bin",
-        data.clone(),
-        Behavior::ThrottledRanged {
-            bytes_per_tick: 512 << 10,
-            tick: Duration::from_millis(25),
-        },
-    );
-    let job = nodes[0]
-        .1
-        .submit(&json!({
-            "files": [{ "source": origin.url("/big.bin"), "key": "big.bin", "sha256": sha256_hex(&data) }],
-            "destination": format!("s3://{}/{prefix}", env.bucket)
-        }))
-        .await;
-    let id = job["id"].as_str().unwrap().to_owned();
-    wait_for_checkpoint(&db, 2 * PART, &nodes).await;
-    let owner = query(
-        &db,
-        &format!("SELECT lease_owner FROM ferry_tasks WHERE job_id = '{id}'"),
-    );
-    let leaving = nodes
-        .iter()
-        .position(|(n, _)| Some(n) == owner.first())
-        .unwrap();
-    let (_, leaving) = nodes.remove(leaving);
+    let (run, (_, leaving)) = HandOver::start(
+        &["node-a", "node-b"],
+        &["--part-size", "5MiB", "--lease-timeout", "30s"],
+        64 << 20,
+        512 << 10,
+        json!({}),
+    )
+    .await;
     leaving.sigterm();
     let stopped = Instant::now();
-    let resumed = loop {
-        if let Some(r) = origin.requests().get(1) {
-            break r.clone();
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "not handed over within 10 s (lease timeout 30 s): {}",
-            leaving.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    eprintln!("handed over after {:?}", stopped.elapsed());
-    let offset = range_start(&resumed);
-    assert!(
-        offset >= 2 * PART && offset.is_multiple_of(PART),
-        "offset {offset}"
-    );
-    let done = nodes[0].1.wait_terminal(&id).await;
-    assert_eq!(done["status"], "completed", "{done}");
+    run.resumed(
+        stopped,
+        Duration::from_secs(10),
+        "not handed over within 10 s (lease timeout 30 s)",
+    )
+    .await;
+    run.completes_whole().await;
     assert!(
         leaving.log().contains("handed over to the other nodes"),
         "{}",
         leaving.log()
     );
-    let svc = ferry_tests::garage::service(&env.endpoint).await;
-    let meta = svc
-        .head(&env.bucket, &format!("{prefix}/big.bin"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(meta.sha256_hex.as_deref(), Some(sha256_hex(&data).as_str()));
-    let uploads = svc
-        .list_incomplete_uploads(&env.bucket, Some(&prefix), Duration::ZERO)
-        .await
-        .unwrap();
-    assert!(uploads.is_empty(), "{uploads:?}");
-    assert_eq!(origin.requests().len(), 2);
 }
 
 /// Both nodes of a cluster restarted at the same moment mid-job (SIGTERM
