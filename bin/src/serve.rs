@@ -331,15 +331,21 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
                 &shutdown,
             );
         }
-        _ => match jobs.unfinished().await {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::info!(job = %id, "resuming unfinished job");
-                    tokio::spawn(jobs.clone().run_abortable(id));
+        _ => {
+            match jobs.unfinished().await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(job = %id, "resuming unfinished job");
+                        tokio::spawn(jobs.clone().run_abortable(id));
+                    }
                 }
+                Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
             }
-            Err(e) => tracing::error!(error = %e, "could not list unfinished jobs"),
-        },
+            // The same reconciler as a cluster's, on this one node: a file
+            // task whose delivery gave up (the store was unreachable) is
+            // enqueued again.
+            spawn_reconciler(&jobs, &shutdown, RECONCILE_EVERY);
+        }
     }
 
     let hand_over = jobs.clone();
@@ -395,8 +401,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     ExitCode::from(exit::OK)
 }
 
-/// How often the cluster's reconciler looks for tasks missing from the
-/// queue (on the one node that leads).
+/// How often the reconciler looks for file tasks missing from the queue
+/// (on the one node that leads, or the one node).
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `--cluster`: this node's id, checked against the flags (a cluster needs
@@ -470,8 +476,23 @@ fn start_cluster(
             tracing::error!(error = %e, "the cluster's event feed stopped");
         }
     });
+    spawn_reconciler(jobs, shutdown, std::time::Duration::ZERO);
+}
+
+/// The reconciler, every [`RECONCILE_EVERY`] from `first_after` on (on the
+/// one node leading): windows of downloading jobs missing from the task
+/// queue enqueued, orphaned job phases taken over.
+fn spawn_reconciler(
+    jobs: &Arc<JobService>,
+    shutdown: &CancellationToken,
+    first_after: std::time::Duration,
+) {
     let (jobs, stop) = (jobs.clone(), shutdown.clone());
     tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(first_after) => {}
+        }
         loop {
             match jobs.reconcile().await {
                 Ok(Some(n)) if n > 0 => tracing::debug!(tasks = n, "reconciler: queue checked"),

@@ -406,6 +406,60 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
 
     keyed(store, ns).await;
     leases(store, ns).await;
+    task_reads(store, ns).await;
+}
+
+/// One task read with its job's status, destination and options; a job's
+/// first unfinished tasks in index order (finished ones skipped, at most
+/// the limit), or just its status with a limit of 0.
+async fn task_reads(store: &dyn JobStorePort, ns: &str) {
+    let mut rec = record(&format!("{ns}-reads"), 5, 30_000);
+    rec.job.start_downloading().unwrap();
+    store.create(&rec).await.unwrap();
+    store.save_job(&rec).await.unwrap();
+    let id = rec.job.id.clone();
+    for i in [0, 2] {
+        let t = rec.job.task_mut(i).unwrap();
+        t.start().unwrap();
+        t.succeed(10, Checksum::sha256(&"e".repeat(64)).unwrap(), None)
+            .unwrap();
+    }
+    rec.job.task_mut(3).unwrap().start().unwrap();
+    store.replace_tasks(&id, rec.job.tasks()).await.unwrap();
+
+    let one = store.task(&id, 3).await.unwrap().unwrap();
+    assert_eq!(one.status, JobStatus::Downloading);
+    assert_eq!(one.destination, rec.destination);
+    assert_eq!(one.options, rec.options);
+    assert_eq!(one.task, rec.job.tasks()[3]);
+    assert_eq!(one.task.status(), TaskStatus::Running);
+    assert!(store.task(&id, 5).await.unwrap().is_none());
+    let missing = JobId::parse(&format!("{ns}-reads-missing")).unwrap();
+    assert!(store.task(&missing, 0).await.unwrap().is_none());
+
+    let open = store.open_tasks(&id, 10).await.unwrap().unwrap();
+    assert_eq!(open.status, JobStatus::Downloading);
+    assert_eq!(open.open, vec![1, 3, 4]);
+    assert_eq!(
+        store.open_tasks(&id, 2).await.unwrap().unwrap().open,
+        vec![1, 3]
+    );
+    assert!(
+        store
+            .open_tasks(&id, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .open
+            .is_empty()
+    );
+    assert!(store.open_tasks(&missing, 1).await.unwrap().is_none());
+    rec.job.cancel().unwrap();
+    store.save_job(&rec).await.unwrap();
+    store.replace_tasks(&id, rec.job.tasks()).await.unwrap();
+    let over = store.open_tasks(&id, 10).await.unwrap().unwrap();
+    assert_eq!(over.status, JobStatus::Cancelled);
+    assert!(over.open.is_empty(), "{:?}", over.open);
 }
 
 /// Cluster leases: a claim takes a task under a new epoch (only while it is

@@ -11,8 +11,8 @@ use tracing::info;
 
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
-    JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, JobWrite, Keyed, ListedCheckpoint,
-    NodeId,
+    JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobWrite, Keyed,
+    ListedCheckpoint, NodeId, OpenTasks,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -109,6 +109,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         &[
             "ALTER TABLE ferry_tasks ADD COLUMN lease_owner TEXT",
             "ALTER TABLE ferry_tasks ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
+    // A job's first unfinished tasks (its window in the task queue) read
+    // without scanning its finished ones.
+    (
+        8,
+        &[
+            "CREATE INDEX IF NOT EXISTS ferry_tasks_open ON ferry_tasks (job_id, idx)
+           WHERE status IN ('queued', 'running')",
         ],
     ),
 ];
@@ -263,10 +272,8 @@ impl SqlJobStore {
         let get = |c: &str| row.try_get::<String, _>(c).map_err(unavailable);
         let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(unavailable);
         let id = JobId::parse(&get("id")?).map_err(|e| corrupt(e.to_string()))?;
-        let status_raw = get("status")?;
-        let status = JobStatus::parse(&status_raw).ok_or_else(|| corrupt(status_raw))?;
-        let destination =
-            Destination::parse(&get("destination")?).map_err(|e| corrupt(e.to_string()))?;
+        let status = status_of(row)?;
+        let destination = destination_of(row)?;
         let tasks = self.tasks_of(&id).await?;
         let export = match opt("export")? {
             None => None,
@@ -276,14 +283,7 @@ impl SqlJobStore {
                 Some(codec::export_from(&value).ok_or_else(|| corrupt("export".into()))?)
             }
         };
-        let options = match opt("options")? {
-            None => JobOptions::default(),
-            Some(text) => {
-                let value: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                codec::options_from(&value).ok_or_else(|| corrupt("job options".into()))?
-            }
-        };
+        let options = options_of(row)?;
         Ok(JobRecord {
             job: Job::restore(id, status, tasks, opt("failure")?),
             destination,
@@ -298,6 +298,31 @@ impl SqlJobStore {
             export,
             last_event_seq: to_u64(row.try_get("next_seq").map_err(unavailable)?),
         })
+    }
+}
+
+/// A job row's status.
+fn status_of(row: &AnyRow) -> Result<JobStatus, JobStoreError> {
+    let raw: String = row.try_get("status").map_err(unavailable)?;
+    JobStatus::parse(&raw).ok_or_else(|| corrupt(raw))
+}
+
+/// A job row's destination.
+fn destination_of(row: &AnyRow) -> Result<Destination, JobStoreError> {
+    let raw: String = row.try_get("destination").map_err(unavailable)?;
+    Destination::parse(&raw).map_err(|e| corrupt(e.to_string()))
+}
+
+/// A job row's options (the defaults when none were stored).
+fn options_of(row: &AnyRow) -> Result<JobOptions, JobStoreError> {
+    let stored: Option<String> = row.try_get("options").map_err(unavailable)?;
+    match stored {
+        None => Ok(JobOptions::default()),
+        Some(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+            codec::options_from(&value).ok_or_else(|| corrupt("job options".into()))
+        }
     }
 }
 
@@ -692,6 +717,75 @@ impl JobStorePort for SqlJobStore {
             Some(row) => Ok(Some(self.record_from_row(&row).await?)),
             None => Ok(None),
         }
+    }
+
+    async fn task(&self, id: &JobId, index: usize) -> Result<Option<JobTask>, JobStoreError> {
+        let Some(job) =
+            sqlx::query("SELECT status, destination, options FROM ferry_jobs WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let task = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM ferry_tasks WHERE job_id = $1 AND idx = $2"
+        ))
+        .bind(id.as_str())
+        .bind(i64::try_from(index).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(task) = task else {
+            return Ok(None);
+        };
+        Ok(Some(JobTask {
+            status: status_of(&job)?,
+            destination: destination_of(&job)?,
+            options: options_of(&job)?,
+            task: task_from_row(&task)?,
+        }))
+    }
+
+    async fn open_tasks(
+        &self,
+        id: &JobId,
+        limit: usize,
+    ) -> Result<Option<OpenTasks>, JobStoreError> {
+        let Some(job) = sqlx::query("SELECT status FROM ferry_jobs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let open = if limit == 0 {
+            Vec::new()
+        } else {
+            sqlx::query(
+                "SELECT idx FROM ferry_tasks WHERE job_id = $1 AND status IN ('queued', 'running')
+                 ORDER BY idx LIMIT $2",
+            )
+            .bind(id.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| {
+                let idx: i64 = row.try_get("idx").map_err(unavailable)?;
+                usize::try_from(idx).map_err(|e| corrupt(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?
+        };
+        Ok(Some(OpenTasks {
+            status: status_of(&job)?,
+            open,
+        }))
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError> {

@@ -39,7 +39,7 @@ impl JobService {
             if job.is_some_and(|j| *j != job_id) {
                 continue;
             }
-            let record = match self.recorder().store().get(&job_id).await {
+            let record = match self.recorder().store().task(&job_id, index).await {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(transfer = %id, error = %e, "checkpoint cleanup: job store unavailable");
@@ -47,10 +47,8 @@ impl JobService {
                 }
             };
             let live = record.as_ref().is_some_and(|r| {
-                !r.job.status().is_terminal()
-                    && r.job.tasks().get(index).is_some_and(|t| {
-                        matches!(t.status(), TaskStatus::Queued | TaskStatus::Running)
-                    })
+                !r.status.is_terminal()
+                    && matches!(r.task.status(), TaskStatus::Queued | TaskStatus::Running)
             });
             if live {
                 continue;
@@ -70,7 +68,7 @@ impl JobService {
                     }
                 },
                 (Ok(_), None) => {
-                    warn!(transfer = %id, "checkpoint cleanup: its job is gone; removing the checkpoint only");
+                    warn!(transfer = %id, "checkpoint cleanup: its job or task is gone; removing the checkpoint only");
                 }
                 (Err(reason), _) => {
                     warn!(transfer = %id, %reason, "checkpoint cleanup: unreadable checkpoint removed");

@@ -2,12 +2,14 @@
 //! phase, then the file tasks through their Transfer with bounded
 //! concurrency), complete, cancel, watch, orphan cleanup, and resume after
 //! a restart. `service` orchestrates; `recorder`, `runner`, `export`,
-//! `workflow` and `cluster` (several nodes on one store) each own one part.
+//! `workflow` and `dispatch` (the task queue: in-process, or several nodes
+//! on one store) each own one part.
 
 mod access;
 mod cleanup;
-mod cluster;
+mod dispatch;
 mod export;
+mod local_queue;
 mod recorder;
 mod runner;
 mod service;
@@ -16,6 +18,7 @@ mod watch;
 mod workflow;
 
 pub use access::Access;
+pub use local_queue::LocalTaskQueue;
 pub use service::{
     IDEMPOTENCY_TTL_MS, JobCancelError, JobService, JobServiceConfig, SubmitError, Submitted,
 };

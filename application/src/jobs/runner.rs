@@ -1,21 +1,22 @@
-//! The task runner: every queued file of a job through its Transfer, at
-//! most `per_job_concurrency` at once and within the global limit and the
-//! backpressure gate, each attempt recorded on its task and announced.
+//! The task runner: one file task of a job through its Transfer, within
+//! the global limit and the backpressure gate, each attempt recorded on its
+//! task and announced. Which tasks run when is the task queue's (see
+//! `dispatch`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{StreamExt, stream};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
 use ferry_domain::ports::{
-    AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, JobRecord, ProcessFileCommand,
+    AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, ProcessFileCommand,
     ProcessFileError, ProcessFileResult, ProgressPort, SuspendOnDrop, TransferError, TransferPort,
 };
-use ferry_domain::{ByteSize, IfExists, JobId, TaskFailure, TaskStatus, TransferId};
+use ferry_domain::{ByteSize, FileTask, IfExists, JobId, TaskFailure, TransferId};
 
 use super::recorder::Recorder;
 use crate::backpressure::Backpressure;
@@ -35,13 +36,19 @@ pub(super) struct Lease {
     pub(super) suspend: SuspendOnDrop,
 }
 
-/// Runs a job's file tasks.
+/// The job a file task belongs to, as its run needs it.
+pub(super) struct TaskContext {
+    pub(super) job: JobId,
+    pub(super) if_exists: IfExists,
+}
+
+/// Runs a job's file tasks, one at a time per call (the task queue decides
+/// which run when).
 pub(super) struct Runner {
     /// File tasks running at once across all jobs.
     pub(super) global: Arc<Semaphore>,
     /// The backpressure gate every attempt passes.
     pub(super) pressure: Option<Arc<Backpressure>>,
-    pub(super) per_job_concurrency: usize,
     /// At most one progress event per file per interval.
     pub(super) progress_interval: Duration,
     pub(super) max_file_size: ByteSize,
@@ -50,33 +57,6 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    /// DispatchDownloadTasks: every queued task through `transfer`; returns
-    /// the record with the tasks' final states.
-    pub(super) async fn dispatch(
-        &self,
-        recorder: &Recorder,
-        record: JobRecord,
-        transfer: Arc<dyn TransferPort>,
-    ) -> JobRecord {
-        let queued: Vec<usize> = record
-            .job
-            .tasks()
-            .iter()
-            .filter(|t| t.status() == TaskStatus::Queued)
-            .map(|t| t.index)
-            .collect();
-        let shared = Mutex::new(record);
-        stream::iter(queued)
-            .map(|i| self.run_task(recorder, &shared, transfer.as_ref(), i, None))
-            .buffer_unordered(self.per_job_concurrency.max(1))
-            .collect::<Vec<()>>()
-            .await;
-        match shared.into_inner() {
-            Ok(record) => record,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// One file task: its Transfer (which retries), with each attempt
     /// recorded on the task and announced by [`TaskAttempts`]. With a
     /// `lease` (cluster mode), the task's states are written only under
@@ -86,24 +66,16 @@ impl Runner {
     pub(super) async fn run_task(
         &self,
         recorder: &Recorder,
-        shared: &Mutex<JobRecord>,
+        context: &TaskContext,
+        shared: &Mutex<FileTask>,
         transfer: &dyn TransferPort,
-        index: usize,
         lease: Option<&Lease>,
     ) {
         let fence = lease.map(|l| l.epoch);
-        let (id, task, if_exists) = {
-            let rec = lock(shared);
-            (
-                rec.job.id.clone(),
-                rec.job.tasks().get(index).cloned(),
-                rec.options.if_exists,
-            )
-        };
-        let Some(task) = task else {
-            warn!(job = %id, index, "no such task");
-            return;
-        };
+        let id = context.job.clone();
+        let if_exists = context.if_exists;
+        let task = lock(shared).clone();
+        let index = task.index;
         let (tx, mut rx) = mpsc::unbounded();
         let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
         command.expected = task.spec.expected.clone();
@@ -127,10 +99,7 @@ impl Runner {
             while let Some(note) = rx.next().await {
                 let kind = match note {
                     Note::Progress(bytes_done, total) => {
-                        let _ = lock(shared)
-                            .job
-                            .task_mut(index)
-                            .and_then(|t| t.progress(bytes_done));
+                        let _ = lock(shared).progress(bytes_done);
                         JobEventKind::FileProgress {
                             index,
                             bytes_done,
@@ -211,7 +180,7 @@ impl ProgressPort for EventProgress {
 struct TaskAttempts<'a> {
     runner: &'a Runner,
     recorder: &'a Recorder,
-    shared: &'a Mutex<JobRecord>,
+    shared: &'a Mutex<FileTask>,
     id: &'a JobId,
     index: usize,
     fence: Option<u64>,
@@ -233,10 +202,8 @@ impl AttemptObserver for TaskAttempts<'_> {
             None => None,
         };
         let started = {
-            let mut rec = lock(self.shared);
-            rec.job
-                .task_mut(self.index)
-                .and_then(|t| t.start().map(|()| t.clone()))
+            let mut t = lock(self.shared);
+            t.start().map(|()| t.clone())
         };
         let task = started.map_err(|e| refused(e.to_string()))?;
         let saved = self
@@ -262,15 +229,13 @@ impl AttemptObserver for TaskAttempts<'_> {
     async fn succeeded(&self, _attempt: u32, result: &ProcessFileResult) {
         let (id, index) = (self.id, self.index);
         let done = {
-            let mut rec = lock(self.shared);
-            rec.job.task_mut(index).and_then(|t| {
-                if result.skipped {
-                    t.skip(result.bytes, result.sha256.clone())
-                } else {
-                    t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
-                }
-                .map(|()| t.clone())
-            })
+            let mut t = lock(self.shared);
+            if result.skipped {
+                t.skip(result.bytes, result.sha256.clone())
+            } else {
+                t.succeed(result.bytes, result.sha256.clone(), result.md5.clone())
+            }
+            .map(|()| t.clone())
         };
         let kind = if result.skipped {
             JobEventKind::FileSkipped {
@@ -304,15 +269,13 @@ impl AttemptObserver for TaskAttempts<'_> {
             message: error.to_string(),
         };
         let updated = {
-            let mut rec = lock(self.shared);
-            rec.job.task_mut(index).and_then(|t| {
-                if will_retry {
-                    t.requeue()
-                } else {
-                    t.fail(failure.clone())
-                }
-                .map(|()| t.clone())
-            })
+            let mut t = lock(self.shared);
+            if will_retry {
+                t.requeue()
+            } else {
+                t.fail(failure.clone())
+            }
+            .map(|()| t.clone())
         };
         warn!(job = %id, index, code = %failure.code, retry = will_retry, error = %failure.message, "file failed");
         let kind = JobEventKind::FileFailed {

@@ -15,13 +15,13 @@ use tracing::{info, warn};
 
 use ferry_domain::ports::{
     Clock, ExportProviderPort, IdempotencyKey, JobEvent, JobEventKind, JobEventsPort, JobFilter,
-    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, NodeId, StorageResolverPort,
-    TaskQueuePort, TransferFactoryPort, WorkflowCallbackPort,
+    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, Leadership, NodeId,
+    StorageResolverPort, TaskQueuePort, TransferFactoryPort, WorkflowCallbackPort,
 };
 use ferry_domain::{ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy};
 
 use super::access::Access;
-use super::cluster::Cluster;
+use super::dispatch::Dispatch;
 use super::export::{ExportOutcome, ExportPhase};
 use super::recorder::Recorder;
 use super::runner::{Runner, lock};
@@ -143,8 +143,9 @@ pub struct JobService {
     workflow: WorkflowNotifier,
     running: Mutex<HashMap<JobId, Running>>,
     watch_stats: super::watch::WatchStats,
-    /// Cluster mode: this node and the shared queue.
-    cluster: Option<Cluster>,
+    /// How file tasks are queued and run: the in-process queue, or (cluster
+    /// mode) this node and the shared queue.
+    dispatch: Dispatch,
 }
 
 impl std::fmt::Debug for JobService {
@@ -169,7 +170,6 @@ impl JobService {
         let runner = Runner {
             global: Arc::new(Semaphore::new(config.global_concurrency.max(1))),
             pressure: config.pressure.clone(),
-            per_job_concurrency: config.per_job_concurrency,
             progress_interval: config.progress_interval,
             max_file_size: config.max_file_size,
             checkpoints: config.process.checkpoints.is_some(),
@@ -190,7 +190,7 @@ impl JobService {
             config,
             running: Mutex::new(HashMap::new()),
             watch_stats: super::watch::WatchStats::default(),
-            cluster: None,
+            dispatch: Dispatch::local(),
         }
     }
 
@@ -198,12 +198,12 @@ impl JobService {
     /// tasks go through `queue` (see `jobs::cluster`).
     #[must_use]
     pub fn with_cluster(mut self, node: NodeId, queue: Arc<dyn TaskQueuePort>) -> Self {
-        self.cluster = Some(Cluster::new(node, queue));
+        self.dispatch = Dispatch::cluster(node, queue);
         self
     }
 
-    pub(super) fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+    pub(super) fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
     }
 
     pub(super) fn transfers(&self) -> &Arc<dyn TransferFactoryPort> {
@@ -323,7 +323,7 @@ impl JobService {
                 ),
             }));
         }
-        if self.cluster.is_some()
+        if self.dispatch.node.is_some()
             && matches!(
                 valid.destination,
                 ferry_domain::Destination::Directory { .. }
@@ -421,8 +421,14 @@ impl JobService {
         ]
     }
 
-    /// Runs a job, registered so that [`JobService::cancel`] can stop it.
+    /// Runs a job's phase, registered so that [`JobService::cancel`] can
+    /// stop it; nothing if its phase runs already (here or, in cluster
+    /// mode, on another node).
     pub async fn run_abortable(self: Arc<Self>, id: JobId) {
+        self.attach();
+        let Some(_phase) = self.hold_phase(&id).await else {
+            return;
+        };
         let (abort, registration) = AbortHandle::new_pair();
         let (done_tx, done_rx) = watch::channel(false);
         lock(&self.running).insert(
@@ -432,7 +438,7 @@ impl JobService {
                 done: done_rx,
             },
         );
-        let outcome = Abortable::new(self.run(&id), registration).await;
+        let outcome = Abortable::new(self.run_phase(&id), registration).await;
         match outcome {
             Ok(Err(e)) => warn!(job = %id, error = %e, "job run failed"),
             Ok(Ok(())) => {}
@@ -442,21 +448,31 @@ impl JobService {
         let _ = done_tx.send(true);
     }
 
-    /// The export phase (if any), DispatchDownloadTasks, CompleteJob. In
-    /// cluster mode, only on the node holding the job phase's lock (none
-    /// other runs it meanwhile), and the files go to the queue.
-    pub async fn run(&self, id: &JobId) -> Result<(), JobStoreError> {
-        let _phase = match &self.cluster {
-            None => None,
-            Some(cluster) => match cluster.queue.hold_job_phase(id).await {
-                Ok(Some(held)) => Some(held),
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    warn!(job = %id, error = %e, "cannot take the job's phase; the reconciler will");
-                    return Ok(());
-                }
-            },
+    /// The lock on job `id`'s phase: `None` if it runs already.
+    async fn hold_phase(&self, id: &JobId) -> Option<Box<dyn Leadership>> {
+        match self.dispatch.queue.hold_job_phase(id).await {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(job = %id, error = %e, "cannot take the job's phase; the reconciler will");
+                None
+            }
+        }
+    }
+
+    /// [`JobService::run_abortable`] without the registration: the export
+    /// phase (if any), then the files through the task queue, then
+    /// CompleteJob.
+    pub async fn run(self: &Arc<Self>, id: &JobId) -> Result<(), JobStoreError> {
+        self.attach();
+        let Some(_phase) = self.hold_phase(id).await else {
+            return Ok(());
         };
+        self.run_phase(id).await
+    }
+
+    /// The job's phase, under its lock: the export (if any), then its
+    /// files dispatched (see `dispatch`).
+    async fn run_phase(&self, id: &JobId) -> Result<(), JobStoreError> {
         let recorder = &self.recorder;
         let mut record = recorder
             .store()
@@ -489,20 +505,8 @@ impl JobService {
                 .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
             recorder.save_job(&mut record).await?;
         }
-        if self.cluster.is_some() {
-            // The tasks run wherever the queue hands them out; the node
-            // that finishes the last one completes the job.
-            drop(transfer);
-            return self.after_task(id).await;
-        }
-        if record.job.requeue_running() > 0 {
-            recorder
-                .store()
-                .replace_tasks(id, record.job.tasks())
-                .await?;
-        }
-        let record = self.runner.dispatch(recorder, record, transfer).await;
-        self.complete(record).await
+        drop(record);
+        self.dispatch_files(id, transfer).await
     }
 
     /// Fails the job for `reason` (stored, announced, told to the workflow).
@@ -527,9 +531,9 @@ impl JobService {
         Ok(())
     }
 
-    /// CompleteJob: final status and summary, stored and announced. In
-    /// cluster mode the save is conditional (the job still downloading),
-    /// so the job completes once whichever nodes try.
+    /// CompleteJob: final status and summary, stored and announced. The
+    /// save is conditional (the job still downloading), so the job
+    /// completes once whichever workers (or nodes) try.
     pub(super) async fn complete(&self, mut record: JobRecord) -> Result<(), JobStoreError> {
         let id = record.job.id.clone();
         let status = match record.job.complete() {
@@ -539,18 +543,14 @@ impl JobService {
                 return Ok(());
             }
         };
-        if self.cluster.is_some() {
-            record.updated_at_ms = self.recorder.now_ms();
-            if !self
-                .recorder
-                .store()
-                .save_job_if(&record, JobStatus::Downloading)
-                .await?
-            {
-                return Ok(());
-            }
-        } else {
-            self.recorder.save_job(&mut record).await?;
+        record.updated_at_ms = self.recorder.now_ms();
+        if !self
+            .recorder
+            .store()
+            .save_job_if(&record, JobStatus::Downloading)
+            .await?
+        {
+            return Ok(());
         }
         info!(job = %id, status = status.as_str(), "job finished");
         let summary = record.job.summary();
@@ -576,9 +576,7 @@ impl JobService {
         if self.get(access, id).await?.is_none() {
             return Err(CancelError::NotFound(id.clone()));
         }
-        if let Some(cluster) = &self.cluster {
-            cluster.stop_local(id);
-        }
+        self.dispatch.stop_local(id);
         let running = lock(&self.running).remove(id);
         if let Some(mut running) = running {
             running.abort.abort();

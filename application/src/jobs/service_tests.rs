@@ -18,8 +18,8 @@ use ferry_domain::ports::storage::MockFileStoragePort;
 use ferry_domain::ports::storage_resolver::MockStorageResolverPort;
 use ferry_domain::ports::transfer::MockTransferFactoryPort;
 use ferry_domain::ports::{
-    DownloadError, JobEvent, JobEventKind, JobRecord, ProcessFileCommand, ProcessFileError,
-    ProcessFilePort, ProcessFileResult, TransferPort,
+    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, OpenTasks, ProcessFileCommand,
+    ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
 };
 use ferry_domain::{
     Checksum, ChecksumAlgorithm, JobId, JobStatus, ObjectKey, RetryPolicy, TaskStatus, TransferId,
@@ -174,16 +174,66 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         *s.lock().unwrap() = Some(r.clone());
         Ok(())
     });
+    let s = stored.clone();
+    store.expect_save_job_if().returning(move |r, from| {
+        let mut stored = s.lock().unwrap();
+        if stored.as_ref().map(|r| r.job.status()) != Some(from) {
+            return Ok(false);
+        }
+        *stored = Some(r.clone());
+        Ok(true)
+    });
     store.expect_replace_tasks().returning(|_, _| Ok(()));
+    let s = stored.clone();
+    store.expect_task().returning(move |_, index| {
+        Ok(s.lock().unwrap().as_ref().and_then(|r| {
+            r.job.tasks().get(index).map(|t| JobTask {
+                status: r.job.status(),
+                destination: r.destination.clone(),
+                options: r.options.clone(),
+                task: t.clone(),
+            })
+        }))
+    });
+    let s = stored.clone();
+    store.expect_open_tasks().returning(move |_, limit| {
+        Ok(s.lock().unwrap().as_ref().map(|r| OpenTasks {
+            status: r.job.status(),
+            open: r
+                .job
+                .tasks()
+                .iter()
+                .filter(|t| !t.status().is_terminal())
+                .map(|t| t.index)
+                .take(limit)
+                .collect(),
+        }))
+    });
+    let s = stored.clone();
     store.expect_write_batch().returning(move |writes| {
         let mut n = seq.lock().unwrap();
+        let mut stored = s.lock().unwrap();
         Ok(writes
             .iter()
-            .map(|w| {
-                matches!(w, JobWrite::Event(_)).then(|| {
+            .map(|w| match w {
+                JobWrite::Event(_) => {
                     *n += 1;
-                    *n
-                })
+                    Some(*n)
+                }
+                JobWrite::Task { task, .. } => {
+                    // The task's state lands in the stored record.
+                    if let Some(r) = stored.as_mut() {
+                        let mut tasks = r.job.tasks().to_vec();
+                        tasks[task.index] = (**task).clone();
+                        r.job = ferry_domain::Job::restore(
+                            r.job.id.clone(),
+                            r.job.status(),
+                            tasks,
+                            r.job.failure().map(str::to_owned),
+                        );
+                    }
+                    None
+                }
             })
             .collect())
     });

@@ -35,6 +35,25 @@ pub struct JobRecord {
     pub last_event_seq: u64,
 }
 
+/// One task of a job with what running it needs of its job (read without
+/// the job's other tasks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobTask {
+    pub status: JobStatus,
+    pub destination: Destination,
+    pub options: crate::job::JobOptions,
+    pub task: FileTask,
+}
+
+/// A job's status and the indexes of its first unfinished (queued or
+/// running) tasks, read without the tasks themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTasks {
+    pub status: JobStatus,
+    /// In index order, at most the limit asked for.
+    pub open: Vec<usize>,
+}
+
 /// Which jobs to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -172,6 +191,17 @@ pub trait JobStorePort: Send + Sync + 'static {
     ) -> Result<Keyed, JobStoreError>;
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError>;
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
+    /// Task `index` of job `id` with its job's status, destination and
+    /// options (`None` if either is missing): one file's run reads one
+    /// task, not the job's thousands.
+    async fn task(&self, id: &JobId, index: usize) -> Result<Option<JobTask>, JobStoreError>;
+    /// Job `id`'s status and its first `limit` unfinished tasks' indexes
+    /// (`None` if the job is missing).
+    async fn open_tasks(
+        &self,
+        id: &JobId,
+        limit: usize,
+    ) -> Result<Option<OpenTasks>, JobStoreError>;
     /// Saves the job's status, failure, callback and export (not its tasks).
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
     /// Replaces all tasks (after an export's manifest arrives).

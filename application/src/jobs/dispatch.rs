@@ -1,0 +1,535 @@
+//! DispatchDownloadTasks, through a task queue (`TaskQueuePort`), in both
+//! modes: the embedded default's in-process queue ([`LocalTaskQueue`]) and
+//! a cluster's shared PostgreSQL queue.
+//!
+//! A job's phase (export, then downloading) runs on the node that received
+//! it (under the job's phase lock), which enqueues its window of file tasks:
+//! its first `per_job_concurrency` unfinished ones, so a job never has more
+//! in flight. Whichever worker gets a task reads that one task from the
+//! store, runs it through the job's Transfer, then moves the window on or,
+//! if it finished the job's last file, completes the job by a conditional
+//! update (once, whichever worker gets there).
+//!
+//! Cluster mode adds: a worker claims its task in the job store under a new
+//! lease epoch (so a node that lost it can no longer write it) and checks
+//! the lease every second; events committed on one node reach the others
+//! through the store's notification feed ([`ClusterNote`]), and a
+//! `job_cancelled` there stops the job's transfers on every node; a
+//! reconciler, on one node at a time, enqueues the windows of downloading
+//! jobs missing from the queue (a crash between the job's commit and its
+//! enqueue, a delivery that gave up) and takes over the phase of a job
+//! whose node died. The embedded default runs the same reconciler, on its
+//! one node.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::{AbortHandle, Abortable};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use ferry_domain::ports::{
+    ClusterNote, JobStoreError, NodeId, SuspendOnDrop, TaskHandlerPort, TaskQueuePort, TaskRef,
+    TransferPort,
+};
+use ferry_domain::{Destination, JobId, JobStatus, TaskStatus};
+
+use super::local_queue::LocalTaskQueue;
+use super::runner::{Lease, TaskContext, lock};
+use super::service::JobService;
+
+/// How often a running task checks that this node still holds its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+/// How long a hand-over waits for this node's transfers to stop.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A file task running on this node: how to stop it, and the switch that
+/// makes it keep its staged bytes when stopped.
+struct LocalRun {
+    abort: AbortHandle,
+    suspend: SuspendOnDrop,
+}
+
+/// How a service's file tasks are queued and run.
+pub(super) struct Dispatch {
+    /// Cluster mode: this node's id (its runs are fenced by lease
+    /// epochs); `None` for the embedded default.
+    pub(super) node: Option<NodeId>,
+    pub(super) queue: Arc<dyn TaskQueuePort>,
+    /// The embedded default's queue, to attach the service to it.
+    local_queue: Option<Arc<LocalTaskQueue>>,
+    /// The file tasks running on this node, to stop them on a cancel or
+    /// hand them over at shutdown.
+    local: Mutex<HashMap<JobId, HashMap<usize, LocalRun>>>,
+    /// Each job's Transfer (its destination resolved once, not per file),
+    /// while the job has files running here.
+    transfers: Mutex<HashMap<JobId, Arc<dyn TransferPort>>>,
+    /// Told when a job's last file is over (the embedded default's job
+    /// phase waits for it).
+    settled: Notify,
+}
+
+impl Dispatch {
+    /// The embedded default: one node, the in-process queue.
+    pub(super) fn local() -> Self {
+        let queue = Arc::new(LocalTaskQueue::default());
+        Self::with(None, queue.clone(), Some(queue))
+    }
+
+    /// Node `node` of a cluster sharing `queue`.
+    pub(super) fn cluster(node: NodeId, queue: Arc<dyn TaskQueuePort>) -> Self {
+        Self::with(Some(node), queue, None)
+    }
+
+    fn with(
+        node: Option<NodeId>,
+        queue: Arc<dyn TaskQueuePort>,
+        local_queue: Option<Arc<LocalTaskQueue>>,
+    ) -> Self {
+        Self {
+            node,
+            queue,
+            local_queue,
+            local: Mutex::new(HashMap::new()),
+            transfers: Mutex::new(HashMap::new()),
+            settled: Notify::new(),
+        }
+    }
+
+    /// Stops this node's transfers of `job` (dropped: their temp files go,
+    /// their uploads are aborted). Returns how many were running.
+    pub(super) fn stop_local(&self, job: &JobId) -> usize {
+        let running = lock(&self.local).remove(job).unwrap_or_default();
+        for run in running.values() {
+            run.abort.abort();
+        }
+        lock(&self.transfers).remove(job);
+        running.len()
+    }
+
+    /// Stops every transfer running on this node, keeping their staged
+    /// bytes for whichever node takes them over. Returns their tasks.
+    fn suspend_all(&self) -> Vec<TaskRef> {
+        let local = lock(&self.local);
+        let mut tasks = Vec::new();
+        for (job, runs) in local.iter() {
+            for (index, run) in runs {
+                run.suspend.set();
+                run.abort.abort();
+                tasks.push(TaskRef {
+                    job: job.clone(),
+                    index: *index,
+                });
+            }
+        }
+        tasks
+    }
+
+    fn idle(&self) -> bool {
+        lock(&self.local).is_empty()
+    }
+
+    /// Keeps `transfer` as job `id`'s while its files run here.
+    pub(super) fn keep_transfer(&self, id: &JobId, transfer: Arc<dyn TransferPort>) {
+        lock(&self.transfers).insert(id.clone(), transfer);
+    }
+}
+
+/// Why a task's run ended early.
+enum Ended {
+    /// Another node holds the lease now, or this node hands the task
+    /// over: the transfer is suspended, not given up.
+    LeaseLost,
+    /// The task is over (cancelled elsewhere, or this run just finished).
+    TaskOver,
+}
+
+fn task_refs(id: &JobId, open: &[usize]) -> Vec<TaskRef> {
+    open.iter()
+        .map(|&index| TaskRef {
+            job: id.clone(),
+            index,
+        })
+        .collect()
+}
+
+impl JobService {
+    /// This node's id, in cluster mode.
+    pub fn node(&self) -> Option<&NodeId> {
+        self.dispatch().node.as_ref()
+    }
+
+    /// The embedded default's queue delivers to this service (called
+    /// before anything is enqueued: by the job phase and the reconciler).
+    pub(super) fn attach(self: &Arc<Self>) {
+        if let Some(queue) = &self.dispatch().local_queue {
+            let weak: Weak<Self> = Arc::downgrade(self);
+            let handler: Weak<dyn TaskHandlerPort> = weak;
+            queue.attach(handler);
+        }
+    }
+
+    /// The job's window of unfinished tasks onto the queue (at the end of
+    /// its job phase, and after each of its files). A failure is left to
+    /// the reconciler.
+    async fn enqueue_window(&self, id: &JobId, open: &[usize]) {
+        let dispatch = self.dispatch();
+        let tasks = task_refs(id, open);
+        match dispatch.queue.enqueue(&tasks).await {
+            Ok(()) => {
+                if let Some(node) = &dispatch.node {
+                    info!(job = %id, tasks = tasks.len(), %node, "file tasks enqueued");
+                }
+            }
+            Err(e) => {
+                warn!(job = %id, error = %e, "could not enqueue file tasks; the reconciler will")
+            }
+        }
+    }
+
+    /// The end of a job phase: the job's Transfer kept for its files, its
+    /// window enqueued (or the job completed if no file is left). The
+    /// embedded default then waits for the job to end, so that a job run
+    /// lasts as long as its job (cancel stops it; a restart resumes it); a
+    /// cluster node returns: its files run wherever the queue hands them.
+    pub(super) async fn dispatch_files(
+        &self,
+        id: &JobId,
+        transfer: Arc<dyn TransferPort>,
+    ) -> Result<(), JobStoreError> {
+        let dispatch = self.dispatch();
+        dispatch.keep_transfer(id, transfer);
+        if dispatch.node.is_some() {
+            return self.after_task(id).await;
+        }
+        let mut settled = pin!(dispatch.settled.notified());
+        settled.as_mut().enable();
+        self.after_task(id).await?;
+        loop {
+            let status = self.recorder().store().open_tasks(id, 0).await?;
+            if status.is_none_or(|s| s.status.is_terminal()) {
+                return Ok(());
+            }
+            settled.as_mut().await;
+            settled.set(dispatch.settled.notified());
+            settled.as_mut().enable();
+        }
+    }
+
+    /// On the node leading (one at a time; the embedded default's one
+    /// node): every downloading job's window of unfinished tasks is made
+    /// sure to be in the queue, and a pending or exporting job whose phase
+    /// no node runs (its node died) has its phase run here. Returns how
+    /// many tasks were looked at, or `None` if another node leads.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Option<usize>, JobStoreError> {
+        self.attach();
+        let dispatch = self.dispatch();
+        let _lead = match dispatch.queue.lead().await {
+            Ok(Some(lead)) => lead,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                warn!(error = %e, "reconciler: cannot take the lead");
+                return Ok(None);
+            }
+        };
+        let window = self.config().per_job_concurrency.max(1);
+        let mut seen = 0;
+        for id in self.recorder().store().unfinished().await? {
+            let Some(open) = self.recorder().store().open_tasks(&id, window).await? else {
+                continue;
+            };
+            if matches!(open.status, JobStatus::Pending | JobStatus::Exporting) {
+                // Its phase runs nowhere (its node died, or it was never
+                // started): run it here.
+                if let Ok(Some(free)) = dispatch.queue.hold_job_phase(&id).await {
+                    drop(free);
+                    info!(job = %id, node = ?dispatch.node, "reconciler: taking over the job's phase");
+                    tokio::spawn(self.clone().run_abortable(id));
+                }
+                continue;
+            }
+            if open.status != JobStatus::Downloading {
+                continue;
+            }
+            seen += open.open.len();
+            if open.open.is_empty() {
+                // Its last file ended but the job did not complete (the
+                // worker died in between).
+                if let Err(e) = self.after_task(&id).await {
+                    warn!(job = %id, error = %e, "reconciler: could not complete the job");
+                }
+                continue;
+            }
+            if let Err(e) = dispatch.queue.enqueue(&task_refs(&id, &open.open)).await {
+                warn!(job = %id, error = %e, "reconciler: could not enqueue");
+            }
+        }
+        Ok(Some(seen))
+    }
+
+    /// What another node committed: its events go to this node's live
+    /// watchers, and a cancelled job's transfers here stop.
+    pub async fn on_cluster_note(&self, note: ClusterNote) {
+        let dispatch = self.dispatch();
+        if dispatch.node.as_ref().is_none_or(|node| *node == note.node) {
+            return;
+        }
+        if note.kind == "job_cancelled" {
+            self.stop_job_phase(&note.job);
+            let stopped = dispatch.stop_local(&note.job);
+            if stopped > 0 {
+                info!(job = %note.job, stopped, from = %note.node, "job cancelled on another node; its transfers here stopped");
+            }
+        }
+        if !self.recorder().watched() {
+            return;
+        }
+        match self
+            .recorder()
+            .store()
+            .events_after(&note.job, note.seq.saturating_sub(1), 1)
+            .await
+        {
+            Ok(events) => events
+                .into_iter()
+                .filter(|e| e.seq == note.seq)
+                .for_each(|e| self.recorder().relay(e)),
+            // Watchers catch up from the store at their next event.
+            Err(e) => warn!(job = %note.job, error = %e, "cluster feed: cannot read an event"),
+        }
+    }
+
+    /// The feed may have missed notes (its connection dropped): every
+    /// unfinished job's latest event goes to the live watchers, which
+    /// makes any watcher behind it catch up from the store.
+    pub async fn on_cluster_gap(&self) {
+        if !self.recorder().watched() {
+            return;
+        }
+        let Ok(ids) = self.recorder().store().unfinished().await else {
+            return;
+        };
+        for id in ids {
+            if let Ok(Some(record)) = self.recorder().store().get(&id).await
+                && let Ok(events) = self
+                    .recorder()
+                    .store()
+                    .events_after(&id, record.last_event_seq.saturating_sub(1), 1)
+                    .await
+            {
+                events.into_iter().for_each(|e| self.recorder().relay(e));
+            }
+        }
+    }
+
+    /// The job's Transfer: the one kept for it, else opened for
+    /// `destination` (and kept).
+    async fn transfer_for(
+        &self,
+        id: &JobId,
+        destination: &Destination,
+    ) -> Option<Arc<dyn TransferPort>> {
+        if let Some(t) = lock(&self.dispatch().transfers).get(id) {
+            return Some(t.clone());
+        }
+        match self.transfers().open(destination).await {
+            Ok(t) => {
+                self.dispatch().keep_transfer(id, t.clone());
+                Some(t)
+            }
+            Err(e) => {
+                warn!(job = %id, error = %e, "destination unusable; task left for the reconciler");
+                None
+            }
+        }
+    }
+
+    /// One delivered task: checked against its job, claimed (cluster
+    /// mode), run, and the job completed if this was its last file.
+    async fn run_delivered(&self, task: TaskRef) -> Result<(), JobStoreError> {
+        let dispatch = self.dispatch();
+        let store = self.recorder().store();
+        let Some(found) = store.task(&task.job, task.index).await? else {
+            return Ok(());
+        };
+        // A task picked up after its job ended (cancelled, failed) does
+        // nothing.
+        if found.status != JobStatus::Downloading {
+            return Ok(());
+        }
+        let epoch = match &dispatch.node {
+            None if found.task.status().is_terminal() => return self.after_task(&task.job).await,
+            None => None,
+            Some(node) => match store
+                .claim_task(&task.job, task.index, node.as_str())
+                .await?
+            {
+                Some(epoch) => Some(epoch),
+                None => return self.after_task(&task.job).await,
+            },
+        };
+        let mut file = found.task;
+        // Left running by a process (or node) that died: resumed here from
+        // its checkpoint.
+        if file.status() == TaskStatus::Running {
+            let _ = file.requeue();
+        }
+        let Some(transfer) = self.transfer_for(&task.job, &found.destination).await else {
+            return Ok(());
+        };
+        let (abort, registration) = AbortHandle::new_pair();
+        let suspend = SuspendOnDrop::default();
+        lock(&dispatch.local)
+            .entry(task.job.clone())
+            .or_default()
+            .insert(
+                task.index,
+                LocalRun {
+                    abort,
+                    suspend: suspend.clone(),
+                },
+            );
+        let lease = epoch.map(|epoch| Lease {
+            epoch,
+            suspend: suspend.clone(),
+        });
+        let context = TaskContext {
+            job: task.job.clone(),
+            if_exists: found.options.if_exists,
+        };
+        let shared = Mutex::new(file);
+        let run = Abortable::new(
+            self.runner().run_task(
+                self.recorder(),
+                &context,
+                &shared,
+                transfer.as_ref(),
+                lease.as_ref(),
+            ),
+            registration,
+        );
+        // Meanwhile, in cluster mode, once a second: is the lease still
+        // this node's?
+        let watch = async {
+            let Some(epoch) = epoch else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(LEASE_CHECK).await;
+                match store.task_lease(&task.job, task.index).await {
+                    Ok(Some(now)) if now == epoch => {}
+                    Ok(Some(_)) => return Ended::LeaseLost,
+                    Ok(None) => return Ended::TaskOver,
+                    Err(_) => {}
+                }
+            }
+        };
+        let ended = match futures::future::select(Box::pin(run), Box::pin(watch)).await {
+            futures::future::Either::Left((Ok(()), _)) => None,
+            // Aborted: handed over at shutdown, or its job was cancelled
+            // (on this node or another).
+            futures::future::Either::Left((Err(_), _)) if suspend.is_set() => {
+                Some(Ended::LeaseLost)
+            }
+            futures::future::Either::Left((Err(_), _)) => Some(Ended::TaskOver),
+            futures::future::Either::Right((Ended::LeaseLost, run)) => {
+                // Handed over: the transfer stops, its upload kept for the
+                // node that holds the task now.
+                suspend.set();
+                drop(run);
+                Some(Ended::LeaseLost)
+            }
+            futures::future::Either::Right((Ended::TaskOver, run)) => {
+                drop(run);
+                Some(Ended::TaskOver)
+            }
+        };
+        {
+            let mut local = lock(&dispatch.local);
+            if let Some(tasks) = local.get_mut(&task.job) {
+                tasks.remove(&task.index);
+                if tasks.is_empty() {
+                    local.remove(&task.job);
+                }
+            }
+        }
+        match ended {
+            None => {}
+            Some(Ended::LeaseLost) => {
+                warn!(job = %task.job, index = task.index, "task stopped and suspended: handed over, or another node holds its lease now");
+                return Ok(());
+            }
+            Some(Ended::TaskOver) => {
+                info!(job = %task.job, index = task.index, "task stopped: its job was cancelled, or the task ended elsewhere");
+            }
+        }
+        self.after_task(&task.job).await
+    }
+
+    /// After a file of the job: completes the job if every task is over
+    /// (CompleteJob, once), else moves its window on.
+    pub(super) async fn after_task(&self, id: &JobId) -> Result<(), JobStoreError> {
+        let window = self.config().per_job_concurrency.max(1);
+        let open = self.recorder().store().open_tasks(id, window).await?;
+        let result = match open {
+            Some(open) if open.status == JobStatus::Downloading && !open.open.is_empty() => {
+                self.enqueue_window(id, &open.open).await;
+                return Ok(());
+            }
+            Some(open) if open.status == JobStatus::Downloading => {
+                match self.recorder().store().get(id).await? {
+                    Some(record) => self.complete(record).await,
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        // The job is over: its Transfer is no longer needed here, and a
+        // phase waiting for it goes on.
+        lock(&self.dispatch().transfers).remove(id);
+        self.dispatch().settled.notify_waiters();
+        result
+    }
+}
+
+impl JobService {
+    /// Cluster mode, at shutdown: stops this node's transfers keeping their
+    /// staged bytes, and puts their tasks back in the queue, so that other
+    /// nodes resume them from their checkpoints at once (not after the
+    /// lease timeout). Returns how many were handed over.
+    pub async fn hand_over(&self) -> usize {
+        let dispatch = self.dispatch();
+        if dispatch.node.is_none() {
+            return 0;
+        }
+        let tasks = dispatch.suspend_all();
+        if tasks.is_empty() {
+            return 0;
+        }
+        let waited = tokio::time::Instant::now();
+        while !dispatch.idle() && waited.elapsed() < HAND_OVER_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match dispatch.queue.release(&tasks).await {
+            Ok(()) => {
+                info!(tasks = tasks.len(), node = ?dispatch.node, "tasks handed over to the other nodes")
+            }
+            Err(e) => {
+                warn!(error = %e, "could not hand tasks over; other nodes take them after the lease timeout")
+            }
+        }
+        tasks.len()
+    }
+}
+
+#[async_trait]
+impl TaskHandlerPort for JobService {
+    async fn run_task(&self, task: TaskRef) {
+        if let Err(e) = self.run_delivered(task.clone()).await {
+            warn!(job = %task.job, index = task.index, error = %e, "task run failed; the reconciler enqueues it again");
+        }
+    }
+}
