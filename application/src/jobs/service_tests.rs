@@ -185,6 +185,15 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
     });
     store.expect_replace_tasks().returning(|_, _| Ok(()));
     let s = stored.clone();
+    store.expect_unfinished().returning(move || {
+        Ok(s.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.job.status().is_terminal())
+            .map(|r| r.job.id.clone())
+            .collect())
+    });
+    let s = stored.clone();
     store.expect_task().returning(move |_, index| {
         Ok(s.lock().unwrap().as_ref().and_then(|r| {
             r.job.tasks().get(index).map(|t| JobTask {
@@ -542,6 +551,44 @@ async fn a_restart_resumes_a_task_left_running_counting_its_attempt() {
     assert_eq!(done.job.status(), JobStatus::Completed);
     assert_eq!(done.job.tasks()[0].attempts(), 2);
     assert_eq!(*w.priors.lock().unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn the_reconciler_runs_a_downloading_job_s_window_and_completes_it_once() {
+    let w = world(vec![Step::Ok, Step::Ok], 3);
+    let mut request = one_file();
+    request.files.push(FileRequest {
+        key: "b.bin".into(),
+        source: "http://origin.test/b.bin".into(),
+        ..request.files[0].clone()
+    });
+    let rec = w.service.submit(request).await.unwrap();
+    // As a process that died between the job phase and its first files
+    // left it: downloading, nothing running, no phase anywhere.
+    {
+        let mut stored = w.stored.lock().unwrap();
+        stored.as_mut().unwrap().job.start_downloading().unwrap();
+    }
+    assert_eq!(w.service.reconcile().await.unwrap(), Some(2));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while w.record().job.status() != JobStatus::Completed {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the reconciler's deliveries complete the job");
+    assert_eq!(*w.process.calls.lock().unwrap(), 2);
+    // Its files over, the job completed: again, nothing more happens.
+    assert_eq!(w.service.reconcile().await.unwrap(), Some(0));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let completed = w
+        .kinds()
+        .iter()
+        .filter(|k| matches!(k, JobEventKind::JobCompleted { .. }))
+        .count();
+    assert_eq!(completed, 1);
+    assert_eq!(*w.process.calls.lock().unwrap(), 2);
+    assert_eq!(rec.job.tasks().len(), 2);
 }
 
 #[tokio::test]
