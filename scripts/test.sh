@@ -21,7 +21,13 @@ eval "$(scripts/garage.sh start)"
 cargo build --locked -p ferry --bin ferry-crashtest --features failpoints
 export FERRY_CRASHTEST_BIN="$target/debug/ferry-crashtest"
 
-cargo test --workspace --locked
+# The crash harness's figures (its seeds, and what the origin counted)
+# are shown once the tests pass.
+crash_report="$(mktemp)"
+FERRY_CRASH_REPORT="$crash_report" cargo test --workspace --locked
+echo "== crash harness (bin/tests/crash.rs), measured at the origin =="
+cat "$crash_report"
+rm -f "$crash_report"
 
 # The dashboard in Debian's chromium (about 2 minutes, mostly waiting on a
 # throttled origin): beside the release build.

@@ -1,12 +1,18 @@
 //! The crash harness: `ferry copy` of a multi-part file is killed at exact
-//! kill points (the `fail` crate's failpoints, compiled into test builds)
-//! and at random times (`kill -9`), then run again with the same SOURCE and
-//! DEST. Every time: the object's SHA-256 equals the source's, no temp file,
-//! incomplete upload or state file is left, and the bytes fetched again
-//! after the restart are at most one part (S3) or two checkpoint intervals
-//! (directory: 2 x 4 MiB, the size of an S3 part).
+//! kill points (the `fail` crate's failpoints, compiled into the
+//! `ferry-crashtest` binary only) and at seeded random times (`kill -9`,
+//! the child asserted alive when killed), then run again with the same
+//! SOURCE and DEST. Every time: the object's SHA-256 equals the source's,
+//! no temp file, incomplete upload or state file is left, and, counted at
+//! the origin, the restart's first request starts at the offset it
+//! reported (`Range: bytes=N-`), it fetched exactly the rest of the file,
+//! and the bytes fetched twice over both runs are at most the bound
+//! (docs/reliability.md): one part (S3) or two checkpoint intervals
+//! (directory), plus 1 MiB that may be in flight between the origin and
+//! the process when it dies. The origin is rate-limited (12.5 MiB/s) so
+//! that what it sent is what ferry had received.
 //! Figures are printed (and appended to `$FERRY_CRASH_REPORT` if set) for
-//! docs/reliability.md.
+//! docs/reliability.md; `FERRY_CRASH_SEED` replays a run's kill times.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -21,6 +27,17 @@ use ferry_tests::{generate, sha256_hex};
 const MIB: usize = 1024 * 1024;
 const LEN: usize = 24 * MIB;
 const PART: u64 = 5 * MIB as u64;
+/// What may be in flight (socket buffers, a chunk being read) between the
+/// origin and the process when it dies, beside what it had checkpointed.
+const IN_FLIGHT: u64 = MIB as u64;
+/// Random-time kills per storage.
+const RANDOM_KILLS: usize = 20;
+/// The origin's pace: 128 KiB every 10 ms.
+const ORIGIN_PACE: Behavior = Behavior::ThrottledRanged {
+    bytes_per_tick: 128 * 1024,
+    tick: Duration::from_millis(10),
+};
+const PATH: &str = "/f.bin";
 
 #[derive(Clone)]
 enum Dest {
@@ -43,14 +60,17 @@ impl Dest {
         }
     }
 
-    /// The most a restart may fetch again.
+    /// The most bytes a crash and restart may fetch twice, counted at the
+    /// origin.
     fn bound(&self) -> u64 {
-        match self {
-            // Two checkpoint intervals (5 chunks, at least 4 MiB): an fsync
-            // runs in the background while the next interval is written.
-            Dest::Dir(_) => 2 * (5 * chunk_size_for(Some(LEN as u64)) as u64).max(4 << 20),
-            Dest::S3 { .. } => PART,
-        }
+        IN_FLIGHT
+            + match self {
+                // Two checkpoint intervals (5 chunks, at least 4 MiB): an
+                // fsync runs in the background while the next interval is
+                // written.
+                Dest::Dir(_) => 2 * (5 * chunk_size_for(Some(LEN as u64)) as u64).max(4 << 20),
+                Dest::S3 { .. } => PART,
+            }
     }
 
     async fn stored_sha256(&self) -> Option<String> {
@@ -155,12 +175,13 @@ async fn a_second_copy_of_the_same_transfer_is_refused_while_one_runs() {
     let dest = Dest::Dir(work.path().join("out"));
     let mut first = ferry(&url, &dest, &state, &[]).spawn().unwrap();
     // Wait until the first holds its lock.
-    for _ in 0..100 {
-        if state_files(&state).iter().any(|f| f.ends_with(".lock")) {
-            break;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !state_files(&state).iter().any(|f| f.ends_with(".lock")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .expect("the first copy takes its lock");
     let second = {
         let mut cmd = ferry(&url, &dest, &state, &[]);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -185,24 +206,35 @@ async fn a_second_copy_of_the_same_transfer_is_refused_while_one_runs() {
 /// One crash and restart.
 struct Outcome {
     label: String,
+    /// The offset a kill point reported (a random kill cannot report).
     killed_at: Option<u64>,
+    /// Bytes the origin sent to the killed run.
+    served_before: u64,
     resumed_from: u64,
-    refetched: Option<u64>,
+    /// Bytes fetched twice, counted at the origin: what the killed run was
+    /// sent beyond the offset the restart resumed from.
+    refetched: u64,
     restart: Duration,
 }
 
-/// Runs the restart and checks everything the harness promises.
+/// Runs the restart and checks everything the harness promises, at the
+/// destination and at the origin.
 async fn restart_and_check(
     label: String,
-    url: &str,
+    origin: &Origin,
     dest: &Dest,
     state: &Path,
     sha: &str,
     killed_at: Option<u64>,
+    killed_run_from: usize,
 ) -> Outcome {
+    // Every request of the killed run is in the log by now (its process is
+    // gone); what the origin sent it is summed after the restart, when no
+    // frame of it can still be on its way.
+    let asked_before = origin.requests().len();
     let started = Instant::now();
     let out: Output = {
-        let mut cmd = ferry(url, dest, state, &[]);
+        let mut cmd = ferry(&origin.url(PATH), dest, state, &[]);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()
@@ -221,20 +253,80 @@ async fn restart_and_check(
         state_files(state)
     );
     let resumed_from = v["resumed_from"].as_u64().unwrap_or(0);
-    let refetched = killed_at.map(|k| k.saturating_sub(resumed_from));
-    if let Some(refetched) = refetched {
-        assert!(
-            refetched <= dest.bound(),
-            "{label}: killed at {killed_at:?}, resumed from {resumed_from}: {refetched} bytes fetched again (bound {})",
-            dest.bound()
+    // At the origin: the restart asked from where it said it resumed, and
+    // was sent exactly the rest of the file.
+    let asked: Vec<_> = origin.requests()[asked_before..]
+        .iter()
+        .filter(|r| r.path == PATH)
+        .cloned()
+        .collect();
+    if resumed_from > 0 && resumed_from < LEN as u64 {
+        assert_eq!(
+            asked.first().and_then(|r| r.range.clone()),
+            Some(format!("bytes={resumed_from}-")),
+            "{label}: the restart's first request"
         );
     }
+    let served = origin.served_by_request();
+    let served_before: u64 = served[killed_run_from..asked_before].iter().sum();
+    let served_restart: u64 = served[asked_before..].iter().sum();
+    assert_eq!(
+        served_restart,
+        LEN as u64 - resumed_from,
+        "{label}: the restart resumed from {resumed_from} but was sent {served_restart} bytes"
+    );
+    if let Some(k) = killed_at {
+        assert!(
+            served_before >= k,
+            "{label}: killed at byte {k}, but the origin sent only {served_before}"
+        );
+    }
+    let refetched = served_before.saturating_sub(resumed_from);
+    assert!(
+        served_before + served_restart <= LEN as u64 + dest.bound(),
+        "{label}: the origin sent {served_before} bytes before the kill and {served_restart} after it: \
+         {refetched} fetched twice (bound {})",
+        dest.bound()
+    );
     Outcome {
         label,
         killed_at,
+        served_before,
         resumed_from,
         refetched,
         restart,
+    }
+}
+
+/// SplitMix64: the kill times' generator, seeded (and printed) so that a
+/// run can be replayed with `FERRY_CRASH_SEED`.
+struct Seeded(u64);
+
+impl Seeded {
+    fn from_env_or_clock() -> Self {
+        let seed = std::env::var("FERRY_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `range` (milliseconds).
+    fn millis(&mut self, range: std::ops::Range<u64>) -> Duration {
+        Duration::from_millis(range.start + self.next() % (range.end - range.start))
     }
 }
 
@@ -262,12 +354,12 @@ fn points(dest: &Dest) -> Vec<(&'static str, u32)> {
     p
 }
 
-async fn harness(s3: bool) -> Vec<Outcome> {
+async fn harness(s3: bool, seed: u64) -> Vec<Outcome> {
     let origin = Origin::start().await.unwrap();
     let data = generate(LEN, 77);
     let sha = sha256_hex(&data);
-    origin.serve("/f.bin", data, Behavior::Normal);
-    let url = origin.url("/f.bin");
+    origin.serve(PATH, data, ORIGIN_PACE);
+    let url = origin.url(PATH);
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
     let dest = if s3 {
@@ -287,6 +379,7 @@ async fn harness(s3: bool) -> Vec<Outcome> {
             ("FAILPOINTS", format!("{point}={skip}*off->return")),
             ("FERRY_KILL_REPORT", report.display().to_string()),
         ];
+        let killed_run_from = origin.requests().len();
         let out = {
             let mut cmd = ferry(&url, &dest, &state, &envs);
             tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -305,61 +398,82 @@ async fn harness(s3: bool) -> Vec<Outcome> {
         outcomes.push(
             restart_and_check(
                 format!("{} {point}", dest.name()),
-                &url,
+                &origin,
                 &dest,
                 &state,
                 &sha,
                 Some(killed_at),
+                killed_run_from,
             )
             .await,
         );
     }
 
-    // Random-time kills: kill -9 at a uniformly random moment of the copy.
-    for round in 0..4u64 {
+    // How long a whole copy takes at the origin's pace, so that every
+    // random kill falls inside one.
+    dest.clear().await;
+    let started = Instant::now();
+    let whole = {
+        let mut cmd = ferry(&url, &dest, &state, &[]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert!(whole.status.success());
+    let copy_ms = started.elapsed().as_millis() as u64;
+    assert!(copy_ms > 1_000, "a whole copy took {copy_ms} ms");
+
+    // Random-time kills: `kill -9` at a seeded random moment of the copy,
+    // the process checked alive just before.
+    let mut rng = Seeded(seed ^ u64::from(s3));
+    for _ in 0..RANDOM_KILLS {
         dest.clear().await;
-        let delay = Duration::from_millis(150 + (round * 7919 + 311) % 900);
+        // Never past 80 % of the shortest a copy can take at the origin's
+        // pace (1.92 s), however fast this machine is at the moment.
+        let paced_ms = (LEN / (128 * 1024)) as u64 * 10;
+        let delay = rng.millis(copy_ms / 20..copy_ms.min(paced_ms) * 4 / 5);
+        let killed_run_from = origin.requests().len();
         let mut child = ferry(&url, &dest, &state, &[]).spawn().unwrap();
         tokio::time::sleep(delay).await;
-        let finished_first = child.try_wait().unwrap().is_some();
-        let _ = Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = child.wait();
-        let label = format!(
-            "{} random kill at {} ms{}",
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}: the copy ended before its kill at {} ms (seed {seed})",
             dest.name(),
-            delay.as_millis(),
-            if finished_first {
-                " (copy had finished)"
-            } else {
-                ""
-            }
+            delay.as_millis()
         );
-        outcomes.push(restart_and_check(label, &url, &dest, &state, &sha, None).await);
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.code().is_none(), "killed by a signal: {status}");
+        let label = format!("{} random kill at {} ms", dest.name(), delay.as_millis());
+        outcomes.push(
+            restart_and_check(label, &origin, &dest, &state, &sha, None, killed_run_from).await,
+        );
     }
     outcomes
 }
 
-fn report(outcomes: &[Outcome]) {
+fn report(seed: u64, outcomes: &[Outcome]) {
     let mut lines = vec![
-        "| case | killed at byte | resumed from | fetched again | restart to done |".to_owned(),
-        "|---|---:|---:|---:|---:|".to_owned(),
+        format!("seed {seed} (FERRY_CRASH_SEED={seed} replays the kill times)\n"),
+        "| case | killed at byte | origin sent before the kill | resumed from | fetched twice (origin) | restart to done |".to_owned(),
+        "|---|---:|---:|---:|---:|---:|".to_owned(),
     ];
     for o in outcomes {
         lines.push(format!(
-            "| {} | {} | {} | {} | {:.2} s |",
+            "| {} | {} | {} | {} | {} | {:.2} s |",
             o.label,
             o.killed_at.map_or("-".into(), |k| k.to_string()),
+            o.served_before,
             o.resumed_from,
-            o.refetched.map_or("-".into(), |r| r.to_string()),
+            o.refetched,
             o.restart.as_secs_f64()
         ));
     }
     let resumed = outcomes.iter().filter(|o| o.resumed_from > 0).count();
+    let most = outcomes.iter().map(|o| o.refetched).max().unwrap_or(0);
     lines.push(format!(
-        "\n{} restarts, {} correct objects with no orphans, {resumed} continued from a checkpoint",
+        "\n{} restarts, {} correct objects with no orphans, {resumed} continued from a checkpoint, \
+         at most {most} bytes fetched twice",
         outcomes.len(),
         outcomes.len()
     ));
@@ -376,16 +490,21 @@ fn report(outcomes: &[Outcome]) {
     }
 }
 
+async fn crash_and_restart(s3: bool) {
+    let seed = Seeded::from_env_or_clock().0;
+    println!("crash harness seed: {seed}");
+    let outcomes = harness(s3, seed).await;
+    report(seed, &outcomes);
+    assert_eq!(outcomes.len(), points(&Dest::Dir(PathBuf::new())).len() + RANDOM_KILLS);
+    assert!(outcomes.iter().filter(|o| o.resumed_from > 0).count() > RANDOM_KILLS / 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_directory_copies_resume_correctly() {
-    let outcomes = harness(false).await;
-    report(&outcomes);
-    assert!(outcomes.iter().any(|o| o.resumed_from > 0));
+    crash_and_restart(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_s3_copies_resume_correctly() {
-    let outcomes = harness(true).await;
-    report(&outcomes);
-    assert!(outcomes.iter().any(|o| o.resumed_from > 0));
+    crash_and_restart(true).await;
 }

@@ -101,6 +101,11 @@ struct State {
     /// Responses in flight per path now, and the most ever.
     in_flight: HashMap<String, usize>,
     most_in_flight: HashMap<String, usize>,
+    /// Body bytes handed to the connection per path (what the origin
+    /// served, counted as it sends).
+    served: HashMap<String, u64>,
+    /// The same per request, in the order of `log`.
+    served_by_request: Vec<u64>,
 }
 
 /// A running origin; stops when dropped.
@@ -231,6 +236,24 @@ impl Origin {
         self.state.lock().map(|s| s.connections).unwrap_or_default()
     }
 
+    /// Body bytes of `path` the origin has sent so far, over every
+    /// response (counted as each frame is handed to the connection).
+    pub fn served(&self, path: &str) -> u64 {
+        self.state
+            .lock()
+            .map(|s| s.served.get(path).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Body bytes sent in answer to each request so far, in the order of
+    /// [`Origin::requests`].
+    pub fn served_by_request(&self) -> Vec<u64> {
+        self.state
+            .lock()
+            .map(|s| s.served_by_request.clone())
+            .unwrap_or_default()
+    }
+
     /// The most responses for `path` that were ever in flight at once
     /// (sent, and neither finished nor abandoned by their client).
     pub fn most_in_flight(&self, path: &str) -> usize {
@@ -312,6 +335,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let request_no: usize;
     let range = header_of(&req, header::RANGE);
     let if_range = header_of(&req, header::IF_RANGE);
     let route = {
@@ -326,6 +350,8 @@ async fn handle(
             version: format!("{:?}", req.version()),
             headers: req.headers().clone(),
         });
+        request_no = s.served_by_request.len();
+        s.served_by_request.push(0);
         if let Some((name, value)) = &s.required
             && req
                 .headers()
@@ -515,12 +541,12 @@ async fn handle(
         }
     };
     let response = response.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR));
-    Ok(response.map(|body| tracked(body, state, path)))
+    Ok(response.map(|body| tracked(body, state, path, request_no)))
 }
 
 /// Counts the response in flight for `path` (from now until its body is
 /// finished or dropped: the client read it all, or went away).
-fn tracked(body: Body, state: Arc<Mutex<State>>, path: String) -> Body {
+fn tracked(body: Body, state: Arc<Mutex<State>>, path: String, request_no: usize) -> Body {
     struct InFlight {
         state: Arc<Mutex<State>>,
         path: String,
@@ -543,7 +569,15 @@ fn tracked(body: Body, state: Arc<Mutex<State>>, path: String) -> Body {
     }
     let guard = InFlight { state, path };
     let frames = http_body_util::BodyStream::new(body).map(move |frame| {
-        let _held = &guard;
+        if let Ok(f) = &frame
+            && let Some(data) = f.data_ref()
+            && let Ok(mut s) = guard.state.lock()
+        {
+            *s.served.entry(guard.path.clone()).or_default() += data.len() as u64;
+            if let Some(n) = s.served_by_request.get_mut(request_no) {
+                *n += data.len() as u64;
+            }
+        }
         frame
     });
     BodyExt::boxed_unsync(StreamBody::new(frames))
@@ -580,5 +614,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         get("/gone").await.unwrap().bytes().await.unwrap();
         assert_eq!(origin.most_in_flight("/gone"), 1);
+        // What was sent, counted at the origin: whole bodies in full, the
+        // abandoned one as far as it went.
+        assert_eq!(origin.served("/both"), 40 * 1024);
+        assert_eq!(origin.served("/one"), 40 * 1024);
+        let gone = origin.served("/gone");
+        assert!(
+            (200 * 1024..400 * 1024).contains(&gone),
+            "{gone} bytes served"
+        );
     }
 }
