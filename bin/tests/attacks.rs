@@ -357,7 +357,7 @@ async fn ssrf_matrix_never_reaches_the_canary() {
     let (_, _, metrics) = call(&seen, http.get(format!("{}/metrics", server.url))).await;
     assert!(metrics.as_str().unwrap().contains("ferry_"));
     assert_eq!(canary.hits(), 0, "the canary on loopback was reached");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.log_barrier().await;
     seen.add(server.log());
     seen.assert_clean(&URL_SECRETS);
 }

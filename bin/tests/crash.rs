@@ -495,7 +495,10 @@ async fn crash_and_restart(s3: bool) {
     println!("crash harness seed: {seed}");
     let outcomes = harness(s3, seed).await;
     report(seed, &outcomes);
-    assert_eq!(outcomes.len(), points(&Dest::Dir(PathBuf::new())).len() + RANDOM_KILLS);
+    assert_eq!(
+        outcomes.len(),
+        points(&Dest::Dir(PathBuf::new())).len() + RANDOM_KILLS
+    );
     assert!(outcomes.iter().filter(|o| o.resumed_from > 0).count() > RANDOM_KILLS / 2);
 }
 

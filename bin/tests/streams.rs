@@ -482,7 +482,7 @@ async fn json_logs_carry_request_and_job_ids_and_no_secret() {
     )
     .await;
     assert_eq!(events.last().unwrap()["type"], "job_completed");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.log_barrier().await;
     let log = server.log();
     assert!(log.contains("\"request_id\":\"trace-77\""), "{log}");
     assert!(log.contains(&format!("\"job\":\"{id}\"")), "{log}");

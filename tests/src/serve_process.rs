@@ -86,6 +86,28 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits until every line the server logged before now has been read:
+    /// a request with a unique id is sent and waited for in the log (its
+    /// `request` line comes after everything logged before it). Needs
+    /// info-level logs.
+    pub async fn log_barrier(&self) {
+        let id = format!("log-barrier-{:016x}", rand::random::<u64>());
+        let answer = reqwest::Client::new()
+            .get(format!("{}/healthz", self.url))
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !self.log().contains(&id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the server logged the barrier request");
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

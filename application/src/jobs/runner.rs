@@ -16,7 +16,7 @@ use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, ProcessFileCommand,
     ProcessFileError, ProcessFileResult, ProgressPort, SuspendOnDrop, TransferError, TransferPort,
 };
-use ferry_domain::{ByteSize, FileTask, IfExists, JobId, TaskFailure, TransferId};
+use ferry_domain::{ByteSize, FileTask, IfExists, JobId, TaskFailure, TaskStatus, TransferId};
 
 use super::recorder::Recorder;
 use crate::backpressure::Backpressure;
@@ -95,17 +95,29 @@ impl Runner {
             interval: self.progress_interval,
             state: Mutex::new((None, None)),
         });
+        // Taken by each forwarded note and by each attempt's state change:
+        // a note is announced only while the task runs, so no event of a
+        // task follows its end (nor, once every task ended, the job's).
+        let gate = tokio::sync::Mutex::new(());
         let forward = async {
             while let Some(note) = rx.next().await {
-                let kind = match note {
-                    Note::Progress(bytes_done, total) => {
-                        let _ = lock(shared).progress(bytes_done);
-                        JobEventKind::FileProgress {
-                            index,
-                            bytes_done,
-                            total,
-                        }
+                let _turn = gate.lock().await;
+                let running = {
+                    let mut task = lock(shared);
+                    match note {
+                        Note::Progress(bytes_done, _) => task.progress(bytes_done).is_ok(),
+                        _ => task.status() == TaskStatus::Running,
                     }
+                };
+                if !running {
+                    continue;
+                }
+                let kind = match note {
+                    Note::Progress(bytes_done, total) => JobEventKind::FileProgress {
+                        index,
+                        bytes_done,
+                        total,
+                    },
                     Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
                     Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
                 };
@@ -116,6 +128,7 @@ impl Runner {
             runner: self,
             recorder,
             shared,
+            gate: &gate,
             id: &id,
             index,
             fence,
@@ -181,6 +194,8 @@ struct TaskAttempts<'a> {
     runner: &'a Runner,
     recorder: &'a Recorder,
     shared: &'a Mutex<FileTask>,
+    /// The task's turn between its notes and its state changes.
+    gate: &'a tokio::sync::Mutex<()>,
     id: &'a JobId,
     index: usize,
     fence: Option<u64>,
@@ -201,6 +216,7 @@ impl AttemptObserver for TaskAttempts<'_> {
             Some(gate) => Some(gate.admit().await),
             None => None,
         };
+        let _turn = self.gate.lock().await;
         let started = {
             let mut t = lock(self.shared);
             t.start().map(|()| t.clone())
@@ -228,6 +244,7 @@ impl AttemptObserver for TaskAttempts<'_> {
 
     async fn succeeded(&self, _attempt: u32, result: &ProcessFileResult) {
         let (id, index) = (self.id, self.index);
+        let _turn = self.gate.lock().await;
         let done = {
             let mut t = lock(self.shared);
             if result.skipped {
@@ -268,6 +285,7 @@ impl AttemptObserver for TaskAttempts<'_> {
             code: error.code(),
             message: error.to_string(),
         };
+        let _turn = self.gate.lock().await;
         let updated = {
             let mut t = lock(self.shared);
             if will_retry {

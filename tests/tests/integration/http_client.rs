@@ -258,16 +258,23 @@ async fn connections_are_reused_but_not_past_the_maximum_age() {
     let origin = Origin::start().await.unwrap();
     origin.serve("/k.bin", generate(1000, 19), Behavior::Normal);
     let c = PooledHttpClient::new(HttpClientConfig {
-        max_connection_age: Duration::from_millis(300),
+        // Long enough for three requests on a loaded machine.
+        max_connection_age: Duration::from_secs(2),
         ..HttpClientConfig::default()
     })
     .unwrap();
+    let first = std::time::Instant::now();
     for _ in 0..3 {
         let d = c.open(whole(&origin.url("/k.bin"))).await.unwrap();
         body(d).await.unwrap();
     }
+    assert!(
+        first.elapsed() < Duration::from_secs(2),
+        "three requests took {:?}",
+        first.elapsed()
+    );
     assert_eq!(origin.connections(), 1, "keep-alive reuses one connection");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(first.elapsed())).await;
     let d = c.open(whole(&origin.url("/k.bin"))).await.unwrap();
     body(d).await.unwrap();
     assert_eq!(

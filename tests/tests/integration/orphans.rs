@@ -153,7 +153,7 @@ async fn checkpoints_of_finished_tasks_are_discarded_and_live_ones_kept() {
     // Cancelling cleans the job's checkpoints at once.
     let cancelled = service.cancel(&Access::All, &live.job.id).await.unwrap();
     assert_eq!(cancelled.job.status(), JobStatus::Cancelled);
-    let _ = runner.await;
+    runner.await.expect("the job run ends without panicking");
     assert!(h.store.load(&live_id).await.unwrap().is_none());
     assert!(!live_temp.exists());
 }
@@ -213,7 +213,7 @@ async fn a_cancelled_s3_job_leaves_no_upload_and_other_writers_uploads_are_untou
         })
         .await;
     service.cancel(&Access::All, &id).await.unwrap();
-    let _ = runner.await;
+    runner.await.expect("the job run ends without panicking");
 
     let uploads = || async {
         svc.list_incomplete_uploads(&garage().bucket, Some(&prefix), Duration::ZERO)

@@ -133,7 +133,9 @@ async fn dies_while_exporting(world: &mut FerryWorld) {
     let j = jw(world);
     if let Some(runner) = j.runner.take() {
         runner.abort();
-        let _ = runner.await;
+        if let Err(e) = runner.await {
+            assert!(e.is_cancelled(), "the job run panicked: {e}");
+        }
     }
     assert_eq!(current(world).await.job.status(), JobStatus::Exporting);
 }
