@@ -73,7 +73,7 @@ Feature: Exports started at a provider
   Scenario: A restart while exporting polls the same export instead of starting another
     Given an export provider that is ready after 1000 polls with 2 good files
     When I submit an export job into "restart" polling every 10 ms up to 10 ms for at most 60000 ms
-    And the process dies while the export is pending
+    And the job's run is dropped while the export is pending
     And the provider then becomes ready
     And a new process resumes unfinished jobs and the job ends
     Then the job is "completed"

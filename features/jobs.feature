@@ -63,10 +63,10 @@ Feature: Export jobs
     And nothing is stored under "cancel"
     And cancelling the job again is refused
 
-  Scenario: A restart resumes an unfinished job
+  Scenario: A restart resumes an unfinished job left in the store
     Given the origin serves 2 good files
     When I submit a job for those files into "restart"
-    And the process dies while file 0 of the job is running
+    And the store holds the job as a process that died while file 0 was running left it
     And a new process resumes unfinished jobs
     Then the job is "completed"
     And file 0 succeeded after 2 attempts

@@ -10,6 +10,7 @@
 //! - [`export_provider::HttpExportProvider`]: `ExportProviderPort` over HTTP+JSON.
 //! - [`cluster`]: cluster mode on PostgreSQL: `TaskQueuePort` over
 //!   apalis-postgres, the reconciler's advisory lock, the event feed.
+//! - [`system`]: the open-file limit raised at start.
 //! - [`wire`]: the wire format (API, event streams, webhook) as serde DTOs
 //!   with OpenAPI schemas.
 //!
@@ -35,6 +36,7 @@ pub mod sfn;
 pub mod source_router;
 pub mod stdio;
 pub mod storage_resolver;
+pub mod system;
 pub mod webhook;
 pub mod wire;
 

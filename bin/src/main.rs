@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         cli.global.log_format,
         matches!(cli.command, Command::Serve(_)),
     );
+    ferry_adapters::system::raise_open_file_limit();
     // Kill points of the crash-test harness: only in test builds.
     for problem in ferry_application::killpoint::arm_from_env() {
         eprintln!("ferry: warning: {problem}");

@@ -744,8 +744,23 @@ async fn hostile_input_is_refused_with_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_slowloris_sockets_do_not_stop_healthz() {
+    // This process opens a thousand sockets (the server raises its own
+    // limit at start).
+    let limit = ferry_adapters::system::raise_open_file_limit();
+    assert!(limit.is_none_or(|n| n >= 1200), "open-file limit {limit:?}");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(FERRY, dir.path(), &["--header-read-timeout", "3s"]);
+    // The server's soft limit of open files is its hard one.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(open_files[0], open_files[1], "{limits}");
     let addr = server.addr();
     let mut sockets = Vec::new();
     for _ in 0..1000 {

@@ -202,8 +202,14 @@ async fn a_live_stream_starts_with_the_snapshot_and_sse_reconnects_without_gap_o
     let origin = Origin::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--progress-interval", "20ms"]);
-    // Files big enough for the job to be running while we watch.
-    let list = files(&origin, 3, 3_000_000, &Behavior::Normal);
+    // Paced (about a second a file) so that the job is still running
+    // while the first connection reads its first events, however fast
+    // this machine is.
+    let paced = Behavior::Throttled {
+        bytes_per_tick: 32 * 1024,
+        tick: Duration::from_millis(10),
+    };
+    let list = files(&origin, 3, 3_000_000, &paced);
     let id = submit(&server, list).await;
     let client = reqwest::Client::new();
 

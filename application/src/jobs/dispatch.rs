@@ -67,9 +67,9 @@ pub(super) struct Dispatch {
     /// Each job's Transfer (its destination resolved once, not per file),
     /// while the job has files running here.
     transfers: Mutex<HashMap<JobId, Arc<dyn TransferPort>>>,
-    /// Told when a job's last file is over (the embedded default's job
-    /// phase waits for it).
-    settled: Notify,
+    /// Told when a job's last file is over, for each job whose phase waits
+    /// for it here (the embedded default's).
+    settled: Mutex<HashMap<JobId, Arc<Settle>>>,
 }
 
 impl Dispatch {
@@ -95,7 +95,7 @@ impl Dispatch {
             local_queue,
             local: Mutex::new(HashMap::new()),
             transfers: Mutex::new(HashMap::new()),
-            settled: Notify::new(),
+            settled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,6 +135,29 @@ impl Dispatch {
     /// Keeps `transfer` as job `id`'s while its files run here.
     pub(super) fn keep_transfer(&self, id: &JobId, transfer: Arc<dyn TransferPort>) {
         lock(&self.transfers).insert(id.clone(), transfer);
+    }
+}
+
+/// What a job phase waiting for its job's end shares with the workers
+/// finishing it: the wake-up, and the turn a completion (with its
+/// callback) holds, so that the phase sees the job before or after the
+/// whole completion, never in between.
+#[derive(Default)]
+struct Settle {
+    notify: Notify,
+    finishing: tokio::sync::Mutex<()>,
+}
+
+/// A job phase waiting for its job to end; its wake-up is removed when it
+/// stops waiting (the job ended, or the phase was aborted).
+struct Waiting<'a> {
+    dispatch: &'a Dispatch,
+    id: &'a JobId,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.dispatch.settled).remove(self.id);
     }
 }
 
@@ -205,16 +228,25 @@ impl JobService {
         if dispatch.node.is_some() {
             return self.after_task(id).await;
         }
-        let mut settled = pin!(dispatch.settled.notified());
+        let settle = lock(&dispatch.settled)
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let _waiting = Waiting { dispatch, id };
+        let mut settled = pin!(settle.notify.notified());
         settled.as_mut().enable();
         self.after_task(id).await?;
         loop {
-            let status = self.recorder().store().open_tasks(id, 0).await?;
-            if status.is_none_or(|s| s.status.is_terminal()) {
+            let over = {
+                let _turn = settle.finishing.lock().await;
+                let status = self.recorder().store().open_tasks(id, 0).await?;
+                status.is_none_or(|s| s.status.is_terminal())
+            };
+            if over {
                 return Ok(());
             }
             settled.as_mut().await;
-            settled.set(dispatch.settled.notified());
+            settled.set(settle.notify.notified());
             settled.as_mut().enable();
         }
     }
@@ -474,23 +506,41 @@ impl JobService {
     pub(super) async fn after_task(&self, id: &JobId) -> Result<(), JobStoreError> {
         let window = self.config().per_job_concurrency.max(1);
         let open = self.recorder().store().open_tasks(id, window).await?;
+        if let Some(open) = &open
+            && open.status == JobStatus::Downloading
+            && !open.open.is_empty()
+        {
+            self.enqueue_window(id, &open.open).await;
+            return Ok(());
+        }
+        // Its files are over: completed here unless another worker did,
+        // in the job's finishing turn when a phase here waits for it.
+        let settle = lock(&self.dispatch().settled).get(id).cloned();
+        let turn = match &settle {
+            Some(settle) => Some(settle.finishing.lock().await),
+            None => None,
+        };
         let result = match open {
-            Some(open) if open.status == JobStatus::Downloading && !open.open.is_empty() => {
-                self.enqueue_window(id, &open.open).await;
-                return Ok(());
-            }
             Some(open) if open.status == JobStatus::Downloading => {
                 match self.recorder().store().get(id).await? {
-                    Some(record) => self.complete(record).await,
-                    None => Ok(()),
+                    Some(record)
+                        if record.job.status() == JobStatus::Downloading
+                            && record.job.tasks().iter().all(|t| t.status().is_terminal()) =>
+                    {
+                        self.complete(record).await
+                    }
+                    _ => Ok(()),
                 }
             }
             _ => Ok(()),
         };
+        drop(turn);
         // The job is over: its Transfer is no longer needed here, and a
         // phase waiting for it goes on.
         lock(&self.dispatch().transfers).remove(id);
-        self.dispatch().settled.notify_waiters();
+        if let Some(settle) = settle {
+            settle.notify.notify_waiters();
+        }
         result
     }
 }

@@ -114,7 +114,10 @@ async fn submit_export(world: &mut FerryWorld, name: String, base: u64, max: u64
     super::jobs::submit(world, name).await;
 }
 
-#[when("the process dies while the export is pending")]
+/// The job's run (its future) is dropped mid-export, without a cancel: what
+/// the store holds is what a crash would leave. A real `ferry serve` killed
+/// with SIGKILL is bin/tests/serve.rs's.
+#[when("the job's run is dropped while the export is pending")]
 async fn dies_while_exporting(world: &mut FerryWorld) {
     runs_in_background(world);
     wait_for_event(world, |k| matches!(k, JobEventKind::ExportStarted)).await;

@@ -425,7 +425,12 @@ async fn cancel_when_transferring(world: &mut FerryWorld) {
     }
 }
 
-#[when(regex = r"^the process dies while file (\d+) of the job is running$")]
+/// The stored state a crash mid-file leaves (downloading, the file running
+/// on its first attempt), written directly: no process dies here. A real
+/// `ferry serve` killed with SIGKILL mid-file is bin/tests/serve.rs's.
+#[when(
+    regex = r"^the store holds the job as a process that died while file (\d+) was running left it$"
+)]
 async fn dies(world: &mut FerryWorld, i: usize) {
     let mut record = current(world).await;
     record.job.start_downloading().unwrap();
