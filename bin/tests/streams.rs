@@ -367,15 +367,30 @@ async fn a_client_too_far_behind_gets_lagged_and_can_resume_from_it() {
     assert!(got.iter().all(|&s| s > total - 5), "{got:?}");
     assert_eq!(got.last(), Some(&total));
     assert_eq!(rest.last().unwrap()["type"], "job_completed");
-    let metrics = client
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("ferry_stream_lagged_disconnects_total 1"));
+    // Counted when the lagged stream's task ends, which may be just after
+    // its last line reached the client.
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let metrics = client
+                .get(format!("{}/metrics", server.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.contains("ferry_stream_lagged_disconnects_total 1") {
+                return metrics;
+            }
+            assert!(
+                !metrics.contains("ferry_stream_lagged_disconnects_total 2"),
+                "one lagged stream counted twice"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the lagged disconnect was never counted");
 }
 
 #[tokio::test]
