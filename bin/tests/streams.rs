@@ -320,7 +320,8 @@ async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_even
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    assert!(peak_kib < 256 * 1024, "server peak RSS {peak_kib} KiB");
+    // About 50 MiB measured (debug build, 2026-12-01): twice that is the bound.
+    assert!(peak_kib < 96 * 1024, "server peak RSS {peak_kib} KiB");
 }
 
 #[tokio::test]
