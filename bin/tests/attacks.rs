@@ -1025,12 +1025,7 @@ async fn a_refused_request_flood_writes_a_bounded_log() {
     }
     let sent = sent.load(Ordering::Relaxed);
     assert!(sent > 1_000, "the flood was a flood: {sent} requests");
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     let counted: usize = metrics
         .lines()
         .find(|l| l.starts_with("ferry_http_refused_total{status=\"401\"}"))

@@ -693,12 +693,7 @@ async fn a_job_carries_attributes_and_skips_or_refuses_what_exists() {
     assert_eq!(origin.requests().len(), asked);
     let h = head(&format!("{prefix}/a.csv")).await;
     assert_eq!(h.content_length(), Some(a.len() as i64));
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains("ferry_files_skipped_total 2"),
         "{}",

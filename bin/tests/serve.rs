@@ -586,12 +586,7 @@ async fn readyz_and_metrics_report_memory_and_backpressure() {
     assert_eq!(ready["pressure"]["cap"], 16);
     // The monitor samples every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let text = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))

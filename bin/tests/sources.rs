@@ -863,14 +863,7 @@ async fn job_file_headers_reach_the_origin_and_nowhere_else() {
         .await
         .unwrap();
     assert!(events.contains("\"succeeded\""), "{events}");
-    let metrics = client
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     let listing = server.get_json("/v1/jobs").await.to_string();
     let shown = [
         job.to_string(),

@@ -372,14 +372,7 @@ async fn a_client_too_far_behind_gets_lagged_and_can_resume_from_it() {
     // its last line reached the client.
     let counted = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let metrics = client
-                .get(format!("{}/metrics", server.url))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = server.get_text("/metrics").await;
             if metrics.contains("ferry_stream_lagged_disconnects_total 1") {
                 return metrics;
             }

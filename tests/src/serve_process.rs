@@ -134,6 +134,16 @@ impl Server {
             .unwrap()
     }
 
+    /// `GET path` answered as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(format!("{}{path}", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `POST /v1/jobs` with `job`; asserts the 202 and returns the job.
     pub async fn submit(&self, job: &Value) -> Value {
         let resp = reqwest::Client::new()

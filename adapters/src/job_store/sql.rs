@@ -255,6 +255,16 @@ impl SqlJobStore {
         self.pool.close().await;
     }
 
+    /// A job's row without its tasks: what running one of its files
+    /// needs (status, destination, options).
+    async fn job_head(&self, id: &JobId) -> Result<Option<AnyRow>, JobStoreError> {
+        sqlx::query("SELECT status, destination, options FROM ferry_jobs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn tasks_of(&self, id: &JobId) -> Result<Vec<FileTask>, JobStoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -720,13 +730,7 @@ impl JobStorePort for SqlJobStore {
     }
 
     async fn task(&self, id: &JobId, index: usize) -> Result<Option<JobTask>, JobStoreError> {
-        let Some(job) =
-            sqlx::query("SELECT status, destination, options FROM ferry_jobs WHERE id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?
-        else {
+        let Some(job) = self.job_head(id).await? else {
             return Ok(None);
         };
         let task = sqlx::query(concat!(
@@ -755,12 +759,7 @@ impl JobStorePort for SqlJobStore {
         id: &JobId,
         limit: usize,
     ) -> Result<Option<OpenTasks>, JobStoreError> {
-        let Some(job) = sqlx::query("SELECT status FROM ferry_jobs WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(job) = self.job_head(id).await? else {
             return Ok(None);
         };
         let open = if limit == 0 {
