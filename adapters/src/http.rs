@@ -68,6 +68,24 @@ pub struct HttpClientConfig {
     pub guard: Option<SourceGuard>,
     /// Which certificate authorities HTTPS sources are checked against.
     pub tls: TlsTrust,
+    /// A body slower than this on average over a window fails with
+    /// `TooSlow` (a transient failure: the attempt is retried, resuming).
+    pub min_rate: Option<MinRate>,
+}
+
+/// The slowest a source body may be: at least `bytes_per_sec` on average
+/// over each `window` of the body (the first window starts with the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
+}
+
+impl MinRate {
+    fn floor(&self) -> u64 {
+        let per_window = u128::from(self.bytes_per_sec) * self.window.as_millis() / 1000;
+        u64::try_from(per_window).unwrap_or(u64::MAX)
+    }
 }
 
 /// The built-in root stores to trust.
@@ -172,6 +190,7 @@ impl Default for HttpClientConfig {
             user_agent: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
             guard: None,
             tls: TlsTrust::default(),
+            min_rate: None,
         }
     }
 }
@@ -353,15 +372,7 @@ impl PooledHttpClient {
 }
 
 fn host_key(source: &SourceUrl) -> String {
-    match url::Url::parse(source.expose()) {
-        Ok(u) => format!(
-            "{}://{}:{}",
-            u.scheme(),
-            u.host_str().unwrap_or_default(),
-            u.port_or_known_default().unwrap_or_default()
-        ),
-        Err(_) => source.redacted(),
-    }
+    source.origin()
 }
 
 /// Maps a reqwest error to the port's error, never leaking the URL's secrets.
@@ -572,7 +583,10 @@ impl HttpDownloadPort for PooledHttpClient {
         debug!(source = %url, status = response.status().as_u16(), ?total_length, offset, "source opened");
         let body = idle_timeout_body(
             response.bytes_stream(),
-            self.config.read_idle_timeout,
+            BodyLimits {
+                idle: self.config.read_idle_timeout,
+                min_rate: self.config.min_rate,
+            },
             url,
             permit,
         );
@@ -583,11 +597,26 @@ impl HttpDownloadPort for PooledHttpClient {
     }
 }
 
-/// Wraps a body so that `idle` without a byte fails it with `Stalled`. The
-/// host permit is held until the body is dropped or ends.
+/// A time no timer reaches (a window of `Duration::MAX`).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400)
+}
+
+/// How slow a body may be.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    /// No byte for this long fails it (`Stalled`).
+    idle: Duration,
+    /// Fewer bytes than this rate over a window fails it (`TooSlow`).
+    min_rate: Option<MinRate>,
+}
+
+/// Wraps a body so that `idle` without a byte fails it with `Stalled`, and
+/// a window below the minimum rate with `TooSlow`. The host permit is held
+/// until the body is dropped or ends.
 fn idle_timeout_body<S>(
     inner: S,
-    idle: Duration,
+    limits: BodyLimits,
     url: String,
     permit: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static
@@ -599,19 +628,67 @@ where
         url: String,
         permit: Option<OwnedSemaphorePermit>,
         failed: bool,
+        /// When the current rate window ends, and the bytes seen in it.
+        window_end: tokio::time::Instant,
+        in_window: u64,
     }
+    let window = limits.min_rate.map_or(Duration::MAX, |r| r.window);
     let state = State {
         inner,
         url,
         permit: Some(permit),
         failed: false,
+        window_end: tokio::time::Instant::now()
+            .checked_add(window)
+            .unwrap_or_else(far_future),
+        in_window: 0,
     };
     stream::unfold(state, move |mut st| async move {
         if st.failed {
             return None;
         }
-        match tokio::time::timeout(idle, st.inner.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), st)),
+        let idle_end = tokio::time::Instant::now() + limits.idle;
+        let next = loop {
+            let next = tokio::time::timeout_at(idle_end.min(st.window_end), st.inner.next()).await;
+            let now = tokio::time::Instant::now();
+            let Some(rate) = limits.min_rate.filter(|_| now >= st.window_end) else {
+                if next.is_err() && now < idle_end {
+                    continue;
+                }
+                break next;
+            };
+            // A window ended: it must have brought its share (a chunk
+            // arriving at its end counts in it).
+            let arrived = match &next {
+                Ok(Some(Ok(bytes))) => bytes.len() as u64,
+                _ => 0,
+            };
+            let seen = st.in_window + arrived;
+            if seen < rate.floor() {
+                st.failed = true;
+                st.permit = None;
+                let error = DownloadError::TooSlow {
+                    url: st.url.clone(),
+                    bytes: seen,
+                    window: rate.window,
+                    min_bytes_per_sec: rate.bytes_per_sec,
+                };
+                return Some((Err(error), st));
+            }
+            st.window_end = now.checked_add(rate.window).unwrap_or_else(far_future);
+            st.in_window = 0;
+            match next {
+                // The window ended before any byte or the idle time: wait on.
+                Err(_) if now < idle_end => continue,
+                Ok(Some(Ok(bytes))) => return Some((Ok(bytes), st)),
+                other => break other,
+            }
+        };
+        match next {
+            Ok(Some(Ok(bytes))) => {
+                st.in_window += bytes.len() as u64;
+                Some((Ok(bytes), st))
+            }
             Ok(Some(Err(e))) => {
                 st.failed = true;
                 st.permit = None;
@@ -627,7 +704,7 @@ where
                 st.permit = None;
                 let error = DownloadError::Stalled {
                     url: st.url.clone(),
-                    idle,
+                    idle: limits.idle,
                 };
                 Some((Err(error), st))
             }

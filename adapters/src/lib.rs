@@ -42,6 +42,6 @@ pub mod wire;
 
 pub use egress::SourceGuard;
 pub use filesystem::FilesystemStorage;
-pub use http::{HttpClientConfig, PooledHttpClient};
+pub use http::{HttpClientConfig, MinRate, PooledHttpClient};
 pub use local_file::LocalFileSource;
 pub use source_router::SourceRouter;

@@ -7,8 +7,15 @@
 //! recorded by ProcessFile (p95 of the last [`LATENCY_WINDOW`] chunks).
 //! A waiting transfer re-evaluates whenever a transfer ends and at least
 //! every [`REEVALUATE`], since memory and latency change on their own.
+//!
+//! Owners (tenants) share the level's cap: below CRITICAL, an owner holding
+//! fewer than its fair share (the cap divided by the owners running or
+//! waiting) is admitted even when the gate is full because other owners
+//! hold more than theirs. Running transfers cannot be taken back, so
+//! without this one tenant's long-lived streams (which also raise the
+//! pressure) would keep every other tenant out.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,6 +70,8 @@ pub struct PressureReport {
 struct State {
     controller: PressureController,
     active: usize,
+    /// Per owner: (admitted, waiting).
+    owners: HashMap<String, (usize, usize)>,
     latencies: VecDeque<Duration>,
     last: PressureScore,
 }
@@ -90,6 +99,7 @@ impl std::fmt::Debug for Backpressure {
 #[derive(Debug)]
 pub struct Admission {
     gate: Arc<Backpressure>,
+    owner: String,
 }
 
 impl Drop for Admission {
@@ -97,8 +107,34 @@ impl Drop for Admission {
         {
             let mut st = self.gate.lock();
             st.active = st.active.saturating_sub(1);
+            st.count(&self.owner, |(admitted, _)| *admitted -= 1);
         }
         self.gate.changed.notify_waiters();
+    }
+}
+
+/// An owner's place in the wait, counted while it waits.
+struct Waiting<'a> {
+    gate: &'a Backpressure,
+    owner: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.gate
+            .lock()
+            .count(self.owner, |(_, waiting)| *waiting -= 1);
+    }
+}
+
+impl State {
+    /// Changes an owner's counts; an owner with none left is forgotten.
+    fn count(&mut self, owner: &str, change: impl FnOnce(&mut (usize, usize))) {
+        let entry = self.owners.entry(owner.to_owned()).or_default();
+        change(entry);
+        if *entry == (0, 0) {
+            self.owners.remove(owner);
+        }
     }
 }
 
@@ -119,6 +155,7 @@ impl Backpressure {
             state: Mutex::new(State {
                 controller: PressureController::new(config.band),
                 active: 0,
+                owners: HashMap::new(),
                 latencies: VecDeque::with_capacity(LATENCY_WINDOW),
                 last: PressureScore::default(),
             }),
@@ -152,16 +189,31 @@ impl Backpressure {
         (level, self.config.caps.cap(level, self.config.max_active))
     }
 
-    /// Waits until the level admits one more transfer.
+    /// Waits until the level admits one more transfer (of no owner).
     pub async fn admit(self: &Arc<Self>) -> Admission {
+        self.admit_for("").await
+    }
+
+    /// Waits until the level admits one more transfer of `owner`: while the
+    /// cap allows, or while the owner holds less than its fair share of
+    /// the cap (below CRITICAL).
+    pub async fn admit_for(self: &Arc<Self>, owner: &str) -> Admission {
+        self.lock().count(owner, |(_, waiting)| *waiting += 1);
+        let _waiting = Waiting { gate: self, owner };
         loop {
             let notified = self.changed.notified();
             {
                 let mut st = self.lock();
-                let (_, cap) = self.evaluate(&mut st);
-                if st.active < cap {
+                let (level, cap) = self.evaluate(&mut st);
+                let share = (cap / st.owners.len().max(1)).max(1);
+                let mine = st.owners.get(owner).map_or(0, |(admitted, _)| *admitted);
+                if st.active < cap || (level != PressureLevel::Critical && mine < share) {
                     st.active += 1;
-                    return Admission { gate: self.clone() };
+                    st.count(owner, |(admitted, _)| *admitted += 1);
+                    return Admission {
+                        gate: self.clone(),
+                        owner: owner.to_owned(),
+                    };
                 }
             }
             let _ = tokio::time::timeout(REEVALUATE, notified).await;
@@ -252,6 +304,33 @@ mod tests {
         held.truncate(3);
         assert_eq!(gate.report().level, PressureLevel::None);
         assert_eq!(gate.report().cap, 10);
+    }
+
+    #[tokio::test]
+    async fn an_owner_below_its_share_passes_a_gate_full_of_another_owners() {
+        // max 10, LIGHT caps at 6: `a` takes 7 and the level is LIGHT.
+        let (gate, _) = gate(10);
+        let held: Vec<Admission> =
+            futures::future::join_all((0..7).map(|_| gate.admit_for("a"))).await;
+        assert_eq!(gate.report().level, PressureLevel::Light);
+        let more_a = tokio::time::timeout(Duration::from_millis(250), gate.admit_for("a")).await;
+        assert!(more_a.is_err(), "`a` is over the cap and over its share");
+        // Two owners: each is owed 3 of the 6. `b` gets its 3, not a 4th.
+        let mut b = Vec::new();
+        for _ in 0..3 {
+            b.push(
+                tokio::time::timeout(Duration::from_secs(1), gate.admit_for("b"))
+                    .await
+                    .expect("b is below its share"),
+            );
+        }
+        let fourth = tokio::time::timeout(Duration::from_millis(250), gate.admit_for("b")).await;
+        assert!(fourth.is_err(), "b holds its share");
+        assert_eq!(gate.report().active, 10);
+        drop(b);
+        drop(held);
+        assert_eq!(gate.report().active, 0);
+        assert!(gate.lock().owners.is_empty(), "no owner left behind");
     }
 
     #[tokio::test]

@@ -116,13 +116,21 @@ pub struct TokenArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a new random token (line 1) and its tokens-file line (line 2:
-    /// `sha256:<hash> NAME [admin]`); only the hash goes in the file.
+    /// `sha256:<hash> NAME [admin] [scope=...]`); only the hash goes in the
+    /// file.
     Create {
         /// Who the token is for; it owns the jobs submitted with it.
         name: String,
-        /// The token sees every job, not only its own.
+        /// The token sees every job, not only its own, and may write
+        /// anywhere unless --scope says otherwise.
         #[arg(long)]
         admin: bool,
+        /// Where its jobs may write (repeatable): `dir:PREFIX`, `dir:*`,
+        /// `s3://BUCKET[/PREFIX]`, `s3://*/PREFIX`, `s3://*` or `*`.
+        /// Default: its own name's prefix (`dir:NAME`, `s3://*/NAME`);
+        /// admins: anywhere.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
 }
 
@@ -344,6 +352,18 @@ pub struct ServeArgs {
     /// file tasks before other nodes take them over (from checkpoints).
     #[arg(long, env = "FERRY_LEASE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub lease_timeout: std::time::Duration,
+    /// How often checkpoints that no live task owns (what a crash between
+    /// the end of a file and its cleanup leaves) are looked for; their temp
+    /// files are removed and their uploads aborted once they are 5 minutes
+    /// old. Startup always takes every orphan at once.
+    #[arg(long, env = "FERRY_ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub orphan_sweep_interval: std::time::Duration,
+    /// How long an ended job (its files' states, events and checkpoints)
+    /// is kept after it ended; `off` keeps every job. Ended jobs older
+    /// than this are deleted at startup and then regularly (every tenth
+    /// of it, at most every 10 minutes).
+    #[arg(long, env = "FERRY_RETAIN_JOBS", default_value = "30d", value_parser = parse_retention)]
+    pub retain_jobs: Retention,
     /// Where the SQLite job store and directory destinations live.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: std::path::PathBuf,
@@ -356,6 +376,21 @@ pub struct ServeArgs {
     /// Files transferred at once across all jobs.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// Files one owner (token) transfers at once, across its jobs; free
+    /// slots go round-robin between owners. Default: three quarters of
+    /// --concurrency when the API has tokens (so another tenant always
+    /// finds a slot), all of it when it has none (one owner).
+    #[arg(long, env = "FERRY_PER_OWNER_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub per_owner_concurrency: Option<u16>,
+    /// The slowest a source may send, per second on average over each
+    /// --min-rate-window; slower fails the attempt (retried, resuming from
+    /// its checkpoint) so a trickling source cannot hold a slot for ever.
+    /// 0: no minimum.
+    #[arg(long, env = "FERRY_MIN_RATE", default_value = "16KiB", value_parser = parse_size)]
+    pub min_rate: ByteSize,
+    /// The window --min-rate is averaged over.
+    #[arg(long, env = "FERRY_MIN_RATE_WINDOW", default_value = "60s", value_parser = parse_interval)]
+    pub min_rate_window: std::time::Duration,
     /// Most files one job may have.
     #[arg(long, env = "FERRY_MAX_FILES_PER_JOB", default_value_t = 10_000)]
     pub max_files_per_job: usize,
@@ -462,20 +497,44 @@ pub struct ServeArgs {
 }
 
 /// `250ms`, `15s`, `2m`, `1h`, or plain seconds.
+/// `--retain-jobs`: how long ended jobs are kept (`None`: forever).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention(pub Option<std::time::Duration>);
+
+fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw.trim() == "off" {
+        return Ok(Retention(None));
+    }
+    let keep = parse_duration(raw)?;
+    if keep < std::time::Duration::from_secs(1) {
+        return Err(format!("`{raw}` is too short: at least 1s (or `off`)"));
+    }
+    Ok(Retention(Some(keep)))
+}
+
+fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
+    let every = parse_duration(raw)?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(format!("`{raw}` is too short: at least 1s"));
+    }
+    Ok(every)
+}
+
 pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("`{raw}` is not a duration (e.g. 250ms, 15s, 2m)"))?;
+        .map_err(|_| format!("`{raw}` is not a duration (e.g. 250ms, 15s, 2m, 30d)"))?;
     match unit.trim() {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "" | "s" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(std::time::Duration::from_secs(n.saturating_mul(3600))),
+        "d" => Ok(std::time::Duration::from_secs(n.saturating_mul(86_400))),
         other => Err(format!(
-            "`{other}` is not a duration unit (use ms, s, m or h)"
+            "`{other}` is not a duration unit (use ms, s, m, h or d)"
         )),
     }
 }

@@ -49,9 +49,18 @@ fn main() -> ExitCode {
             Command::Job(args) => job_cmd::run(args).await,
             Command::Token(args) => token_cmd(args),
             Command::Completions { shell } => {
+                // Generated into memory: clap_complete panics on a write
+                // error, and a full disk or closed pipe is not a bug.
                 let mut command = <Cli as clap::CommandFactory>::command();
-                clap_complete::generate(shell, &mut command, "ferry", &mut std::io::stdout());
-                ExitCode::SUCCESS
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "ferry", &mut script);
+                match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("ferry: error: cannot write the completions: {e}");
+                        ExitCode::from(exit::INTERNAL)
+                    }
+                }
             }
             Command::Manpage => {
                 let command = <Cli as clap::CommandFactory>::command();
@@ -70,15 +79,21 @@ fn main() -> ExitCode {
 /// `ferry token create NAME [--admin]`: the token, then its tokens-file line.
 fn token_cmd(args: cli::TokenArgs) -> ExitCode {
     match args.command {
-        cli::TokenCommand::Create { name, admin } => {
-            let line = api::auth::token_line("", &name, admin);
-            if api::auth::Tokens::parse(&line).is_err() {
-                eprintln!("ferry: error: NAME: a token name is 1-64 letters, digits or `-_.@`");
+        cli::TokenCommand::Create {
+            name,
+            admin,
+            scopes,
+        } => {
+            let line = api::auth::token_line("", &name, admin, &scopes);
+            if let Err(e) = api::auth::Tokens::parse(&line) {
+                // The tokens file's own check, on the line it would get.
+                let e = e.trim_start_matches("line 1: ");
+                eprintln!("ferry: error: {e}");
                 return ExitCode::from(exit::USAGE);
             }
             let token = api::auth::new_token();
             println!("{token}");
-            println!("{}", api::auth::token_line(&token, &name, admin));
+            println!("{}", api::auth::token_line(&token, &name, admin, &scopes));
             ExitCode::from(exit::OK)
         }
     }

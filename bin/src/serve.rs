@@ -19,7 +19,7 @@ use ferry_adapters::sfn::StepFunctionsCallback;
 use ferry_adapters::storage_resolver::DefaultStorageResolver;
 use ferry_adapters::webhook::{WebhookConfig, WebhookEvents};
 use ferry_adapters::{
-    FilesystemStorage, HttpClientConfig, LocalFileSource, PooledHttpClient, SourceGuard,
+    FilesystemStorage, HttpClientConfig, LocalFileSource, MinRate, PooledHttpClient, SourceGuard,
     SourceRouter,
 };
 use ferry_application::jobs::{JobService, JobServiceConfig};
@@ -102,22 +102,48 @@ fn auth_config(args: &ServeArgs) -> Result<AuthConfig, String> {
     })
 }
 
-/// How often checkpoints that no live task owns are looked for, and how old
-/// one must be to go (the startup pass takes every orphan at once).
-const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How old a checkpoint that no live task owns must be to go (the startup
+/// pass takes every orphan at once; then every `--orphan-sweep-interval`).
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Aborts uploads and removes temp files of checkpoints whose task is over
 /// (a crash between the end of a task and its cleanup), at startup and then
 /// periodically.
-async fn clean_orphans(jobs: Arc<JobService>) {
+async fn clean_orphans(jobs: Arc<JobService>, every: std::time::Duration) {
     jobs.discard_checkpoints(None, std::time::Duration::ZERO)
         .await;
-    let mut tick = tokio::time::interval(ORPHAN_SWEEP_EVERY);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         jobs.discard_checkpoints(None, ORPHAN_GRACE).await;
+    }
+}
+
+/// `--per-owner-concurrency`, or its default: three quarters of the slots
+/// when tokens make several owners, all of them for an open API's one.
+fn per_owner_concurrency(args: &ServeArgs, tokens: bool) -> usize {
+    let all = usize::from(args.concurrency);
+    match args.per_owner_concurrency {
+        Some(n) => usize::from(n).min(all),
+        None if tokens => (all * 3 / 4).max(1),
+        None => all,
+    }
+}
+
+/// Deletes ended jobs older than `retain`: at startup, then every tenth
+/// of `retain` (between 1 second and 10 minutes).
+async fn retain_jobs(jobs: Arc<JobService>, retain: std::time::Duration) {
+    let every = (retain / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        jobs.purge_ended(retain).await;
     }
 }
 
@@ -207,12 +233,18 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let http = match PooledHttpClient::new(HttpClientConfig {
+    let http_config = HttpClientConfig {
         guard: guard.clone(),
         retry,
         tls,
+        min_rate: (args.min_rate.as_u64() > 0).then_some(MinRate {
+            bytes_per_sec: args.min_rate.as_u64(),
+            window: args.min_rate_window,
+        }),
         ..HttpClientConfig::default()
-    }) {
+    };
+    let per_host_concurrency = http_config.max_connections_per_host;
+    let http = match PooledHttpClient::new(http_config) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -264,6 +296,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     let config = JobServiceConfig {
         per_job_concurrency: usize::from(args.per_job_concurrency),
         global_concurrency: usize::from(args.concurrency),
+        per_owner_concurrency: per_owner_concurrency(&args, auth.tokens.is_some()),
+        per_host_concurrency,
         max_files_per_job: args.max_files_per_job,
         max_file_size: args.max_size,
         progress_interval: args.progress_interval,
@@ -350,7 +384,10 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
 
     let hand_over = jobs.clone();
     tokio::spawn(monitor(jobs.clone(), metrics.clone(), pools));
-    tokio::spawn(clean_orphans(jobs.clone()));
+    tokio::spawn(clean_orphans(jobs.clone(), args.orphan_sweep_interval));
+    if let Some(retain) = args.retain_jobs.0 {
+        tokio::spawn(retain_jobs(jobs.clone(), retain));
+    }
     tokio::spawn(summarise_refusals(metrics.clone()));
     let auth_summary = auth.tokens.as_ref().map(Tokens::len);
     let app = router(

@@ -76,28 +76,31 @@ impl Canary {
     }
 }
 
+/// `ferry token create ARGS`: the token and its tokens-file line.
+fn create_token(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(FERRY)
+        .args(["token", "create"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ferry token create failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.lines();
+    let token = it.next().unwrap().to_owned();
+    let line = it.next().unwrap().to_owned();
+    assert!(
+        !line.contains(&token),
+        "the tokens file must hold only the hash"
+    );
+    (token, line)
+}
+
 /// A tokens file with three callers; returns (alice, bob, admin) tokens.
 fn tokens_file(dir: &Path) -> (std::path::PathBuf, [String; 3]) {
     let mut lines = Vec::new();
     let mut tokens = Vec::new();
-    for (name, admin) in [("alice", false), ("bob", false), ("ops", true)] {
-        let mut args = vec!["token", "create", name];
-        if admin {
-            args.push("--admin");
-        }
-        let out = std::process::Command::new(FERRY)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ferry token create failed");
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut it = text.lines();
-        let token = it.next().unwrap().to_owned();
-        let line = it.next().unwrap().to_owned();
-        assert!(
-            !line.contains(&token),
-            "the tokens file must hold only the hash"
-        );
+    for args in [&["alice"][..], &["bob"], &["ops", "--admin"]] {
+        let (token, line) = create_token(args);
         tokens.push(token);
         lines.push(line);
     }
@@ -422,7 +425,9 @@ async fn tokens_are_required_and_scoped() {
     let seen = Seen::default();
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", server.url);
-    let job_body = json!({ "files": [{ "source": origin.url("/a.bin"), "key": "a.bin" }], "destination": "tok" });
+    // Each tenant writes under its own name (the default scope).
+    let job_body = json!({ "files": [{ "source": origin.url("/a.bin"), "key": "a.bin" }], "destination": "alice/tok" });
+    let bob_body = json!({ "files": [{ "source": origin.url("/a.bin"), "key": "a.bin" }], "destination": "bob/tok" });
 
     // Missing and wrong tokens.
     let (status, headers, body) = call(&seen, http.post(url("/v1/jobs")).json(&job_body)).await;
@@ -564,7 +569,7 @@ async fn tokens_are_required_and_scoped() {
     // Bob's budget is his own.
     let (status, _, _) = call(
         &seen,
-        http.post(url("/v1/jobs")).bearer_auth(&bob).json(&job_body),
+        http.post(url("/v1/jobs")).bearer_auth(&bob).json(&bob_body),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -1063,9 +1068,11 @@ async fn a_replayed_idempotency_key_makes_one_job() {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/jobs", server.url);
     let job = json!({
-        "destination": "idem",
+        "destination": "alice/idem",
         "files": [{ "source": "https://files.example.com/a.bin", "key": "a.bin" }]
     });
+    let mut bobs_job = job.clone();
+    bobs_job["destination"] = json!("bob/idem");
     let post = |token: &str, key: &str, body: &Value| {
         http.post(&url)
             .bearer_auth(token)
@@ -1100,14 +1107,14 @@ async fn a_replayed_idempotency_key_makes_one_job() {
 
     // The same key with another request.
     let mut other = job.clone();
-    other["destination"] = json!("elsewhere");
+    other["destination"] = json!("alice/elsewhere");
     let (status, _, body) = call(&seen, post(&alice, "order-42", &other)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
     assert_eq!(body["error"]["field"], "Idempotency-Key");
 
     // Bob's "order-42" is his own job.
-    let (status, _, bobs) = call(&seen, post(&bob, "order-42", &job)).await;
+    let (status, _, bobs) = call(&seen, post(&bob, "order-42", &bobs_job)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{bobs}");
     assert_ne!(bobs["id"], again["id"]);
 
@@ -1215,4 +1222,344 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .await
         .unwrap();
     assert_eq!(served.status(), StatusCode::OK);
+}
+
+/// Destination scopes: a tenant writes only at or under its scopes (by
+/// default its own name's prefix); anything else is 403 naming
+/// `destination`, before any storage is asked (the answer for a bucket is
+/// the same whether it exists or not), and nothing is stored or written.
+#[tokio::test]
+async fn a_tenant_cannot_write_outside_its_scopes() {
+    let seen = Seen::default();
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/a.bin", generate(1000, 3), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_line) = create_token(&["alice"]);
+    let (bob, bob_line) = create_token(&[
+        "bob",
+        "--scope",
+        "dir:shared/bob",
+        "--scope",
+        "s3://exports/bob",
+    ]);
+    let (ops, ops_line) = create_token(&["ops", "--admin"]);
+    assert!(
+        bob_line.ends_with(" bob scope=dir:shared/bob scope=s3://exports/bob"),
+        "{bob_line}"
+    );
+    let refused = std::process::Command::new(FERRY)
+        .args(["token", "create", "eve", "--scope", "ftp://x"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("`ftp://x` is not a destination scope"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{alice_line}\n{bob_line}\n{ops_line}\n")).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(FERRY, &data, &["--tokens", tokens.to_str().unwrap()]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/jobs", server.url);
+    let submit = |token: &str, destination: &str| {
+        http.post(&url).bearer_auth(token).json(&json!({
+            "files": [{ "source": origin.url("/a.bin"), "key": "a.bin" }],
+            "destination": destination,
+        }))
+    };
+
+    let forbidden = [
+        (&alice, "bob"),
+        (&alice, "alicex"),
+        (&alice, ""),
+        (&alice, "shared/bob"),
+        (&alice, "s3://exports/bob"),
+        (&alice, "s3://exports"),
+        (&bob, "bob"),
+        (&bob, "shared"),
+        (&bob, "shared/bobby"),
+        (&bob, "s3://exports/alice"),
+        (&bob, "s3://other/bob"),
+    ];
+    for (token, destination) in forbidden {
+        let (status, _, body) = call(&seen, submit(token, destination)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{destination}: {body}");
+        assert_eq!(body["error"]["code"], "destination_not_allowed", "{body}");
+        assert_eq!(body["error"]["field"], "destination", "{body}");
+    }
+    // Whether a bucket exists is not told: two buckets, one answer.
+    let (_, _, a) = call(&seen, submit(&alice, "s3://no-such-bucket-9f2/x")).await;
+    let (_, _, b) = call(&seen, submit(&alice, "s3://exports/x")).await;
+    assert_eq!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("no-such-bucket-9f2", "B"),
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("exports", "B"),
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dir:alice, s3://*/alice"),
+        "the answer names the caller's own scopes: {b}"
+    );
+
+    let mut accepted = Vec::new();
+    for (token, destination) in [
+        (&alice, "alice"),
+        (&alice, "alice/in/2026"),
+        (&bob, "shared/bob/in"),
+        (&ops, "anywhere"),
+    ] {
+        let (status, _, job) = call(&seen, submit(token, destination)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{destination}: {job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        let done = wait_terminal(&seen, &http, &format!("{url}/{id}"), Some(&ops)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        accepted.push(id);
+    }
+    let (_, _, all) = call(&seen, http.get(&url).bearer_auth(&ops)).await;
+    let mut listed: Vec<String> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    accepted.sort();
+    assert_eq!(listed, accepted, "only the allowed jobs were stored");
+    let root = data.join("files");
+    let mut written: Vec<String> = ferry_tests::files_under(&root)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "alice/a.bin",
+            "alice/in/2026/a.bin",
+            "anywhere/a.bin",
+            "shared/bob/in/a.bin"
+        ],
+        "nothing was written outside the allowed destinations"
+    );
+    seen.add(server.log());
+    seen.assert_clean(&[alice.as_str(), bob.as_str(), ops.as_str()]);
+}
+
+/// Fair shares: one tenant's 16 trickling files (4 jobs of 4, on two
+/// hosts, 8 each: under the 10 connections per host) take at most its cap
+/// of the 16 slots (three quarters by default with tokens), so another
+/// tenant's job (on a third host) runs at once, in its normal time
+/// (measured on the same server before the trickle; 10 % plus 300 ms of
+/// scheduling noise). The backpressure caps are raised here so that only
+/// the slots are shared (the next test keeps them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_tenant_cannot_starve_another() {
+    let (alone, shared) = beside_a_trickle(&["--admission-caps", "16,16,16"], 12..=12).await;
+    assert!(
+        shared <= alone.mul_f64(1.1) + Duration::from_millis(300),
+        "alice's job took {shared:?} beside the trickle, {alone:?} alone"
+    );
+}
+
+/// The same with the default backpressure caps: the trickle's 11 streams
+/// raise the pressure to LIGHT (6 transfers), and the other tenant still
+/// runs at once with its fair share of those (3 of 6: two owners), so its
+/// 4-file job takes about two rounds instead of one, never the trickle's
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_backpressure_a_tenant_still_gets_its_share() {
+    // The 11th stream makes 20.6 of 30 stream points: LIGHT.
+    let (alone, shared) = beside_a_trickle(&[], 10..=11).await;
+    assert!(
+        shared <= alone.mul_f64(2.5) + Duration::from_millis(300),
+        "alice's job took {shared:?} beside the trickle, {alone:?} alone"
+    );
+}
+
+/// Alice's 4-file job alone, then beside mallory's trickle (of which
+/// `started` files get going): the two times.
+async fn beside_a_trickle(
+    flags: &[&str],
+    started: std::ops::RangeInclusive<usize>,
+) -> (Duration, Duration) {
+    let seen = Seen::default();
+    let origin = Origin::start().await.unwrap();
+    let slow = [
+        Origin::start().await.unwrap(),
+        Origin::start().await.unwrap(),
+    ];
+    let trickle = Behavior::Throttled {
+        bytes_per_tick: 1,
+        tick: Duration::from_millis(500),
+    };
+    for i in 0..16 {
+        slow[i / 8].serve(
+            &format!("/slow/{i}.bin"),
+            generate(1 << 20, i as u64),
+            trickle.clone(),
+        );
+    }
+    // About 0.8 s per file at 1.25 MiB/s.
+    for i in 0..4 {
+        origin.serve(
+            &format!("/fair/{i}.bin"),
+            generate(1 << 20, 100 + i),
+            Behavior::Throttled {
+                bytes_per_tick: 64 << 10,
+                tick: Duration::from_millis(50),
+            },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_line) = create_token(&["alice"]);
+    let (mallory, mallory_line) = create_token(&["mallory"]);
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{alice_line}\n{mallory_line}\n")).unwrap();
+    let mut args = vec!["--tokens", tokens.to_str().unwrap()];
+    args.extend(flags);
+    let server = Server::start(FERRY, &dir.path().join("data"), &args);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/jobs", server.url);
+    let alice_job = |destination: &str| {
+        let files: Vec<Value> = (0..4)
+            .map(|i| json!({ "source": origin.url(&format!("/fair/{i}.bin")), "key": format!("{i}.bin") }))
+            .collect();
+        http.post(&url)
+            .bearer_auth(&alice)
+            .json(&json!({ "files": files, "destination": destination }))
+    };
+    let timed = |req: reqwest::RequestBuilder| {
+        let (seen, http, url, alice) = (&seen, &http, &url, &alice);
+        async move {
+            let started = std::time::Instant::now();
+            let (status, _, job) = call(seen, req).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+            let id = job["id"].as_str().unwrap();
+            let done = wait_terminal(seen, http, &format!("{url}/{id}"), Some(alice)).await;
+            assert_eq!(done["status"], "completed", "{done}");
+            started.elapsed()
+        }
+    };
+    let alone = timed(alice_job("alice/alone")).await;
+
+    let mut trickling = Vec::new();
+    for j in 0..4 {
+        let files: Vec<Value> = (0..4)
+            .map(|i| {
+                let n = j * 4 + i;
+                json!({ "source": slow[n / 8].url(&format!("/slow/{n}.bin")), "key": format!("{i}.bin") })
+            })
+            .collect();
+        let (status, _, job) = call(
+            &seen,
+            http.post(&url)
+                .bearer_auth(&mallory)
+                .json(&json!({ "files": files, "destination": format!("mallory/{j}") })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        trickling.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let slow_requested = || {
+        slow.iter()
+            .flat_map(Origin::requests)
+            .map(|r| r.path)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let mut waited = 0;
+    while slow_requested() < *started.start() {
+        assert!(
+            waited < 400,
+            "mallory's files never started: {}",
+            slow_requested()
+        );
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        started.contains(&slow_requested()),
+        "one tenant holds at most its cap ({started:?} of 16 slots): {}",
+        slow_requested()
+    );
+
+    let shared = tokio::time::timeout(Duration::from_secs(30), timed(alice_job("alice/shared")))
+        .await
+        .expect("alice's job was starved");
+    for id in trickling {
+        let (status, _, _) = call(
+            &seen,
+            http.delete(format!("{url}/{id}")).bearer_auth(&mallory),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    (alone, shared)
+}
+
+/// `--min-rate`: a source slower than the minimum over a window fails its
+/// attempt (retried, then the file fails naming the rate); a normal file
+/// of the same job is unaffected.
+#[tokio::test]
+async fn a_source_below_the_minimum_rate_fails_instead_of_holding_a_slot() {
+    let origin = Origin::start().await.unwrap();
+    origin.serve(
+        "/trickle.bin",
+        generate(1 << 20, 1),
+        Behavior::Throttled {
+            bytes_per_tick: 100,
+            tick: Duration::from_millis(100),
+        },
+    );
+    origin.serve("/ok.bin", generate(300_000, 2), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        FERRY,
+        dir.path(),
+        &["--min-rate", "64KiB", "--min-rate-window", "1s"],
+    );
+    let started = std::time::Instant::now();
+    let job = server
+        .submit(&json!({ "files": [
+            { "source": origin.url("/trickle.bin"), "key": "trickle.bin" },
+            { "source": origin.url("/ok.bin"), "key": "ok.bin" },
+        ], "destination": "rate" }))
+        .await;
+    let done = server.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["files"][1]["status"], "succeeded", "{done}");
+    let failed = &done["files"][0];
+    assert_eq!(failed["status"], "failed", "{done}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("below the minimum rate of 65536 bytes/s"),
+        "{message}"
+    );
+    let attempts = origin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/trickle.bin")
+        .count();
+    assert!(attempts >= 2, "the too-slow attempt is retried: {attempts}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "each attempt ended after its 1 s window, not at the 30 s idle timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(!dir.path().join("files/rate/trickle.bin").exists());
 }

@@ -1001,3 +1001,26 @@ fn version_completions_and_man_page() {
     assert!(man.status.success());
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH ferry 1"));
 }
+
+/// Exit 1 (an unclassified failure): what ferry prints cannot be written
+/// (stdout is a full device). One error line, no panic.
+#[test]
+fn output_that_cannot_be_written_exits_1_with_one_line() {
+    let work = tempfile::tempdir().unwrap();
+    for args in [&["manpage"][..], &["completions", "bash"][..]] {
+        let out = Command::new(ferry_bin())
+            .args(args)
+            .current_dir(work.path())
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("ferry: error: cannot write the ")
+                && stderr.contains("No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

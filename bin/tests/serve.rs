@@ -947,3 +947,203 @@ async fn the_data_dir_and_the_store_are_owner_only() {
     }
     assert!(checked >= 1, "the store's files were checked");
 }
+
+/// The periodic orphan sweep, not only the startup pass: while the server
+/// runs, a checkpoint of a finished file task (what a crash between a
+/// file's end and its cleanup leaves, here written into the store by the
+/// test) is found by the next sweep, its temp file removed and the
+/// checkpoint deleted; a recent one is kept for the grace period.
+#[tokio::test]
+async fn the_periodic_sweep_discards_orphans_found_while_serving() {
+    use ferry_domain::TransferId;
+    use ferry_domain::ports::CheckpointStorePort;
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/o.bin", generate(1000, 5), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Store::Sqlite.start(dir.path(), &["--orphan-sweep-interval", "1s"]);
+    let mut finished = Vec::new();
+    for key in ["old.bin", "recent.bin"] {
+        let job = server
+            .submit(&json!({ "files": [{ "source": origin.url("/o.bin"), "key": format!("out/{key}") }], "destination": "sweep" }))
+            .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        assert_eq!(server.wait_terminal(&id).await["status"], "completed");
+        finished.push(TransferId::for_task(
+            &ferry_domain::JobId::parse(&id).unwrap(),
+            0,
+        ));
+    }
+
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&Store::Sqlite.url(dir.path()))
+        .await
+        .unwrap();
+    let out = dir.path().join("files/sweep/out");
+    let recent_temp = out.join(".recent.bin.ferry-tmp.4000000000.01");
+    let old_temp = out.join(".old.bin.ferry-tmp.4000000000.00");
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    // The recent one first, so the sweep that takes the old one saw it.
+    let recent = ferry_domain::Checkpoint {
+        saved_at_ms: now_ms,
+        ..ferry_tests::temp_checkpoint(&recent_temp, "out/recent.bin", 10)
+    };
+    store.save(&finished[1], &recent).await.unwrap();
+    let an_hour_ago = ferry_domain::Checkpoint {
+        saved_at_ms: now_ms - 3_600_000,
+        ..ferry_tests::temp_checkpoint(&old_temp, "out/old.bin", 10)
+    };
+    store.save(&finished[0], &an_hour_ago).await.unwrap();
+
+    let mut swept = false;
+    for _ in 0..200 {
+        if !old_temp.exists() && store.load(&finished[0]).await.unwrap().is_none() {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        swept,
+        "no sweep within 5 s of a 1 s interval:\n{}",
+        server.log()
+    );
+    assert!(
+        recent_temp.exists(),
+        "a checkpoint younger than the grace period is kept"
+    );
+    assert!(store.load(&finished[1]).await.unwrap().is_some());
+    assert!(
+        dir.path().join("files/sweep/out/old.bin").exists(),
+        "the finished file itself is never touched"
+    );
+    server.log_barrier().await;
+    assert!(
+        server.log().contains("orphaned checkpoints cleaned up"),
+        "{}",
+        server.log()
+    );
+    store.close().await;
+}
+
+/// Retention: with `--retain-jobs 3s`, an ended job goes with its tasks,
+/// events and checkpoints (the temp file a checkpoint names removed), a
+/// few seconds after it ended; a running job is untouched.
+#[tokio::test]
+async fn retention_deletes_ended_jobs_and_keeps_running_ones() {
+    use ferry_domain::ports::{CheckpointStorePort, JobStorePort};
+    use ferry_domain::{JobId, TransferId};
+    let origin = Origin::start().await.unwrap();
+    origin.serve("/done.bin", generate(1000, 8), Behavior::Normal);
+    origin.serve(
+        "/hang.bin",
+        generate(2_000_000, 9),
+        Behavior::Stall { after: 1000 },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Store::Sqlite.start(dir.path(), &["--retain-jobs", "3s"]);
+    let running = server
+        .submit(&json!({ "files": [{ "source": origin.url("/hang.bin"), "key": "hang.bin" }], "destination": "keep" }))
+        .await;
+    let running = running["id"].as_str().unwrap().to_owned();
+    server.wait_status(&running, &["downloading"]).await;
+    let done = server
+        .submit(&json!({ "files": [{ "source": origin.url("/done.bin"), "key": "out/done.bin" }], "destination": "gone" }))
+        .await;
+    let done = done["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_terminal(&done).await["status"], "completed");
+    let ended_at = std::time::Instant::now();
+
+    // What a crash before the task's cleanup would have left.
+    let store = ferry_adapters::job_store::SqlJobStore::connect(&Store::Sqlite.url(dir.path()))
+        .await
+        .unwrap();
+    let done_id = JobId::parse(&done).unwrap();
+    let temp = dir
+        .path()
+        .join("files/gone/out/.done.bin.ferry-tmp.4000000000.00");
+    store
+        .save(
+            &TransferId::for_task(&done_id, 0),
+            &ferry_tests::temp_checkpoint(&temp, "out/done.bin", 10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .events_after(&done_id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let client = reqwest::Client::new();
+    let mut gone = false;
+    for _ in 0..400 {
+        let status = client
+            .get(format!("{}/v1/jobs/{done}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            gone = true;
+            break;
+        }
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        gone,
+        "the ended job outlived 10 s of a 3 s retention:\n{}",
+        server.log()
+    );
+    assert!(
+        ended_at.elapsed() >= Duration::from_secs(2),
+        "deleted {:?} after it ended, before its retention",
+        ended_at.elapsed()
+    );
+    assert!(store.get(&done_id).await.unwrap().is_none());
+    assert!(store.task(&done_id, 0).await.unwrap().is_none());
+    assert!(
+        store
+            .events_after(&done_id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .load(&TransferId::for_task(&done_id, 0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !temp.exists(),
+        "the staged bytes a checkpoint named are discarded"
+    );
+    assert!(
+        dir.path().join("files/gone/out/done.bin").exists(),
+        "the file written is the user's: never deleted"
+    );
+    let still = server.get_json(&format!("/v1/jobs/{running}")).await;
+    assert_eq!(still["status"], "downloading", "{still}");
+    server.log_barrier().await;
+    assert!(
+        server.log().contains("retention: ended jobs deleted"),
+        "{}",
+        server.log()
+    );
+    let cancelled = client
+        .delete(format!("{}/v1/jobs/{running}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    store.close().await;
+}

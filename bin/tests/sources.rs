@@ -3,12 +3,12 @@
 //! `-`, and URL lists.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use ferry_tests::origin::{Behavior, Origin};
 use ferry_tests::server::TestCa;
-use ferry_tests::{generate, sha256_hex};
+use ferry_tests::{files_under, generate, sha256_hex};
 
 /// The ferry binary under test: `FERRY_BIN` (the release build, in
 /// scripts/test.sh's second pass), else the test build.
@@ -29,21 +29,6 @@ fn stderr(out: &Output) -> String {
 fn json(out: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                found.extend(files_under(&p));
-            } else {
-                found.push(p);
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test]

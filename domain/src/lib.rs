@@ -22,6 +22,7 @@ pub mod naming;
 pub mod ports;
 pub mod pressure;
 pub mod retry;
+pub mod scope;
 pub mod size;
 pub mod source;
 pub mod stream;
@@ -52,6 +53,7 @@ pub use pressure::{
     AdmissionCaps, PressureController, PressureInputs, PressureLevel, PressureScore,
 };
 pub use retry::RetryPolicy;
+pub use scope::{DestinationScope, InvalidScope, WriteScopes};
 pub use size::{ByteSize, InvalidByteSize};
 pub use source::{InvalidSource, SourceScheme, SourceUrl};
 pub use stream::ByteStream;

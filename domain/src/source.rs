@@ -151,6 +151,17 @@ impl SourceUrl {
         self.scheme
     }
 
+    /// `scheme://host:port` (the scheme's default port filled in), without
+    /// credentials or path: what connection limits are counted per.
+    pub fn origin(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default(),
+            self.url.port_or_known_default().unwrap_or_default()
+        )
+    }
+
     /// The full URL, secrets included. Only for the adapter that sends it.
     pub fn expose(&self) -> &str {
         self.url.as_str()

@@ -219,7 +219,7 @@ async function main() {
   const admin = await create(['ops', '--admin']);
   const alice = await create(['alice']);
   const guarded = await serve(path.join(work, 'data2'), ['--tokens', tokens]);
-  const mine = await api(guarded.url, 'POST', '/v1/jobs', { destination: 'a', files: [{ source: `${origin.url}/a.bin`, key: 'a.bin' }] }, alice);
+  const mine = await api(guarded.url, 'POST', '/v1/jobs', { destination: 'alice', files: [{ source: `${origin.url}/a.bin`, key: 'a.bin' }] }, alice);
   await api(guarded.url, 'POST', '/v1/jobs', { destination: 'o', files: [{ source: `${origin.url}/b.bin`, key: 'b.bin' }] }, admin);
   const fresh = await browser.newPage();
   await fresh.goto(guarded.url + '/');

@@ -5,7 +5,7 @@ use ferry_adapters::s3::{MultipartState, PartRecord};
 use ferry_domain::ports::{CheckpointError, CheckpointStorePort};
 use ferry_domain::{Checkpoint, HashState, ObjectKey, SourceIdentity, TransferId};
 
-fn checkpoint(parts: u32) -> Checkpoint {
+pub fn checkpoint(parts: u32) -> Checkpoint {
     let staged = MultipartState {
         upload_id: format!("upload-{parts}"),
         part_size: 8 << 20,

@@ -627,3 +627,116 @@ async fn keyed(store: &dyn JobStorePort, ns: &str) {
     }
     assert_eq!(stored, 1);
 }
+
+/// Retention: `ended_before` lists ended jobs last saved before a time,
+/// oldest first; `delete_ended` deletes an ended job with its tasks,
+/// events, idempotency keys and its tasks' checkpoint rows (not another
+/// job's whose id starts the same), and refuses a running job, which keeps
+/// everything.
+pub async fn retention<S: JobStorePort + ferry_domain::ports::CheckpointStorePort>(
+    store: &S,
+    ns: &str,
+) {
+    use ferry_domain::TransferId;
+    use ferry_domain::ports::{IdempotencyKey, Keyed};
+    // Later than every other record of the suite.
+    let t0 = 9_000_000_000_000;
+    let key =
+        IdempotencyKey::new(Some("alice".into()), &format!("{ns}-ret-key"), "fp".into()).unwrap();
+    let mut ended = record(&format!("{ns}-ret"), 2, t0);
+    assert_eq!(
+        store
+            .create_keyed(&ended, &key, i64::MAX / 4)
+            .await
+            .unwrap(),
+        Keyed::Created
+    );
+    let mut newer = record(&format!("{ns}-ret2"), 1, t0 + 50);
+    // Its id starts like the first one's: `…-ret` is a prefix of `…-ret-1`.
+    let mut running = record(&format!("{ns}-ret-1"), 1, t0 + 100);
+    for r in [&newer, &running] {
+        store.create(r).await.unwrap();
+    }
+    for (r, at) in [(&mut ended, t0 + 10), (&mut newer, t0 + 20)] {
+        r.job.cancel().unwrap();
+        r.updated_at_ms = at;
+        store.save_job(r).await.unwrap();
+    }
+    running.job.start_downloading().unwrap();
+    running.updated_at_ms = t0 + 5;
+    store.save_job(&running).await.unwrap();
+    for r in [&ended, &running] {
+        let event = JobEvent {
+            job_id: r.job.id.clone(),
+            seq: 0,
+            at_ms: t0,
+            kind: JobEventKind::JobCancelled,
+        };
+        store.write_batch(&[JobWrite::Event(event)]).await.unwrap();
+        for i in 0..r.job.tasks().len() {
+            store
+                .save(
+                    &TransferId::for_task(&r.job.id, i),
+                    &crate::checkpoint_conformance::checkpoint(1),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    let listed = store.ended_before(t0 + 15, 1000).await.unwrap();
+    assert!(listed.contains(&ended.job.id), "{listed:?}");
+    assert!(!listed.contains(&newer.job.id), "saved after the cut-off");
+    assert!(!listed.contains(&running.job.id), "not ended");
+    let both = store.ended_before(t0 + 1_000, 1000).await.unwrap();
+    let at = |id: &JobId| both.iter().position(|x| x == id).unwrap();
+    assert!(at(&ended.job.id) < at(&newer.job.id), "oldest first");
+    assert_eq!(store.ended_before(t0 + 1_000, 1).await.unwrap().len(), 1);
+
+    assert!(!store.delete_ended(&running.job.id).await.unwrap());
+    assert!(store.delete_ended(&ended.job.id).await.unwrap());
+    assert!(!store.delete_ended(&ended.job.id).await.unwrap(), "gone");
+    assert!(store.get(&ended.job.id).await.unwrap().is_none());
+    assert!(store.task(&ended.job.id, 0).await.unwrap().is_none());
+    assert!(
+        store
+            .events_after(&ended.job.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for i in 0..2 {
+        let id = TransferId::for_task(&ended.job.id, i);
+        assert!(store.load(&id).await.unwrap().is_none(), "{id}");
+    }
+    // The key is free again: it named a job that is gone.
+    let reuse = record(&format!("{ns}-ret3"), 1, t0 + 200);
+    assert_eq!(
+        store
+            .create_keyed(&reuse, &key, i64::MAX / 4)
+            .await
+            .unwrap(),
+        Keyed::Created
+    );
+    // The running job kept everything.
+    assert_eq!(
+        store
+            .get(&running.job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .status(),
+        JobStatus::Downloading
+    );
+    assert_eq!(
+        store
+            .events_after(&running.job.id, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let kept = TransferId::for_task(&running.job.id, 0);
+    assert!(store.load(&kept).await.unwrap().is_some());
+}

@@ -114,3 +114,47 @@ pub fn crashtest_bin(ferry: &str) -> std::path::PathBuf {
     );
     beside
 }
+
+/// What a crash between the end of a file task and its cleanup leaves in a
+/// directory destination: a temp file of `len` zero bytes at `path` and a
+/// checkpoint naming it as the staged state of `key`.
+pub fn temp_checkpoint(path: &std::path::Path, key: &str, len: u64) -> ferry_domain::Checkpoint {
+    std::fs::write(path, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
+    ferry_domain::Checkpoint::new(
+        ferry_domain::SourceIdentity {
+            url_sha256: "ab".repeat(32),
+            length: 1 << 20,
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+        },
+        ObjectKey::parse(key).unwrap(),
+        ferry_domain::HashState {
+            bytes: len,
+            sha256: vec![0; 40],
+            md5: None,
+        },
+        ferry_adapters::filesystem::TempFileState {
+            path: path.display().to_string(),
+            length: len,
+        }
+        .to_staged(),
+        0,
+    )
+    .unwrap()
+}
+
+/// Every file under `dir` (recursively); none if it does not exist.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                found.extend(files_under(&p));
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found
+}

@@ -120,7 +120,22 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
            WHERE status IN ('queued', 'running')",
         ],
     ),
+    // Ended jobs by age, for retention.
+    (
+        9,
+        &[
+            "CREATE INDEX IF NOT EXISTS ferry_jobs_ended ON ferry_jobs (updated_at_ms)
+           WHERE status IN ('completed', 'completed_with_errors', 'failed', 'cancelled')",
+        ],
+    ),
 ];
+
+/// The terminal job statuses, as stored (see `JobStatus::is_terminal`).
+macro_rules! ended {
+    () => {
+        "('completed', 'completed_with_errors', 'failed', 'cancelled')"
+    };
+}
 
 /// Columns read, named (never `*`: a statement prepared before a schema
 /// change must not see a different column list).
@@ -258,7 +273,7 @@ impl SqlJobStore {
     /// A job's row without its tasks: what running one of its files
     /// needs (status, destination, options).
     async fn job_head(&self, id: &JobId) -> Result<Option<AnyRow>, JobStoreError> {
-        sqlx::query("SELECT status, destination, options FROM ferry_jobs WHERE id = $1")
+        sqlx::query("SELECT status, destination, options, owner FROM ferry_jobs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -748,6 +763,7 @@ impl JobStorePort for SqlJobStore {
         };
         Ok(Some(JobTask {
             status: status_of(&job)?,
+            owner: job.try_get("owner").map_err(unavailable)?,
             destination: destination_of(&job)?,
             options: options_of(&job)?,
             task: task_from_row(&task)?,
@@ -1035,12 +1051,65 @@ impl JobStorePort for SqlJobStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id").map_err(unavailable)?;
-                JobId::parse(&id).map_err(|e| corrupt(e.to_string()))
-            })
-            .collect()
+        ids_of(&rows)
+    }
+
+    async fn ended_before(&self, before_ms: i64, limit: u32) -> Result<Vec<JobId>, JobStoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id FROM ferry_jobs WHERE status IN ",
+            ended!(),
+            " AND updated_at_ms < $1 ORDER BY updated_at_ms LIMIT $2"
+        ))
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        ids_of(&rows)
+    }
+
+    async fn delete_ended(&self, id: &JobId) -> Result<bool, JobStoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Only an ended job goes (one that is running, or gone, keeps
+        // everything). Its tasks and events would go with its row (ON
+        // DELETE CASCADE); they are deleted explicitly too, so that a
+        // store opened without foreign keys leaves nothing behind.
+        let checkpoints = sqlx::query(
+            "DELETE FROM ferry_checkpoints WHERE transfer_id IN
+               (SELECT 'job-' || job_id || '-' || CAST(idx AS TEXT) FROM ferry_tasks WHERE job_id = $1)",
+        )
+        .bind(id.as_str());
+        let statements = [
+            "DELETE FROM ferry_jobs WHERE id = $1",
+            "DELETE FROM ferry_tasks WHERE job_id = $1",
+            "DELETE FROM ferry_events WHERE job_id = $1",
+            "DELETE FROM ferry_idempotency WHERE job_id = $1",
+        ];
+        let ended: Option<String> = sqlx::query(concat!(
+            "SELECT id FROM ferry_jobs WHERE id = $1 AND status IN ",
+            ended!()
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .map(|r| r.try_get("id"))
+        .transpose()
+        .map_err(unavailable)?;
+        if ended.is_none() {
+            return Ok(false);
+        }
+        // Checkpoint rows are named after tasks: deleted before the tasks.
+        checkpoints.execute(&mut *tx).await.map_err(unavailable)?;
+        for statement in statements {
+            sqlx::query(statement)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), JobStoreError> {
@@ -1050,6 +1119,16 @@ impl JobStorePort for SqlJobStore {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// The `id` column of job rows.
+fn ids_of(rows: &[AnyRow]) -> Result<Vec<JobId>, JobStoreError> {
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id").map_err(unavailable)?;
+            JobId::parse(&id).map_err(|e| corrupt(e.to_string()))
+        })
+        .collect()
 }
 
 fn checkpoint_error(e: sqlx::Error) -> CheckpointError {

@@ -430,6 +430,7 @@ impl JobService {
         });
         let context = TaskContext {
             job: task.job.clone(),
+            owner: found.owner.clone().unwrap_or_default(),
             if_exists: found.options.if_exists,
         };
         let shared = Mutex::new(file);

@@ -9,6 +9,7 @@ mod access;
 mod cleanup;
 mod dispatch;
 mod export;
+mod fair;
 mod local_queue;
 mod recorder;
 mod runner;

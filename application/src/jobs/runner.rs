@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use tokio::sync::Semaphore;
 use tracing::warn;
 
 use ferry_domain::ports::{
@@ -39,14 +38,17 @@ pub(super) struct Lease {
 /// The job a file task belongs to, as its run needs it.
 pub(super) struct TaskContext {
     pub(super) job: JobId,
+    /// Whose share of the global slots the task runs in ("" for none).
+    pub(super) owner: String,
     pub(super) if_exists: IfExists,
 }
 
 /// Runs a job's file tasks, one at a time per call (the task queue decides
 /// which run when).
 pub(super) struct Runner {
-    /// File tasks running at once across all jobs.
-    pub(super) global: Arc<Semaphore>,
+    /// File tasks running at once across all jobs, shared fairly between
+    /// owners.
+    pub(super) global: Arc<super::fair::FairShare>,
     /// The backpressure gate every attempt passes.
     pub(super) pressure: Option<Arc<Backpressure>>,
     /// At most one progress event per file per interval.
@@ -76,6 +78,7 @@ impl Runner {
         let if_exists = context.if_exists;
         let task = lock(shared).clone();
         let index = task.index;
+        let host = task.spec.source.origin();
         let (tx, mut rx) = mpsc::unbounded();
         let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
         command.expected = task.spec.expected.clone();
@@ -130,6 +133,8 @@ impl Runner {
             shared,
             gate: &gate,
             id: &id,
+            owner: &context.owner,
+            host: &host,
             index,
             fence,
         };
@@ -197,6 +202,9 @@ struct TaskAttempts<'a> {
     /// The task's turn between its notes and its state changes.
     gate: &'a tokio::sync::Mutex<()>,
     id: &'a JobId,
+    owner: &'a str,
+    /// The source's origin (its host's connection limit).
+    host: &'a str,
     index: usize,
     fence: Option<u64>,
 }
@@ -205,15 +213,9 @@ struct TaskAttempts<'a> {
 impl AttemptObserver for TaskAttempts<'_> {
     async fn starting(&self, attempt: u32) -> Result<AttemptSlot, AttemptRefused> {
         let refused = |reason: String| AttemptRefused { attempt, reason };
-        let permit = self
-            .runner
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| refused(e.to_string()))?;
+        let permit = self.runner.global.acquire(self.owner, self.host).await;
         let admission = match &self.runner.pressure {
-            Some(gate) => Some(gate.admit().await),
+            Some(gate) => Some(gate.admit_for(self.owner).await),
             None => None,
         };
         let _turn = self.gate.lock().await;

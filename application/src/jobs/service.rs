@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::{AbortHandle, Abortable};
 use thiserror::Error;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
@@ -37,6 +37,13 @@ pub struct JobServiceConfig {
     pub per_job_concurrency: usize,
     /// File tasks running at once across all jobs.
     pub global_concurrency: usize,
+    /// File tasks of one owner running at once (its cap within the
+    /// global slots, which are shared round-robin between owners).
+    pub per_owner_concurrency: usize,
+    /// File tasks reading from one source host (scheme, host and port) at
+    /// once: the source client's connection limit per host, taken before
+    /// a global slot so that files waiting for a busy host hold none.
+    pub per_host_concurrency: usize,
     /// Retries of a file's transfer (attempts per file, delays, deadline);
     /// a retry resumes from the task's last checkpoint.
     pub retry: RetryPolicy,
@@ -65,6 +72,8 @@ impl Default for JobServiceConfig {
         Self {
             per_job_concurrency: 4,
             global_concurrency: 16,
+            per_owner_concurrency: 16,
+            per_host_concurrency: 10,
             retry: RetryPolicy {
                 attempts: 3,
                 base: Duration::from_secs(1),
@@ -99,6 +108,10 @@ pub enum SubmitError {
         "this Idempotency-Key was used for job {0} with a different request; use a new key for a new job"
     )]
     KeyReused(JobId),
+    /// The destination is outside the submitter's scopes. The message
+    /// names the scopes, never whether the destination exists.
+    #[error("{field}: {message}")]
+    Forbidden { field: String, message: String },
     #[error(transparent)]
     Store(#[from] JobStoreError),
 }
@@ -168,7 +181,11 @@ impl JobService {
         config: JobServiceConfig,
     ) -> Self {
         let runner = Runner {
-            global: Arc::new(Semaphore::new(config.global_concurrency.max(1))),
+            global: super::fair::FairShare::new(
+                config.global_concurrency,
+                config.per_owner_concurrency,
+                config.per_host_concurrency,
+            ),
             pressure: config.pressure.clone(),
             progress_interval: config.progress_interval,
             max_file_size: config.max_file_size,
@@ -312,6 +329,15 @@ impl JobService {
             self.config.max_files_per_job,
             self.config.allow_file_sources,
         )?;
+        if !request.scopes.allows(&valid.destination) {
+            return Err(SubmitError::Forbidden {
+                field: "destination".into(),
+                message: format!(
+                    "this token may not write to `{}`; it may write at or under: {}",
+                    valid.destination, request.scopes
+                ),
+            });
+        }
         if let Some(spec) = &valid.export
             && spec.poll.base_interval() < self.config.min_poll_interval
         {

@@ -198,6 +198,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         Ok(s.lock().unwrap().as_ref().and_then(|r| {
             r.job.tasks().get(index).map(|t| JobTask {
                 status: r.job.status(),
+                owner: r.owner.clone(),
                 destination: r.destination.clone(),
                 options: r.options.clone(),
                 task: t.clone(),

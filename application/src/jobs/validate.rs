@@ -34,6 +34,8 @@ pub struct SubmitJobRequest {
     pub destination: String,
     pub task_token: Option<String>,
     pub owner: Option<String>,
+    /// Where the submitter may write (its token's scopes).
+    pub scopes: ferry_domain::WriteScopes,
     /// Attributes of every object; a file's own are laid over them.
     pub attributes: RequestedAttributes,
     pub if_exists: IfExists,

@@ -3,10 +3,15 @@
 //! Tokens are configured as SHA-256 hashes in a tokens file, one per line:
 //!
 //! ```text
-//! # sha256:<64 hex> <name> [admin]
+//! # sha256:<64 hex> <name> [admin] [scope=<scope>]...
 //! sha256:9f86d0…0f00a08 ci-pipeline
+//! sha256:5e8848…2d0c    team-a  scope=s3://exports/team-a scope=dir:team-a
 //! sha256:2c26b4…e7ae    ops admin
 //! ```
+//!
+//! Scopes say where a token's jobs may write (`DestinationScope`): a token
+//! with none may write only under its own name (`dir:NAME` and
+//! `s3://*/NAME`), an admin token anywhere.
 //!
 //! A presented token is hashed and compared with every configured hash in
 //! constant time (no early exit, no length leak: the hashes are all 32
@@ -28,6 +33,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use ferry_application::jobs::Access;
+use ferry_domain::{DestinationScope, WriteScopes};
 
 use super::{ApiError, AppState};
 
@@ -40,6 +46,7 @@ struct TokenEntry {
     name: String,
     hash: [u8; 32],
     admin: bool,
+    scopes: WriteScopes,
 }
 
 /// The configured tokens.
@@ -61,6 +68,8 @@ pub struct Caller {
     /// The token's name; `None` when the API is open (no tokens).
     pub name: Option<String>,
     pub admin: bool,
+    /// Where its jobs may write.
+    pub scopes: WriteScopes,
 }
 
 impl Caller {
@@ -69,6 +78,7 @@ impl Caller {
         Self {
             name: None,
             admin: true,
+            scopes: WriteScopes::Anywhere,
         }
     }
 
@@ -91,13 +101,17 @@ pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// The tokens-file line for `token`.
-pub fn token_line(token: &str, name: &str, admin: bool) -> String {
+pub fn token_line(token: &str, name: &str, admin: bool, scopes: &[String]) -> String {
     let hash = hex::encode(sha256(token.as_bytes()));
+    let mut line = format!("sha256:{hash} {name}");
     if admin {
-        format!("sha256:{hash} {name} admin")
-    } else {
-        format!("sha256:{hash} {name}")
+        line.push_str(" admin");
     }
+    for scope in scopes {
+        line.push_str(" scope=");
+        line.push_str(scope);
+    }
+    line
 }
 
 /// A fresh random token (256 bits, URL-safe).
@@ -135,7 +149,7 @@ impl Tokens {
             let hash = fields
                 .next()
                 .and_then(|h| h.strip_prefix("sha256:"))
-                .ok_or_else(|| at("expected `sha256:<64 hex> <name> [admin]`"))?;
+                .ok_or_else(|| at("expected `sha256:<64 hex> <name> [admin] [scope=...]`"))?;
             let mut bytes = [0u8; 32];
             hex::decode_to_slice(hash, &mut bytes).map_err(|_| {
                 at("the hash must be 64 hex characters (ferry token create makes one)")
@@ -144,14 +158,34 @@ impl Tokens {
             if !valid_name(name) {
                 return Err(at("a token name is 1-64 letters, digits or `-_.@`"));
             }
-            let admin = match fields.next() {
-                None => false,
-                Some("admin") => true,
-                Some(_) => return Err(at("the only flag after the name is `admin`")),
-            };
-            if fields.next().is_some() {
-                return Err(at("unexpected text after the name and flag"));
+            let mut admin = false;
+            let mut scopes = Vec::new();
+            for field in fields {
+                match field.strip_prefix("scope=") {
+                    Some(raw) => {
+                        scopes.push(DestinationScope::parse(raw).map_err(|e| at(&e.to_string()))?)
+                    }
+                    None if field == "admin" && !admin && scopes.is_empty() => admin = true,
+                    None => {
+                        return Err(at(
+                            "after the name come `admin` (once) and `scope=...` fields only",
+                        ));
+                    }
+                }
             }
+            let scopes = match (admin, scopes.is_empty()) {
+                (true, true) => WriteScopes::Anywhere,
+                (false, true) => WriteScopes::Only(
+                    DestinationScope::own_prefix(name)
+                        .map_err(|e| {
+                            at(&format!(
+                                "`{name}` cannot be its own prefix ({e}): give the token a scope="
+                            ))
+                        })?
+                        .to_vec(),
+                ),
+                (_, false) => WriteScopes::Only(scopes),
+            };
             if entries.iter().any(|e| e.name == name) {
                 return Err(at(&format!("the name `{name}` is used twice")));
             }
@@ -159,6 +193,7 @@ impl Tokens {
                 name: name.to_owned(),
                 hash: bytes,
                 admin,
+                scopes,
             });
         }
         Ok(Self(entries))
@@ -177,6 +212,7 @@ impl Tokens {
         found.map(|e| Caller {
             name: Some(e.name.clone()),
             admin: e.admin,
+            scopes: e.scopes.clone(),
         })
     }
 }
@@ -405,8 +441,8 @@ mod tests {
         assert!(ci.starts_with(TOKEN_PREFIX) && ci.len() == 3 + 64);
         let file = format!(
             "# comment\n\n{}\n{}\n",
-            token_line(&ci, "ci", false),
-            token_line(&ops, "ops", true)
+            token_line(&ci, "ci", false, &[]),
+            token_line(&ops, "ops", true, &[])
         );
         assert!(!file.contains(&ci) && !file.contains(&ops));
         let tokens = Tokens::parse(&file).unwrap();
@@ -415,7 +451,8 @@ mod tests {
             tokens.verify(&ci),
             Some(Caller {
                 name: Some("ci".into()),
-                admin: false
+                admin: false,
+                scopes: WriteScopes::Only(DestinationScope::own_prefix("ci").unwrap().to_vec()),
             })
         );
         assert!(tokens.verify(&ops).unwrap().admin);
@@ -435,7 +472,19 @@ mod tests {
             ),
             (
                 &format!("#\nsha256:{} ci root", "a".repeat(64)),
-                "line 2: the only flag",
+                "line 2: after the name come",
+            ),
+            (
+                &format!("sha256:{} ci admin admin", "a".repeat(64)),
+                "line 1: after the name come",
+            ),
+            (
+                &format!("sha256:{} ci scope=ftp://x", "a".repeat(64)),
+                "line 1: `ftp://x` is not a destination scope",
+            ),
+            (
+                &format!("sha256:{} .. ", "a".repeat(64)),
+                "line 1: `..` cannot be its own prefix",
             ),
             (
                 &format!("sha256:{} ci\nsha256:{} ci", "a".repeat(64), "b".repeat(64)),
@@ -457,6 +506,7 @@ mod tests {
         let scoped = Caller {
             name: Some("ci".into()),
             admin: false,
+            scopes: WriteScopes::Anywhere,
         };
         assert_eq!(scoped.access(), Access::Owner("ci".into()));
         assert_eq!(Caller::anonymous().access(), Access::All);
@@ -468,6 +518,7 @@ mod tests {
         let a = Caller {
             name: Some("a".into()),
             admin: false,
+            scopes: WriteScopes::Anywhere,
         };
         let one = limits.stream(&a).unwrap();
         let _two = limits.stream(&a).unwrap();
@@ -483,6 +534,7 @@ mod tests {
         let a = Caller {
             name: Some("a".into()),
             admin: false,
+            scopes: WriteScopes::Anywhere,
         };
         for _ in 0..3 {
             limits.submit(&a).unwrap();
@@ -491,5 +543,26 @@ mod tests {
         assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(err.retry_after.is_some_and(|s| s >= 1));
         assert!(limits.submit(&Caller::anonymous()).is_ok());
+    }
+
+    #[test]
+    fn scopes_come_from_the_tokens_file_with_the_own_prefix_by_default() {
+        let (plain, scoped, admin, scoped_admin) =
+            (new_token(), new_token(), new_token(), new_token());
+        let hash = |t: &str| hex::encode(sha256(t.as_bytes()));
+        let file = format!(
+            "sha256:{} alice\nsha256:{} team-a scope=s3://exports/team-a scope=dir:team-a\nsha256:{} ops admin\nsha256:{} audit admin scope=dir:audit\n",
+            hash(&plain),
+            hash(&scoped),
+            hash(&admin),
+            hash(&scoped_admin)
+        );
+        let tokens = Tokens::parse(&file).unwrap();
+        let scopes = |t: &str| tokens.verify(t).unwrap().scopes.to_string();
+        assert_eq!(scopes(&plain), "dir:alice, s3://*/alice");
+        assert_eq!(scopes(&scoped), "s3://exports/team-a, dir:team-a");
+        assert_eq!(scopes(&admin), "*");
+        assert_eq!(scopes(&scoped_admin), "dir:audit");
+        assert!(tokens.verify(&scoped_admin).unwrap().admin);
     }
 }

@@ -391,6 +391,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         (status = 202, description = "accepted and stored; it runs now", body = JobDto),
         (status = 400, description = "invalid request (`field` names the culprit, e.g. files[3].sha256, or Idempotency-Key)", body = ErrorDto),
         (status = 401, description = "a token is needed (when the server has tokens)", body = ErrorDto),
+        (status = 403, description = "the destination is outside this token's scopes (`destination_not_allowed`, field `destination`)", body = ErrorDto),
         (status = 408, description = "the body did not arrive whole within --body-read-timeout (`body_timeout`)", body = ErrorDto),
         (status = 413, description = "body too large", body = ErrorDto),
         (status = 415, description = "not application/json", body = ErrorDto),
@@ -430,6 +431,7 @@ async fn submit_job(
     })?;
     let mut request = dto::into_request(request);
     request.owner = caller.name.clone();
+    request.scopes = caller.scopes.clone();
     let submitted = match &key {
         None => state.jobs.submit(request).await.map(|record| Submitted {
             record,
@@ -448,6 +450,9 @@ async fn submit_job(
             e.to_string(),
         )
         .at("Idempotency-Key"),
+        SubmitError::Forbidden { field, message } => {
+            ApiError::new(StatusCode::FORBIDDEN, "destination_not_allowed", message).at(field)
+        }
         SubmitError::Store(e) => e.into(),
     })?;
     if submitted.replayed {

@@ -136,6 +136,14 @@ pub enum DownloadError {
     Tls { url: String, reason: String },
     #[error("the source {url} sent no data for {} s; it may be overloaded or the connection stalled", .idle.as_secs())]
     Stalled { url: String, idle: Duration },
+    /// The body came slower than the minimum rate over a whole window.
+    #[error("the source {url} sent {bytes} bytes in {} s, below the minimum rate of {min_bytes_per_sec} bytes/s; it is too slow (the attempt is retried)", .window.as_secs())]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        window: Duration,
+        min_bytes_per_sec: u64,
+    },
     #[error("the connection to the source {url} broke during the body: {reason}")]
     Interrupted { url: String, reason: String },
     #[error("the source {url} redirected more than {max} times")]
@@ -183,6 +191,7 @@ impl DownloadError {
             DownloadError::Status { status, .. } => crate::retry::class_of_status(*status),
             DownloadError::Connect { .. }
             | DownloadError::Stalled { .. }
+            | DownloadError::TooSlow { .. }
             | DownloadError::Interrupted { .. } => ErrorClass::Transient,
             DownloadError::TooManyRedirects { .. }
             | DownloadError::NotFound { .. }

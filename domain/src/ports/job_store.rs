@@ -40,6 +40,8 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobTask {
     pub status: JobStatus,
+    /// Who submitted the job (the token's name).
+    pub owner: Option<String>,
     pub destination: Destination,
     pub options: crate::job::JobOptions,
     pub task: FileTask,
@@ -239,6 +241,13 @@ pub trait JobStorePort: Send + Sync + 'static {
     -> Result<bool, JobStoreError>;
     /// Ids of jobs not in a terminal state (to resume after a restart).
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError>;
+    /// Ids of ended jobs last saved before `before_ms` (epoch ms), oldest
+    /// first, at most `limit`: what retention deletes.
+    async fn ended_before(&self, before_ms: i64, limit: u32) -> Result<Vec<JobId>, JobStoreError>;
+    /// Deletes an ended job with its tasks, events, idempotency keys and
+    /// any checkpoint rows of its tasks, in one transaction. False (and
+    /// nothing deleted) if the job is missing or not ended.
+    async fn delete_ended(&self, id: &JobId) -> Result<bool, JobStoreError>;
     /// Cheap reachability check (readiness).
     async fn ping(&self) -> Result<(), JobStoreError>;
 }

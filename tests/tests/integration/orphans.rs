@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::events::BroadcastEvents;
-use ferry_adapters::filesystem::TempFileState;
 use ferry_adapters::job_store::SqlJobStore;
 use ferry_application::jobs::{Access, JobServiceConfig, SubmitJobRequest};
 use ferry_domain::ports::{CheckpointStorePort, JobStorePort};
-use ferry_domain::{Checkpoint, HashState, JobStatus, ObjectKey, SourceIdentity, TransferId};
+use ferry_domain::{Checkpoint, JobStatus, TransferId};
 use ferry_tests::garage::{garage, service, unique_prefix};
 use ferry_tests::origin::Behavior;
+use ferry_tests::temp_checkpoint;
 
 use crate::jobs::{Harness, fast_config, service_on};
 
@@ -20,32 +20,6 @@ fn with_checkpoints(store: &Arc<SqlJobStore>) -> JobServiceConfig {
     let mut config = fast_config();
     config.process.checkpoints = Some(store.clone());
     config
-}
-
-/// A checkpoint naming a temp file of `len` bytes for `key`.
-fn temp_checkpoint(path: &std::path::Path, key: &str, len: u64) -> Checkpoint {
-    std::fs::write(path, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
-    Checkpoint::new(
-        SourceIdentity {
-            url_sha256: "ab".repeat(32),
-            length: 1 << 20,
-            etag: Some("\"e\"".into()),
-            last_modified: None,
-        },
-        ObjectKey::parse(key).unwrap(),
-        HashState {
-            bytes: len,
-            sha256: vec![0; 40],
-            md5: None,
-        },
-        TempFileState {
-            path: path.display().to_string(),
-            length: len,
-        }
-        .to_staged(),
-        0,
-    )
-    .unwrap()
 }
 
 #[tokio::test]
