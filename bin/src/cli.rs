@@ -491,6 +491,19 @@ pub struct ServeArgs {
     /// Per-chunk processing latency target (the backpressure latency factor).
     #[arg(long, env = "FERRY_CHUNK_LATENCY_TARGET", default_value = "200ms", value_parser = parse_duration)]
     pub chunk_latency_target: std::time::Duration,
+    /// Unfinished jobs one owner (token) may have at once (429
+    /// `quota_exceeded` beyond; 0: no limit; a token's `active-jobs=N`
+    /// replaces it).
+    #[arg(long, env = "FERRY_QUOTA_ACTIVE_JOBS", default_value_t = 1000)]
+    pub quota_active_jobs: u64,
+    /// Files queued or running one owner may have across its jobs (a new
+    /// job's files count at once; 0: no limit; `queued-files=N`).
+    #[arg(long, env = "FERRY_QUOTA_QUEUED_FILES", default_value_t = 200_000)]
+    pub quota_queued_files: u64,
+    /// Jobs in their export phase one owner may have at once (0: no
+    /// limit; `active-exports=N`).
+    #[arg(long, env = "FERRY_QUOTA_ACTIVE_EXPORTS", default_value_t = 20)]
+    pub quota_active_exports: u64,
     /// Jobs one caller may submit per minute (429 with Retry-After beyond; 0: no limit).
     #[arg(long, env = "FERRY_JOBS_PER_MINUTE", default_value_t = 120)]
     pub jobs_per_minute: u32,

@@ -22,7 +22,7 @@ use ferry_adapters::{
     FilesystemStorage, HttpClientConfig, LocalFileSource, MinRate, PooledHttpClient, SourceGuard,
     SourceRouter,
 };
-use ferry_application::jobs::{JobService, JobServiceConfig};
+use ferry_application::jobs::{JobService, JobServiceConfig, OwnerQuota};
 use ferry_application::{Backpressure, BackpressureConfig, ProcessFileConfig, TransferFactory};
 use ferry_domain::ports::MemoryGaugePort;
 use ferry_domain::ports::{HttpDownloadPort, JobEventsPort, NodeId, TaskHandlerPort};
@@ -397,10 +397,15 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             shutdown: shutdown.clone(),
             heartbeat: args.heartbeat,
             auth: Arc::new(auth),
-            limits: Arc::new(Limits::new(
-                args.jobs_per_minute,
-                args.max_streams_per_caller,
-            )),
+            limits: Arc::new(
+                Limits::new(args.jobs_per_minute, args.max_streams_per_caller).with_quota(
+                    OwnerQuota {
+                        active_jobs: args.quota_active_jobs,
+                        queued_files: args.quota_queued_files,
+                        active_exports: args.quota_active_exports,
+                    },
+                ),
+            ),
         },
         args.max_body.as_u64().try_into().unwrap_or(usize::MAX),
         args.body_read_timeout,

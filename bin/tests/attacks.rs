@@ -1563,3 +1563,106 @@ async fn a_source_below_the_minimum_rate_fails_instead_of_holding_a_slot() {
     );
     assert!(!dir.path().join("files/rate/trickle.bin").exists());
 }
+
+/// Per-owner quotas: over one of them a submission is 429
+/// `quota_exceeded` with `Retry-After`, the quota named in `field`, and
+/// nothing stored; a token's own quotas (tokens file) replace the server's;
+/// another owner is unaffected.
+#[tokio::test]
+async fn an_owner_over_its_quota_gets_429_naming_it() {
+    let seen = Seen::default();
+    let origin = Origin::start().await.unwrap();
+    for i in 0..12 {
+        origin.serve(
+            &format!("/hang/{i}.bin"),
+            generate(1 << 20, i),
+            Behavior::Stall { after: 10 },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, alice_line) = create_token(&["alice"]);
+    let (bob, bob_line) = create_token(&["bob"]);
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("{alice_line} active-jobs=2 queued-files=5\n{bob_line}\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        FERRY,
+        &dir.path().join("data"),
+        &[
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--quota-active-jobs",
+            "3",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/jobs", server.url);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let job = |token: &str, owner: &str, files: u64| {
+        let files: Vec<Value> = (0..files)
+            .map(|_| {
+                let i = next.fetch_add(1, Ordering::SeqCst) % 12;
+                json!({ "source": origin.url(&format!("/hang/{i}.bin")), "key": format!("{i}-{}.bin", next.load(Ordering::SeqCst)) })
+            })
+            .collect();
+        http.post(&url)
+            .bearer_auth(token)
+            .json(&json!({ "files": files, "destination": owner }))
+    };
+    let mut alices = Vec::new();
+    for _ in 0..2 {
+        let (status, _, body) = call(&seen, job(&alice, "alice", 1)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        alices.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let (status, headers, body) = call(&seen, job(&alice, "alice", 1)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert_eq!(body["error"]["field"], "active_jobs");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this owner has 2 and may have at most 2"),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "30");
+    // Bob has the server's quota (3), not alice's.
+    for _ in 0..3 {
+        let (status, _, body) = call(&seen, job(&bob, "bob", 1)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let (status, _, body) = call(&seen, job(&bob, "bob", 1)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["field"], "active_jobs");
+
+    // One of alice's ends: 1 job, 1 open file; 5 files more would be 6.
+    let (status, _, _) = call(
+        &seen,
+        http.delete(format!("{url}/{}", alices[0]))
+            .bearer_auth(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = call(&seen, job(&alice, "alice", 5)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["field"], "queued_files");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(this job adds 5)"),
+        "{body}"
+    );
+    let (status, _, body) = call(&seen, job(&alice, "alice", 4)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "4 more make 5: {body}");
+    let (_, _, listed) = call(&seen, http.get(&url).bearer_auth(&alice)).await;
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        3,
+        "the refused submissions stored nothing: {listed}"
+    );
+}

@@ -740,3 +740,62 @@ pub async fn retention<S: JobStorePort + ferry_domain::ports::CheckpointStorePor
     let kept = TransferId::for_task(&running.job.id, 0);
     assert!(store.load(&kept).await.unwrap().is_some());
 }
+
+/// An owner's load: its unfinished jobs, their queued or running files,
+/// and its jobs in their export phase; ended jobs and other owners' count
+/// for nothing.
+pub async fn owner_loads(store: &dyn JobStorePort, ns: &str) {
+    use ferry_domain::ports::OwnerLoad;
+    let owner = format!("{ns}-quota-owner");
+    let mine = |r: &mut JobRecord| r.owner = Some(owner.clone());
+    let mut running = record(&format!("{ns}-load-a"), 3, 80_000);
+    let mut ended = record(&format!("{ns}-load-b"), 2, 80_001);
+    let mut exporting = export_record(&format!("{ns}-load-e"), 80_002);
+    let other = record(&format!("{ns}-load-o"), 5, 80_003);
+    for r in [&mut running, &mut ended, &mut exporting] {
+        mine(r);
+        store.create(r).await.unwrap();
+    }
+    store.create(&other).await.unwrap();
+    running.job.start_downloading().unwrap();
+    let t = running.job.task_mut(0).unwrap();
+    t.start().unwrap();
+    t.succeed(10, Checksum::sha256(&"e".repeat(64)).unwrap(), None)
+        .unwrap();
+    running.job.task_mut(1).unwrap().start().unwrap();
+    store.save_job(&running).await.unwrap();
+    store
+        .replace_tasks(&running.job.id, running.job.tasks())
+        .await
+        .unwrap();
+    ended.job.cancel().unwrap();
+    store.save_job(&ended).await.unwrap();
+    store
+        .replace_tasks(&ended.job.id, ended.job.tasks())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.owner_load(Some(owner.clone())).await.unwrap(),
+        OwnerLoad {
+            active_jobs: 2,
+            open_files: 2,
+            active_exports: 1,
+        }
+    );
+    assert_eq!(
+        store
+            .owner_load(Some(format!("{ns}-nobody")))
+            .await
+            .unwrap(),
+        OwnerLoad::default()
+    );
+    // Jobs without an owner are their own group.
+    let mut anonymous = record(&format!("{ns}-load-n"), 4, 80_004);
+    anonymous.owner = None;
+    let before = store.owner_load(None).await.unwrap();
+    store.create(&anonymous).await.unwrap();
+    let after = store.owner_load(None).await.unwrap();
+    assert_eq!(after.active_jobs, before.active_jobs + 1);
+    assert_eq!(after.open_files, before.open_files + 4);
+}

@@ -12,7 +12,7 @@ use tracing::info;
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
     JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobWrite, Keyed,
-    ListedCheckpoint, NodeId, OpenTasks,
+    ListedCheckpoint, NodeId, OpenTasks, OwnerLoad,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -127,6 +127,11 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX IF NOT EXISTS ferry_jobs_ended ON ferry_jobs (updated_at_ms)
            WHERE status IN ('completed', 'completed_with_errors', 'failed', 'cancelled')",
         ],
+    ),
+    // An owner's unfinished jobs, for its quotas.
+    (
+        10,
+        &["CREATE INDEX IF NOT EXISTS ferry_jobs_owner ON ferry_jobs (owner, status)"],
     ),
 ];
 
@@ -1052,6 +1057,51 @@ impl JobStorePort for SqlJobStore {
         .await
         .map_err(unavailable)?;
         ids_of(&rows)
+    }
+
+    async fn owner_load(&self, owner: Option<String>) -> Result<OwnerLoad, JobStoreError> {
+        macro_rules! load {
+            ($owner:literal) => {
+                (
+                    concat!(
+                        "SELECT COUNT(*) AS active,
+                            COALESCE(SUM(CASE WHEN export IS NOT NULL
+                                AND status IN ('pending', 'exporting') THEN 1 ELSE 0 END), 0) AS exports
+                         FROM ferry_jobs
+                         WHERE ",
+                        $owner,
+                        " AND status IN ('pending', 'exporting', 'downloading')"
+                    ),
+                    concat!(
+                        "SELECT COUNT(*) AS open FROM ferry_jobs j JOIN ferry_tasks t ON t.job_id = j.id
+                         WHERE j.",
+                        $owner,
+                        " AND j.status IN ('pending', 'exporting', 'downloading')
+                           AND t.status IN ('queued', 'running')"
+                    ),
+                )
+            };
+        }
+        // The (owner, status) index serves both.
+        let (jobs, files) = match owner {
+            Some(_) => load!("owner = $1"),
+            None => load!("owner IS NULL"),
+        };
+        let (mut jobs, mut files) = (sqlx::query(jobs), sqlx::query(files));
+        if let Some(owner) = owner {
+            jobs = jobs.bind(owner.clone());
+            files = files.bind(owner);
+        }
+        let jobs = jobs.fetch_one(&self.pool).await.map_err(unavailable)?;
+        let files = files.fetch_one(&self.pool).await.map_err(unavailable)?;
+        let count = |row: &AnyRow, column: &str| -> Result<u64, JobStoreError> {
+            Ok(to_u64(row.try_get::<i64, _>(column).map_err(unavailable)?))
+        };
+        Ok(OwnerLoad {
+            active_jobs: count(&jobs, "active")?,
+            active_exports: count(&jobs, "exports")?,
+            open_files: count(&files, "open")?,
+        })
     }
 
     async fn ended_before(&self, before_ms: i64, limit: u32) -> Result<Vec<JobId>, JobStoreError> {

@@ -11,6 +11,7 @@ mod dispatch;
 mod export;
 mod fair;
 mod local_queue;
+mod quota;
 mod recorder;
 mod runner;
 mod service;
@@ -20,6 +21,7 @@ mod workflow;
 
 pub use access::Access;
 pub use local_queue::LocalTaskQueue;
+pub use quota::{OwnerQuota, QuotaExceeded};
 pub use service::{
     IDEMPOTENCY_TTL_MS, JobCancelError, JobService, JobServiceConfig, SubmitError, Submitted,
 };

@@ -23,6 +23,7 @@ use ferry_domain::{ByteSize, Export, ExportProgress, Job, JobId, JobStatus, Retr
 use super::access::Access;
 use super::dispatch::Dispatch;
 use super::export::{ExportOutcome, ExportPhase};
+use super::quota::OwnerQuota;
 use super::recorder::Recorder;
 use super::runner::{Runner, lock};
 use super::validate::{InvalidJobRequest, SubmitJobRequest, validate};
@@ -108,6 +109,9 @@ pub enum SubmitError {
         "this Idempotency-Key was used for job {0} with a different request; use a new key for a new job"
     )]
     KeyReused(JobId),
+    /// The submitter is at one of its quotas.
+    #[error(transparent)]
+    OverQuota(#[from] super::quota::QuotaExceeded),
     /// The destination is outside the submitter's scopes. The message
     /// names the scopes, never whether the destination exists.
     #[error("{field}: {message}")]
@@ -273,7 +277,9 @@ impl JobService {
     /// StartExportJob: validates, stores durably, announces. Run it with
     /// [`JobService::run_abortable`].
     pub async fn submit(&self, request: SubmitJobRequest) -> Result<JobRecord, SubmitError> {
+        let quota = request.quota;
         let record = self.new_record(request)?;
+        self.check_quota(&record, &quota).await?;
         self.recorder.store().create(&record).await?;
         self.announce(&record).await;
         Ok(record)
@@ -288,7 +294,9 @@ impl JobService {
         request: SubmitJobRequest,
         key: &IdempotencyKey,
     ) -> Result<Submitted, SubmitError> {
+        let quota = request.quota;
         let record = self.new_record(request)?;
+        self.check_quota(&record, &quota).await?;
         match self
             .recorder
             .store()
@@ -380,6 +388,22 @@ impl JobService {
             callback: None,
             last_event_seq: 0,
         })
+    }
+
+    /// Whether the new job fits its owner's quotas (read from the store:
+    /// a soft limit, as concurrent submissions may pass it together).
+    async fn check_quota(&self, record: &JobRecord, quota: &OwnerQuota) -> Result<(), SubmitError> {
+        if *quota == OwnerQuota::default() {
+            return Ok(());
+        }
+        let load = self
+            .recorder
+            .store()
+            .owner_load(record.owner.clone())
+            .await?;
+        let files = u64::try_from(record.job.tasks().len()).unwrap_or(u64::MAX);
+        quota.admit(&load, files, record.export.is_some())?;
+        Ok(())
     }
 
     async fn announce(&self, record: &JobRecord) {

@@ -36,6 +36,8 @@ pub struct SubmitJobRequest {
     pub owner: Option<String>,
     /// Where the submitter may write (its token's scopes).
     pub scopes: ferry_domain::WriteScopes,
+    /// What the submitter may have unfinished (default: no limit).
+    pub quota: super::quota::OwnerQuota,
     /// Attributes of every object; a file's own are laid over them.
     pub attributes: RequestedAttributes,
     pub if_exists: IfExists,

@@ -3,7 +3,7 @@
 //! Tokens are configured as SHA-256 hashes in a tokens file, one per line:
 //!
 //! ```text
-//! # sha256:<64 hex> <name> [admin] [scope=<scope>]...
+//! # sha256:<64 hex> <name> [admin] [scope=<scope>]... [active-jobs=N] [queued-files=N] [active-exports=N]
 //! sha256:9f86d0…0f00a08 ci-pipeline
 //! sha256:5e8848…2d0c    team-a  scope=s3://exports/team-a scope=dir:team-a
 //! sha256:2c26b4…e7ae    ops admin
@@ -11,7 +11,8 @@
 //!
 //! Scopes say where a token's jobs may write (`DestinationScope`): a token
 //! with none may write only under its own name (`dir:NAME` and
-//! `s3://*/NAME`), an admin token anywhere.
+//! `s3://*/NAME`), an admin token anywhere. Quota fields replace the
+//! server's per-owner defaults (`--quota-*`) for that token (0: no limit).
 //!
 //! A presented token is hashed and compared with every configured hash in
 //! constant time (no early exit, no length leak: the hashes are all 32
@@ -32,7 +33,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use ferry_application::jobs::Access;
+use ferry_application::jobs::{Access, OwnerQuota};
 use ferry_domain::{DestinationScope, WriteScopes};
 
 use super::{ApiError, AppState};
@@ -47,6 +48,46 @@ struct TokenEntry {
     hash: [u8; 32],
     admin: bool,
     scopes: WriteScopes,
+    quota: QuotaOverride,
+}
+
+/// A token's own quotas (`None`: the server's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaOverride {
+    pub active_jobs: Option<u64>,
+    pub queued_files: Option<u64>,
+    pub active_exports: Option<u64>,
+}
+
+impl QuotaOverride {
+    /// The quotas in force: this token's, else `defaults`.
+    pub fn over(&self, defaults: OwnerQuota) -> OwnerQuota {
+        OwnerQuota {
+            active_jobs: self.active_jobs.unwrap_or(defaults.active_jobs),
+            queued_files: self.queued_files.unwrap_or(defaults.queued_files),
+            active_exports: self.active_exports.unwrap_or(defaults.active_exports),
+        }
+    }
+
+    /// Takes a `NAME=N` tokens-file field if it is a quota.
+    fn take(&mut self, field: &str) -> Option<Result<(), String>> {
+        let (name, value) = field.split_once('=')?;
+        let slot = match name {
+            "active-jobs" => &mut self.active_jobs,
+            "queued-files" => &mut self.queued_files,
+            "active-exports" => &mut self.active_exports,
+            _ => return None,
+        };
+        Some(match value.parse() {
+            Ok(n) => {
+                *slot = Some(n);
+                Ok(())
+            }
+            Err(_) => Err(format!(
+                "`{field}`: a quota is a whole number (0: no limit)"
+            )),
+        })
+    }
 }
 
 /// The configured tokens.
@@ -70,6 +111,8 @@ pub struct Caller {
     pub admin: bool,
     /// Where its jobs may write.
     pub scopes: WriteScopes,
+    /// Its own quotas.
+    pub quota: QuotaOverride,
 }
 
 impl Caller {
@@ -79,6 +122,7 @@ impl Caller {
             name: None,
             admin: true,
             scopes: WriteScopes::Anywhere,
+            quota: QuotaOverride::default(),
         }
     }
 
@@ -160,7 +204,12 @@ impl Tokens {
             }
             let mut admin = false;
             let mut scopes = Vec::new();
+            let mut quota = QuotaOverride::default();
             for field in fields {
+                if let Some(taken) = quota.take(field) {
+                    taken.map_err(|e| at(&e))?;
+                    continue;
+                }
                 match field.strip_prefix("scope=") {
                     Some(raw) => {
                         scopes.push(DestinationScope::parse(raw).map_err(|e| at(&e.to_string()))?)
@@ -168,7 +217,7 @@ impl Tokens {
                     None if field == "admin" && !admin && scopes.is_empty() => admin = true,
                     None => {
                         return Err(at(
-                            "after the name come `admin` (once) and `scope=...` fields only",
+                            "after the name come `admin` (once), `scope=...` and quota fields (`active-jobs=N`, `queued-files=N`, `active-exports=N`) only",
                         ));
                     }
                 }
@@ -194,6 +243,7 @@ impl Tokens {
                 hash: bytes,
                 admin,
                 scopes,
+                quota,
             });
         }
         Ok(Self(entries))
@@ -213,6 +263,7 @@ impl Tokens {
             name: Some(e.name.clone()),
             admin: e.admin,
             scopes: e.scopes.clone(),
+            quota: e.quota,
         })
     }
 }
@@ -220,6 +271,8 @@ impl Tokens {
 /// Per-caller limits: job submissions per minute and concurrent streams.
 #[derive(Debug)]
 pub struct Limits {
+    /// The per-owner quotas of tokens that set none of their own.
+    quota: OwnerQuota,
     submissions: Option<DefaultKeyedRateLimiter<String>>,
     max_streams: usize,
     streams: Arc<Mutex<HashMap<String, usize>>>,
@@ -251,11 +304,24 @@ impl Limits {
     /// `jobs_per_minute` 0 and `max_streams` 0 mean unlimited.
     pub fn new(jobs_per_minute: u32, max_streams: usize) -> Self {
         Self {
+            quota: OwnerQuota::default(),
             submissions: NonZeroU32::new(jobs_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             max_streams,
             streams: Arc::default(),
         }
+    }
+
+    /// With per-owner quotas for tokens that set none of their own.
+    #[must_use]
+    pub fn with_quota(mut self, quota: OwnerQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// The quotas `caller`'s jobs are held to.
+    pub fn quota(&self, caller: &Caller) -> OwnerQuota {
+        caller.quota.over(self.quota)
     }
 
     /// One submission by `caller`, or how long to wait.
@@ -453,6 +519,7 @@ mod tests {
                 name: Some("ci".into()),
                 admin: false,
                 scopes: WriteScopes::Only(DestinationScope::own_prefix("ci").unwrap().to_vec()),
+                quota: QuotaOverride::default(),
             })
         );
         assert!(tokens.verify(&ops).unwrap().admin);
@@ -507,6 +574,7 @@ mod tests {
             name: Some("ci".into()),
             admin: false,
             scopes: WriteScopes::Anywhere,
+            quota: QuotaOverride::default(),
         };
         assert_eq!(scoped.access(), Access::Owner("ci".into()));
         assert_eq!(Caller::anonymous().access(), Access::All);
@@ -519,6 +587,7 @@ mod tests {
             name: Some("a".into()),
             admin: false,
             scopes: WriteScopes::Anywhere,
+            quota: QuotaOverride::default(),
         };
         let one = limits.stream(&a).unwrap();
         let _two = limits.stream(&a).unwrap();
@@ -535,6 +604,7 @@ mod tests {
             name: Some("a".into()),
             admin: false,
             scopes: WriteScopes::Anywhere,
+            quota: QuotaOverride::default(),
         };
         for _ in 0..3 {
             limits.submit(&a).unwrap();

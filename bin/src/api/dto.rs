@@ -4,8 +4,8 @@
 use ferry_adapters::wire::JobRequestDto;
 use ferry_application::jobs::{ExportRequest, SubmitJobRequest};
 
-/// `POST /v1/jobs`'s body as the JobService takes it (the owner and the
-/// scopes are set by the handler from the caller).
+/// `POST /v1/jobs`'s body as the JobService takes it (the owner, scopes
+/// and quotas are set by the handler from the caller).
 pub fn into_request(dto: JobRequestDto) -> SubmitJobRequest {
     SubmitJobRequest {
         files: dto.files.into_iter().map(Into::into).collect(),
@@ -23,6 +23,7 @@ pub fn into_request(dto: JobRequestDto) -> SubmitJobRequest {
         task_token: dto.task_token,
         owner: None,
         scopes: ferry_domain::WriteScopes::default(),
+        quota: ferry_application::jobs::OwnerQuota::default(),
         attributes: dto.attributes.map(Into::into).unwrap_or_default(),
         if_exists: dto.if_exists.unwrap_or_default().into(),
     }

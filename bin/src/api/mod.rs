@@ -396,7 +396,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         (status = 413, description = "body too large", body = ErrorDto),
         (status = 415, description = "not application/json", body = ErrorDto),
         (status = 422, description = "JSON of the wrong shape, or an Idempotency-Key already used with another request (`idempotency_key_reused`)", body = ErrorDto),
-        (status = 429, description = "too many jobs submitted by this caller; see Retry-After", body = ErrorDto),
+        (status = 429, description = "too many jobs submitted by this caller (`rate_limited`), or one of its quotas is full (`quota_exceeded`, `field` names it: active_jobs, queued_files, active_exports); see Retry-After", body = ErrorDto),
     ))]
 async fn submit_job(
     State(state): State<AppState>,
@@ -432,6 +432,7 @@ async fn submit_job(
     let mut request = dto::into_request(request);
     request.owner = caller.name.clone();
     request.scopes = caller.scopes.clone();
+    request.quota = state.limits.quota(&caller);
     let submitted = match &key {
         None => state.jobs.submit(request).await.map(|record| Submitted {
             record,
@@ -450,6 +451,13 @@ async fn submit_job(
             e.to_string(),
         )
         .at("Idempotency-Key"),
+        SubmitError::OverQuota(over) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            over.to_string(),
+        )
+        .at(over.quota)
+        .retry_after(QUOTA_RETRY_AFTER_S),
         SubmitError::Forbidden { field, message } => {
             ApiError::new(StatusCode::FORBIDDEN, "destination_not_allowed", message).at(field)
         }
@@ -466,6 +474,10 @@ async fn submit_job(
     );
     Ok((StatusCode::ACCEPTED, Json(JobDto::from(&submitted.record))))
 }
+
+/// `Retry-After` of a submission over a quota: jobs end on their own time,
+/// so this is a polite pace, not a promise.
+const QUOTA_RETRY_AFTER_S: u64 = 30;
 
 /// What identifies a request for its idempotency key: the SHA-256 of its
 /// JSON (objects' keys in a fixed order).

@@ -56,6 +56,17 @@ pub struct OpenTasks {
     pub open: Vec<usize>,
 }
 
+/// What one owner has unfinished now (its quotas are checked against it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerLoad {
+    /// Jobs not ended.
+    pub active_jobs: u64,
+    /// Files queued or running in those jobs.
+    pub open_files: u64,
+    /// Jobs of an export not yet downloading (starting or polling).
+    pub active_exports: u64,
+}
+
 /// Which jobs to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -241,6 +252,8 @@ pub trait JobStorePort: Send + Sync + 'static {
     -> Result<bool, JobStoreError>;
     /// Ids of jobs not in a terminal state (to resume after a restart).
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError>;
+    /// What `owner` (`None`: jobs submitted without one) has unfinished.
+    async fn owner_load(&self, owner: Option<String>) -> Result<OwnerLoad, JobStoreError>;
     /// Ids of ended jobs last saved before `before_ms` (epoch ms), oldest
     /// first, at most `limit`: what retention deletes.
     async fn ended_before(&self, before_ms: i64, limit: u32) -> Result<Vec<JobId>, JobStoreError>;

@@ -27,7 +27,7 @@ pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{
     IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobPage, JobRecord, JobStoreError,
-    JobStorePort, JobTask, JobWrite, Keyed, OpenTasks,
+    JobStorePort, JobTask, JobWrite, Keyed, OpenTasks, OwnerLoad,
 };
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{

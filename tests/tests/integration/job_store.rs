@@ -17,6 +17,7 @@ async fn sqlite_job_store_passes_the_conformance_suite() {
     checkpoint_conformance::run(&store, "t").await;
     checkpoint_conformance::fenced(&store, "t").await;
     job_store_conformance::retention(&store, "t").await;
+    job_store_conformance::owner_loads(&store, "t").await;
     // Reopening migrates nothing twice and sees the same data.
     store.close().await;
     let again = SqlJobStore::connect(&url).await.unwrap();
@@ -31,6 +32,7 @@ async fn postgres_job_store_passes_the_conformance_suite() {
     checkpoint_conformance::run(&store, "t").await;
     checkpoint_conformance::fenced(&store, "t").await;
     job_store_conformance::retention(&store, "t").await;
+    job_store_conformance::owner_loads(&store, "t").await;
     store.close().await;
     let again = SqlJobStore::connect(&db.url).await.unwrap();
     assert!(!again.unfinished().await.unwrap().is_empty());
