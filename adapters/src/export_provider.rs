@@ -34,6 +34,9 @@ pub struct ExportProviderConfig {
     pub max_status_bytes: usize,
     /// Largest manifest read.
     pub max_manifest_bytes: usize,
+    /// Most files a manifest may list (a job's file limit): reading stops
+    /// at the first one more.
+    pub max_files: usize,
     /// The SSRF guard for the start, status and manifest URLs (which come
     /// from callers and providers).
     pub guard: Option<SourceGuard>,
@@ -45,6 +48,7 @@ impl Default for ExportProviderConfig {
             timeout: Duration::from_secs(30),
             max_status_bytes: 1024 * 1024,
             max_manifest_bytes: 64 * 1024 * 1024,
+            max_files: 10_000,
             guard: None,
         }
     }
@@ -78,6 +82,24 @@ impl HttpExportProvider {
         limit: usize,
         what: &str,
     ) -> Result<(Value, Option<String>), ExportProviderError> {
+        let (body, location) = self.fetch(request, limit, what).await?;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ExportProviderError::BadResponse(format!("{what} is not JSON: {e}")))?
+        };
+        Ok((value, location))
+    }
+
+    /// Sends `request` and reads a 2xx answer's body, at most `limit`
+    /// bytes, with its `Location`.
+    async fn fetch(
+        &self,
+        request: reqwest::RequestBuilder,
+        limit: usize,
+        what: &str,
+    ) -> Result<(Vec<u8>, Option<String>), ExportProviderError> {
         let request = request
             .header("accept", "application/json")
             .build()
@@ -109,13 +131,7 @@ impl HttpExportProvider {
                 ExportProviderError::Rejected { status, message }
             });
         }
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| ExportProviderError::BadResponse(format!("{what} is not JSON: {e}")))?
-        };
-        Ok((value, location))
+        Ok((body, location))
     }
 }
 
@@ -124,7 +140,13 @@ async fn read_limited(
     limit: usize,
     what: &str,
 ) -> Result<Vec<u8>, ExportProviderError> {
-    let mut body = Vec::new();
+    // Sized once from the declared length (within the limit): a body grown
+    // by doubling would briefly need half as much again.
+    let declared = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= limit);
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
@@ -188,45 +210,191 @@ pub fn parse_manifest(v: &Value) -> Result<Vec<ManifestEntry>, ExportProviderErr
     let list = v
         .as_array()
         .or_else(|| v.get("files")?.as_array())
-        .ok_or_else(|| {
-            ExportProviderError::BadResponse(
-                "the manifest is neither a list of files nor {\"files\": [...]}".into(),
-            )
-        })?;
+        .ok_or_else(not_a_manifest)?;
     list.iter()
         .enumerate()
-        .map(|(i, f)| {
-            let bad = |what: &str| {
-                ExportProviderError::BadResponse(format!("manifest.files[{i}]: {what}"))
-            };
-            let text = |k: &str| -> Result<Option<String>, ExportProviderError> {
-                match f.get(k) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => Err(bad(&format!("`{k}` must be a string"))),
-                }
-            };
-            if !f.is_object() {
-                return Err(bad("each file is a JSON object"));
-            }
-            let size = match f.get("size") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .ok_or_else(|| bad("`size` must be a non-negative integer"))?,
-                ),
-            };
-            Ok(ManifestEntry {
-                source: text("source")?.ok_or_else(|| bad("`source` is missing"))?,
-                key: text("key")?.ok_or_else(|| bad("`key` is missing"))?,
-                size,
-                sha256: text("sha256")?,
-                md5: text("md5")?,
-                headers: Default::default(),
-                attributes: Default::default(),
-            })
-        })
+        .map(|(i, f)| manifest_entry(i, f))
         .collect()
+}
+
+const NOT_A_MANIFEST: &str = "the manifest is neither a list of files nor {\"files\": [...]}";
+
+fn not_a_manifest() -> ExportProviderError {
+    ExportProviderError::BadResponse(NOT_A_MANIFEST.into())
+}
+
+/// Reads a manifest's JSON text entry by entry (one file's JSON in memory
+/// at a time, never the whole document as a tree), stopping at the first
+/// entry past `max_files` or the first bad one.
+pub fn read_manifest(
+    text: &[u8],
+    max_files: usize,
+) -> Result<Vec<ManifestEntry>, ExportProviderError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let entries = serde::Deserializer::deserialize_any(&mut de, manifest::Top { max_files })
+        .map_err(|e| match manifest::take_problem(&e) {
+            Some(problem) => problem,
+            // Valid JSON of the wrong shape (e.g. `{"files": 5}`).
+            None if e.is_data() => not_a_manifest(),
+            None => ExportProviderError::BadResponse(format!("the manifest is not JSON: {e}")),
+        })?;
+    de.end()
+        .map_err(|e| ExportProviderError::BadResponse(format!("the manifest is not JSON: {e}")))?;
+    Ok(entries)
+}
+
+/// The serde visitors of [`read_manifest`].
+mod manifest {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use ferry_domain::ports::{ExportProviderError, ManifestEntry};
+
+    /// A problem of the manifest's content (not of its JSON syntax),
+    /// carried through serde's error as its message with this prefix.
+    const PROBLEM: &str = "ferry-manifest-problem: ";
+
+    pub(super) fn take_problem(e: &serde_json::Error) -> Option<ExportProviderError> {
+        let text = e.to_string();
+        let rest = text.strip_prefix(PROBLEM)?;
+        // serde_json appends " at line L column C".
+        let message = rest.rsplit_once(" at line ").map_or(rest, |(m, _)| m);
+        Some(ExportProviderError::BadResponse(message.to_owned()))
+    }
+
+    fn problem<E: de::Error>(message: impl fmt::Display) -> E {
+        E::custom(format!("{PROBLEM}{message}"))
+    }
+
+    /// The document: a list of files, or an object whose `files` is one.
+    pub(super) struct Top {
+        pub(super) max_files: usize,
+    }
+
+    impl<'de> Visitor<'de> for Top {
+        type Value = Vec<ManifestEntry>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of files or {\"files\": [...]}")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Files {
+                max_files: self.max_files,
+            }
+            .visit_seq(seq)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut files = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "files" && files.is_none() {
+                    files = Some(map.next_value_seed(Files {
+                        max_files: self.max_files,
+                    })?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            files.ok_or_else(|| problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(problem(super::NOT_A_MANIFEST))
+        }
+    }
+
+    /// The list of files, each read alone and checked at once.
+    struct Files {
+        max_files: usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Files {
+        type Value = Vec<ManifestEntry>;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Files {
+        type Value = Vec<ManifestEntry>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of files")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(value) = seq.next_element::<Value>()? {
+                if entries.len() == self.max_files {
+                    return Err(problem(format!(
+                        "the manifest lists more than {} files, the most a job may have",
+                        self.max_files
+                    )));
+                }
+                let entry = super::manifest_entry(entries.len(), &value).map_err(|e| match e {
+                    ExportProviderError::BadResponse(message) => problem(message),
+                    other => problem(other),
+                })?;
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+}
+
+/// One manifest entry, checked; `i` is its place in the list.
+fn manifest_entry(i: usize, f: &Value) -> Result<ManifestEntry, ExportProviderError> {
+    let bad = |what: &str| ExportProviderError::BadResponse(format!("manifest.files[{i}]: {what}"));
+    let text = |k: &str| -> Result<Option<String>, ExportProviderError> {
+        match f.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(&format!("`{k}` must be a string"))),
+        }
+    };
+    if !f.is_object() {
+        return Err(bad("each file is a JSON object"));
+    }
+    let size = match f.get("size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| bad("`size` must be a non-negative integer"))?,
+        ),
+    };
+    Ok(ManifestEntry {
+        source: text("source")?.ok_or_else(|| bad("`source` is missing"))?,
+        key: text("key")?.ok_or_else(|| bad("`key` is missing"))?,
+        size,
+        sha256: text("sha256")?,
+        md5: text("md5")?,
+        headers: Default::default(),
+        attributes: Default::default(),
+    })
 }
 
 #[async_trait]
@@ -293,13 +461,13 @@ impl ExportProviderPort for HttpExportProvider {
                     })?;
                 let url = resolve(status_url, reference, "manifest_url")?;
                 let (manifest, _) = self
-                    .json(
+                    .fetch(
                         self.client.get(url.expose()),
                         self.config.max_manifest_bytes,
                         "the manifest",
                     )
                     .await?;
-                parse_manifest(&manifest).map(ExportPoll::Ready)
+                read_manifest(&manifest, self.config.max_files).map(ExportPoll::Ready)
             }
             other => Err(ExportProviderError::BadResponse(format!(
                 "unknown export status `{}`",
@@ -340,6 +508,48 @@ mod tests {
             (json!([1]), "JSON object"),
         ] {
             let err = parse_manifest(&v).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            let text = serde_json::to_vec(&v).unwrap();
+            let streamed = read_manifest(&text, 10).unwrap_err().to_string();
+            assert_eq!(streamed, err, "both readers give the same answer");
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_read_entry_by_entry_up_to_the_file_limit() {
+        let files = json!([
+            { "source": "https://o/a", "key": "a", "size": 3 },
+            { "source": "https://o/b", "key": "b", "extra": [1, 2, {"x": null}] },
+        ]);
+        let text = serde_json::to_vec(&files).unwrap();
+        assert_eq!(
+            read_manifest(&text, 2).unwrap(),
+            parse_manifest(&files).unwrap()
+        );
+        let wrapped = serde_json::to_vec(&json!({ "status": "x", "files": files })).unwrap();
+        assert_eq!(read_manifest(&wrapped, 2).unwrap().len(), 2);
+        let over = read_manifest(&text, 1).unwrap_err().to_string();
+        assert!(over.contains("more than 1 files"), "{over}");
+        // A list of a million empty lists stops at the first entry.
+        let mut hostile = b"[".to_vec();
+        for _ in 0..1_000_000 {
+            hostile.extend_from_slice(b"[],");
+        }
+        hostile.extend_from_slice(b"[]]");
+        let err = read_manifest(&hostile, 10_000).unwrap_err().to_string();
+        assert!(
+            err.contains("files[0]: each file is a JSON object"),
+            "{err}"
+        );
+        for (bad, needle) in [
+            (&b"["[..], "not JSON"),
+            (&br#"{"files": ["#[..], "not JSON"),
+            (&b"[] x"[..], "not JSON"),
+            (&b"\"text\""[..], "neither a list"),
+            (&b"{}"[..], "neither a list"),
+            (&br#"{"files": 5}"#[..], "neither a list"),
+        ] {
+            let err = read_manifest(bad, 10).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
     }

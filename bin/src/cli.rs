@@ -362,8 +362,8 @@ pub struct ServeArgs {
     /// is kept after it ended; `off` keeps every job. Ended jobs older
     /// than this are deleted at startup and then regularly (every tenth
     /// of it, at most every 10 minutes).
-    #[arg(long, env = "FERRY_RETAIN_JOBS", default_value = "30d", value_parser = parse_retention)]
-    pub retain_jobs: Retention,
+    #[arg(long, env = "FERRY_RETAIN_JOBS", default_value = "30d", value_parser = parse_maybe_duration)]
+    pub retain_jobs: MaybeDuration,
     /// Where the SQLite job store and directory destinations live.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: std::path::PathBuf,
@@ -388,9 +388,17 @@ pub struct ServeArgs {
     /// 0: no minimum.
     #[arg(long, env = "FERRY_MIN_RATE", default_value = "16KiB", value_parser = parse_size)]
     pub min_rate: ByteSize,
+    /// The longest one file may take in a run, its attempts, retries and
+    /// waits for a slot included; past it the file fails (`off`: no limit).
+    #[arg(long, env = "FERRY_FILE_DEADLINE", default_value = "24h", value_parser = parse_maybe_duration)]
+    pub file_deadline: MaybeDuration,
     /// The window --min-rate is averaged over.
     #[arg(long, env = "FERRY_MIN_RATE_WINDOW", default_value = "60s", value_parser = parse_interval)]
     pub min_rate_window: std::time::Duration,
+    /// Export phases (starting and polling a provider) running at once;
+    /// more jobs of an export wait, pending.
+    #[arg(long, env = "FERRY_MAX_EXPORT_PHASES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_export_phases: u16,
     /// Most files one job may have.
     #[arg(long, env = "FERRY_MAX_FILES_PER_JOB", default_value_t = 10_000)]
     pub max_files_per_job: usize,
@@ -510,19 +518,19 @@ pub struct ServeArgs {
 }
 
 /// `250ms`, `15s`, `2m`, `1h`, or plain seconds.
-/// `--retain-jobs`: how long ended jobs are kept (`None`: forever).
+/// A duration that can be `off` (`None`), e.g. `--retain-jobs`.
 #[derive(Debug, Clone, Copy)]
-pub struct Retention(pub Option<std::time::Duration>);
+pub struct MaybeDuration(pub Option<std::time::Duration>);
 
-fn parse_retention(raw: &str) -> Result<Retention, String> {
+fn parse_maybe_duration(raw: &str) -> Result<MaybeDuration, String> {
     if raw.trim() == "off" {
-        return Ok(Retention(None));
+        return Ok(MaybeDuration(None));
     }
     let keep = parse_duration(raw)?;
     if keep < std::time::Duration::from_secs(1) {
         return Err(format!("`{raw}` is too short: at least 1s (or `off`)"));
     }
-    Ok(Retention(Some(keep)))
+    Ok(MaybeDuration(Some(keep)))
 }
 
 fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {

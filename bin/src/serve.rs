@@ -299,6 +299,8 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
         per_owner_concurrency: per_owner_concurrency(&args, auth.tokens.is_some()),
         per_host_concurrency,
         max_files_per_job: args.max_files_per_job,
+        max_export_phases: usize::from(args.max_export_phases),
+        file_deadline: args.file_deadline.0,
         max_file_size: args.max_size,
         progress_interval: args.progress_interval,
         min_poll_interval: args.min_poll_interval,
@@ -317,6 +319,7 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
     let callback = StepFunctionsCallback::connect(args.sfn_endpoint_url.clone()).await;
     let exports = match HttpExportProvider::new(ExportProviderConfig {
         guard,
+        max_files: args.max_files_per_job,
         ..ExportProviderConfig::default()
     }) {
         Ok(p) => p,

@@ -1666,3 +1666,103 @@ async fn an_owner_over_its_quota_gets_429_naming_it() {
         "the refused submissions stored nothing: {listed}"
     );
 }
+
+/// A hostile manifest (60 MiB of `[],`: 21 million empty lists, each a tree
+/// node if parsed whole) is read entry by entry: the job fails at the first
+/// entry, naming it, and the server's peak memory stays under 128 MiB.
+#[tokio::test]
+async fn a_hostile_manifest_fails_its_job_without_exhausting_memory() {
+    use ferry_tests::export_provider::{ExportProvider, Outcome, Script};
+    let mut text = Vec::with_capacity(61 << 20);
+    text.push(b'[');
+    while text.len() < 60 << 20 {
+        text.extend_from_slice(b"[],");
+    }
+    text.extend_from_slice(b"[]]");
+    let provider = ExportProvider::start(Script {
+        outcome: Outcome::ReadyAtRawManifest(text.into()),
+        ..Script::ready_after(0, json!([]))
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &[]);
+    let job = server
+        .submit(&json!({
+            "export": { "start_url": provider.start_url(),
+                        "poll": { "base_interval_ms": 1000, "max_interval_ms": 1000, "deadline_ms": 60_000 } },
+            "destination": "hostile"
+        }))
+        .await;
+    let done = server.wait_terminal(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let failure = done["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("manifest.files[0]: each file is a JSON object"),
+        "{done}"
+    );
+    assert_eq!(provider.manifest_reads(), 1);
+    let peak = server.peak_rss_kib();
+    assert!(peak < 128 * 1024, "server peak RSS {peak} KiB");
+}
+
+/// `--file-deadline`: a file that keeps just above the minimum rate still
+/// ends: past its deadline it fails (no retry), its staged bytes are
+/// discarded, and the job's other files are unaffected.
+#[tokio::test]
+async fn a_file_past_its_deadline_fails_and_leaves_nothing() {
+    let origin = Origin::start().await.unwrap();
+    // 100 KiB/s: above the 16 KiB/s minimum, 20 s for 2 MiB.
+    origin.serve(
+        "/slow.bin",
+        generate(2 << 20, 1),
+        Behavior::Throttled {
+            bytes_per_tick: 10 << 10,
+            tick: Duration::from_millis(100),
+        },
+    );
+    origin.serve("/ok.bin", generate(300_000, 2), Behavior::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &["--file-deadline", "2s"]);
+    let started = std::time::Instant::now();
+    let job = server
+        .submit(&json!({ "files": [
+            { "source": origin.url("/slow.bin"), "key": "slow.bin" },
+            { "source": origin.url("/ok.bin"), "key": "ok.bin" },
+        ], "destination": "deadline" }))
+        .await;
+    let done = server.wait_terminal(job["id"].as_str().unwrap()).await;
+    let took = started.elapsed();
+    assert_eq!(done["status"], "completed_with_errors", "{done}");
+    assert_eq!(done["files"][1]["status"], "succeeded", "{done}");
+    let failed = &done["files"][0];
+    assert_eq!(failed["status"], "failed", "{done}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per-file deadline of 2 s"),
+        "{done}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "ended at its deadline: {took:?}"
+    );
+    assert_eq!(
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/slow.bin")
+            .count(),
+        1,
+        "a deadline is not retried"
+    );
+    let left: Vec<_> = ferry_tests::files_under(&dir.path().join("files"))
+        .into_iter()
+        .filter(|p| !p.ends_with("deadline/ok.bin"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing of the expired file is left: {left:?}"
+    );
+}

@@ -1147,3 +1147,49 @@ async fn retention_deletes_ended_jobs_and_keeps_running_ones() {
     assert_eq!(cancelled.status(), 200);
     store.close().await;
 }
+
+/// `--max-export-phases`: past the limit an export job waits, pending
+/// (nothing asked of the provider), until a phase ends.
+#[tokio::test]
+async fn export_phases_past_the_limit_wait_pending() {
+    use ferry_tests::export_provider::{ExportProvider, Outcome, Script};
+    let provider = ExportProvider::start(Script {
+        outcome: Outcome::Never,
+        ..Script::ready_after(0, json!([]))
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--max-export-phases", "1", "--min-poll-interval", "10ms"],
+    );
+    let export = json!({ "export": { "start_url": provider.start_url(),
+        "poll": { "base_interval_ms": 50, "max_interval_ms": 50, "deadline_ms": 600_000 } },
+        "destination": "phases" });
+    let first = server.submit(&export).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.wait_status(&first, &["exporting"]).await;
+    let second = server.submit(&export).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Long enough for the second to start if it could: the first polls
+    // every 50 ms meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        server.get_json(&format!("/v1/jobs/{second}")).await["status"],
+        "pending"
+    );
+    assert_eq!(provider.starts().len(), 1, "one phase at a time");
+    let cancelled = reqwest::Client::new()
+        .delete(format!("{}/v1/jobs/{first}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    server.wait_status(&second, &["exporting"]).await;
+    assert_eq!(provider.starts().len(), 2);
+}

@@ -314,12 +314,7 @@ async fn a_slow_reader_keeps_server_memory_bounded_and_gets_every_lifecycle_even
     let total = stored_count(&server, &id).await;
     assert_eq!(*s.last().unwrap(), total);
     // The server's memory stayed bounded while the reader did not read.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let peak_kib = server.peak_rss_kib();
     // About 50 MiB measured (debug build, 2026-12-01): twice that is the bound.
     assert!(peak_kib < 96 * 1024, "server peak RSS {peak_kib} KiB");
 }

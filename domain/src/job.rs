@@ -375,6 +375,17 @@ impl FileTask {
         Ok(())
     }
 
+    /// queued | running -> failed: its time ran out, whether an attempt was
+    /// running or it waited for the next one.
+    pub fn expire(&mut self, failure: TaskFailure) -> Result<(), TransitionError> {
+        if self.status.is_terminal() {
+            return Err(self.illegal(TaskStatus::Failed));
+        }
+        self.status = TaskStatus::Failed;
+        self.failure = Some(failure);
+        Ok(())
+    }
+
     /// running -> queued: to retry, or after a restart found it running.
     pub fn requeue(&mut self) -> Result<(), TransitionError> {
         if self.status != TaskStatus::Running {

@@ -202,3 +202,21 @@ fn summary_counts_are_consistent() {
         (2, 1, 1, 1)
     );
 }
+
+#[test]
+fn a_task_expires_whether_running_or_waiting_but_not_once_over() {
+    let mut j = job(3);
+    j.start_downloading().unwrap();
+    j.task_mut(0).unwrap().expire(failure()).unwrap();
+    assert_eq!(j.tasks()[0].status(), TaskStatus::Failed);
+    assert_eq!(j.tasks()[0].attempts(), 0, "no attempt is invented");
+    let t = j.task_mut(1).unwrap();
+    t.start().unwrap();
+    t.expire(failure()).unwrap();
+    assert_eq!(t.failure(), Some(&failure()));
+    let t = j.task_mut(2).unwrap();
+    t.start().unwrap();
+    t.succeed(1, sha(), None).unwrap();
+    assert!(t.expire(failure()).is_err());
+    assert_eq!(t.status(), TaskStatus::Succeeded);
+}

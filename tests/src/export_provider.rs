@@ -24,6 +24,9 @@ pub enum Outcome {
     Ready(Value),
     /// Ready with these files at `manifest_url`.
     ReadyAtManifestUrl(Value),
+    /// Ready, with this text (any bytes, e.g. a hostile document) at
+    /// `manifest_url`.
+    ReadyAtRawManifest(Bytes),
     /// The provider fails the export with this reason.
     Failed(String),
     /// Pending forever.
@@ -177,7 +180,7 @@ async fn handle(
             }
             match &s.script.outcome {
                 Outcome::Ready(files) => reply(200, &json!({ "status": "ready", "files": files })),
-                Outcome::ReadyAtManifestUrl(_) => reply(
+                Outcome::ReadyAtManifestUrl(_) | Outcome::ReadyAtRawManifest(_) => reply(
                     200,
                     &json!({ "status": "ready", "manifest_url": "/exports/1/manifest" }),
                 ),
@@ -191,6 +194,14 @@ async fn handle(
             s.manifest_reads += 1;
             match &s.script.outcome {
                 Outcome::ReadyAtManifestUrl(files) => reply(200, &json!({ "files": files })),
+                Outcome::ReadyAtRawManifest(text) => {
+                    let mut r = Response::new(Full::new(text.clone()));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
                 _ => reply(404, &json!({ "error": "no manifest" })),
             }
         }

@@ -76,6 +76,16 @@ impl Server {
         Self { child, url, log }
     }
 
+    /// The server process's peak resident memory so far (`VmHWM`), KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// `host:port`.
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_owned()

@@ -24,9 +24,11 @@ pub(super) enum ExportOutcome {
 }
 
 /// Starts and polls exports for jobs that do not list their files.
-#[derive(Default)]
 pub(super) struct ExportPhase {
     pub(super) provider: Option<Arc<dyn ExportProviderPort>>,
+    /// Export phases running at once on this server (each holds one while
+    /// it starts and polls; the rest wait, pending).
+    pub(super) phases: Arc<tokio::sync::Semaphore>,
     pub(super) max_files_per_job: usize,
     pub(super) allow_file_sources: bool,
 }
@@ -50,6 +52,11 @@ impl ExportPhase {
         let Some(mut export) = record.export.clone() else {
             return Ok(ExportOutcome::Failed(
                 "the job has no export to start".into(),
+            ));
+        };
+        let Ok(_phase) = self.phases.clone().acquire_owned().await else {
+            return Ok(ExportOutcome::Failed(
+                "the server is shutting down its export phases".into(),
             ));
         };
         if record.job.status() == JobStatus::Pending {

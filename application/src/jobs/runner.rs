@@ -15,7 +15,9 @@ use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, ProcessFileCommand,
     ProcessFileError, ProcessFileResult, ProgressPort, SuspendOnDrop, TransferError, TransferPort,
 };
-use ferry_domain::{ByteSize, FileTask, IfExists, JobId, TaskFailure, TaskStatus, TransferId};
+use ferry_domain::{
+    ByteSize, ErrorClass, ErrorCode, FileTask, IfExists, JobId, TaskFailure, TaskStatus, TransferId,
+};
 
 use super::recorder::Recorder;
 use crate::backpressure::Backpressure;
@@ -56,6 +58,8 @@ pub(super) struct Runner {
     pub(super) max_file_size: ByteSize,
     /// Tasks get transfer ids (and so checkpoints).
     pub(super) checkpoints: bool,
+    /// The longest one file may take, all attempts and waits included.
+    pub(super) file_deadline: Option<Duration>,
 }
 
 impl Runner {
@@ -139,16 +143,60 @@ impl Runner {
             fence,
         };
         // The command (and its progress sender) is dropped when the
-        // transfer ends, which ends the forwarder.
-        let (outcome, ()) =
-            futures::join!(transfer.run(command, task.attempts(), &attempts), forward);
+        // transfer ends (or its deadline drops it), which ends the
+        // forwarder.
+        let run = transfer.run(command, task.attempts(), &attempts);
+        let bounded = async {
+            match self.file_deadline {
+                Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+                None => Some(run.await),
+            }
+        };
+        let (outcome, ()) = futures::join!(bounded, forward);
         match outcome {
             // Recorded and announced attempt by attempt.
-            Ok(_) | Err(TransferError::Failed(_)) => {}
-            Err(TransferError::Refused(e)) => {
+            Some(Ok(_) | Err(TransferError::Failed(_))) => {}
+            Some(Err(TransferError::Refused(e))) => {
                 warn!(job = %id, index, error = %e, "task not started")
             }
+            None => self.expire(recorder, shared, &gate, &id, fence).await,
         }
+    }
+
+    /// The file ran out of `file_deadline`: its transfer was dropped (which
+    /// aborts what it staged); it fails, whatever it was doing.
+    async fn expire(
+        &self,
+        recorder: &Recorder,
+        shared: &Mutex<FileTask>,
+        gate: &tokio::sync::Mutex<()>,
+        id: &JobId,
+        fence: Option<u64>,
+    ) {
+        let limit = self.file_deadline.unwrap_or_default();
+        let failure = TaskFailure {
+            class: ErrorClass::Client,
+            code: ErrorCode::SourceError,
+            message: format!(
+                "the file did not finish within the per-file deadline of {} s (--file-deadline)",
+                limit.as_secs()
+            ),
+        };
+        let _turn = gate.lock().await;
+        let expired = {
+            let mut t = lock(shared);
+            t.expire(failure.clone()).map(|()| t.clone())
+        };
+        let Ok(task) = expired else { return };
+        warn!(job = %id, index = task.index, error = %failure.message, "file failed");
+        let kind = JobEventKind::FileFailed {
+            index: task.index,
+            code: failure.code,
+            class: failure.class,
+            message: failure.message,
+            will_retry: false,
+        };
+        recorder.save_task_and_emit(id, &task, kind, fence).await;
     }
 }
 

@@ -49,6 +49,11 @@ pub struct JobServiceConfig {
     /// a retry resumes from the task's last checkpoint.
     pub retry: RetryPolicy,
     pub max_files_per_job: usize,
+    /// The longest one file may take, all attempts and waits included
+    /// (`None`: no limit); past it the file fails.
+    pub file_deadline: Option<Duration>,
+    /// Export phases (start and poll) running at once on this server.
+    pub max_export_phases: usize,
     pub max_file_size: ByteSize,
     /// The shortest export poll interval a job may ask for.
     pub min_poll_interval: Duration,
@@ -82,6 +87,8 @@ impl Default for JobServiceConfig {
                 deadline: Duration::from_secs(30 * 60),
             },
             max_files_per_job: 10_000,
+            max_export_phases: 64,
+            file_deadline: None,
             min_poll_interval: Duration::from_secs(1),
             max_file_size: ferry_domain::ports::process::DEFAULT_MAX_SIZE,
             progress_interval: Duration::from_secs(1),
@@ -194,9 +201,11 @@ impl JobService {
             progress_interval: config.progress_interval,
             max_file_size: config.max_file_size,
             checkpoints: config.process.checkpoints.is_some(),
+            file_deadline: config.file_deadline,
         };
         let exports = ExportPhase {
             provider: None,
+            phases: Arc::new(tokio::sync::Semaphore::new(config.max_export_phases.max(1))),
             max_files_per_job: config.max_files_per_job,
             allow_file_sources: config.allow_file_sources,
         };
