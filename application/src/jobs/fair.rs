@@ -63,7 +63,9 @@ impl State {
             self.in_use = self.in_use.saturating_sub(1);
         }
         Self::count(&mut self.held, owner, up);
-        Self::count(&mut self.hosts, host, up);
+        if !host.is_empty() {
+            Self::count(&mut self.hosts, host, up);
+        }
     }
 }
 
@@ -100,8 +102,9 @@ impl FairShare {
     }
 
     /// Waits for a slot for `owner` ("" for jobs without one) reading from
-    /// `host` (a source's origin). Dropping the future gives up its place
-    /// (and any slot already handed to it).
+    /// `host` (an HTTP(S) source's origin; "" for sources without a
+    /// connection limit: local files, S3). Dropping the future gives up its
+    /// place (and any slot already handed to it).
     pub(super) async fn acquire(self: &Arc<Self>, owner: &str, host: &str) -> FairPermit {
         let rx = {
             let mut state = lock(&self.state);
@@ -132,7 +135,7 @@ impl FairShare {
     fn fits(&self, state: &State, owner: &str, host: &str) -> bool {
         state.in_use < self.capacity
             && state.held.get(owner).copied().unwrap_or(0) < self.per_owner
-            && state.hosts.get(host).copied().unwrap_or(0) < self.per_host
+            && (host.is_empty() || state.hosts.get(host).copied().unwrap_or(0) < self.per_host)
     }
 
     fn permit(self: &Arc<Self>, owner: &str, host: &str) -> FairPermit {
@@ -291,5 +294,21 @@ mod tests {
             .unwrap();
         assert_eq!(lock(&share.state).hosts.get("x"), Some(&2));
         drop(x3);
+    }
+
+    #[tokio::test]
+    async fn sources_without_a_host_limit_are_not_counted_by_host() {
+        let share = FairShare::new(4, 4, 1);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(
+                tokio::time::timeout(Duration::from_secs(1), share.acquire("a", ""))
+                    .await
+                    .expect("no host limit for \"\""),
+            );
+        }
+        assert!(lock(&share.state).hosts.is_empty());
+        drop(held);
+        assert_eq!(lock(&share.state).in_use, 0);
     }
 }

@@ -82,7 +82,13 @@ impl Runner {
         let if_exists = context.if_exists;
         let task = lock(shared).clone();
         let index = task.index;
-        let host = task.spec.source.origin();
+        // Only HTTP(S) sources have a per-host connection limit.
+        let host = match task.spec.source.scheme() {
+            ferry_domain::SourceScheme::Http | ferry_domain::SourceScheme::Https => {
+                task.spec.source.origin()
+            }
+            _ => String::new(),
+        };
         let (tx, mut rx) = mpsc::unbounded();
         let mut command = ProcessFileCommand::new(task.spec.source.clone(), task.spec.key.clone());
         command.expected = task.spec.expected.clone();
