@@ -208,14 +208,23 @@ async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
         ),
     );
     assert_eq!(completed, ["1"]);
-    // Node C showed every stored event, in order, no gap, no duplicate.
-    let stored: Vec<u64> = query(
+    // Node C showed every stored event in order, no duplicate; the only
+    // ones it may skip are file progress superseded while it caught up
+    // (notes of different nodes can arrive out of order: a watcher that
+    // sees a gap reads the store, coalescing progress, docs/observability.md).
+    let rows = query(
         &db,
-        &format!("SELECT seq FROM ferry_events WHERE job_id = '{id}' ORDER BY seq"),
-    )
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect();
+        &format!(
+            "SELECT seq::text || ' ' || kind FROM ferry_events WHERE job_id = '{id}' ORDER BY seq"
+        ),
+    );
+    let stored: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            let (seq, kind) = r.split_once(' ').unwrap();
+            (seq.parse().unwrap(), kind.to_owned())
+        })
+        .collect();
     let shown: Vec<u64> = seen
         .lock()
         .unwrap()
@@ -223,7 +232,23 @@ async fn a_job_submitted_to_one_node_runs_on_all_three_and_completes_once() {
         .filter(|e| e["type"] != "snapshot")
         .filter_map(|e| e["seq"].as_u64())
         .collect();
-    assert_eq!(shown, stored, "node C's SSE stream against the store");
+    assert!(
+        shown.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicate: {shown:?}"
+    );
+    let skipped: Vec<&(u64, String)> = stored
+        .iter()
+        .filter(|(seq, _)| !shown.contains(seq))
+        .collect();
+    assert!(
+        skipped.iter().all(|(_, kind)| kind == "file_progress"),
+        "node C's SSE stream skipped more than superseded progress: {skipped:?}"
+    );
+    assert!(
+        shown.iter().all(|seq| stored.iter().any(|(s, _)| s == seq)),
+        "node C showed only stored events"
+    );
+    let stored: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
     let kinds: Vec<String> = seen
         .lock()
