@@ -83,13 +83,7 @@ impl HttpExportProvider {
         what: &str,
     ) -> Result<(Value, Option<String>), ExportProviderError> {
         let (body, location) = self.fetch(request, limit, what).await?;
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| ExportProviderError::BadResponse(format!("{what} is not JSON: {e}")))?
-        };
-        Ok((value, location))
+        Ok((json_of(&body, what)?, location))
     }
 
     /// Sends `request` and reads a 2xx answer's body, at most `limit`
@@ -133,6 +127,15 @@ impl HttpExportProvider {
         }
         Ok((body, location))
     }
+}
+
+/// An answer's JSON (`null` when it is empty).
+fn json_of(body: &[u8], what: &str) -> Result<Value, ExportProviderError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ExportProviderError::BadResponse(format!("{what} is not JSON: {e}")))
 }
 
 async fn read_limited(
@@ -205,25 +208,14 @@ fn resolve(
     Ok(url)
 }
 
-/// Reads a manifest: a JSON list of files, or `{"files": [...]}`.
-pub fn parse_manifest(v: &Value) -> Result<Vec<ManifestEntry>, ExportProviderError> {
-    let list = v
-        .as_array()
-        .or_else(|| v.get("files")?.as_array())
-        .ok_or_else(not_a_manifest)?;
-    list.iter()
-        .enumerate()
-        .map(|(i, f)| manifest_entry(i, f))
-        .collect()
-}
-
 const NOT_A_MANIFEST: &str = "the manifest is neither a list of files nor {\"files\": [...]}";
 
 fn not_a_manifest() -> ExportProviderError {
     ExportProviderError::BadResponse(NOT_A_MANIFEST.into())
 }
 
-/// Reads a manifest's JSON text entry by entry (one file's JSON in memory
+/// Reads a manifest (a JSON list of files, or an object whose `files` is
+/// one: a manifest of its own or a ready status answer) entry by entry (one file's JSON in memory
 /// at a time, never the whole document as a tree), stopping at the first
 /// entry past `max_files` or the first bad one.
 pub fn read_manifest(
@@ -429,13 +421,15 @@ impl ExportProviderPort for HttpExportProvider {
     }
 
     async fn poll(&self, status_url: &SourceUrl) -> Result<ExportPoll, ExportProviderError> {
-        let (answer, _) = self
-            .json(
+        let what = "the status answer";
+        let (body, _) = self
+            .fetch(
                 self.client.get(status_url.expose()),
                 self.config.max_status_bytes,
-                "the status answer",
+                what,
             )
             .await?;
+        let answer = json_of(&body, what)?;
         let status = answer
             .get("status")
             .and_then(Value::as_str)
@@ -449,7 +443,9 @@ impl ExportProviderPort for HttpExportProvider {
             ))),
             "ready" | "completed" | "succeeded" => {
                 if answer.get("files").is_some() {
-                    return parse_manifest(&answer).map(ExportPoll::Ready);
+                    // Bounded by the status answer's size; the job's own
+                    // validation counts its files, as before.
+                    return read_manifest(&body, usize::MAX).map(ExportPoll::Ready);
                 }
                 let reference = answer
                     .get("manifest_url")
@@ -485,8 +481,9 @@ mod tests {
     #[test]
     fn manifests_in_both_shapes_parse() {
         let files = json!([{ "source": "https://o/a", "key": "a", "size": 3, "sha256": null }]);
-        let a = parse_manifest(&files).unwrap();
-        let b = parse_manifest(&json!({ "files": files })).unwrap();
+        let read = |v: &Value| read_manifest(&serde_json::to_vec(v).unwrap(), 10).unwrap();
+        let a = read(&files);
+        let b = read(&json!({ "status": "ready", "files": files }));
         assert_eq!(a, b);
         assert_eq!(a[0].size, Some(3));
         assert_eq!(a[0].key, "a");
@@ -507,11 +504,9 @@ mod tests {
             ),
             (json!([1]), "JSON object"),
         ] {
-            let err = parse_manifest(&v).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err}");
             let text = serde_json::to_vec(&v).unwrap();
-            let streamed = read_manifest(&text, 10).unwrap_err().to_string();
-            assert_eq!(streamed, err, "both readers give the same answer");
+            let err = read_manifest(&text, 10).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 
@@ -522,10 +517,9 @@ mod tests {
             { "source": "https://o/b", "key": "b", "extra": [1, 2, {"x": null}] },
         ]);
         let text = serde_json::to_vec(&files).unwrap();
-        assert_eq!(
-            read_manifest(&text, 2).unwrap(),
-            parse_manifest(&files).unwrap()
-        );
+        let read = read_manifest(&text, 2).unwrap();
+        assert_eq!((read[0].key.as_str(), read[0].size), ("a", Some(3)));
+        assert_eq!((read[1].key.as_str(), read[1].size), ("b", None));
         let wrapped = serde_json::to_vec(&json!({ "status": "x", "files": files })).unwrap();
         assert_eq!(read_manifest(&wrapped, 2).unwrap().len(), 2);
         let over = read_manifest(&text, 1).unwrap_err().to_string();
