@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ferry_domain::ports::{JobEvent, JobEventKind, JobRecord, ManifestEntry};
+use ferry_domain::ports::{JobEvent, JobEventKind, JobHead, JobRecord, ManifestEntry};
 use ferry_domain::{
     ErrorClass, FileTask, IfExists, JobStatus, JobSummary, RequestedAttributes, SourceUrl,
     TaskStatus,
@@ -190,7 +190,12 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A job as the API shows it.
+/// Files shown inside a job's answer (`GET /v1/jobs/{id}`, a submission,
+/// a cancellation); the rest are paged at `GET /v1/jobs/{id}/files`.
+pub const INLINE_FILES: usize = 100;
+
+/// A job as the API shows it. Listings and stream snapshots leave out
+/// `files`; a job's own answer carries its first [`INLINE_FILES`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct JobDto {
     pub id: String,
@@ -214,23 +219,29 @@ pub struct JobDto {
     /// The job's object attributes (each file may add its own).
     pub attributes: AttributesDto,
     pub if_exists: IfExistsDto,
-    pub files: Vec<FileDto>,
+    /// The job's first files, in index order (a job's own answer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileDto>>,
+    /// Set when the job has more files than `files` shows: pass as
+    /// `cursor` to `GET /v1/jobs/{id}/files` for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_next_cursor: Option<String>,
 }
 
-impl From<&JobRecord> for JobDto {
-    fn from(record: &JobRecord) -> Self {
+impl From<&JobHead> for JobDto {
+    fn from(head: &JobHead) -> Self {
         Self {
-            id: record.job.id.as_str().to_owned(),
-            status: record.job.status().into(),
-            destination: record.destination.to_string(),
-            owner: record.owner.clone(),
-            created_at_ms: record.created_at_ms,
-            updated_at_ms: record.updated_at_ms,
-            failure: record.job.failure().map(str::to_owned),
-            has_task_token: record.task_token.is_some(),
-            callback: record.callback.as_ref().map(ToString::to_string),
-            summary: (&record.job.summary()).into(),
-            export: record.export.as_ref().map(|e| ExportView {
+            id: head.id.as_str().to_owned(),
+            status: head.status.into(),
+            destination: head.destination.to_string(),
+            owner: head.owner.clone(),
+            created_at_ms: head.created_at_ms,
+            updated_at_ms: head.updated_at_ms,
+            failure: head.failure.clone(),
+            has_task_token: head.has_task_token,
+            callback: head.callback.as_ref().map(ToString::to_string),
+            summary: (&head.summary).into(),
+            export: head.export.as_ref().map(|e| ExportView {
                 start_url: e.spec.start_url.redacted(),
                 status_url: e.progress.status_url.as_ref().map(SourceUrl::redacted),
                 started_at_ms: e.progress.started_at_ms,
@@ -240,19 +251,64 @@ impl From<&JobRecord> for JobDto {
                     deadline_ms: millis(e.spec.poll.deadline()),
                 },
             }),
-            attributes: AttributesDto::from(&record.options.attributes.to_requested()),
-            if_exists: record.options.if_exists.into(),
-            files: record.job.tasks().iter().map(FileDto::from).collect(),
+            attributes: AttributesDto::from(&head.options.attributes.to_requested()),
+            if_exists: head.options.if_exists.into(),
+            files: None,
+            files_next_cursor: None,
         }
     }
 }
 
-/// A page of jobs, newest first.
+impl JobDto {
+    /// The job with its first files: `tasks` are its first ones in index
+    /// order; past [`INLINE_FILES`] of them, the rest are named by
+    /// `files_next_cursor`.
+    pub fn with_files(head: &JobHead, tasks: &[FileTask]) -> Self {
+        let page = FilePageDto::of(tasks, INLINE_FILES);
+        Self {
+            files: Some(page.files),
+            files_next_cursor: page.next_cursor,
+            ..Self::from(head)
+        }
+    }
+
+    /// A whole record's answer (a submission, a cancellation).
+    pub fn of_record(record: &JobRecord) -> Self {
+        let tasks = record.job.tasks();
+        Self::with_files(&record.head(), &tasks[..tasks.len().min(INLINE_FILES + 1)])
+    }
+}
+
+/// A page of jobs, newest first (without their files).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobPageDto {
     pub jobs: Vec<JobDto>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
+}
+
+/// A page of a job's files, in index order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FilePageDto {
+    pub files: Vec<FileDto>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+impl FilePageDto {
+    /// `tasks` read with a limit of `limit + 1`: the extra one only says
+    /// that there are more.
+    pub fn of(tasks: &[FileTask], limit: usize) -> Self {
+        let shown = &tasks[..tasks.len().min(limit)];
+        Self {
+            files: shown.iter().map(FileDto::from).collect(),
+            next_cursor: if tasks.len() > limit {
+                shown.last().map(|t| t.index.to_string())
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// What happened, with the fields of its kind.

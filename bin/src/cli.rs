@@ -615,8 +615,18 @@ pub enum JobCommand {
     /// on stdout and exits with its code (0, 7 with errors, 8 failed or
     /// cancelled, 9 server unreachable).
     Watch { id: String },
-    /// Show a job.
+    /// Show a job: its status, summary and first 100 files (`files_next_cursor`
+    /// is set when it has more; `ferry job files` prints them all).
     Status { id: String },
+    /// Print a job's files, one JSON object a line (NDJSON), in index
+    /// order, every page of them.
+    Files {
+        id: String,
+        /// Only files in this state (queued, running, succeeded, skipped,
+        /// failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+    },
     /// Cancel a job.
     Cancel { id: String },
 }

@@ -63,6 +63,37 @@ fn print(value: &Value) {
     }
 }
 
+/// Every file of job `id` (in state `status`, if given), a page at a
+/// time, one JSON line each on stdout.
+async fn files(client: &reqwest::Client, server: &str, id: &str, status: Option<&str>) -> ExitCode {
+    use std::io::Write;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000".to_owned())];
+        if let Some(s) = status {
+            query.push(("status", s.to_owned()));
+        }
+        if let Some(c) = cursor.take() {
+            query.push(("cursor", c));
+        }
+        let url = format!("{server}/v1/jobs/{id}/files");
+        let page = match answer(client.get(url).query(&query).send().await, server).await {
+            Ok(page) => page,
+            Err(code) => return code,
+        };
+        let mut out = std::io::stdout().lock();
+        for file in page["files"].as_array().into_iter().flatten() {
+            if let Err(e) = writeln!(out, "{file}") {
+                return fail(exit::INTERNAL, format!("cannot write the files: {e}"));
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
 pub(crate) fn exit_for_status(status: &str) -> ExitCode {
     ExitCode::from(match status {
         "completed" => exit::OK,
@@ -267,6 +298,7 @@ pub async fn run(args: JobArgs) -> ExitCode {
             )
             .await
         }
+        JobCommand::Files { id, status } => files(&client, &server, &id, status.as_deref()).await,
         JobCommand::Cancel { id } => {
             show(
                 client.delete(format!("{server}/v1/jobs/{id}")).send().await,

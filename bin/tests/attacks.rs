@@ -1778,3 +1778,182 @@ async fn a_file_past_its_deadline_fails_and_leaves_nothing() {
         "nothing of the expired file is left: {left:?}"
     );
 }
+
+/// Finding 2, bounded reads: a 10,000-file job listed 1,000 times at
+/// once (and its own answer asked 200 times at once) keeps the server
+/// under 128 MiB. A listing shows each job's summary, not its files; the
+/// job's answer shows its first 100 files and a cursor; its files come a
+/// page at a time, each once; a stream's snapshot has no files.
+#[tokio::test]
+async fn a_big_job_listed_a_thousand_times_keeps_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(FERRY, dir.path(), &[]);
+    // Sources nobody answers: the job is cancelled before they matter.
+    let files: Vec<Value> = (0..10_000)
+        .map(|i| json!({ "source": format!("http://127.0.0.1:9/{i}.bin"), "key": format!("big/{i}.bin") }))
+        .collect();
+    let job = server
+        .submit(&json!({ "files": files, "destination": "big" }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        job["files"].as_array().unwrap().len(),
+        100,
+        "first files only"
+    );
+    assert_eq!(job["files_next_cursor"], "99");
+    let client = reqwest::Client::new();
+    let cancelled = client
+        .delete(format!("{}/v1/jobs/{id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success(), "{}", cancelled.status());
+    let done = server.wait_terminal(&id).await;
+    assert_eq!(done["summary"]["total"], 10_000, "{}", done["summary"]);
+
+    let list = |client: reqwest::Client| {
+        let url = format!("{}/v1/jobs?limit=1000", server.url);
+        async move {
+            let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            page
+        }
+    };
+    let pages = futures::future::join_all((0..1000).map(|_| list(client.clone()))).await;
+    for page in &pages {
+        let jobs = page["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "{page}");
+        assert_eq!(jobs[0]["summary"]["total"], 10_000);
+        assert_eq!(
+            jobs[0]["summary"]["cancelled"].as_u64().unwrap()
+                + jobs[0]["summary"]["failed"].as_u64().unwrap()
+                + jobs[0]["summary"]["succeeded"].as_u64().unwrap(),
+            10_000
+        );
+        assert!(jobs[0].get("files").is_none(), "a listing has no files");
+    }
+    let answers = futures::future::join_all((0..200).map(|_| {
+        let url = format!("{}/v1/jobs/{id}", server.url);
+        let client = client.clone();
+        async move {
+            let job: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            job
+        }
+    }))
+    .await;
+    for job in &answers {
+        assert_eq!(job["files"].as_array().unwrap().len(), 100);
+        assert_eq!(job["files_next_cursor"], "99");
+    }
+    let peak = server.peak_rss_kib();
+    assert!(peak < 128 * 1024, "server peak RSS {peak} KiB");
+
+    // Every file, a page at a time, each once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = done["files_next_cursor"].as_str().map(str::to_owned);
+    seen.extend(
+        done["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["index"].as_u64().unwrap()),
+    );
+    while let Some(c) = cursor {
+        let page = server
+            .get_json(&format!("/v1/jobs/{id}/files?limit=1000&cursor={c}"))
+            .await;
+        let files = page["files"].as_array().unwrap();
+        assert!(files.len() <= 1000);
+        seen.extend(files.iter().map(|f| f["index"].as_u64().unwrap()));
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, (0..10_000).collect::<Vec<u64>>());
+    // `ferry job files` prints every page, a file a line.
+    let out = std::process::Command::new(FERRY)
+        .args(["job", "files", &id, "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(printed, seen);
+    let out = std::process::Command::new(FERRY)
+        .args([
+            "job",
+            "files",
+            &id,
+            "--status",
+            "nonsense",
+            "--server",
+            &server.url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("status: `nonsense` is not a file status"),
+        "{err}"
+    );
+    // Filtered by status; a bad cursor, limit or status is a 400 naming it.
+    let cancelled_files = server
+        .get_json(&format!("/v1/jobs/{id}/files?status=cancelled&limit=5"))
+        .await;
+    let shown = cancelled_files["files"].as_array().unwrap();
+    assert!(!shown.is_empty());
+    assert!(
+        shown.iter().all(|f| f["status"] == "cancelled"),
+        "{cancelled_files}"
+    );
+    for (query, field) in [
+        ("cursor=x", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("status=done", "status"),
+    ] {
+        let resp = client
+            .get(format!("{}/v1/jobs/{id}/files?{query}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    let missing = client
+        .get(format!("{}/v1/jobs/nope-1/files", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // A stream's snapshot: the summary, no files.
+    let mut stream = client
+        .get(format!("{}/v1/jobs/{id}/events", server.url))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        text.extend_from_slice(&chunk);
+        if text.contains(&b'\n') {
+            break;
+        }
+    }
+    let line = text.split(|b| *b == b'\n').next().unwrap();
+    let snapshot: Value = serde_json::from_slice(line).unwrap();
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["job"]["summary"]["total"], 10_000);
+    assert!(snapshot["job"].get("files").is_none(), "{snapshot}");
+}

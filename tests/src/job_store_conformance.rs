@@ -288,7 +288,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
             })
             .await
             .unwrap();
-        seen.extend(page.jobs.iter().map(|r| r.job.id.to_string()));
+        seen.extend(page.jobs.iter().map(|h| h.id.to_string()));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -314,12 +314,12 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         })
         .await
         .unwrap();
-    assert!(cancelled.jobs.iter().any(|r| r.job.id == done.job.id));
+    assert!(cancelled.jobs.iter().any(|h| h.id == done.job.id));
     assert!(
         cancelled
             .jobs
             .iter()
-            .all(|r| r.job.status() == JobStatus::Cancelled)
+            .all(|h| h.status == JobStatus::Cancelled)
     );
     // Filtered by owner: a scoped caller's listing.
     let owner = format!("owner-{ns}");
@@ -338,10 +338,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         .await
         .unwrap();
     assert_eq!(
-        mine.jobs
-            .iter()
-            .map(|r| r.job.id.clone())
-            .collect::<Vec<_>>(),
+        mine.jobs.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
         vec![owned.job.id.clone()]
     );
     assert_eq!(mine.jobs[0].owner.as_deref(), Some(owner.as_str()));
@@ -407,6 +404,221 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     keyed(store, ns).await;
     leases(store, ns).await;
     task_reads(store, ns).await;
+    heads_and_file_pages(store, ns).await;
+    progress_compaction(store, ns).await;
+}
+
+/// A job's head is its record without the tasks, their counts and bytes
+/// summed by the store (the same as the domain sums them); a listing
+/// gives heads; a job's tasks come a page at a time, by index, filtered
+/// by status.
+async fn heads_and_file_pages(store: &dyn JobStorePort, ns: &str) {
+    let mut rec = record(&format!("{ns}-heads"), 7, 40_000);
+    rec.job.start_downloading().unwrap();
+    store.create(&rec).await.unwrap();
+    store.save_job(&rec).await.unwrap();
+    let id = rec.job.id.clone();
+    for i in [0, 3, 5] {
+        let t = rec.job.task_mut(i).unwrap();
+        t.start().unwrap();
+        t.succeed(
+            100 + i as u64,
+            Checksum::sha256(&"e".repeat(64)).unwrap(),
+            None,
+        )
+        .unwrap();
+    }
+    {
+        let t = rec.job.task_mut(1).unwrap();
+        t.start().unwrap();
+        t.fail(TaskFailure {
+            class: ErrorClass::Client,
+            code: ferry_domain::ErrorCode::ChecksumMismatch,
+            message: "bad".into(),
+        })
+        .unwrap();
+    }
+    rec.job.task_mut(2).unwrap().start().unwrap();
+    rec.job.task_mut(2).unwrap().progress(7).unwrap();
+    store.replace_tasks(&id, rec.job.tasks()).await.unwrap();
+
+    let head = store.head(&id).await.unwrap().unwrap();
+    let expected = rec.job.summary();
+    assert_eq!(expected.succeeded, 3);
+    assert_eq!(head.summary, expected);
+    assert_eq!(head.summary.bytes_done, 100 + 103 + 105 + 7);
+    assert_eq!(head.status, JobStatus::Downloading);
+    assert_eq!(head.destination, rec.destination);
+    assert_eq!(head.options, rec.options);
+    assert_eq!(head.owner, rec.owner);
+    assert!(head.has_task_token);
+    // The same as the domain's head of the whole record.
+    let whole = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(head, whole.head());
+    assert!(
+        store
+            .head(&JobId::parse(&format!("{ns}-heads-missing")).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A job without tasks (an export not ready) sums to zero.
+    let empty = export_record(&format!("{ns}-heads-empty"), 40_001);
+    store.create(&empty).await.unwrap();
+    let h = store.head(&empty.job.id).await.unwrap().unwrap();
+    assert_eq!(h.summary, ferry_domain::JobSummary::default());
+    // A listing's heads carry the same sums.
+    let listed = store
+        .list(&JobFilter {
+            owner: None,
+            status: Some(JobStatus::Downloading),
+            limit: 1000,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let mine = listed.jobs.iter().find(|h| h.id == id).unwrap();
+    assert_eq!(mine.summary, expected);
+
+    // Pages of tasks, in index order.
+    let page = |after: Option<usize>, status: Option<TaskStatus>, limit: u32| {
+        let id = id.clone();
+        async move {
+            store
+                .tasks(
+                    &id,
+                    &ferry_domain::ports::TaskFilter {
+                        after,
+                        status,
+                        limit,
+                    },
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.index)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, None, 3).await, vec![0, 1, 2]);
+    assert_eq!(page(Some(2), None, 3).await, vec![3, 4, 5]);
+    assert_eq!(page(Some(5), None, 3).await, vec![6]);
+    assert!(page(Some(6), None, 3).await.is_empty());
+    assert_eq!(
+        page(None, Some(TaskStatus::Succeeded), 10).await,
+        vec![0, 3, 5]
+    );
+    assert_eq!(page(Some(0), Some(TaskStatus::Succeeded), 1).await, vec![3]);
+    assert_eq!(page(None, Some(TaskStatus::Failed), 10).await, vec![1]);
+    let first = store
+        .tasks(
+            &id,
+            &ferry_domain::ports::TaskFilter {
+                after: None,
+                status: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, rec.job.tasks().to_vec(), "whole tasks, as stored");
+    let missing = JobId::parse(&format!("{ns}-heads-missing")).unwrap();
+    assert!(
+        store
+            .tasks(
+                &missing,
+                &ferry_domain::ports::TaskFilter {
+                    limit: 5,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// When a job has ended, its progress events but the last of each file
+/// go; every other event stays, in order; a running job keeps them all.
+async fn progress_compaction(store: &dyn JobStorePort, ns: &str) {
+    let mut rec = record(&format!("{ns}-compact"), 2, 50_000);
+    rec.job.start_downloading().unwrap();
+    store.create(&rec).await.unwrap();
+    store.save_job(&rec).await.unwrap();
+    let id = rec.job.id.clone();
+    let event = |kind: JobEventKind| {
+        JobWrite::Event(JobEvent {
+            job_id: id.clone(),
+            seq: 0,
+            at_ms: 1,
+            kind,
+        })
+    };
+    let progress = |index: usize, bytes_done: u64| {
+        event(JobEventKind::FileProgress {
+            index,
+            bytes_done,
+            total: Some(100),
+        })
+    };
+    let mut writes = vec![
+        event(JobEventKind::FileStarted {
+            index: 0,
+            attempt: 1,
+        }),
+        event(JobEventKind::FileStarted {
+            index: 1,
+            attempt: 1,
+        }),
+    ];
+    for b in 1..=5 {
+        writes.push(progress(0, b * 10));
+        writes.push(progress(1, b * 20));
+    }
+    store.write_batch(&writes).await.unwrap();
+    let all = store.events_after(&id, 0, 1000).await.unwrap();
+    assert_eq!(all.len(), 12);
+    // Running: nothing goes.
+    assert_eq!(store.compact_progress(&id).await.unwrap(), 0);
+    assert_eq!(store.events_after(&id, 0, 1000).await.unwrap(), all);
+
+    rec.job.cancel().unwrap();
+    store.save_job(&rec).await.unwrap();
+    store
+        .write_batch(&[event(JobEventKind::JobCancelled)])
+        .await
+        .unwrap();
+    assert_eq!(store.compact_progress(&id).await.unwrap(), 8);
+    let kept = store.events_after(&id, 0, 1000).await.unwrap();
+    let kinds: Vec<(u64, &str)> = kept.iter().map(|e| (e.seq, e.kind.name())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "file_started"),
+            (2, "file_started"),
+            (11, "file_progress"),
+            (12, "file_progress"),
+            (13, "job_cancelled"),
+        ]
+    );
+    assert!(matches!(
+        kept[2].kind,
+        JobEventKind::FileProgress {
+            index: 0,
+            bytes_done: 50,
+            ..
+        }
+    ));
+    assert!(matches!(
+        kept[3].kind,
+        JobEventKind::FileProgress {
+            index: 1,
+            bytes_done: 100,
+            ..
+        }
+    ));
+    // Again: nothing more.
+    assert_eq!(store.compact_progress(&id).await.unwrap(), 0);
 }
 
 /// One task read with its job's status, destination and options; a job's

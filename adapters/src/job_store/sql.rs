@@ -11,13 +11,13 @@ use tracing::info;
 
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
-    JobFilter, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobWrite, Keyed,
-    ListedCheckpoint, NodeId, OpenTasks, OwnerLoad,
+    JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobWrite, Keyed,
+    ListedCheckpoint, NodeId, OpenTasks, OwnerLoad, TaskFilter,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
-    JobOptions, JobStatus, ObjectAttributes, ObjectKey, RequestedHeaders, SourceHeaders, SourceUrl,
-    TaskFailure, TaskStatus, TransferId,
+    JobOptions, JobStatus, JobSummary, ObjectAttributes, ObjectKey, RequestedHeaders,
+    SourceHeaders, SourceUrl, TaskFailure, TaskStatus, TransferId,
 };
 
 use super::codec;
@@ -133,6 +133,10 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         10,
         &["CREATE INDEX IF NOT EXISTS ferry_jobs_owner ON ferry_jobs (owner, status)"],
     ),
+    // The file an event is about (NULL: a job event, or stored before
+    // this version), so that an ended job's progress events can be
+    // compacted to the last of each file.
+    (11, &["ALTER TABLE ferry_events ADD COLUMN task_idx BIGINT"]),
 ];
 
 /// The terminal job statuses, as stored (see `JobStatus::is_terminal`).
@@ -155,6 +159,30 @@ macro_rules! task_columns {
         "idx, source, dest_key, expected_size, expected_sha256, expected_md5, status, \
          attempts, bytes_done, sha256, md5, error_class, error_code, error_message, headers, \
          attributes"
+    };
+}
+
+/// A job row with its tasks' counts and bytes summed: `$head` selects
+/// the job rows (named `page`, with `job_columns!()`), in the order
+/// wanted; each row gets `n_total`, `n_queued`, … `n_bytes`.
+macro_rules! heads {
+    ($($page:tt)*) => {
+        concat!(
+            "WITH page AS (", $($page)*, "),
+             sums AS (SELECT job_id, COUNT(*) AS n_total,
+               SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END) AS n_queued,
+               SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS n_running,
+               SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS n_succeeded,
+               SUM(CASE WHEN status = 'skipped' THEN 1 ELSE 0 END) AS n_skipped,
+               SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS n_failed,
+               SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS n_cancelled,
+               CAST(SUM(bytes_done) AS BIGINT) AS n_bytes
+               FROM ferry_tasks WHERE job_id IN (SELECT id FROM page) GROUP BY job_id)
+             SELECT page.*, sums.n_total, sums.n_queued, sums.n_running, sums.n_succeeded,
+               sums.n_skipped, sums.n_failed, sums.n_cancelled, sums.n_bytes
+             FROM page LEFT JOIN sums ON sums.job_id = page.id
+             ORDER BY page.created_at_ms DESC, page.id DESC"
+        )
     };
 }
 
@@ -299,12 +327,44 @@ impl SqlJobStore {
     }
 
     async fn record_from_row(&self, row: &AnyRow) -> Result<JobRecord, JobStoreError> {
+        let head = JobRow::read(row)?;
+        let tasks = self.tasks_of(&head.id).await?;
+        Ok(JobRecord {
+            job: Job::restore(head.id, head.status, tasks, head.failure),
+            destination: head.destination,
+            options: head.options,
+            task_token: head.task_token,
+            owner: head.owner,
+            created_at_ms: head.created_at_ms,
+            updated_at_ms: head.updated_at_ms,
+            callback: head.callback,
+            export: head.export,
+            last_event_seq: head.last_event_seq,
+        })
+    }
+}
+
+/// The fields of a job row (`job_columns!()`), shared by a record and a
+/// head.
+struct JobRow {
+    id: JobId,
+    status: JobStatus,
+    failure: Option<String>,
+    destination: Destination,
+    options: JobOptions,
+    task_token: Option<String>,
+    owner: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    callback: Option<CallbackOutcome>,
+    export: Option<ferry_domain::Export>,
+    last_event_seq: u64,
+}
+
+impl JobRow {
+    fn read(row: &AnyRow) -> Result<Self, JobStoreError> {
         let get = |c: &str| row.try_get::<String, _>(c).map_err(unavailable);
         let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(unavailable);
-        let id = JobId::parse(&get("id")?).map_err(|e| corrupt(e.to_string()))?;
-        let status = status_of(row)?;
-        let destination = destination_of(row)?;
-        let tasks = self.tasks_of(&id).await?;
         let export = match opt("export")? {
             None => None,
             Some(text) => {
@@ -313,11 +373,12 @@ impl SqlJobStore {
                 Some(codec::export_from(&value).ok_or_else(|| corrupt("export".into()))?)
             }
         };
-        let options = options_of(row)?;
-        Ok(JobRecord {
-            job: Job::restore(id, status, tasks, opt("failure")?),
-            destination,
-            options,
+        Ok(Self {
+            id: JobId::parse(&get("id")?).map_err(|e| corrupt(e.to_string()))?,
+            status: status_of(row)?,
+            failure: opt("failure")?,
+            destination: destination_of(row)?,
+            options: options_of(row)?,
             task_token: opt("task_token")?,
             owner: opt("owner")?,
             created_at_ms: row.try_get("created_at_ms").map_err(unavailable)?,
@@ -329,6 +390,45 @@ impl SqlJobStore {
             last_event_seq: to_u64(row.try_get("next_seq").map_err(unavailable)?),
         })
     }
+}
+
+/// A row of [`heads!`]: the job and its tasks' sums (NULL: no tasks).
+fn head_from_row(row: &AnyRow) -> Result<JobHead, JobStoreError> {
+    let job = JobRow::read(row)?;
+    let n = |c: &str| -> Result<u64, JobStoreError> {
+        Ok(to_u64(
+            row.try_get::<Option<i64>, _>(c)
+                .map_err(unavailable)?
+                .unwrap_or(0),
+        ))
+    };
+    let count = |c: &str| -> Result<usize, JobStoreError> {
+        usize::try_from(n(c)?).map_err(|e| corrupt(e.to_string()))
+    };
+    Ok(JobHead {
+        summary: JobSummary {
+            total: count("n_total")?,
+            queued: count("n_queued")?,
+            running: count("n_running")?,
+            succeeded: count("n_succeeded")?,
+            skipped: count("n_skipped")?,
+            failed: count("n_failed")?,
+            cancelled: count("n_cancelled")?,
+            bytes_done: n("n_bytes")?,
+        },
+        id: job.id,
+        status: job.status,
+        failure: job.failure,
+        destination: job.destination,
+        options: job.options,
+        has_task_token: job.task_token.is_some(),
+        owner: job.owner,
+        created_at_ms: job.created_at_ms,
+        updated_at_ms: job.updated_at_ms,
+        callback: job.callback,
+        export: job.export,
+        last_event_seq: job.last_event_seq,
+    })
 }
 
 /// A job row's status.
@@ -575,13 +675,20 @@ async fn insert_event(
     .ok_or_else(|| JobStoreError::NotFound(event.job_id.clone()))?;
     let seq: i64 = row.try_get("next_seq").map_err(unavailable)?;
     sqlx::query(
-        "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(event.job_id.as_str())
     .bind(seq)
     .bind(event.at_ms)
     .bind(event.kind.name())
     .bind(codec::kind_payload(&event.kind).to_string())
+    .bind(
+        event
+            .kind
+            .file_index()
+            .map(|i| i64::try_from(i).unwrap_or(i64::MAX)),
+    )
     .execute(&mut **tx)
     .await
     .map_err(unavailable)?;
@@ -808,6 +915,19 @@ impl JobStorePort for SqlJobStore {
         }))
     }
 
+    async fn head(&self, id: &JobId) -> Result<Option<JobHead>, JobStoreError> {
+        let row = sqlx::query(heads!(
+            "SELECT ",
+            job_columns!(),
+            " FROM ferry_jobs WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(head_from_row).transpose()
+    }
+
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError> {
         let limit = i64::from(filter.limit.clamp(1, 1000));
         let (cursor_ms, cursor_id) = match &filter.cursor {
@@ -821,7 +941,7 @@ impl JobStorePort for SqlJobStore {
             }
         };
         let status = filter.status.map(|s| s.as_str().to_owned());
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(heads!(
             "SELECT ",
             job_columns!(),
             " FROM ferry_jobs
@@ -840,20 +960,37 @@ impl JobStorePort for SqlJobStore {
         .await
         .map_err(unavailable)?;
         let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let mut jobs = Vec::new();
-        for row in rows
+        let jobs = rows
             .iter()
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        {
-            jobs.push(self.record_from_row(row).await?);
-        }
+            .map(head_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if more {
-            jobs.last()
-                .map(|r| format!("{}.{}", r.created_at_ms, r.job.id))
+            jobs.last().map(|h| format!("{}.{}", h.created_at_ms, h.id))
         } else {
             None
         };
         Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn tasks(&self, id: &JobId, filter: &TaskFilter) -> Result<Vec<FileTask>, JobStoreError> {
+        let after = filter
+            .after
+            .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM ferry_tasks WHERE job_id = $1 AND idx > $2 AND ($3 IS NULL OR status = $3)
+             ORDER BY idx LIMIT $4"
+        ))
+        .bind(id.as_str())
+        .bind(after)
+        .bind(filter.status.map(|s| s.as_str().to_owned()))
+        .bind(i64::from(filter.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(task_from_row).collect()
     }
 
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
@@ -1160,6 +1297,24 @@ impl JobStorePort for SqlJobStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
+    }
+
+    async fn compact_progress(&self, id: &JobId) -> Result<u64, JobStoreError> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM ferry_events WHERE job_id = $1 AND kind = 'file_progress'
+               AND task_idx IS NOT NULL
+               AND seq NOT IN (SELECT MAX(seq) FROM ferry_events
+                 WHERE job_id = $1 AND kind = 'file_progress' AND task_idx IS NOT NULL
+                 GROUP BY task_idx)
+               AND EXISTS (SELECT 1 FROM ferry_jobs WHERE id = $1 AND status IN ",
+            ended!(),
+            ")"
+        ))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), JobStoreError> {

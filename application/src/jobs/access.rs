@@ -1,8 +1,6 @@
 //! Who may see which jobs: a scoped caller sees only the jobs it submitted;
 //! an admin (or the caller of an open API) sees them all.
 
-use ferry_domain::ports::JobRecord;
-
 /// A caller's view of the jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -13,10 +11,11 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn can_see(&self, record: &JobRecord) -> bool {
+    /// Whether this caller may see a job of `owner`.
+    pub fn can_see(&self, owner: Option<&str>) -> bool {
         match self {
             Access::All => true,
-            Access::Owner(name) => record.owner.as_deref() == Some(name.as_str()),
+            Access::Owner(name) => owner == Some(name.as_str()),
         }
     }
 

@@ -345,11 +345,11 @@ impl JobService {
             return;
         };
         for id in ids {
-            if let Ok(Some(record)) = self.recorder().store().get(&id).await
+            if let Ok(Some(head)) = self.recorder().store().head(&id).await
                 && let Ok(events) = self
                     .recorder()
                     .store()
-                    .events_after(&id, record.last_event_seq.saturating_sub(1), 1)
+                    .events_after(&id, head.last_event_seq.saturating_sub(1), 1)
                     .await
             {
                 events.into_iter().for_each(|e| self.recorder().relay(e));

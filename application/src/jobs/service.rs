@@ -11,12 +11,12 @@ use std::time::Duration;
 use futures::future::{AbortHandle, Abortable};
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use ferry_domain::ports::{
     Clock, ExportProviderPort, IdempotencyKey, JobEvent, JobEventKind, JobEventsPort, JobFilter,
-    JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, Leadership, NodeId,
-    StorageResolverPort, TaskQueuePort, TransferFactoryPort, WorkflowCallbackPort,
+    JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, Keyed, Leadership, NodeId,
+    StorageResolverPort, TaskFilter, TaskQueuePort, TransferFactoryPort, WorkflowCallbackPort,
 };
 use ferry_domain::{ByteSize, Export, ExportProgress, Job, JobId, JobStatus, RetryPolicy};
 
@@ -436,7 +436,41 @@ impl JobService {
             .store()
             .get(id)
             .await?
-            .filter(|record| access.can_see(record)))
+            .filter(|record| access.can_see(record.owner.as_deref())))
+    }
+
+    /// The job without its tasks (their counts summed), if it exists and
+    /// `access` may see it: what is shown of a job whatever its size.
+    pub async fn head(
+        &self,
+        access: &Access,
+        id: &JobId,
+    ) -> Result<Option<JobHead>, JobStoreError> {
+        Ok(self
+            .recorder
+            .store()
+            .head(id)
+            .await?
+            .filter(|head| access.can_see(head.owner.as_deref())))
+    }
+
+    /// A page of the tasks of a job `access` may see (`None`: no such
+    /// job, or not the caller's).
+    pub async fn files(
+        &self,
+        access: &Access,
+        id: &JobId,
+        filter: &TaskFilter,
+    ) -> Result<Option<(JobHead, Vec<ferry_domain::FileTask>)>, JobStoreError> {
+        let Some(head) = self.head(access, id).await? else {
+            return Ok(None);
+        };
+        let tasks = if filter.limit == 0 {
+            Vec::new()
+        } else {
+            self.recorder.store().tasks(id, filter).await?
+        };
+        Ok(Some((head, tasks)))
     }
 
     /// A page of the jobs `access` may see (the filter's owner is set from
@@ -587,7 +621,18 @@ impl JobService {
             )
             .await;
         self.workflow.notify(&self.recorder, record).await;
+        self.compact_progress(&id).await;
         Ok(())
+    }
+
+    /// An ended job's progress events but the last of each file are
+    /// deleted (a replay still shows where each file got to); a failure
+    /// only leaves them for retention.
+    async fn compact_progress(&self, id: &JobId) {
+        match self.recorder.store().compact_progress(id).await {
+            Ok(n) => debug!(job = %id, deleted = n, "progress events compacted"),
+            Err(e) => warn!(job = %id, error = %e, "progress events not compacted"),
+        }
     }
 
     /// CompleteJob: final status and summary, stored and announced. The
@@ -617,6 +662,7 @@ impl JobService {
             .emit(&id, JobEventKind::JobCompleted { status, summary })
             .await;
         self.workflow.notify(&self.recorder, &mut record).await;
+        self.compact_progress(&id).await;
         Ok(())
     }
 
@@ -659,6 +705,7 @@ impl JobService {
         self.recorder.emit(id, JobEventKind::JobCancelled).await;
         self.workflow.notify(&self.recorder, &mut record).await;
         self.discard_checkpoints(Some(id), Duration::ZERO).await;
+        self.compact_progress(id).await;
         Ok(record)
     }
 

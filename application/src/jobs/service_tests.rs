@@ -185,6 +185,11 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
     });
     store.expect_replace_tasks().returning(|_, _| Ok(()));
     let s = stored.clone();
+    store
+        .expect_head()
+        .returning(move |_| Ok(s.lock().unwrap().as_ref().map(JobRecord::head)));
+    store.expect_compact_progress().returning(|_| Ok(0));
+    let s = stored.clone();
     store.expect_unfinished().returning(move || {
         Ok(s.lock()
             .unwrap()

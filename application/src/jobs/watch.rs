@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 use ferry_domain::JobId;
-use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobRecord, JobStoreError};
+use ferry_domain::ports::{JobEvent, JobEventKind, JobFilter, JobHead, JobStoreError};
 
 use super::access::Access;
 use super::service::JobService;
@@ -30,12 +30,12 @@ pub enum WatchItem {
     /// The job as it is when the watch starts; `seq` is the sequence number
     /// of the latest event it reflects.
     Snapshot {
-        job: Box<JobRecord>,
+        job: Box<JobHead>,
         seq: u64,
         replay_from: u64,
     },
     /// The unfinished jobs when a watch of all jobs starts.
-    Jobs(Vec<JobRecord>),
+    Jobs(Vec<JobHead>),
     Event(JobEvent),
     /// The watcher fell too far behind and the stream ends; reconnect from
     /// `last_seq` (per-job watches) to continue.
@@ -115,8 +115,8 @@ impl JobWatch {
     /// Reads the next page from the store, or ends the watch with `Lagged`.
     async fn catch_up(&mut self) -> Result<Option<WatchItem>, JobStoreError> {
         let config = self.service.config();
-        if let Some(record) = self.service.recorder().store().get(&self.id).await? {
-            self.known = self.known.max(record.last_event_seq);
+        if let Some(head) = self.service.recorder().store().head(&self.id).await? {
+            self.known = self.known.max(head.last_event_seq);
         }
         if self.known.saturating_sub(self.cursor) > config.watch_max_lag {
             self.done = true;
@@ -212,12 +212,12 @@ impl JobService {
         // Subscribe before reading, so nothing published meanwhile is missed.
         let rx = self.recorder().subscribe();
         let record = self
-            .get(access, id)
+            .head(access, id)
             .await?
             .ok_or_else(|| WatchError::NotFound(id.clone()))?;
         let seq = record.last_event_seq;
         let cursor = after.unwrap_or(seq).min(seq);
-        let terminal_reflected = record.job.status().is_terminal() && cursor >= seq;
+        let terminal_reflected = record.status.is_terminal() && cursor >= seq;
         let state = JobWatch {
             service: self.clone(),
             id: id.clone(),
@@ -259,13 +259,13 @@ impl JobService {
             )
             .await?;
         let mut visible: std::collections::HashMap<JobId, bool> = HashMap::new();
-        for r in &page.jobs {
-            visible.insert(r.job.id.clone(), true);
+        for h in &page.jobs {
+            visible.insert(h.id.clone(), true);
         }
-        let active: Vec<JobRecord> = page
+        let active: Vec<JobHead> = page
             .jobs
             .into_iter()
-            .filter(|r| !r.job.status().is_terminal())
+            .filter(|h| !h.status.is_terminal())
             .collect();
         let state = AllWatch {
             first: Some(WatchItem::Jobs(active)),
@@ -328,7 +328,7 @@ impl AllWatch {
             return *seen;
         }
         // A store error hides the event rather than leak it.
-        let seen = matches!(self.service.get(&self.access, id).await, Ok(Some(_)));
+        let seen = matches!(self.service.head(&self.access, id).await, Ok(Some(_)));
         if self.visible.len() > 100_000 {
             self.visible.clear();
         }

@@ -24,15 +24,16 @@ use tracing::Instrument;
 use ferry_adapters::metrics::Metrics;
 
 use ferry_application::jobs::{JobCancelError, JobService, SubmitError, Submitted};
-use ferry_domain::ports::JobRecord;
 
 use auth::{AuthConfig, Caller, Limits};
-use ferry_domain::ports::{IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobStoreError};
-use ferry_domain::{JobId, JobStatus};
+use ferry_domain::ports::{
+    IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobStoreError, TaskFilter,
+};
+use ferry_domain::{JobId, JobStatus, TaskStatus};
 
 use ferry_adapters::wire::{
-    CheckDto, ErrorDetailDto, ErrorDto, HealthDto, JobDto, JobPageDto, JobRequestDto, PressureDto,
-    ReadinessDto,
+    CheckDto, ErrorDetailDto, ErrorDto, FilePageDto, HealthDto, INLINE_FILES, JobDto, JobPageDto,
+    JobRequestDto, PressureDto, ReadinessDto,
 };
 
 /// Shared state: the use cases, metrics, and the stream settings.
@@ -113,11 +114,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The job, if it exists and `caller` may see it.
-async fn visible_job(state: &AppState, caller: &Caller, id: &JobId) -> Result<JobRecord, ApiError> {
+/// The job without its files, if it exists and `caller` may see it.
+async fn visible_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &JobId,
+) -> Result<ferry_domain::ports::JobHead, ApiError> {
     state
         .jobs
-        .get(&caller.access(), id)
+        .head(&caller.access(), id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))
+}
+
+/// The job's head and the tasks `filter` selects, if it exists and
+/// `caller` may see it.
+async fn visible_files(
+    state: &AppState,
+    caller: &Caller,
+    id: &JobId,
+    filter: &TaskFilter,
+) -> Result<(ferry_domain::ports::JobHead, Vec<ferry_domain::FileTask>), ApiError> {
+    state
+        .jobs
+        .files(&caller.access(), id, filter)
         .await?
         .ok_or_else(|| ApiError::job_not_found(id))
 }
@@ -231,6 +251,7 @@ pub fn router(state: AppState, max_body: usize, body_timeout: Duration) -> Route
         .route("/v1/events", get(streams::all_events))
         .route("/v1/jobs", get(list_jobs).post(submit_job))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/v1/jobs/{id}/files", get(list_files))
         .route("/v1/jobs/{id}/events", get(streams::job_events))
         .route("/v1/jobs/{id}/ws", get(streams::job_ws))
         .route_layer(middleware::from_fn_with_state(
@@ -464,7 +485,7 @@ async fn submit_job(
         SubmitError::Store(e) => e.into(),
     })?;
     if submitted.replayed {
-        return Ok((StatusCode::OK, Json(JobDto::from(&submitted.record))));
+        return Ok((StatusCode::OK, Json(JobDto::of_record(&submitted.record))));
     }
     tokio::spawn(
         state
@@ -472,7 +493,10 @@ async fn submit_job(
             .clone()
             .run_abortable(submitted.record.job.id.clone()),
     );
-    Ok((StatusCode::ACCEPTED, Json(JobDto::from(&submitted.record))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(JobDto::of_record(&submitted.record)),
+    ))
 }
 
 /// `Retry-After` of a submission over a quota: jobs end on their own time,
@@ -500,8 +524,87 @@ async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
-    let record = visible_job(&state, &caller, &id).await?;
-    Ok(Json(JobDto::from(&record)))
+    let first = TaskFilter {
+        after: None,
+        status: None,
+        limit: u32::try_from(INLINE_FILES + 1).unwrap_or(u32::MAX),
+    };
+    let (head, tasks) = visible_files(&state, &caller, &id, &first).await?;
+    Ok(Json(JobDto::with_files(&head, &tasks)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FilesQuery {
+    /// Only files in this status (queued, running, succeeded, skipped,
+    /// failed, cancelled).
+    status: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (or the job's
+    /// `files_next_cursor`).
+    cursor: Option<String>,
+}
+
+/// A job's files, in index order, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs/{id}/files", tag = "jobs",
+    params(("id" = String, Path, description = "the job id"), FilesQuery),
+    responses(
+        (status = 200, description = "a page", body = FilePageDto),
+        (status = 400, description = "not a job id, or a bad status, limit or cursor", body = ErrorDto),
+        (status = 401, description = "a token is needed", body = ErrorDto),
+        (status = 404, description = "no such job (or another owner's)", body = ErrorDto),
+    ))]
+async fn list_files(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<FilesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FilePageDto>, ApiError> {
+    let id = parse_id(&id)?;
+    let Query(q) = query
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text()))?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("`{s}` is not a file status (queued, running, succeeded, skipped, failed, cancelled)"),
+            )
+            .at("status")
+        })?),
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the cursor is not valid; start the listing again without it",
+            )
+            .at("cursor")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("limit {limit} is out of range: give 1 to 1000"),
+        )
+        .at("limit"));
+    }
+    let filter = TaskFilter {
+        after,
+        status,
+        limit: limit + 1,
+    };
+    let (_, tasks) = visible_files(&state, &caller, &id, &filter).await?;
+    Ok(Json(FilePageDto::of(
+        &tasks,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    )))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -577,7 +680,7 @@ async fn cancel_job(
 ) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
     match state.jobs.cancel(&caller.access(), &id).await {
-        Ok(record) => Ok(Json(JobDto::from(&record))),
+        Ok(record) => Ok(Json(JobDto::of_record(&record))),
         Err(JobCancelError::NotFound(id)) => Err(JobStoreError::NotFound(id).into()),
         Err(e @ JobCancelError::AlreadyEnded { .. }) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         super::submit_job,
         super::list_jobs,
         super::get_job,
+        super::list_files,
         super::cancel_job,
         super::streams::job_events,
         super::streams::job_ws,
@@ -51,6 +52,7 @@ impl Modify for BearerAuth {
     components(schemas(
         wire::JobDto,
         wire::JobPageDto,
+        wire::FilePageDto,
         wire::FileDto,
         wire::SummaryDto,
         wire::ExportView,
@@ -110,6 +112,7 @@ pub fn spec() -> Value {
             "links".into(),
             json!({
                 "GetJob": link("get_job"),
+                "JobFiles": link("list_files"),
                 "CancelJob": link("cancel_job"),
                 "JobEvents": link("job_events"),
             }),
@@ -138,6 +141,7 @@ mod tests {
             ("/v1/jobs", "post"),
             ("/v1/jobs/{id}", "get"),
             ("/v1/jobs/{id}", "delete"),
+            ("/v1/jobs/{id}/files", "get"),
             ("/v1/jobs/{id}/events", "get"),
             ("/v1/jobs/{id}/ws", "get"),
         ] {
@@ -148,6 +152,9 @@ mod tests {
             "bearer"
         );
         assert!(doc["components"]["schemas"]["JobDto"]["properties"]["files"].is_object());
+        assert!(
+            doc["components"]["schemas"]["FilePageDto"]["properties"]["next_cursor"].is_object()
+        );
         assert_eq!(
             doc["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]["GetJob"]["operationId"],
             "get_job"

@@ -93,6 +93,24 @@ impl JobEventKind {
         }
     }
 
+    /// The file an event is about, if it is about one.
+    pub fn file_index(&self) -> Option<usize> {
+        match self {
+            JobEventKind::FileStarted { index, .. }
+            | JobEventKind::FileProgress { index, .. }
+            | JobEventKind::FileSucceeded { index, .. }
+            | JobEventKind::FileSkipped { index, .. }
+            | JobEventKind::FileFailed { index, .. }
+            | JobEventKind::FileResumed { index, .. }
+            | JobEventKind::FileRestarted { index, .. } => Some(*index),
+            JobEventKind::JobCreated { .. }
+            | JobEventKind::ExportStarted
+            | JobEventKind::ExportReady { .. }
+            | JobEventKind::JobCompleted { .. }
+            | JobEventKind::JobCancelled => None,
+        }
+    }
+
     /// Lifecycle events are never dropped or coalesced; progress may be.
     pub fn is_lifecycle(&self) -> bool {
         !matches!(self, JobEventKind::FileProgress { .. })

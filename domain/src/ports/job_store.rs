@@ -6,7 +6,7 @@ use thiserror::Error;
 use crate::destination::Destination;
 use crate::error::{BoxError, ErrorClass};
 use crate::export::Export;
-use crate::job::{FileTask, Job, JobId, JobStatus};
+use crate::job::{FileTask, Job, JobId, JobStatus, JobSummary, TaskStatus};
 use crate::ports::events::JobEvent;
 use crate::ports::workflow::CallbackOutcome;
 
@@ -33,6 +33,61 @@ pub struct JobRecord {
     /// Sequence number of the job's latest stored event when it was read
     /// (0: none). Maintained by the store; ignored by `save_job`.
     pub last_event_seq: u64,
+}
+
+impl JobRecord {
+    /// The record without its tasks, their counts summed.
+    pub fn head(&self) -> JobHead {
+        JobHead {
+            id: self.job.id.clone(),
+            status: self.job.status(),
+            failure: self.job.failure().map(str::to_owned),
+            summary: self.job.summary(),
+            destination: self.destination.clone(),
+            options: self.options.clone(),
+            has_task_token: self.task_token.is_some(),
+            owner: self.owner.clone(),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            callback: self.callback.clone(),
+            export: self.export.clone(),
+            last_event_seq: self.last_event_seq,
+        }
+    }
+}
+
+/// A stored job without its tasks: what listings, snapshots and watchers
+/// read, whatever the job's size (the store sums the tasks' counts and
+/// bytes instead of reading them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobHead {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub failure: Option<String>,
+    pub summary: JobSummary,
+    pub destination: Destination,
+    pub options: crate::job::JobOptions,
+    /// Whether a Step Functions task token is answered at the end (the
+    /// token itself is not read).
+    pub has_task_token: bool,
+    pub owner: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub callback: Option<CallbackOutcome>,
+    pub export: Option<Export>,
+    /// Sequence number of the job's latest stored event (0: none).
+    pub last_event_seq: u64,
+}
+
+/// Which of a job's tasks to read, in index order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks with an index above this one.
+    pub after: Option<usize>,
+    /// Only tasks in this state.
+    pub status: Option<TaskStatus>,
+    /// At most this many (at least 1).
+    pub limit: u32,
 }
 
 /// One task of a job with what running it needs of its job (read without
@@ -81,7 +136,7 @@ pub struct JobFilter {
 /// One page of jobs.
 #[derive(Debug, Clone)]
 pub struct JobPage {
-    pub jobs: Vec<JobRecord>,
+    pub jobs: Vec<JobHead>,
     pub next_cursor: Option<String>,
 }
 
@@ -203,7 +258,14 @@ pub trait JobStorePort: Send + Sync + 'static {
         ttl_ms: i64,
     ) -> Result<Keyed, JobStoreError>;
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, JobStoreError>;
+    /// Job `id` without its tasks (their counts and bytes summed by the
+    /// store).
+    async fn head(&self, id: &JobId) -> Result<Option<JobHead>, JobStoreError>;
+    /// A page of job heads, newest first.
     async fn list(&self, filter: &JobFilter) -> Result<JobPage, JobStoreError>;
+    /// Job `id`'s tasks that `filter` selects, in index order (empty if
+    /// the job is missing).
+    async fn tasks(&self, id: &JobId, filter: &TaskFilter) -> Result<Vec<FileTask>, JobStoreError>;
     /// Task `index` of job `id` with its job's status, destination and
     /// options (`None` if either is missing): one file's run reads one
     /// task, not the job's thousands.
@@ -261,6 +323,10 @@ pub trait JobStorePort: Send + Sync + 'static {
     /// any checkpoint rows of its tasks, in one transaction. False (and
     /// nothing deleted) if the job is missing or not ended.
     async fn delete_ended(&self, id: &JobId) -> Result<bool, JobStoreError>;
+    /// Deletes an ended job's `file_progress` events but the last of each
+    /// file (what a replay needs: where each file got to); the number
+    /// deleted. Nothing is deleted of a job not ended.
+    async fn compact_progress(&self, id: &JobId) -> Result<u64, JobStoreError>;
     /// Cheap reachability check (readiness).
     async fn ping(&self) -> Result<(), JobStoreError>;
 }

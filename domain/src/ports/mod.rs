@@ -26,8 +26,8 @@ pub use download::{
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{
-    IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobPage, JobRecord, JobStoreError,
-    JobStorePort, JobTask, JobWrite, Keyed, OpenTasks, OwnerLoad,
+    IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobHead, JobPage, JobRecord, JobStoreError,
+    JobStorePort, JobTask, JobWrite, Keyed, OpenTasks, OwnerLoad, TaskFilter,
 };
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{

@@ -258,11 +258,13 @@ function onJobsItem(item) {
   const job = state.jobs.get(item.job_id);
   if (item.type === 'file_progress') {
     if (job) {
-      const files = job.files || [];
-      const f = files[item.index];
-      if (f) f.bytes_done = item.bytes_done;
-      const total = files.reduce((a, x) => a + (x.bytes_done || 0), 0);
-      job.summary.bytes_done = Math.max(job.summary.bytes_done, total);
+      // Listed jobs carry no files: each file's last progress is kept
+      // here, and the job's bytes move by its difference.
+      const seen = job.progressed || (job.progressed = new Map());
+      const before = seen.get(item.index) || 0;
+      seen.set(item.index, item.bytes_done);
+      job.summary.bytes_done += Math.max(0, item.bytes_done - before);
+      const total = job.summary.bytes_done;
       noteRate(state.rates, item.job_id, total, total, 1);
       renderJobs();
     }
@@ -396,7 +398,32 @@ function renderJob(job) {
   if (job.failure) facts.push(['Failure', job.failure]);
   $('#job-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', k), el('dd', v)]));
   $('#files-table tbody').replaceChildren(...job.files.map(fileRow));
+  $('#more-files').hidden = !job.files_next_cursor;
   $('#cancel-button').hidden = TERMINAL_JOB.includes(job.status);
+}
+
+// A job's answer carries its first files; the rest come a page at a time.
+async function moreFiles(job) {
+  if (!job.files_next_cursor) return;
+  const page = await api('GET', '/v1/jobs/' + encodeURIComponent(job.id)
+    + '/files?limit=1000&cursor=' + encodeURIComponent(job.files_next_cursor));
+  page.files.forEach((f) => { if (!job.files[f.index]) job.files[f.index] = f; });
+  job.files_next_cursor = page.next_cursor;
+  renderJob(job);
+}
+
+// A file's state changed: the job's counts follow. The state it left is
+// the shown one, else one the events imply (a first start leaves queued,
+// anything else leaves running: every end follows a start).
+function moveFile(job, item, to) {
+  const f = job.files[item.index];
+  const states = job.states || (job.states = new Map());
+  let from = states.get(item.index) || (f && f.status);
+  if (!from) from = item.type === 'file_started' && item.attempt === 1 ? 'queued' : 'running';
+  states.set(item.index, to);
+  if (from === to) return;
+  if (job.summary[from] !== undefined) job.summary[from] = Math.max(0, job.summary[from] - 1);
+  if (job.summary[to] !== undefined) job.summary[to] += 1;
 }
 
 function tail(item) {
@@ -418,23 +445,36 @@ function onJobItem(job, item) {
   if (item.type === 'heartbeat' || typeof item.seq !== 'number') return undefined;
   tail(item);
   const f = job.files[item.index];
+  const progressed = job.progressed || (job.progressed = new Map());
+  const moveBytes = (bytes) => {
+    const before = progressed.has(item.index) ? progressed.get(item.index) : (f ? f.bytes_done : 0);
+    progressed.set(item.index, bytes);
+    job.summary.bytes_done = Math.max(0, job.summary.bytes_done + bytes - before);
+  };
   switch (item.type) {
     case 'file_started':
+      moveFile(job, item, 'running');
+      moveBytes(0);
       if (f) { f.status = 'running'; f.attempts = item.attempt; f.retrying = false; f.error = null; f.bytes_done = 0; }
       break;
     case 'file_progress':
+      moveBytes(item.bytes_done);
       if (f) {
         noteRate(fileRates, item.index, item.bytes_done, 0, 0.2);
         f.bytes_done = item.bytes_done;
         if (item.total) f.total = item.total;
-        job.summary.bytes_done = job.files.reduce((a, x) => a + (x.bytes_done || 0), 0);
       }
       break;
     case 'file_succeeded':
-    case 'file_skipped':
-      if (f) { f.status = item.type === 'file_succeeded' ? 'succeeded' : 'skipped'; f.bytes_done = item.bytes; f.total = item.bytes; }
+    case 'file_skipped': {
+      const to = item.type === 'file_succeeded' ? 'succeeded' : 'skipped';
+      moveFile(job, item, to);
+      moveBytes(item.bytes);
+      if (f) { f.status = to; f.bytes_done = item.bytes; f.total = item.bytes; }
       break;
+    }
     case 'file_failed':
+      if (!item.will_retry) moveFile(job, item, 'failed');
       if (f) {
         f.error = { code: item.code, message: item.message };
         if (item.will_retry) { f.retrying = true; } else { f.status = 'failed'; }
@@ -450,11 +490,6 @@ function onJobItem(job, item) {
       break;
     default:
       break;
-  }
-  if (['file_succeeded', 'file_skipped', 'file_failed', 'file_started'].includes(item.type)) {
-    const s = { succeeded: 0, skipped: 0, failed: 0 };
-    job.files.forEach((x) => { if (s[x.status] !== undefined) s[x.status] += 1; });
-    Object.assign(job.summary, s);
   }
   renderJob(job);
   return item.type === 'job_completed' || item.type === 'job_cancelled' ? 'end' : undefined;
@@ -475,6 +510,9 @@ async function jobView(id) {
     $('#cancel-button').hidden = true;
     return;
   }
+  $('#more-files').onclick = () => moreFiles(job).catch((e) => {
+    if (!(e instanceof AuthNeeded)) setConn(e.message);
+  });
   renderJob(job);
   if (TERMINAL_JOB.includes(job.status)) return;
   state.follows.push(new Follow('/v1/jobs/' + encodeURIComponent(id) + '/events',
