@@ -413,7 +413,7 @@ async fn kill_9_in_a_burst(store: Store) {
     let stored = events(&stored);
     let acknowledged = events(&acknowledged);
     assert!(acknowledged.len() > 60, "{}", acknowledged.len());
-    assert_stored_or_superseded(&acknowledged, &stored);
+    ferry_tests::assert_stored_or_superseded(&acknowledged, &stored);
     for event in acknowledged
         .iter()
         .filter(|e| e["type"] == "file_succeeded")
@@ -427,38 +427,6 @@ async fn kill_9_in_a_burst(store: Store) {
         assert_eq!(
             fetched, fetched_before[i],
             "file {i} was shown done, yet fetched again after the restart"
-        );
-    }
-}
-
-/// Every event shown (or acknowledged) is stored as it was shown, but a
-/// `file_progress` the store compacted when the job ended: then a later
-/// progress of the same file is stored instead. And the store keeps at
-/// most one progress per file of an ended job.
-fn assert_stored_or_superseded(shown: &[Value], stored: &[Value]) {
-    for event in shown {
-        match stored.iter().find(|s| s["seq"] == event["seq"]) {
-            Some(same) => assert_eq!(same, event, "a shown event was changed"),
-            None => {
-                assert_eq!(
-                    event["type"], "file_progress",
-                    "a shown event was lost: {event}"
-                );
-                assert!(
-                    stored.iter().any(|s| s["type"] == "file_progress"
-                        && s["index"] == event["index"]
-                        && s["seq"].as_u64() > event["seq"].as_u64()),
-                    "a shown progress event was lost without a later one: {event}"
-                );
-            }
-        }
-    }
-    let mut progressed = std::collections::HashSet::new();
-    for s in stored.iter().filter(|s| s["type"] == "file_progress") {
-        assert!(
-            progressed.insert(s["index"].as_u64()),
-            "two progress events of file {} kept after the job ended",
-            s["index"]
         );
     }
 }
@@ -880,7 +848,7 @@ async fn job_watch_reconnects_across_a_server_restart_without_gap_or_duplicate()
         .filter(|v| v["seq"].is_u64() && v["type"] != "snapshot")
         .cloned()
         .collect();
-    assert_stored_or_superseded(&shown, &stored);
+    ferry_tests::assert_stored_or_superseded(&shown, &stored);
     assert_eq!(
         items
             .iter()

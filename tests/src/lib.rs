@@ -158,3 +158,35 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// Every event shown (or acknowledged) is stored as it was shown, but a
+/// `file_progress` the store compacted when the job ended: then a later
+/// progress of the same file is stored instead. And the store keeps at
+/// most one progress per file of an ended job.
+pub fn assert_stored_or_superseded(shown: &[serde_json::Value], stored: &[serde_json::Value]) {
+    for event in shown {
+        match stored.iter().find(|s| s["seq"] == event["seq"]) {
+            Some(same) => assert_eq!(same, event, "a shown event was changed"),
+            None => {
+                assert_eq!(
+                    event["type"], "file_progress",
+                    "a shown event was lost: {event}"
+                );
+                assert!(
+                    stored.iter().any(|s| s["type"] == "file_progress"
+                        && s["index"] == event["index"]
+                        && s["seq"].as_u64() > event["seq"].as_u64()),
+                    "a shown progress event was lost without a later one: {event}"
+                );
+            }
+        }
+    }
+    let mut progressed = std::collections::HashSet::new();
+    for s in stored.iter().filter(|s| s["type"] == "file_progress") {
+        assert!(
+            progressed.insert(s["index"].as_u64()),
+            "two progress events of file {} kept after the job ended",
+            s["index"]
+        );
+    }
+}

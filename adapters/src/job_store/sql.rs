@@ -433,7 +433,12 @@ fn head_from_row(row: &AnyRow) -> Result<JobHead, JobStoreError> {
 
 /// A job row's status.
 fn status_of(row: &AnyRow) -> Result<JobStatus, JobStoreError> {
-    let raw: String = row.try_get("status").map_err(unavailable)?;
+    job_status_in(row, "status")
+}
+
+/// A job status read from `column`.
+fn job_status_in(row: &AnyRow, column: &str) -> Result<JobStatus, JobStoreError> {
+    let raw: String = row.try_get(column).map_err(unavailable)?;
     JobStatus::parse(&raw).ok_or_else(|| corrupt(raw))
 }
 
@@ -857,28 +862,31 @@ impl JobStorePort for SqlJobStore {
     }
 
     async fn task(&self, id: &JobId, index: usize) -> Result<Option<JobTask>, JobStoreError> {
-        let Some(job) = self.job_head(id).await? else {
-            return Ok(None);
-        };
-        let task = sqlx::query(concat!(
+        // One round trip: the task joined with what it needs of its job
+        // (a file's run reads this once; the job's status is renamed, the
+        // task has its own).
+        let row = sqlx::query(concat!(
             "SELECT ",
             task_columns!(),
-            " FROM ferry_tasks WHERE job_id = $1 AND idx = $2"
+            ", j.job_status, j.destination, j.options, j.owner
+             FROM ferry_tasks JOIN (SELECT id AS job_ref, status AS job_status, destination,
+               options, owner FROM ferry_jobs WHERE id = $1) j ON j.job_ref = ferry_tasks.job_id
+             WHERE ferry_tasks.job_id = $1 AND ferry_tasks.idx = $2"
         ))
         .bind(id.as_str())
         .bind(i64::try_from(index).unwrap_or(i64::MAX))
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some(task) = task else {
+        let Some(row) = row else {
             return Ok(None);
         };
         Ok(Some(JobTask {
-            status: status_of(&job)?,
-            owner: job.try_get("owner").map_err(unavailable)?,
-            destination: destination_of(&job)?,
-            options: options_of(&job)?,
-            task: task_from_row(&task)?,
+            status: job_status_in(&row, "job_status")?,
+            owner: row.try_get("owner").map_err(unavailable)?,
+            destination: destination_of(&row)?,
+            options: options_of(&row)?,
+            task: task_from_row(&row)?,
         }))
     }
 
@@ -887,30 +895,41 @@ impl JobStorePort for SqlJobStore {
         id: &JobId,
         limit: usize,
     ) -> Result<Option<OpenTasks>, JobStoreError> {
-        let Some(job) = self.job_head(id).await? else {
+        if limit == 0 {
+            let Some(job) = self.job_head(id).await? else {
+                return Ok(None);
+            };
+            return Ok(Some(OpenTasks {
+                status: status_of(&job)?,
+                open: Vec::new(),
+            }));
+        }
+        // One round trip: the job's status on every row, the open task
+        // indexes beside it (one row with none when nothing is open).
+        let rows = sqlx::query(
+            "SELECT ferry_jobs.status AS job_status, t.idx FROM ferry_jobs
+             LEFT JOIN ferry_tasks t ON t.job_id = ferry_jobs.id
+               AND t.status IN ('queued', 'running')
+             WHERE ferry_jobs.id = $1 ORDER BY t.idx LIMIT $2",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let open = if limit == 0 {
-            Vec::new()
-        } else {
-            sqlx::query(
-                "SELECT idx FROM ferry_tasks WHERE job_id = $1 AND status IN ('queued', 'running')
-                 ORDER BY idx LIMIT $2",
-            )
-            .bind(id.as_str())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?
+        let open = rows
             .iter()
-            .map(|row| {
-                let idx: i64 = row.try_get("idx").map_err(unavailable)?;
+            .filter_map(|row| row.try_get::<Option<i64>, _>("idx").transpose())
+            .map(|idx| {
+                let idx = idx.map_err(unavailable)?;
                 usize::try_from(idx).map_err(|e| corrupt(e.to_string()))
             })
-            .collect::<Result<_, _>>()?
-        };
+            .collect::<Result<_, _>>()?;
         Ok(Some(OpenTasks {
-            status: status_of(&job)?,
+            status: job_status_in(first, "job_status")?,
             open,
         }))
     }
