@@ -19,7 +19,10 @@
 # Usage: bench/small.sh [COUNTxKIB...]     (default: 2000x100 20000x10)
 # Env:   FERRY_BENCH_TOOLS (default "ferry-args ferry-list ferry-serve
 #        ferry-pg rclone"), FERRY_BENCH_DESTS (default "s3 dir"),
-#        FERRY_BENCH_CONCURRENCY (default 16), FERRY_BENCH_DIR (scratch).
+#        FERRY_BENCH_CONCURRENCY (default 16), FERRY_BENCH_DIR (scratch),
+#        FERRY_BENCH_PROFILE (a directory: `perf record -g` of the ferry serve
+#        process during each job, one perf.data per run, there; report with
+#        `perf report -i FILE --no-children`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sets=("$@")
@@ -124,7 +127,13 @@ run_one() {
         sdest="out/$label"
         dest="$scratch/serve-$label/files/out/$label/"
       fi
-      local c0 t0 t1
+      local c0 t0 t1 perf_pid=""
+      if [ -n "${FERRY_BENCH_PROFILE:-}" ]; then
+        mkdir -p "$FERRY_BENCH_PROFILE"
+        perf record -q -F 499 -g -p "$serve_pid" -o "$FERRY_BENCH_PROFILE/$label.data" 2> /dev/null &
+        perf_pid=$!
+        sleep 0.5
+      fi
       c0=$(cpu_s "$serve_pid")
       t0=$(date +%s.%N)
       "$ferry" job submit --server "http://127.0.0.1:$api_port" --files-from "$list" \
@@ -134,6 +143,7 @@ run_one() {
       seconds=$(echo "$t1 - $t0" | bc -l)
       cpu=$(echo "$(cpu_s "$serve_pid") - $c0" | bc -l)
       rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$serve_pid/status")
+      [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
       stop_serve
       [ -n "$dbname" ] && psql -q "$pg" -c "DROP DATABASE $dbname" > /dev/null
       ;;
