@@ -662,23 +662,35 @@ async fn update_task_fenced(
     Ok(())
 }
 
-/// Stores an event in `tx` under the job's next sequence number (a
-/// per-job counter row: jobs never wait for each other's numbers), and
-/// announces it as `notify_as` when set.
-async fn insert_event(
+/// Takes the next `count` sequence numbers of job `id` in `tx` (a per-job
+/// counter row: jobs never wait for each other's numbers); the first.
+async fn allocate_seqs(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    event: &JobEvent,
-    notify_as: Option<&NodeId>,
+    id: &JobId,
+    count: u64,
 ) -> Result<u64, JobStoreError> {
     let row = sqlx::query(
-        "UPDATE ferry_jobs SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq",
+        "UPDATE ferry_jobs SET next_seq = next_seq + $2 WHERE id = $1 RETURNING next_seq",
     )
-    .bind(event.job_id.as_str())
+    .bind(id.as_str())
+    .bind(to_i64(count))
     .fetch_optional(&mut **tx)
     .await
     .map_err(unavailable)?
-    .ok_or_else(|| JobStoreError::NotFound(event.job_id.clone()))?;
-    let seq: i64 = row.try_get("next_seq").map_err(unavailable)?;
+    .ok_or_else(|| JobStoreError::NotFound(id.clone()))?;
+    let last: i64 = row.try_get("next_seq").map_err(unavailable)?;
+    Ok((to_u64(last) + 1).saturating_sub(count))
+}
+
+/// Stores an event in `tx` under `seq` (allocated by [`allocate_seqs`]),
+/// and announces it as `notify_as` when set.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    event: &JobEvent,
+    seq: u64,
+    notify_as: Option<&NodeId>,
+) -> Result<u64, JobStoreError> {
+    let seq = to_i64(seq);
     sqlx::query(
         "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1087,6 +1099,24 @@ impl JobStorePort for SqlJobStore {
 
     async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Each job's sequence numbers for the batch, taken at once (one
+        // counter update per job, not per event), in job id order (the
+        // same lock order for every writer of a cluster).
+        let mut counts: std::collections::BTreeMap<&str, (&JobId, u64)> =
+            std::collections::BTreeMap::new();
+        for write in writes {
+            if let JobWrite::Event(event) = write {
+                counts
+                    .entry(event.job_id.as_str())
+                    .or_insert((&event.job_id, 0))
+                    .1 += 1;
+            }
+        }
+        let mut next: std::collections::HashMap<&str, u64> =
+            std::collections::HashMap::with_capacity(counts.len());
+        for (key, (id, count)) in &counts {
+            next.insert(key, allocate_seqs(&mut tx, id, *count).await?);
+        }
         let mut seqs = Vec::with_capacity(writes.len());
         for write in writes {
             seqs.push(match write {
@@ -1109,7 +1139,12 @@ impl JobStorePort for SqlJobStore {
                     None
                 }
                 JobWrite::Event(event) => {
-                    Some(insert_event(&mut tx, event, self.notify_as.as_ref()).await?)
+                    let slot = next.get_mut(event.job_id.as_str()).ok_or_else(|| {
+                        JobStoreError::Unexpected("an event without its sequence number".into())
+                    })?;
+                    let seq = *slot;
+                    *slot += 1;
+                    Some(insert_event(&mut tx, event, seq, self.notify_as.as_ref()).await?)
                 }
             });
         }
