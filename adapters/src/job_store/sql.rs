@@ -303,32 +303,26 @@ impl SqlJobStore {
         self.pool.close().await;
     }
 
-    /// A job's row without its tasks: what running one of its files
-    /// needs (status, destination, options).
-    async fn job_head(&self, id: &JobId) -> Result<Option<AnyRow>, JobStoreError> {
-        sqlx::query("SELECT status, destination, options, owner FROM ferry_jobs WHERE id = $1")
+    /// A job's status alone (`None`: no such job).
+    async fn job_status(&self, id: &JobId) -> Result<Option<JobStatus>, JobStoreError> {
+        sqlx::query("SELECT status FROM ferry_jobs WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)
-    }
-
-    async fn tasks_of(&self, id: &JobId) -> Result<Vec<FileTask>, JobStoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM ferry_tasks WHERE job_id = $1 ORDER BY idx"
-        ))
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(task_from_row).collect()
+            .map_err(unavailable)?
+            .as_ref()
+            .map(status_of)
+            .transpose()
     }
 
     async fn record_from_row(&self, row: &AnyRow) -> Result<JobRecord, JobStoreError> {
         let head = JobRow::read(row)?;
-        let tasks = self.tasks_of(&head.id).await?;
+        // Every task, through the one paged read of a job's tasks.
+        let all = TaskFilter {
+            limit: u32::MAX,
+            ..TaskFilter::default()
+        };
+        let tasks = self.tasks(&head.id, &all).await?;
         Ok(JobRecord {
             job: Job::restore(head.id, head.status, tasks, head.failure),
             destination: head.destination,
@@ -908,11 +902,8 @@ impl JobStorePort for SqlJobStore {
         limit: usize,
     ) -> Result<Option<OpenTasks>, JobStoreError> {
         if limit == 0 {
-            let Some(job) = self.job_head(id).await? else {
-                return Ok(None);
-            };
-            return Ok(Some(OpenTasks {
-                status: status_of(&job)?,
+            return Ok(self.job_status(id).await?.map(|status| OpenTasks {
+                status,
                 open: Vec::new(),
             }));
         }

@@ -577,14 +577,10 @@ async fn list_files(
     };
     let after = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<usize>().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the cursor is not valid; start the listing again without it",
-            )
-            .at("cursor")
-        })?),
+        Some(c) => Some(
+            c.parse::<usize>()
+                .map_err(|_| ApiError::from(JobStoreError::BadCursor))?,
+        ),
     };
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
