@@ -12,7 +12,9 @@
 #   rclone       rclone copy --http-url ORIGIN/SET/ :http: DEST --transfers C
 # For each: seconds (wall), files/s, CPU-s per 1,000 files (user + sys of
 # the process; for ferry serve the server's CPU from /proc during the job),
-# peak RSS (for ferry serve the server's VmHWM). Every run is checked from
+# peak RSS (for ferry serve the server's VmHWM), and what the run cost the
+# shared machine: Garage's and nginx's CPU-s per 1,000 files and the
+# machine's busy share (all cores, /proc/stat) over the run. Every run is checked from
 # outside: the destination must hold exactly N files afterwards (counted
 # with `rclone lsf` or `find`), else the script fails.
 #
@@ -61,6 +63,26 @@ count() {
 
 # cpu_s PID: user + sys seconds the process has used so far.
 cpu_s() { awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+# named_cpu_s NAME: user + sys seconds used so far by every process NAME
+# (Garage, nginx's master and workers): what the tool made the shared
+# origin and store spend, read from their /proc, not from the tool.
+named_cpu_s() {
+  local pids
+  pids=$(pgrep -x "$1" | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && awk -v t="$tick" '{s += $14 + $15} END {printf "%.2f", s / t}' $pids 2> /dev/null || echo 0
+}
+# jiffies: "busy total" jiffies of the whole machine so far (/proc/stat).
+jiffies() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# others_start / others_end: the shared servers' CPU and the machine's load
+# over one run; others_end N prints "garage-CPU-s/1000 | nginx-CPU-s/1000 | busy %".
+others_start() { g0=$(named_cpu_s garage); x0=$(named_cpu_s nginx); read -r b0 j0 <<< "$(jiffies)"; }
+others_end() {
+  local g x b j
+  g=$(named_cpu_s garage); x=$(named_cpu_s nginx); read -r b j <<< "$(jiffies)"
+  printf '%.2f | %.2f | %.0f' "$(echo "($g - $g0) * 1000 / $1" | bc -l)" \
+    "$(echo "($x - $x0) * 1000 / $1" | bc -l)" "$(echo "($b - $b0) * 100 / ($j - $j0)" | bc -l)"
+}
 
 serve_pid=""
 stop_serve() {
@@ -94,7 +116,7 @@ run_one() {
     s3) dest="s3://$bucket/small/$label/" ;;
     dir) dest="$scratch/out/$label/" ;;
   esac
-  local seconds cpu rss
+  local seconds cpu rss others
   case $tool in
     ferry-args | ferry-list | rclone)
       local cmd
@@ -108,8 +130,10 @@ run_one() {
             --transfers "$conc" --exclude .done) ;;
       esac
       [ "$kind" = dir ] && mkdir -p "$dest"
+      others_start
       /usr/bin/time -v -o "$log" "${cmd[@]}" > /dev/null 2> "$scratch/err.log" || {
         tail -5 "$scratch/err.log" >&2; echo "small.sh: $tool failed" >&2; exit 1; }
+      others=$(others_end "$n")
       seconds=$(wall_s "$log")
       cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$log")
       rss=$(rss_mib "$log")
@@ -135,11 +159,13 @@ run_one() {
         sleep 0.5
       fi
       c0=$(cpu_s "$serve_pid")
+      others_start
       t0=$(date +%s.%N)
       "$ferry" job submit --server "http://127.0.0.1:$api_port" --files-from "$list" \
         --destination "$sdest" --wait > /dev/null 2> "$scratch/err.log" || {
         tail -5 "$scratch/err.log" >&2; echo "small.sh: the job failed" >&2; exit 1; }
       t1=$(date +%s.%N)
+      others=$(others_end "$n")
       seconds=$(echo "$t1 - $t0" | bc -l)
       cpu=$(echo "$(cpu_s "$serve_pid") - $c0" | bc -l)
       rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$serve_pid/status")
@@ -154,16 +180,16 @@ run_one() {
     echo "small.sh: $tool $set $kind left $got files at $dest, not $n" >&2
     exit 1
   fi
-  printf '| %s | %s | %s | %.2f | %.0f | %.2f | %s |\n' "$set" "$kind" "$tool" "$seconds" \
-    "$(echo "$n / $seconds" | bc -l)" "$(echo "$cpu * 1000 / $n" | bc -l)" "$rss"
+  printf '| %s | %s | %s | %.2f | %.0f | %.2f | %s | %s |\n' "$set" "$kind" "$tool" "$seconds" \
+    "$(echo "$n / $seconds" | bc -l)" "$(echo "$cpu * 1000 / $n" | bc -l)" "$rss" "$others"
   case $kind in
     s3) rclone purge "garage:${dest#s3://}" 2> /dev/null || true; sleep "${FERRY_BENCH_SETTLE:-5}" ;;
     dir) rm -rf "$dest" "$scratch/serve-$label" ;;
   esac
 }
 
-echo "| set (files x KiB) | dest | tool | seconds | files/s | CPU-s / 1,000 files | peak RSS MiB |"
-echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+echo "| set (files x KiB) | dest | tool | seconds | files/s | CPU-s / 1,000 files | peak RSS MiB | Garage CPU-s / 1,000 | nginx CPU-s / 1,000 | machine busy % |"
+echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for set in "${sets[@]}"; do
   make_set "${set%x*}" "${set#*x}"
   ls "$scratch/srv/small-$set" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/small-$set/|" > "$scratch/list-$set.txt"

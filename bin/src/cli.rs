@@ -432,7 +432,8 @@ pub struct ServeArgs {
     /// Event streams send a heartbeat after this long without an event.
     #[arg(long, env = "FERRY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,
-    /// At most one progress event per file per this interval.
+    /// A file's first progress event comes this long after its bytes
+    /// begin to move, then at most one per interval (0ms: every count).
     #[arg(long, env = "FERRY_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub progress_interval: std::time::Duration,
     /// The shortest poll interval an export job may ask for (a shorter

@@ -3,11 +3,12 @@
 //! task and announced. Which tasks run when is the task queue's (see
 //! `dispatch`).
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, future};
 use futures::channel::mpsc;
 use tracing::warn;
 
@@ -53,7 +54,8 @@ pub(super) struct Runner {
     pub(super) global: Arc<super::fair::FairShare>,
     /// The backpressure gate every attempt passes.
     pub(super) pressure: Option<Arc<Backpressure>>,
-    /// At most one progress event per file per interval.
+    /// A file's first progress event comes one interval after its bytes
+    /// begin to move, then at most one per interval (zero: every count).
     pub(super) progress_interval: Duration,
     pub(super) max_file_size: ByteSize,
     /// Tasks get transfer ids (and so checkpoints).
@@ -103,17 +105,40 @@ impl Runner {
             command.suspend_on_drop = lease.suspend.clone();
             command.lease_epoch = Some(lease.epoch);
         }
+        let counts = Arc::new(Mutex::new(Counts::default()));
         command.progress = Arc::new(EventProgress {
             tx,
-            interval: self.progress_interval,
-            state: Mutex::new((None, None)),
+            immediate: self.progress_interval.is_zero(),
+            counts: counts.clone(),
         });
         // Taken by each forwarded note and by each attempt's state change:
         // a note is announced only while the task runs, so no event of a
         // task follows its end (nor, once every task ended, the job's).
         let gate = tokio::sync::Mutex::new(());
         let forward = async {
-            while let Some(note) = rx.next().await {
+            // A file's progress is announced one interval after its bytes
+            // first moved (then at most once per interval), from a timer:
+            // a small file that ends sooner has no progress event, a file
+            // that stalls shows how far it got.
+            let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            loop {
+                let note = match timer.as_mut() {
+                    None => rx.next().await,
+                    Some(sleep) => match future::select(rx.next(), sleep.as_mut()).await {
+                        future::Either::Left((note, _)) => note,
+                        future::Either::Right(((), _)) => {
+                            timer = None;
+                            let mut c = lock(&counts);
+                            c.armed = false;
+                            Some(Note::Progress(c.done, c.total))
+                        }
+                    },
+                };
+                let Some(note) = note else { break };
+                if let Note::Due = note {
+                    timer = Some(Box::pin(tokio::time::sleep(self.progress_interval)));
+                    continue;
+                }
                 let _turn = gate.lock().await;
                 let running = {
                     let mut task = lock(shared);
@@ -133,6 +158,7 @@ impl Runner {
                     },
                     Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
                     Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
+                    Note::Due => continue,
                 };
                 recorder.emit(&id, kind).await;
             }
@@ -209,29 +235,43 @@ impl Runner {
 /// What a transfer tells its task's event forwarder.
 enum Note {
     Progress(u64, Option<u64>),
+    /// Bytes moved since the last progress event: time to arm its timer.
+    Due,
     Resumed(u64),
     Restarted(String),
 }
 
-/// Sends rate-limited progress from the (sync) ProgressPort to the job's
-/// event stream.
+/// A file's byte count as its transfer last reported it.
+#[derive(Default)]
+struct Counts {
+    done: u64,
+    total: Option<u64>,
+    /// A [`Note::Due`] was sent and its progress event not yet made.
+    armed: bool,
+}
+
+/// Hands progress from the (sync) ProgressPort to the task's event
+/// forwarder: the latest count is kept, and the forwarder is woken once
+/// per progress event it is to make (every count, with a zero interval).
 struct EventProgress {
     tx: mpsc::UnboundedSender<Note>,
-    interval: Duration,
-    state: Mutex<(Option<Instant>, Option<u64>)>,
+    immediate: bool,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl ProgressPort for EventProgress {
     fn started(&self, total: Option<u64>) {
-        lock(&self.state).1 = total;
+        lock(&self.counts).total = total;
     }
 
     fn advanced(&self, done: u64) {
-        let mut st = lock(&self.state);
-        let due = st.0.is_none_or(|t| t.elapsed() >= self.interval);
-        if due {
-            st.0 = Some(Instant::now());
-            let _ = self.tx.unbounded_send(Note::Progress(done, st.1));
+        let mut c = lock(&self.counts);
+        c.done = done;
+        if self.immediate {
+            let _ = self.tx.unbounded_send(Note::Progress(done, c.total));
+        } else if !c.armed {
+            c.armed = true;
+            let _ = self.tx.unbounded_send(Note::Due);
         }
     }
 
