@@ -154,6 +154,15 @@ macro_rules! job_columns {
          created_at_ms, updated_at_ms, next_seq, export, options"
     };
 }
+/// A task's state written into its row ($1-$8 by `bind_state`, then the
+/// job id and index); a fenced write adds its conditions after it.
+macro_rules! task_state_update {
+    () => {
+        "UPDATE ferry_tasks SET status = $1, attempts = $2, bytes_done = $3, sha256 = $4, md5 = $5,
+            error_class = $6, error_code = $7, error_message = $8
+         WHERE job_id = $9 AND idx = $10"
+    };
+}
 macro_rules! task_columns {
     () => {
         "idx, source, dest_key, expected_size, expected_sha256, expected_md5, status, \
@@ -624,6 +633,25 @@ fn bind_state<'q>(query: AnyQuery<'q>, t: &FileTask) -> AnyQuery<'q> {
         .bind(failure.map(|f| f.message.clone()))
 }
 
+/// A task's state (status, attempts, bytes, digests, failure) in its
+/// stored row; how many rows that was (0: no such task stored).
+async fn update_task_state(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &JobId,
+    t: &FileTask,
+) -> Result<u64, JobStoreError> {
+    let done = bind_state(
+        sqlx::query(task_state_update!()),
+        t,
+    )
+    .bind(id.as_str())
+    .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(done.rows_affected())
+}
+
 /// A task's state, written only under lease `epoch` and while the task is
 /// not over: `LeaseLost` otherwise.
 async fn update_task_fenced(
@@ -633,12 +661,11 @@ async fn update_task_fenced(
     epoch: u64,
 ) -> Result<(), JobStoreError> {
     let done = bind_state(
-        sqlx::query(
-            "UPDATE ferry_tasks SET status = $1, attempts = $2, bytes_done = $3, sha256 = $4, md5 = $5,
-            error_class = $6, error_code = $7, error_message = $8
-         WHERE job_id = $9 AND idx = $10 AND lease_epoch = $11
-            AND status NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
-        ),
+        sqlx::query(concat!(
+            task_state_update!(),
+            " AND lease_epoch = $11
+            AND status NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')"
+        )),
         t,
     )
     .bind(id.as_str())
@@ -1116,9 +1143,13 @@ impl JobStorePort for SqlJobStore {
                     task,
                     fence: None,
                 } => {
-                    upsert_task(&mut *tx, job, task)
-                        .await
-                        .map_err(unavailable)?;
+                    // A task's state changes: its row is there (stored with
+                    // its job), so an update; an insert if it is not.
+                    if update_task_state(&mut tx, job, task).await? == 0 {
+                        upsert_task(&mut *tx, job, task)
+                            .await
+                            .map_err(unavailable)?;
+                    }
                     None
                 }
                 JobWrite::Task {

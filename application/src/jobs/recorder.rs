@@ -46,6 +46,13 @@ struct Pending {
     done: oneshot::Sender<bool>,
 }
 
+/// Writes handed over: the writer's answer to come, or already committed
+/// (true) or not.
+enum Queued {
+    Waiting(oneshot::Receiver<bool>),
+    Done(bool),
+}
+
 /// What the writer needs: where to store and where to publish.
 #[derive(Clone)]
 struct Outlet {
@@ -164,7 +171,18 @@ impl Recorder {
     /// Commits `writes` together (grouped with other callers' writes) and
     /// returns once they are durable and their events published: true if
     /// they were committed.
-    async fn write(&self, mut writes: Vec<JobWrite>) -> bool {
+    async fn write(&self, writes: Vec<JobWrite>) -> bool {
+        match self.queue(writes).await {
+            Queued::Waiting(committed) => committed.await.unwrap_or(false),
+            Queued::Done(ok) => ok,
+        }
+    }
+
+    /// Hands `writes` to the group-commit writer and returns once they are
+    /// queued, behind every write queued before them (their events are
+    /// published after the commit, in that order, as ever). Without a
+    /// writer, commits them here.
+    async fn queue(&self, mut writes: Vec<JobWrite>) -> Queued {
         let writer = match self.writer.get() {
             Some(writer) => Some(writer),
             None => tokio::runtime::Handle::try_current().ok().map(|runtime| {
@@ -178,21 +196,21 @@ impl Recorder {
         if let Some(writer) = writer {
             let (done, committed) = oneshot::channel();
             match writer.send(Pending { writes, done }).await {
-                Ok(()) => {
-                    // The writer answers after the commit.
-                    return committed.await.unwrap_or(false);
-                }
+                // The writer answers after the commit.
+                Ok(()) => return Queued::Waiting(committed),
                 // The runtime that ran the writer is gone: write here.
                 Err(mpsc::error::SendError(pending)) => writes = pending.writes,
             }
         }
         let _order = self.unbatched.lock().await;
-        self.outlet()
-            .commit(vec![writes])
-            .await
-            .first()
-            .copied()
-            .unwrap_or(false)
+        Queued::Done(
+            self.outlet()
+                .commit(vec![writes])
+                .await
+                .first()
+                .copied()
+                .unwrap_or(false),
+        )
     }
 
     pub(super) fn now_ms(&self) -> i64 {
@@ -262,6 +280,15 @@ impl Recorder {
     ) -> bool {
         let event = self.event_write(id, kind);
         self.write(vec![task_write(id, task, fence), event]).await
+    }
+
+    /// [`Self::save_task_and_emit`] without waiting for the commit (no
+    /// fence: for a write whose outcome the caller would not act on). The
+    /// task's later writes are queued behind it, so they are committed with
+    /// it or after it, and its event is published before theirs.
+    pub(super) async fn queue_task_and_emit(&self, id: &JobId, task: &FileTask, kind: JobEventKind) {
+        let event = self.event_write(id, kind);
+        drop(self.queue(vec![task_write(id, task, None), event]).await);
     }
 
     fn event_write(&self, id: &JobId, kind: JobEventKind) -> JobWrite {

@@ -318,22 +318,28 @@ impl AttemptObserver for TaskAttempts<'_> {
             t.start().map(|()| t.clone())
         };
         let task = started.map_err(|e| refused(e.to_string()))?;
-        let saved = self
-            .recorder
-            .save_task_and_emit(
-                self.id,
-                &task,
-                JobEventKind::FileStarted {
-                    index: self.index,
-                    attempt: task.attempts(),
-                },
-                self.fence,
-            )
-            .await;
-        if !saved && self.fence.is_some() {
-            return Err(refused(
-                "this node no longer holds the task's lease".to_owned(),
-            ));
+        let kind = JobEventKind::FileStarted {
+            index: self.index,
+            attempt: task.attempts(),
+        };
+        match self.fence {
+            // Without a lease the transfer goes ahead whether or not its
+            // start is stored yet (a failed save is logged and the next one
+            // writes the task again): it starts while the start commits,
+            // and everything the task writes later is committed after it.
+            None => self.recorder.queue_task_and_emit(self.id, &task, kind).await,
+            // Under a lease, a start that cannot be written is refused.
+            Some(_) => {
+                if !self
+                    .recorder
+                    .save_task_and_emit(self.id, &task, kind, self.fence)
+                    .await
+                {
+                    return Err(refused(
+                        "this node no longer holds the task's lease".to_owned(),
+                    ));
+                }
+            }
         }
         Ok(Box::new((permit, admission)))
     }

@@ -345,6 +345,99 @@ async fn cancelling_mid_transfer_stops_it_and_leaves_nothing() {
     );
 }
 
+/// Progress comes from a timer: one interval after a file's bytes begin to
+/// move, then at most one per interval. A file done sooner has none; a slow
+/// one has one about every interval, counts rising; a stalled one shows how
+/// far it got although no byte moves any more.
+#[tokio::test]
+async fn progress_comes_one_interval_after_the_bytes_begin_and_a_stall_still_shows() {
+    let mut h = Harness::sqlite().await;
+    let interval = Duration::from_millis(300);
+    h.service = service_on(
+        h.store.clone(),
+        h.files.path().to_path_buf(),
+        h.events.clone(),
+        JobServiceConfig {
+            progress_interval: interval,
+            ..fast_config()
+        },
+    );
+    let (small, _) = h.file("small.bin", 100_000, Behavior::Normal);
+    let (slow, _) = h.file(
+        "slow.bin",
+        1_200_000,
+        Behavior::Throttled {
+            bytes_per_tick: 50_000,
+            tick: Duration::from_millis(50),
+        },
+    );
+    let (stall, _) = h.file("stall.bin", 2_000_000, Behavior::Stall { after: 300_000 });
+    let rec = h
+        .service
+        .submit(SubmitJobRequest {
+            files: vec![small, slow, stall],
+            destination: "p".into(),
+            ..SubmitJobRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = rec.job.id.clone();
+    let mut rx = h.events.subscribe();
+    let runner = tokio::spawn(h.service.clone().run_abortable(id.clone()));
+    // Per file: when it started, and each progress (when, bytes).
+    let mut started = [None; 3];
+    let mut progress: [Vec<(tokio::time::Instant, u64)>; 3] = Default::default();
+    let mut succeeded = [false; 3];
+    while !(succeeded[0] && succeeded[1] && !progress[2].is_empty()) {
+        let e = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the job's events within 20 s")
+            .unwrap();
+        let now = tokio::time::Instant::now();
+        match e.kind {
+            JobEventKind::FileStarted { index, .. } => started[index] = Some(now),
+            JobEventKind::FileProgress {
+                index, bytes_done, ..
+            } => progress[index].push((now, bytes_done)),
+            JobEventKind::FileSucceeded { index, .. } => succeeded[index] = true,
+            JobEventKind::FileFailed { index, .. } => panic!("file {index} failed: {e:?}"),
+            _ => {}
+        }
+    }
+    assert!(progress[0].is_empty(), "the small file: {:?}", progress[0]);
+    // The slow file (about 1.2 s): first progress no sooner than one
+    // interval after its start, then spaced by at least about an interval,
+    // counts rising.
+    let slow = &progress[1];
+    assert!((2..=5).contains(&slow.len()), "{slow:?}");
+    let first = slow[0].0 - started[1].unwrap();
+    assert!(first >= interval - Duration::from_millis(50), "{first:?}");
+    for pair in slow.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= interval - Duration::from_millis(50), "{slow:?}");
+        assert!(pair[1].1 > pair[0].1, "{slow:?}");
+    }
+    // The stalled file: one progress with the bytes it got, no more while
+    // nothing moves.
+    let (at, bytes) = progress[2][0];
+    assert!(at - started[2].unwrap() >= interval - Duration::from_millis(50));
+    assert!((1..=300_000).contains(&bytes), "{bytes}");
+    let quiet = tokio::time::timeout(interval * 3, async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if let JobEventKind::FileProgress { index: 2, .. } = e.kind {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "a stalled file repeats no progress: {quiet:?}");
+    h.service.cancel(&Access::All, &id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), runner)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_restart_resumes_unfinished_jobs() {
     let h = Harness::sqlite().await;
