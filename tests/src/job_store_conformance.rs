@@ -7,9 +7,9 @@ use ferry_domain::ports::{
 use std::time::Duration;
 
 use ferry_domain::{
-    Checksum, Destination, ErrorClass, Export, ExportProgress, ExportSpec, FileSpec, IfExists, Job,
-    JobId, JobOptions, JobStatus, ObjectKey, PollPolicy, RequestedAttributes, SourceUrl,
-    TaskFailure, TaskStatus,
+    Checksum, Destination, ErrorClass, Export, ExportProgress, ExportSpec, FileSpec, FileTask,
+    IfExists, Job, JobId, JobOptions, JobStatus, ObjectKey, PollPolicy, RequestedAttributes,
+    SourceUrl, TaskFailure, TaskStatus,
 };
 
 fn spec(i: usize) -> FileSpec {
@@ -404,6 +404,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     keyed(store, ns).await;
     leases(store, ns).await;
     task_reads(store, ns).await;
+    batched_writes(store, ns).await;
     heads_and_file_pages(store, ns).await;
     progress_compaction(store, ns).await;
 }
@@ -624,6 +625,91 @@ async fn progress_compaction(store: &dyn JobStorePort, ns: &str) {
 /// One task read with its job's status, destination and options; a job's
 /// first unfinished tasks in index order (finished ones skipped, at most
 /// the limit), or just its status with a limit of 0.
+/// One batch of many writes (as the group commit sends): each task ends in
+/// the state last written for it in the batch (a fast file's start and end
+/// may share one), a task the store does not hold yet is inserted, and
+/// every event is stored under its own number, in order, across jobs.
+async fn batched_writes(store: &dyn JobStorePort, ns: &str) {
+    let mut a = record(&format!("{ns}-batch-a"), 40, 40_000);
+    let mut b = record(&format!("{ns}-batch-b"), 2, 40_001);
+    for r in [&mut a, &mut b] {
+        r.job.start_downloading().unwrap();
+        store.create(r).await.unwrap();
+        store.save_job(r).await.unwrap();
+    }
+    let task = |job: &JobId, t: &FileTask| JobWrite::Task {
+        job: job.clone(),
+        task: Box::new(t.clone()),
+        fence: None,
+    };
+    let event = |job: &JobId, index: usize| {
+        JobWrite::Event(JobEvent {
+            job_id: job.clone(),
+            seq: 0,
+            at_ms: 41_000,
+            kind: JobEventKind::FileStarted { index, attempt: 1 },
+        })
+    };
+    let (a_id, b_id) = (a.job.id.clone(), b.job.id.clone());
+    let mut writes = Vec::new();
+    // Every task of `a` starts; the even ones also end in the batch.
+    for i in 0..40 {
+        let t = a.job.task_mut(i).unwrap();
+        t.start().unwrap();
+        let started = t.clone();
+        writes.push(task(&a_id, &started));
+        writes.push(event(&a_id, i));
+        if i % 2 == 0 {
+            t.succeed(
+                10 + i as u64,
+                Checksum::sha256(&"f".repeat(64)).unwrap(),
+                Some(Checksum::md5(&"0".repeat(32)).unwrap()),
+            )
+            .unwrap();
+            let ended = t.clone();
+            writes.push(task(&a_id, &ended));
+        }
+    }
+    // Another job's task and event in the same batch.
+    b.job.task_mut(1).unwrap().start().unwrap();
+    writes.push(task(&b_id, &b.job.tasks()[1]));
+    writes.push(event(&b_id, 1));
+    // A task `b` does not hold yet.
+    let mut extra = FileTask::new(2, spec(2));
+    extra.start().unwrap();
+    writes.push(task(&b_id, &extra));
+    let seqs = store.write_batch(&writes).await.unwrap();
+    let numbered: Vec<u64> = seqs.iter().flatten().copied().collect();
+    let expected: Vec<u64> = (1..=40).chain([1]).collect();
+    assert_eq!(numbered, expected, "each job's events numbered in order");
+
+    let got = store.get(&a.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.job.tasks(),
+        a.job.tasks(),
+        "the last state of each task"
+    );
+    assert_eq!(got.job.tasks()[4].status(), TaskStatus::Succeeded);
+    assert_eq!(got.job.tasks()[5].status(), TaskStatus::Running);
+    let events = store.events_after(&a.job.id, 0, 100).await.unwrap();
+    assert_eq!(events.len(), 40);
+    for (k, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, k as u64 + 1);
+        assert_eq!(
+            e.kind,
+            JobEventKind::FileStarted {
+                index: k,
+                attempt: 1
+            }
+        );
+    }
+    let got_b = store.get(&b.job.id).await.unwrap().unwrap();
+    assert_eq!(got_b.job.tasks()[1].status(), TaskStatus::Running);
+    let stored_extra = store.task(&b.job.id, 2).await.unwrap().unwrap();
+    assert_eq!(stored_extra.task, extra);
+    assert_eq!(store.events_after(&b.job.id, 0, 10).await.unwrap().len(), 1);
+}
+
 async fn task_reads(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-reads"), 5, 30_000);
     rec.job.start_downloading().unwrap();

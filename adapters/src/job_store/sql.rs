@@ -239,6 +239,11 @@ impl SqlJobStore {
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 10 })
+            // A SQLite connection is a file in this process: nothing to
+            // find dead before use, and the ping is one more hand-over to
+            // its worker thread per statement outside a transaction. A
+            // PostgreSQL connection is checked (the server may have gone).
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if sqlite {
@@ -633,6 +638,105 @@ fn bind_state<'q>(query: AnyQuery<'q>, t: &FileTask) -> AnyQuery<'q> {
         .bind(failure.map(|f| f.message.clone()))
 }
 
+/// Rows written by one statement of [`update_task_states`] or
+/// [`insert_events`] at most (well under either database's limit of bound
+/// parameters).
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// Tasks' states (each task once) in their stored rows, a statement per
+/// [`ROWS_PER_STATEMENT`]; a task whose row is not there is inserted.
+async fn update_task_states(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    states: &[(&JobId, &FileTask)],
+) -> Result<(), JobStoreError> {
+    for chunk in states.chunks(ROWS_PER_STATEMENT) {
+        if let [(job, task)] = chunk {
+            if update_task_state(tx, job, task).await? == 0 {
+                upsert_task(&mut **tx, job, task)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            continue;
+        }
+        // UPDATE … FROM (VALUES …): SQLite 3.33+ and PostgreSQL; a VALUES
+        // list's columns are column1, column2, … in both.
+        let mut sql = String::from(
+            "UPDATE ferry_tasks SET status = v.column3, attempts = v.column4,
+               bytes_done = v.column5, sha256 = v.column6, md5 = v.column7,
+               error_class = v.column8, error_code = v.column9, error_message = v.column10
+             FROM (VALUES ",
+        );
+        push_placeholders(&mut sql, chunk.len(), 10);
+        sql.push_str(") AS v WHERE ferry_tasks.job_id = v.column1 AND ferry_tasks.idx = v.column2");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= 16);
+        for (job, task) in chunk {
+            query = bind_state(
+                query
+                    .bind(job.as_str())
+                    .bind(i64::try_from(task.index).unwrap_or(i64::MAX)),
+                task,
+            );
+        }
+        let done = query.execute(&mut **tx).await.map_err(unavailable)?;
+        if usize::try_from(done.rows_affected()).unwrap_or(usize::MAX) < chunk.len() {
+            // A task not stored yet (never so for a job's own tasks): each
+            // alone, inserted where missing (the updates are idempotent).
+            for (job, task) in chunk {
+                if update_task_state(tx, job, task).await? == 0 {
+                    upsert_task(&mut **tx, job, task)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores events under their sequence numbers (from [`allocate_seqs`]), a
+/// statement per [`ROWS_PER_STATEMENT`].
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    events: &[(&JobEvent, u64)],
+) -> Result<(), JobStoreError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx) VALUES ",
+        );
+        push_placeholders(&mut sql, chunk.len(), 6);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= 16);
+        for (event, seq) in chunk {
+            query = query
+                .bind(event.job_id.as_str())
+                .bind(to_i64(*seq))
+                .bind(event.at_ms)
+                .bind(event.kind.name())
+                .bind(codec::kind_payload(&event.kind).to_string())
+                .bind(
+                    event
+                        .kind
+                        .file_index()
+                        .map(|i| i64::try_from(i).unwrap_or(i64::MAX)),
+                );
+        }
+        query.execute(&mut **tx).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
+fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write as _;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+}
+
 /// A task's state (status, attempts, bytes, digests, failure) in its
 /// stored row; how many rows that was (0: no such task stored).
 async fn update_task_state(
@@ -640,15 +744,12 @@ async fn update_task_state(
     id: &JobId,
     t: &FileTask,
 ) -> Result<u64, JobStoreError> {
-    let done = bind_state(
-        sqlx::query(task_state_update!()),
-        t,
-    )
-    .bind(id.as_str())
-    .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
+    let done = bind_state(sqlx::query(task_state_update!()), t)
+        .bind(id.as_str())
+        .bind(i64::try_from(t.index).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
     Ok(done.rows_affected())
 }
 
@@ -1135,6 +1236,15 @@ impl JobStorePort for SqlJobStore {
         for (key, (id, count)) in &counts {
             next.insert(key, allocate_seqs(&mut tx, id, *count).await?);
         }
+        // Unfenced task states are written together, the latest per task
+        // (a batch may hold a fast file's start and its end); events too,
+        // unless each is announced to a cluster. A few statements per
+        // batch, not two per file: each statement is a hand-over to the
+        // connection's thread (SQLite) or a round trip (PostgreSQL).
+        let mut states: Vec<(&JobId, &FileTask)> = Vec::new();
+        let mut latest: std::collections::HashMap<(&str, usize), usize> =
+            std::collections::HashMap::new();
+        let mut events: Vec<(&JobEvent, u64)> = Vec::new();
         let mut seqs = Vec::with_capacity(writes.len());
         for write in writes {
             seqs.push(match write {
@@ -1143,12 +1253,14 @@ impl JobStorePort for SqlJobStore {
                     task,
                     fence: None,
                 } => {
-                    // A task's state changes: its row is there (stored with
-                    // its job), so an update; an insert if it is not.
-                    if update_task_state(&mut tx, job, task).await? == 0 {
-                        upsert_task(&mut *tx, job, task)
-                            .await
-                            .map_err(unavailable)?;
+                    match latest.entry((job.as_str(), task.index)) {
+                        std::collections::hash_map::Entry::Occupied(at) => {
+                            states[*at.get()] = (job, task);
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(states.len());
+                            states.push((job, task));
+                        }
                     }
                     None
                 }
@@ -1166,10 +1278,18 @@ impl JobStorePort for SqlJobStore {
                     })?;
                     let seq = *slot;
                     *slot += 1;
-                    Some(insert_event(&mut tx, event, seq, self.notify_as.as_ref()).await?)
+                    match &self.notify_as {
+                        Some(node) => Some(insert_event(&mut tx, event, seq, Some(node)).await?),
+                        None => {
+                            events.push((event, seq));
+                            Some(seq)
+                        }
+                    }
                 }
             });
         }
+        update_task_states(&mut tx, &states).await?;
+        insert_events(&mut tx, &events).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(seqs)
     }

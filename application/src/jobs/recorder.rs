@@ -286,7 +286,12 @@ impl Recorder {
     /// fence: for a write whose outcome the caller would not act on). The
     /// task's later writes are queued behind it, so they are committed with
     /// it or after it, and its event is published before theirs.
-    pub(super) async fn queue_task_and_emit(&self, id: &JobId, task: &FileTask, kind: JobEventKind) {
+    pub(super) async fn queue_task_and_emit(
+        &self,
+        id: &JobId,
+        task: &FileTask,
+        kind: JobEventKind,
+    ) {
         let event = self.event_write(id, kind);
         drop(self.queue(vec![task_write(id, task, None), event]).await);
     }

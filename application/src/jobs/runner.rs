@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{StreamExt, future};
 use futures::channel::mpsc;
+use futures::{StreamExt, future};
 use tracing::warn;
 
 use ferry_domain::ports::{
@@ -327,7 +327,11 @@ impl AttemptObserver for TaskAttempts<'_> {
             // start is stored yet (a failed save is logged and the next one
             // writes the task again): it starts while the start commits,
             // and everything the task writes later is committed after it.
-            None => self.recorder.queue_task_and_emit(self.id, &task, kind).await,
+            None => {
+                self.recorder
+                    .queue_task_and_emit(self.id, &task, kind)
+                    .await
+            }
             // Under a lease, a start that cannot be written is refused.
             Some(_) => {
                 if !self

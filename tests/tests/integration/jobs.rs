@@ -413,7 +413,10 @@ async fn progress_comes_one_interval_after_the_bytes_begin_and_a_stall_still_sho
     let first = slow[0].0 - started[1].unwrap();
     assert!(first >= interval - Duration::from_millis(50), "{first:?}");
     for pair in slow.windows(2) {
-        assert!(pair[1].0 - pair[0].0 >= interval - Duration::from_millis(50), "{slow:?}");
+        assert!(
+            pair[1].0 - pair[0].0 >= interval - Duration::from_millis(50),
+            "{slow:?}"
+        );
         assert!(pair[1].1 > pair[0].1, "{slow:?}");
     }
     // The stalled file: one progress with the bytes it got, no more while
@@ -430,7 +433,10 @@ async fn progress_comes_one_interval_after_the_bytes_begin_and_a_stall_still_sho
         }
     })
     .await;
-    assert!(quiet.is_err(), "a stalled file repeats no progress: {quiet:?}");
+    assert!(
+        quiet.is_err(),
+        "a stalled file repeats no progress: {quiet:?}"
+    );
     h.service.cancel(&Access::All, &id).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), runner)
         .await
