@@ -4,7 +4,7 @@
 #   ferry copy URL s3://B/K --sha256 HEX --compute-md5   (SHA-256+MD5, verified before commit)
 #   rclone copyurl URL garage:B/K                        (Debian's rclone)
 #   curl -s URL | aws s3 cp - s3://B/K                   (Debian's aws-cli)
-# For each size: wall time, MB/s (10^6 B/s), peak RSS. Then N concurrent
+# For each size: wall time, MB/s (10^6 B/s), peak RSS, CPU-s (user + sys). Then N concurrent
 # 1 GiB transfers per tool: ferry as one process (`ferry copy SRC... DEST/
 # --concurrency N`), each peer as N processes (they copy one URL per
 # process); aggregate MB/s and total peak RSS (for N processes, the sum of
@@ -26,7 +26,7 @@ source bench/lib.sh
 for g in "${sizes[@]}" 1; do make_source "$g"; done
 
 echo "origin: nginx on 127.0.0.1:$port; S3: Garage $(garage --version 2>/dev/null | awk '{print $2}') compression none; $(nproc) cpus; $(date -u +%Y-%m-%dT%H:%MZ)"
-printf '%-10s %-8s %10s %10s %14s\n' case tool seconds MB/s peak_RSS_MiB
+printf '%-10s %-8s %10s %10s %14s %8s\n' case tool seconds MB/s peak_RSS_MiB CPU_s
 for g in "${sizes[@]}"; do
   name="bench-${g}g.bin"
   bytes=$((g * 1024 * 1024 * 1024))
@@ -34,7 +34,9 @@ for g in "${sizes[@]}"; do
     log="$scratch/times/$tool-$g.log"
     timed "$log" "$tool" "$name" "$tool/$name"
     secs=$(wall_s "$log")
-    printf '%-10s %-8s %10.2f %10.1f %14s\n' "${g}GiB" "$tool" "$secs" "$(echo "$bytes / $secs / 1000000" | bc -l)" "$(rss_mib "$log")"
+    # CPU: user + sys of the process (and its children: the peers' pipes).
+    cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$log")
+    printf '%-10s %-8s %10.2f %10.1f %14s %8s\n' "${g}GiB" "$tool" "$secs" "$(echo "$bytes / $secs / 1000000" | bc -l)" "$(rss_mib "$log")" "$cpu"
     cleanup_bucket
   done
 done

@@ -22,6 +22,9 @@
 # Env:   FERRY_BENCH_TOOLS (default "ferry-args ferry-list ferry-serve
 #        ferry-pg rclone"), FERRY_BENCH_DESTS (default "s3 dir"),
 #        FERRY_BENCH_CONCURRENCY (default 16), FERRY_BENCH_DIR (scratch),
+#        FERRY_BENCH_BASELINE (another ferry binary, e.g. an older commit's
+#        release build: tools base-args, base-list, base-serve, base-pg run
+#        it as ferry-args ... do, in the same run),
 #        FERRY_BENCH_PROFILE (a directory: `perf record -g` of the ferry serve
 #        process during each job, one perf.data per run, there; report with
 #        `perf report -i FILE --no-children`).
@@ -97,7 +100,7 @@ start_serve() {
   rm -rf "$data"
   local extra=()
   [ -n "$db" ] && extra=(--database-url "$db")
-  FERRY_LOG=warn "$ferry" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
+  FERRY_LOG=warn "$bin" serve --listen "127.0.0.1:$api_port" --data-dir "$data" \
     --concurrency "$conc" --per-job-concurrency "$conc" --max-files-per-job 1000000 --max-body 256MiB \
     --allow-source 127.0.0.1 --jobs-per-minute 0 --endpoint-url "$AWS_ENDPOINT_URL" \
     "${extra[@]}" 2> "$scratch/serve.log" &
@@ -111,6 +114,14 @@ start_serve() {
 # run_one TOOL SET DEST_KIND: prints one table row.
 run_one() {
   local tool=$1 set=$2 kind=$3 n=${2%x*} label="$1-$2-$3-$$"
+  # The binary measured: this build's, or the baseline's for base-*.
+  bin=$ferry
+  case $tool in
+    base-*)
+      bin=${FERRY_BENCH_BASELINE:?base-* tools need FERRY_BENCH_BASELINE}
+      tool=ferry-${tool#base-}
+      ;;
+  esac
   local dest list="$scratch/list-$set.txt" log="$scratch/times/$label.log"
   case $kind in
     s3) dest="s3://$bucket/small/$label/" ;;
@@ -121,8 +132,8 @@ run_one() {
     ferry-args | ferry-list | rclone)
       local cmd
       case $tool in
-        ferry-args) cmd=("$ferry" copy --concurrency "$conc" $(cat "$list") "$dest") ;;
-        ferry-list) cmd=("$ferry" copy --concurrency "$conc" --files-from "$list" "$dest") ;;
+        ferry-args) cmd=("$bin" copy --concurrency "$conc" $(cat "$list") "$dest") ;;
+        ferry-list) cmd=("$bin" copy --concurrency "$conc" --files-from "$list" "$dest") ;;
         rclone)
           local rdest=$dest
           [ "$kind" = s3 ] && rdest="garage:${dest#s3://}"
@@ -180,7 +191,7 @@ run_one() {
     echo "small.sh: $tool $set $kind left $got files at $dest, not $n" >&2
     exit 1
   fi
-  printf '| %s | %s | %s | %.2f | %.0f | %.2f | %s | %s |\n' "$set" "$kind" "$tool" "$seconds" \
+  printf '| %s | %s | %s | %.2f | %.0f | %.2f | %s | %s |\n' "$set" "$kind" "$1" "$seconds" \
     "$(echo "$n / $seconds" | bc -l)" "$(echo "$cpu * 1000 / $n" | bc -l)" "$rss" "$others"
   case $kind in
     s3) rclone purge "garage:${dest#s3://}" 2> /dev/null || true; sleep "${FERRY_BENCH_SETTLE:-5}" ;;
@@ -200,4 +211,5 @@ for set in "${sets[@]}"; do
   done
 done
 echo
+[ -n "${FERRY_BENCH_BASELINE:-}" ] && echo "baseline (base-*): $("$FERRY_BENCH_BASELINE" --version | head -1)"
 echo "ferry $("$ferry" --version | head -1); $(rclone version | head -1); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); concurrency $conc; $(nproc) cores"
