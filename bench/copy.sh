@@ -12,7 +12,9 @@
 #
 # Usage: bench/copy.sh [SIZES_GIB...]   (default: 1 5)
 # Env:   FERRY_BENCH_DIR (scratch dir, default a temp dir; needs ~2x the
-#        largest size free), FERRY_BENCH_ORIGIN=nginx|own.
+#        largest size free), FERRY_BENCH_ORIGIN=nginx|own,
+#        FERRY_BENCH_FERRY (another ferry binary to measure, e.g. an older
+#        commit's release build; default: this checkout's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -29,8 +31,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked -p ferry -p ferry-tests --bins >&2
+# The shipped binary, built alone (a build together with the test crates
+# would unify their features into it); the test origin only when asked.
+cargo build --release --locked -p ferry >&2
+[ "${FERRY_BENCH_ORIGIN:-nginx}" = own ] && cargo build --release --locked -p ferry-tests --bin ferry-test-origin >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
+ferry="${FERRY_BENCH_FERRY:-$bin/ferry}"
 
 for g in "${sizes[@]}"; do
   f="$scratch/srv/bench-${g}g.bin"
@@ -79,7 +85,7 @@ for g in "${sizes[@]}"; do
 
   for md5 in "" --compute-md5; do
     rm -f "$scratch/out/$name"
-    read -r secs rss cpu < <(measure "$bin/ferry" copy "$url" "$scratch/out/" --sha256 "$sha" $md5 --json)
+    read -r secs rss cpu < <(measure "$ferry" copy "$url" "$scratch/out/" --sha256 "$sha" $md5 --json)
     got=$(sha256sum "$scratch/out/$name" | cut -d' ' -f1)
     [ "$got" = "$sha" ] || { echo "ferry produced a wrong file" >&2; exit 1; }
     row "${g}GiB" "ferry copy (sha256${md5:++md5}, verified)" "$secs" "$rss" "$cpu" "$bytes"
