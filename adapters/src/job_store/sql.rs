@@ -706,22 +706,28 @@ async fn insert_events(
         push_placeholders(&mut sql, chunk.len(), 6);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= 16);
         for (event, seq) in chunk {
-            query = query
-                .bind(event.job_id.as_str())
-                .bind(to_i64(*seq))
-                .bind(event.at_ms)
-                .bind(event.kind.name())
-                .bind(codec::kind_payload(&event.kind).to_string())
-                .bind(
-                    event
-                        .kind
-                        .file_index()
-                        .map(|i| i64::try_from(i).unwrap_or(i64::MAX)),
-                );
+            query = bind_event(query, event, *seq);
         }
         query.execute(&mut **tx).await.map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// An event's row, numbered `seq`: job id, seq, time, kind, payload, the
+/// file it is about.
+fn bind_event<'q>(query: AnyQuery<'q>, event: &'q JobEvent, seq: u64) -> AnyQuery<'q> {
+    query
+        .bind(event.job_id.as_str())
+        .bind(to_i64(seq))
+        .bind(event.at_ms)
+        .bind(event.kind.name())
+        .bind(codec::kind_payload(&event.kind).to_string())
+        .bind(
+            event
+                .kind
+                .file_index()
+                .map(|i| i64::try_from(i).unwrap_or(i64::MAX)),
+        )
 }
 
 /// `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
@@ -805,47 +811,37 @@ async fn allocate_seqs(
 }
 
 /// Stores an event in `tx` under `seq` (allocated by [`allocate_seqs`]),
-/// and announces it as `notify_as` when set.
-async fn insert_event(
+/// and announces it to the cluster as `node`.
+async fn insert_announced_event(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     event: &JobEvent,
     seq: u64,
-    notify_as: Option<&NodeId>,
+    node: &NodeId,
 ) -> Result<u64, JobStoreError> {
-    let seq = to_i64(seq);
-    sqlx::query(
-        "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx)
+    bind_event(
+        sqlx::query(
+            "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx)
          VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event.job_id.as_str())
-    .bind(seq)
-    .bind(event.at_ms)
-    .bind(event.kind.name())
-    .bind(codec::kind_payload(&event.kind).to_string())
-    .bind(
-        event
-            .kind
-            .file_index()
-            .map(|i| i64::try_from(i).unwrap_or(i64::MAX)),
+        ),
+        event,
+        seq,
     )
     .execute(&mut **tx)
     .await
     .map_err(unavailable)?;
-    if let Some(node) = notify_as {
-        let note = ClusterNote {
-            node: node.clone(),
-            job: event.job_id.clone(),
-            seq: to_u64(seq),
-            kind: event.kind.name().to_owned(),
-        };
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(note.to_payload())
-            .execute(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-    }
-    Ok(to_u64(seq))
+    let note = ClusterNote {
+        node: node.clone(),
+        job: event.job_id.clone(),
+        seq,
+        kind: event.kind.name().to_owned(),
+    };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS_CHANNEL)
+        .bind(note.to_payload())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(seq)
 }
 
 /// Inserts a job row and its tasks in `tx`.
@@ -1279,7 +1275,9 @@ impl JobStorePort for SqlJobStore {
                     let seq = *slot;
                     *slot += 1;
                     match &self.notify_as {
-                        Some(node) => Some(insert_event(&mut tx, event, seq, Some(node)).await?),
+                        Some(node) => {
+                            Some(insert_announced_event(&mut tx, event, seq, node).await?)
+                        }
                         None => {
                             events.push((event, seq));
                             Some(seq)

@@ -124,6 +124,32 @@ impl Harness {
         }
     }
 
+    /// Submits a job of `files` into `destination` and runs it in the
+    /// background: its id, its events from now on, and the run.
+    pub async fn run(
+        &self,
+        files: Vec<FileRequest>,
+        destination: &str,
+    ) -> (
+        JobId,
+        broadcast::Receiver<ferry_domain::ports::JobEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let rec = self
+            .service
+            .submit(SubmitJobRequest {
+                files,
+                destination: destination.into(),
+                ..SubmitJobRequest::default()
+            })
+            .await
+            .unwrap();
+        let id = rec.job.id.clone();
+        let rx = self.events.subscribe();
+        let runner = tokio::spawn(self.service.clone().run_abortable(id.clone()));
+        (id, rx, runner)
+    }
+
     pub fn file(&self, name: &str, len: usize, behavior: Behavior) -> (FileRequest, Vec<u8>) {
         let data = generate(len, name.len() as u64 * 7 + len as u64);
         self.origin
@@ -304,18 +330,7 @@ async fn transient_failures_are_retried_and_counted() {
 async fn cancelling_mid_transfer_stops_it_and_leaves_nothing() {
     let h = Harness::sqlite().await;
     let (stall, _) = h.file("stall.bin", 2_000_000, Behavior::Stall { after: 500_000 });
-    let rec = h
-        .service
-        .submit(SubmitJobRequest {
-            files: vec![stall],
-            destination: "c".into(),
-            ..SubmitJobRequest::default()
-        })
-        .await
-        .unwrap();
-    let id = rec.job.id.clone();
-    let mut rx = h.events.subscribe();
-    let runner = tokio::spawn(h.service.clone().run_abortable(id.clone()));
+    let (id, mut rx, runner) = h.run(vec![stall], "c").await;
     loop {
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
@@ -372,18 +387,7 @@ async fn progress_comes_one_interval_after_the_bytes_begin_and_a_stall_still_sho
         },
     );
     let (stall, _) = h.file("stall.bin", 2_000_000, Behavior::Stall { after: 300_000 });
-    let rec = h
-        .service
-        .submit(SubmitJobRequest {
-            files: vec![small, slow, stall],
-            destination: "p".into(),
-            ..SubmitJobRequest::default()
-        })
-        .await
-        .unwrap();
-    let id = rec.job.id.clone();
-    let mut rx = h.events.subscribe();
-    let runner = tokio::spawn(h.service.clone().run_abortable(id.clone()));
+    let (id, mut rx, runner) = h.run(vec![small, slow, stall], "p").await;
     // Per file: when it started, and each progress (when, bytes).
     let mut started = [None; 3];
     let mut progress: [Vec<(tokio::time::Instant, u64)>; 3] = Default::default();
