@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -141,6 +142,8 @@ impl FilesystemStorage {
             sync_started: length,
             pending: None,
             checkpointed: false,
+            direct: None,
+            in_flight: None,
         }
     }
 
@@ -323,7 +326,20 @@ struct FsStagedWrite {
     mtime: Option<std::time::SystemTime>,
     /// No-clobber: publish only if `target` does not exist.
     if_absent: bool,
+    /// The temp file's descriptor (a duplicate of `file`'s, sharing its
+    /// offset) for writing large chunks from a blocking thread without
+    /// `tokio::fs::File`'s copy of every chunk into its own buffer; made
+    /// at the first large chunk.
+    direct: Option<Arc<std::fs::File>>,
+    /// The large chunk being written through `direct`, if any: waited for
+    /// before any other use of the file (one write in flight, as with
+    /// `tokio::fs::File`).
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
+
+/// Chunks at least this long are written from the `Bytes` itself on a
+/// blocking thread (no copy); shorter ones through `tokio::fs::File`.
+const DIRECT_AT: usize = 128 * 1024;
 
 fn closed(location: &str) -> StorageError {
     StorageError::Unexpected {
@@ -454,6 +470,22 @@ impl FsStagedWrite {
         .to_staged()
     }
 
+    /// Waits for the large chunk in flight, if any: every byte written so
+    /// far is then in the file (or its error is reported).
+    async fn settle(&mut self, location: &str) -> Result<(), StorageError> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match handle.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_error(location, e)),
+            Err(e) => Err(StorageError::Unexpected {
+                location: location.to_owned(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
     /// Waits for the background fsync, if any; its length is then durable.
     async fn collect_sync(&mut self, location: &str) -> Result<Option<u64>, StorageError> {
         let Some((length, handle)) = self.pending.take() else {
@@ -495,14 +527,37 @@ impl Drop for FsStagedWrite {
 impl StagedWrite for FsStagedWrite {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         let location = self.location();
+        self.settle(&location).await?;
+        let len = chunk.len() as u64;
         let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
             location: location.clone(),
             source: "write after the file was closed".into(),
         })?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| io_error(&location, e))?;
-        self.written += chunk.len() as u64;
+        if chunk.len() < DIRECT_AT {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| io_error(&location, e))?;
+        } else {
+            // Whatever `file` still has in flight lands first.
+            file.flush().await.map_err(|e| io_error(&location, e))?;
+            let direct = match &self.direct {
+                Some(direct) => direct.clone(),
+                None => {
+                    let dup = file
+                        .try_clone()
+                        .await
+                        .map_err(|e| io_error(&location, e))?
+                        .into_std()
+                        .await;
+                    self.direct.insert(Arc::new(dup)).clone()
+                }
+            };
+            self.in_flight = Some(tokio::task::spawn_blocking(move || {
+                use std::io::Write as _;
+                (&*direct).write_all(&chunk)
+            }));
+        }
+        self.written += len;
         Ok(())
     }
 
@@ -529,6 +584,7 @@ impl StagedWrite for FsStagedWrite {
                 .into(),
             });
         }
+        self.settle(&location).await?;
         let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
             location: location.clone(),
             source: "rewind after the file was closed".into(),
@@ -550,6 +606,7 @@ impl StagedWrite for FsStagedWrite {
     async fn commit(mut self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError> {
         let location = self.location();
         let result = async {
+            self.settle(&location).await?;
             let mut file = self.file.take().ok_or_else(|| StorageError::Unexpected {
                 location: location.clone(),
                 source: "commit after the file was closed".into(),
@@ -620,6 +677,7 @@ impl StagedWrite for FsStagedWrite {
             // file of a dead process, which the sweep removes, and the
             // file is fetched again).
             self.collect_sync(&location).await?;
+            self.settle(&location).await?;
             let file = self.file.as_mut().ok_or_else(|| closed(&location))?;
             file.flush().await.map_err(|e| io_error(&location, e))?;
             file.sync_data().await.map_err(|e| io_error(&location, e))?;
@@ -641,6 +699,7 @@ impl StagedWrite for FsStagedWrite {
             if let Some(len) = self.collect_sync(&location).await? {
                 ready = Some(len);
             }
+            self.settle(&location).await?;
             let file = self.file.as_mut().ok_or_else(|| closed(&location))?;
             file.flush().await.map_err(|e| io_error(&location, e))?;
             let handle = file
@@ -920,5 +979,53 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["fresh.bin", "raced.bin"], "no temp file left");
+    }
+
+    /// Large chunks (written from a blocking thread) and small ones
+    /// (through `tokio::fs::File`) land in order; a checkpoint covers every
+    /// byte written before it, a rewind cuts a large chunk's bytes off, and
+    /// the committed file is exactly what was kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_and_small_chunks_land_in_order_through_checkpoint_and_rewind() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        let piece = |len: usize, seed: u8| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect()
+        };
+        let key = ObjectKey::parse("mixed.bin").unwrap();
+        let mut write = storage
+            .begin_write(WriteRequest::new(key, None))
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        for (len, seed) in [(DIRECT_AT + 7, 1), (10_000, 2), (3 * DIRECT_AT, 3), (1, 4)] {
+            let bytes = piece(len, seed);
+            kept.extend_from_slice(&bytes);
+            write.write(Bytes::from(bytes)).await.unwrap();
+        }
+        let state = write.checkpoint(true).await.unwrap().unwrap();
+        assert_eq!(state.committed(), kept.len() as u64);
+        let temp = TempFileState::from_staged(&state).unwrap();
+        assert_eq!(std::fs::read(&temp.path).unwrap(), kept, "synced bytes");
+        // A large chunk, then back to the checkpoint, then more.
+        write
+            .write(Bytes::from(piece(2 * DIRECT_AT, 5)))
+            .await
+            .unwrap();
+        write.rewind(kept.len() as u64).await.unwrap();
+        for (len, seed) in [(5_000, 6), (DIRECT_AT, 7)] {
+            let bytes = piece(len, seed);
+            kept.extend_from_slice(&bytes);
+            write.write(Bytes::from(bytes)).await.unwrap();
+        }
+        let info = CommitInfo {
+            size: kept.len() as u64,
+            sha256_hex: "a".repeat(64),
+            md5_hex: None,
+        };
+        write.commit(info).await.unwrap();
+        assert_eq!(std::fs::read(root.path().join("mixed.bin")).unwrap(), kept);
     }
 }
