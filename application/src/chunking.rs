@@ -116,6 +116,11 @@ where
             return self.emit(chunk);
         }
         let room = want - self.buf.len();
+        if self.buf.is_empty() {
+            // The whole chunk's room at once: growing by doubling as
+            // frames arrive would copy the bytes gathered so far each time.
+            self.buf.reserve(want);
+        }
         if frame.len() >= room {
             self.buf.extend_from_slice(&frame.split_to(room));
             if !frame.is_empty() {
