@@ -651,11 +651,7 @@ async fn update_task_states(
 ) -> Result<(), JobStoreError> {
     for chunk in states.chunks(ROWS_PER_STATEMENT) {
         if let [(job, task)] = chunk {
-            if update_task_state(tx, job, task).await? == 0 {
-                upsert_task(&mut **tx, job, task)
-                    .await
-                    .map_err(unavailable)?;
-            }
+            update_or_insert_task(tx, job, task).await?;
             continue;
         }
         // UPDATE … FROM (VALUES …): SQLite 3.33+ and PostgreSQL; a VALUES
@@ -682,11 +678,7 @@ async fn update_task_states(
             // A task not stored yet (never so for a job's own tasks): each
             // alone, inserted where missing (the updates are idempotent).
             for (job, task) in chunk {
-                if update_task_state(tx, job, task).await? == 0 {
-                    upsert_task(&mut **tx, job, task)
-                        .await
-                        .map_err(unavailable)?;
-                }
+                update_or_insert_task(tx, job, task).await?;
             }
         }
     }
@@ -741,6 +733,20 @@ fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
         }
         sql.push(')');
     }
+}
+
+/// A task's state in its stored row, or the task inserted if it has none.
+async fn update_or_insert_task(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job: &JobId,
+    task: &FileTask,
+) -> Result<(), JobStoreError> {
+    if update_task_state(tx, job, task).await? == 0 {
+        upsert_task(&mut **tx, job, task)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// A task's state (status, attempts, bytes, digests, failure) in its
