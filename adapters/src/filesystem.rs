@@ -341,11 +341,23 @@ struct FsStagedWrite {
 /// blocking thread (no copy); shorter ones through `tokio::fs::File`.
 const DIRECT_AT: usize = 128 * 1024;
 
-fn closed(location: &str) -> StorageError {
+/// A use of the temp file (`doing`: "write", "commit"…) after it was
+/// closed.
+fn closed(location: &str, doing: &str) -> StorageError {
     StorageError::Unexpected {
         location: location.to_owned(),
-        source: "checkpoint after the file was closed".into(),
+        source: format!("{doing} after the file was closed").into(),
     }
+}
+
+/// A second `std` descriptor of `file` (sharing its offset), for blocking
+/// work off the runtime: large writes, fsync, setting the mtime.
+async fn std_duplicate(
+    file: &tokio::fs::File,
+    location: &str,
+) -> Result<std::fs::File, StorageError> {
+    let dup = file.try_clone().await.map_err(|e| io_error(location, e))?;
+    Ok(dup.into_std().await)
 }
 
 /// Flushes and fsyncs a written temp file, renames it over `target` and
@@ -486,6 +498,20 @@ impl FsStagedWrite {
         }
     }
 
+    /// The temp file with every byte written so far in it (the large
+    /// chunk in flight landed, `tokio::fs::File`'s buffer flushed): how
+    /// every use of the file other than a small write begins.
+    async fn settled_file(
+        &mut self,
+        location: &str,
+        doing: &str,
+    ) -> Result<&mut tokio::fs::File, StorageError> {
+        self.settle(location).await?;
+        let file = self.file.as_mut().ok_or_else(|| closed(location, doing))?;
+        file.flush().await.map_err(|e| io_error(location, e))?;
+        Ok(file)
+    }
+
     /// Waits for the background fsync, if any; its length is then durable.
     async fn collect_sync(&mut self, location: &str) -> Result<Option<u64>, StorageError> {
         let Some((length, handle)) = self.pending.take() else {
@@ -529,10 +555,10 @@ impl StagedWrite for FsStagedWrite {
         let location = self.location();
         self.settle(&location).await?;
         let len = chunk.len() as u64;
-        let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
-            location: location.clone(),
-            source: "write after the file was closed".into(),
-        })?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| closed(&location, "write"))?;
         if chunk.len() < DIRECT_AT {
             file.write_all(&chunk)
                 .await
@@ -543,12 +569,7 @@ impl StagedWrite for FsStagedWrite {
             let direct = match &self.direct {
                 Some(direct) => direct.clone(),
                 None => {
-                    let dup = file
-                        .try_clone()
-                        .await
-                        .map_err(|e| io_error(&location, e))?
-                        .into_std()
-                        .await;
+                    let dup = std_duplicate(file, &location).await?;
                     self.direct.insert(Arc::new(dup)).clone()
                 }
             };
@@ -584,12 +605,7 @@ impl StagedWrite for FsStagedWrite {
                 .into(),
             });
         }
-        self.settle(&location).await?;
-        let file = self.file.as_mut().ok_or_else(|| StorageError::Unexpected {
-            location: location.clone(),
-            source: "rewind after the file was closed".into(),
-        })?;
-        file.flush().await.map_err(|e| io_error(&location, e))?;
+        let file = self.settled_file(&location, "rewind").await?;
         file.set_len(offset)
             .await
             .map_err(|e| io_error(&location, e))?;
@@ -606,11 +622,11 @@ impl StagedWrite for FsStagedWrite {
     async fn commit(mut self: Box<Self>, info: CommitInfo) -> Result<StoredObject, StorageError> {
         let location = self.location();
         let result = async {
-            self.settle(&location).await?;
-            let mut file = self.file.take().ok_or_else(|| StorageError::Unexpected {
-                location: location.clone(),
-                source: "commit after the file was closed".into(),
-            })?;
+            self.settled_file(&location, "commit").await?;
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| closed(&location, "commit"))?;
             if self.written != info.size {
                 return Err(StorageError::Unexpected {
                     location: location.clone(),
@@ -623,12 +639,7 @@ impl StagedWrite for FsStagedWrite {
             }
             if let Some(mtime) = self.mtime {
                 // Before the rename: the file appears with its final times.
-                let std_file = file
-                    .try_clone()
-                    .await
-                    .map_err(|e| io_error(&location, e))?
-                    .into_std()
-                    .await;
+                let std_file = std_duplicate(&file, &location).await?;
                 tokio::task::spawn_blocking(move || std_file.set_modified(mtime))
                     .await
                     .map_err(|e| StorageError::Unexpected {
@@ -677,9 +688,7 @@ impl StagedWrite for FsStagedWrite {
             // file of a dead process, which the sweep removes, and the
             // file is fetched again).
             self.collect_sync(&location).await?;
-            self.settle(&location).await?;
-            let file = self.file.as_mut().ok_or_else(|| closed(&location))?;
-            file.flush().await.map_err(|e| io_error(&location, e))?;
+            let file = self.settled_file(&location, "checkpoint").await?;
             file.sync_data().await.map_err(|e| io_error(&location, e))?;
             self.since = 0;
             self.synced = self.written;
@@ -699,15 +708,8 @@ impl StagedWrite for FsStagedWrite {
             if let Some(len) = self.collect_sync(&location).await? {
                 ready = Some(len);
             }
-            self.settle(&location).await?;
-            let file = self.file.as_mut().ok_or_else(|| closed(&location))?;
-            file.flush().await.map_err(|e| io_error(&location, e))?;
-            let handle = file
-                .try_clone()
-                .await
-                .map_err(|e| io_error(&location, e))?
-                .into_std()
-                .await;
+            let file = self.settled_file(&location, "checkpoint").await?;
+            let handle = std_duplicate(file, &location).await?;
             let length = self.written;
             self.pending = Some((
                 length,

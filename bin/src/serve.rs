@@ -434,13 +434,25 @@ pub async fn run(args: ServeArgs, global: GlobalArgs) -> ExitCode {
             "OFF"
         },
     );
+    // A cluster node hands its running files over as soon as it is told to
+    // stop, while open connections drain (a busy connection must not hold
+    // the hand-over back for `--shutdown-timeout`): the other nodes resume
+    // them now, from their checkpoints, instead of after the lease timeout.
+    let handing = node.is_some().then(|| {
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            hand_over.hand_over().await
+        })
+    });
     serve_until_signal(listener, app, &args, shutdown).await;
-    if node.is_some() {
-        // The other nodes resume this node's transfers now, from their
-        // checkpoints, instead of after the lease timeout.
-        let handed = hand_over.hand_over().await;
-        if handed > 0 {
-            eprintln!("ferry serve: {handed} running file task(s) handed over to the other nodes");
+    if let Some(handing) = handing {
+        match handing.await {
+            Ok(0) => {}
+            Ok(handed) => eprintln!(
+                "ferry serve: {handed} running file task(s) handed over to the other nodes"
+            ),
+            Err(e) => tracing::error!(error = %e, "the hand-over task failed"),
         }
     }
     ExitCode::from(exit::OK)

@@ -666,20 +666,43 @@ fn range_start(request: &ferry_tests::origin::Recorded) -> u64 {
 
 /// A node stopped with SIGTERM hands its running file over: another node
 /// resumes it from the checkpoint (a Range request from a part boundary)
-/// at once, long before the lease timeout (30 s here); its upload is
-/// kept, not aborted; the object is right.
+/// at once, long before the lease timeout (30 s here), even while a
+/// request still in flight holds the node's HTTP drain open (a body
+/// trickling in: the drain would wait for it up to the 30 s body read
+/// timeout); its upload is kept, not aborted; the object is right.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
+    use tokio::io::AsyncWriteExt;
     let _heavy = HEAVY.lock().await;
     // About 20 MiB/s.
     let (run, (_, leaving)) = HandOver::start(
         &["node-a", "node-b"],
-        &["--part-size", "5MiB", "--lease-timeout", "30s"],
+        &[
+            "--part-size",
+            "5MiB",
+            "--lease-timeout",
+            "30s",
+            "--shutdown-timeout",
+            "60s",
+        ],
         64 << 20,
         512 << 10,
         json!({}),
     )
     .await;
+    let mut busy = tokio::net::TcpStream::connect(leaving.addr())
+        .await
+        .unwrap();
+    busy.write_all(
+        format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"files\":",
+            leaving.addr()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     leaving.sigterm();
     let stopped = Instant::now();
     run.resumed(
@@ -694,6 +717,7 @@ async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
         "{}",
         leaving.log()
     );
+    drop(busy);
 }
 
 /// Both nodes of a cluster restarted at the same moment mid-job (SIGTERM
