@@ -8,6 +8,8 @@
 #   ferry copy URL DIR/ --sha256 HEX --compute-md5   (SHA-256 + MD5, verified)
 #   ferry copy URL DIR/ --sha256 HEX                 (SHA-256, verified)
 #   curl -s -o FILE URL                              (no hash)
+#   curl -s -o FILE URL && sync FILE DIR              (no hash, durable as ferry's)
+#   dd if=/dev/zero of=FILE bs=4M conv=fdatasync      (the disk's durable speed)
 #   curl -s URL | tee FILE | sha256sum               (SHA-256 only, unverified)
 #
 # Usage: bench/copy.sh [SIZES_GIB...]   (default: 1 5)
@@ -56,8 +58,11 @@ fi
 sleep 0.5
 
 # Runs a command under /usr/bin/time -v; prints "seconds peak_rss_kib cpu_s".
+# Dirty pages of the previous run are written out first (not timed), so no
+# run pays for another's.
 measure() {
   local log="$scratch/time.log"
+  sync
   /usr/bin/time -v -o "$log" "$@" > /dev/null
   local wall rss
   wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
@@ -94,6 +99,16 @@ for g in "${sizes[@]}"; do
   rm -f "$scratch/out/$name"
   read -r secs rss cpu < <(measure curl -s -o "$scratch/out/$name" "$url")
   row "${g}GiB" "curl -o (no hash)" "$secs" "$rss" "$cpu" "$bytes"
+
+  # The same bytes made durable, as ferry leaves them (it fsyncs the file
+  # and its directory before it returns): curl -o then sync of the file,
+  # and the disk alone (dd of zeros, fdatasync at the end).
+  rm -f "$scratch/out/$name"
+  read -r secs rss cpu < <(measure bash -c "curl -s -o '$scratch/out/$name' '$url' && sync '$scratch/out/$name' '$scratch/out'")
+  row "${g}GiB" "curl -o + sync (durable, no hash)" "$secs" "$rss" "$cpu" "$bytes"
+  rm -f "$scratch/out/$name"
+  read -r secs rss cpu < <(measure dd if=/dev/zero of="$scratch/out/$name" bs=4M count=$((g * 256)) conv=fdatasync status=none)
+  row "${g}GiB" "dd conv=fdatasync (the disk alone)" "$secs" "$rss" "$cpu" "$bytes"
 
   rm -f "$scratch/out/$name"
   read -r secs rss cpu < <(measure bash -c "curl -s '$url' | tee '$scratch/out/$name' | sha256sum")
