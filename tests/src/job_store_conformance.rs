@@ -405,6 +405,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     leases(store, ns).await;
     task_reads(store, ns).await;
     batched_writes(store, ns).await;
+    many_tasks(store, ns).await;
     heads_and_file_pages(store, ns).await;
     progress_compaction(store, ns).await;
 }
@@ -708,6 +709,54 @@ async fn batched_writes(store: &dyn JobStorePort, ns: &str) {
     let stored_extra = store.task(&b.job.id, 2).await.unwrap().unwrap();
     assert_eq!(stored_extra.task, extra);
     assert_eq!(store.events_after(&b.job.id, 0, 10).await.unwrap().len(), 1);
+}
+
+/// A job of hundreds of files is stored whole (its tasks go in several
+/// multi-row statements: every row lands once, with every field), and so
+/// is a replacement of its tasks in mixed states.
+async fn many_tasks(store: &dyn JobStorePort, ns: &str) {
+    let headers = ferry_domain::RequestedHeaders(vec![("Authorization".into(), "Bearer x".into())])
+        .validate()
+        .unwrap();
+    let mut rec = record(&format!("{ns}-many"), 1, 42_000);
+    let files: Vec<FileSpec> = (0..300)
+        .map(|i| {
+            let mut file = spec(i);
+            if i % 7 == 3 {
+                file.headers = headers.clone();
+            }
+            file
+        })
+        .collect();
+    rec.job = Job::new(rec.job.id.clone(), files);
+    store.create(&rec).await.unwrap();
+    let got = store.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(got.job.tasks(), rec.job.tasks(), "300 tasks stored whole");
+    assert_eq!(got.job.tasks()[3].spec.headers, headers);
+
+    rec.job.start_downloading().unwrap();
+    let replaced: Vec<FileTask> = (0..260)
+        .map(|i| {
+            let mut t = FileTask::new(i, spec(i + 1000));
+            if i % 3 > 0 {
+                t.start().unwrap();
+            }
+            if i % 3 == 2 {
+                t.succeed(i as u64, Checksum::sha256(&"e".repeat(64)).unwrap(), None)
+                    .unwrap();
+            }
+            t
+        })
+        .collect();
+    store.replace_tasks(&rec.job.id, &replaced).await.unwrap();
+    let got = store.get(&rec.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.job.tasks(),
+        replaced.as_slice(),
+        "260 tasks replaced whole"
+    );
+    assert_eq!(got.job.tasks()[5].status(), TaskStatus::Succeeded);
+    assert_eq!(got.job.tasks()[4].status(), TaskStatus::Running);
 }
 
 async fn task_reads(store: &dyn JobStorePort, ns: &str) {
