@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -64,6 +65,10 @@ pub(super) struct Dispatch {
     /// The file tasks running on this node, to stop them on a cancel or
     /// hand them over at shutdown.
     local: Mutex<HashMap<JobId, HashMap<usize, LocalRun>>>,
+    /// Set (under `local`'s lock) when this node hands its tasks over: a
+    /// task delivered after that (the queue's worker may still be polling
+    /// while it stops) is put back in the queue, not run.
+    handing_over: AtomicBool,
     /// Each job's Transfer (its destination resolved once, not per file),
     /// while the job has files running here.
     transfers: Mutex<HashMap<JobId, Arc<dyn TransferPort>>>,
@@ -94,6 +99,7 @@ impl Dispatch {
             queue,
             local_queue,
             local: Mutex::new(HashMap::new()),
+            handing_over: AtomicBool::new(false),
             transfers: Mutex::new(HashMap::new()),
             settled: Mutex::new(HashMap::new()),
         }
@@ -114,6 +120,7 @@ impl Dispatch {
     /// bytes for whichever node takes them over. Returns their tasks.
     fn suspend_all(&self) -> Vec<TaskRef> {
         let local = lock(&self.local);
+        self.handing_over.store(true, Ordering::SeqCst);
         let mut tasks = Vec::new();
         for (job, runs) in local.iter() {
             for (index, run) in runs {
@@ -379,10 +386,32 @@ impl JobService {
         }
     }
 
+    /// A task delivered while this node hands its tasks over: back in the
+    /// queue for another node, unlocked (as `hand_over` leaves its own).
+    async fn put_back(&self, task: TaskRef) -> Result<(), JobStoreError> {
+        match self
+            .dispatch()
+            .queue
+            .release(std::slice::from_ref(&task))
+            .await
+        {
+            Ok(()) => {
+                info!(job = %task.job, index = task.index, "task delivered during the hand-over; put back for the other nodes")
+            }
+            Err(e) => {
+                warn!(job = %task.job, index = task.index, error = %e, "could not put back a task delivered during the hand-over; other nodes take it after the lease timeout")
+            }
+        }
+        Ok(())
+    }
+
     /// One delivered task: checked against its job, claimed (cluster
     /// mode), run, and the job completed if this was its last file.
     async fn run_delivered(&self, task: TaskRef) -> Result<(), JobStoreError> {
         let dispatch = self.dispatch();
+        if dispatch.handing_over.load(Ordering::SeqCst) {
+            return self.put_back(task).await;
+        }
         let store = self.recorder().store();
         let Some(found) = store.task(&task.job, task.index).await? else {
             return Ok(());
@@ -414,16 +443,20 @@ impl JobService {
         };
         let (abort, registration) = AbortHandle::new_pair();
         let suspend = SuspendOnDrop::default();
-        lock(&dispatch.local)
-            .entry(task.job.clone())
-            .or_default()
-            .insert(
+        {
+            let mut local = lock(&dispatch.local);
+            if dispatch.handing_over.load(Ordering::SeqCst) {
+                drop(local);
+                return self.put_back(task).await;
+            }
+            local.entry(task.job.clone()).or_default().insert(
                 task.index,
                 LocalRun {
                     abort,
                     suspend: suspend.clone(),
                 },
             );
+        }
         let lease = epoch.map(|epoch| Lease {
             epoch,
             suspend: suspend.clone(),
