@@ -165,7 +165,7 @@ run_one() {
       local c0 t0 t1 perf_pid=""
       if [ -n "${FERRY_BENCH_PROFILE:-}" ]; then
         mkdir -p "$FERRY_BENCH_PROFILE"
-        perf record -q -F 499 -g -p "$serve_pid" -o "$FERRY_BENCH_PROFILE/$label.data" 2> /dev/null &
+        perf record -q -F ${FERRY_BENCH_PROFILE_HZ:-499} -g -p "$serve_pid" -o "$FERRY_BENCH_PROFILE/$label.data" 2> /dev/null &
         perf_pid=$!
         sleep 0.5
       fi
