@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use ferry_domain::ports::{CheckpointStorePort, SourceMeta};
+use ferry_domain::ports::{CheckpointStorePort, SourceMeta, StartGate};
 use ferry_domain::{
     Checkpoint, Checksum, HashState, ObjectKey, SourceIdentity, SourceUrl, StagedState, TransferId,
 };
@@ -52,6 +52,10 @@ pub(crate) struct Checkpointer {
     pub(crate) recorded: bool,
     /// Cluster mode: saves are fenced by this lease epoch.
     pub(crate) epoch: Option<u64>,
+    /// A fresh start's gate (`ProcessFileCommand::fresh_start`): the first
+    /// save waits for it; none is saved if it says the start never will
+    /// be durable.
+    pub(crate) start: Option<Arc<dyn StartGate>>,
 }
 
 impl Checkpointer {
@@ -64,6 +68,7 @@ impl Checkpointer {
             saved_at: None,
             recorded: false,
             epoch: None,
+            start: None,
         }
     }
 
@@ -95,6 +100,13 @@ impl Checkpointer {
                 return;
             }
         };
+        if let Some(start) = &self.start {
+            if !start.durable().await {
+                debug!(transfer = %self.id, at, "checkpoint not saved: the task's start was not recorded");
+                return;
+            }
+            self.start = None;
+        }
         kill_point("ferry-before-checkpoint", at);
         self.recorded = true;
         let saved = match self.epoch {

@@ -127,6 +127,7 @@ impl ProcessFile {
         let id = command.transfer_id.clone()?;
         let mut checkpointer = Checkpointer::new(store, id, command.key.clone());
         checkpointer.epoch = command.lease_epoch;
+        checkpointer.start = command.fresh_start.clone();
         Some(checkpointer)
     }
 
@@ -210,6 +211,10 @@ impl ProcessFile {
         checkpointer: &mut Checkpointer,
         started: Instant,
     ) -> Result<Resume, ProcessFileError> {
+        if command.fresh_start.is_some() {
+            // Never started: nothing to resume, no lookup.
+            return Ok(Resume::Fresh);
+        }
         let loaded = checkpointer.store.load(&checkpointer.id).await;
         checkpointer.recorded = !matches!(loaded, Ok(None));
         let checkpoint = match loaded {

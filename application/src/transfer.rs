@@ -68,7 +68,7 @@ impl Transfer {
 impl TransferPort for Transfer {
     async fn run(
         &self,
-        command: ProcessFileCommand,
+        mut command: ProcessFileCommand,
         prior_attempts: u32,
         observer: &dyn AttemptObserver,
     ) -> Result<ProcessFileResult, TransferError> {
@@ -84,6 +84,8 @@ impl TransferPort for Transfer {
                 }
                 Err(error) => error,
             };
+            // A retry may find the checkpoint this attempt saved.
+            command.fresh_start = None;
             let retry = prior_attempts.saturating_add(attempt - 1);
             let delay = self.next_delay(&error, retry, first_try);
             observer.failed(attempt, &error, delay.is_some()).await;

@@ -53,6 +53,19 @@ enum Queued {
     Done(bool),
 }
 
+/// Writes queued without waiting: [`Committing::committed`] waits.
+pub(super) struct Committing(Queued);
+
+impl Committing {
+    /// Waits for the commit: whether the writes are in.
+    pub(super) async fn committed(self) -> bool {
+        match self.0 {
+            Queued::Waiting(committed) => committed.await.unwrap_or(false),
+            Queued::Done(ok) => ok,
+        }
+    }
+}
+
 /// What the writer needs: where to store and where to publish.
 #[derive(Clone)]
 struct Outlet {
@@ -172,10 +185,7 @@ impl Recorder {
     /// returns once they are durable and their events published: true if
     /// they were committed.
     async fn write(&self, writes: Vec<JobWrite>) -> bool {
-        match self.queue(writes).await {
-            Queued::Waiting(committed) => committed.await.unwrap_or(false),
-            Queued::Done(ok) => ok,
-        }
+        Committing(self.queue(writes).await).committed().await
     }
 
     /// Hands `writes` to the group-commit writer and returns once they are
@@ -283,17 +293,18 @@ impl Recorder {
     }
 
     /// [`Self::save_task_and_emit`] without waiting for the commit (no
-    /// fence: for a write whose outcome the caller would not act on). The
-    /// task's later writes are queued behind it, so they are committed with
-    /// it or after it, and its event is published before theirs.
+    /// fence). The task's later writes are queued behind it, so they are
+    /// committed with it or after it, and its event is published before
+    /// theirs. The returned handle tells when it is committed, for a
+    /// caller that must wait before something else is made durable.
     pub(super) async fn queue_task_and_emit(
         &self,
         id: &JobId,
         task: &FileTask,
         kind: JobEventKind,
-    ) {
+    ) -> Committing {
         let event = self.event_write(id, kind);
-        drop(self.queue(vec![task_write(id, task, None), event]).await);
+        Committing(self.queue(vec![task_write(id, task, None), event]).await)
     }
 
     fn event_write(&self, id: &JobId, kind: JobEventKind) -> JobWrite {

@@ -4,7 +4,7 @@
 //! `dispatch`).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,13 +14,14 @@ use tracing::warn;
 
 use ferry_domain::ports::{
     AttemptObserver, AttemptRefused, AttemptSlot, JobEventKind, ProcessFileCommand,
-    ProcessFileError, ProcessFileResult, ProgressPort, SuspendOnDrop, TransferError, TransferPort,
+    ProcessFileError, ProcessFileResult, ProgressPort, StartGate, SuspendOnDrop, TransferError,
+    TransferPort,
 };
 use ferry_domain::{
     ByteSize, ErrorClass, ErrorCode, FileTask, IfExists, JobId, TaskFailure, TaskStatus, TransferId,
 };
 
-use super::recorder::Recorder;
+use super::recorder::{Committing, Recorder};
 use crate::backpressure::Backpressure;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +102,12 @@ impl Runner {
         command.no_clobber = if_exists == IfExists::Refuse;
         command.max_size = self.max_file_size;
         command.transfer_id = self.checkpoints.then(|| TransferId::for_task(&id, index));
+        // Never started (as stored): no checkpoint to look up.
+        let start = (command.transfer_id.is_some()
+            && task.attempts() == 0
+            && task.status() == TaskStatus::Queued)
+            .then(|| Arc::new(StartCommit::default()));
+        command.fresh_start = start.clone().map(|s| s as Arc<dyn StartGate>);
         if let Some(lease) = lease {
             command.suspend_on_drop = lease.suspend.clone();
             command.lease_epoch = Some(lease.epoch);
@@ -173,6 +180,7 @@ impl Runner {
             host: &host,
             index,
             fence,
+            start: start.as_deref(),
         };
         // The command (and its progress sender) is dropped when the
         // transfer ends (or its deadline drops it), which ends the
@@ -301,6 +309,52 @@ struct TaskAttempts<'a> {
     host: &'a str,
     index: usize,
     fence: Option<u64>,
+    /// A task that never started: its first attempt's start, for the gate
+    /// of its first checkpoint.
+    start: Option<&'a StartCommit>,
+}
+
+/// A fresh task's start as the job store takes it: its transfer skips the
+/// checkpoint lookup (the task never started, so it has none) and waits
+/// for this before its first checkpoint (see
+/// `ProcessFileCommand::fresh_start`), so that a crash can never leave a
+/// checkpoint of a task whose start is not on record.
+#[derive(Default)]
+pub(super) struct StartCommit {
+    /// The queued start, until someone waits for it.
+    pending: tokio::sync::Mutex<Option<Committing>>,
+    /// Whether it was committed, once known.
+    known: OnceLock<bool>,
+}
+
+impl StartCommit {
+    async fn hold(&self, committing: Committing) {
+        *self.pending.lock().await = Some(committing);
+    }
+
+    fn settle(&self, committed: bool) {
+        let _ = self.known.set(committed);
+    }
+}
+
+#[async_trait]
+impl StartGate for StartCommit {
+    async fn durable(&self) -> bool {
+        if let Some(known) = self.known.get() {
+            return *known;
+        }
+        let mut pending = self.pending.lock().await;
+        if let Some(known) = self.known.get() {
+            return *known;
+        }
+        // No start held: the attempt never got one.
+        let committed = match pending.take() {
+            Some(committing) => committing.committed().await,
+            None => false,
+        };
+        self.settle(committed);
+        committed
+    }
 }
 
 #[async_trait]
@@ -327,18 +381,26 @@ impl AttemptObserver for TaskAttempts<'_> {
             // start is stored yet (a failed save is logged and the next one
             // writes the task again): it starts while the start commits,
             // and everything the task writes later is committed after it.
+            // A fresh start's first checkpoint waits for this commit.
             None => {
-                self.recorder
+                let committing = self
+                    .recorder
                     .queue_task_and_emit(self.id, &task, kind)
-                    .await
+                    .await;
+                if let Some(start) = self.start.filter(|_| attempt == 1) {
+                    start.hold(committing).await;
+                }
             }
             // Under a lease, a start that cannot be written is refused.
             Some(_) => {
-                if !self
+                let saved = self
                     .recorder
                     .save_task_and_emit(self.id, &task, kind, self.fence)
-                    .await
-                {
+                    .await;
+                if let Some(start) = self.start.filter(|_| attempt == 1) {
+                    start.settle(saved);
+                }
+                if !saved {
                     return Err(refused(
                         "this node no longer holds the task's lease".to_owned(),
                     ));

@@ -32,6 +32,7 @@ pub use job_store::{
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{
     LengthProblem, ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult,
+    StartGate,
 };
 pub use progress::{NoProgress, ProgressPort};
 pub use queue::{

@@ -54,6 +54,21 @@ pub struct ProcessFileCommand {
     /// Cluster mode: the task's lease epoch; checkpoints are saved only
     /// under it (`CheckpointStorePort::save_fenced`).
     pub lease_epoch: Option<u64>,
+    /// The transfer never started before (its task's first attempt, as
+    /// the job store holds it): no checkpoint of it can exist, so none is
+    /// looked up. Its first checkpoint is saved only once the gate says
+    /// the start is durable, which keeps "no recorded start, no
+    /// checkpoint" true across a crash. Set for one attempt only.
+    pub fresh_start: Option<Arc<dyn StartGate>>,
+}
+
+/// Says when a transfer's start is durable (see
+/// [`ProcessFileCommand::fresh_start`]).
+#[async_trait]
+pub trait StartGate: Send + Sync + 'static {
+    /// Waits until the start is durable: `true`, or `false` if it will
+    /// never be (its write failed; the transfer then saves no checkpoint).
+    async fn durable(&self) -> bool;
 }
 
 impl ProcessFileCommand {
@@ -74,6 +89,7 @@ impl ProcessFileCommand {
             no_clobber: false,
             suspend_on_drop: crate::ports::storage::SuspendOnDrop::default(),
             lease_epoch: None,
+            fresh_start: None,
         }
     }
 
@@ -92,6 +108,7 @@ impl std::fmt::Debug for ProcessFileCommand {
             .field("max_size", &self.max_size)
             .field("compute_md5", &self.compute_md5)
             .field("transfer_id", &self.transfer_id)
+            .field("fresh_start", &self.fresh_start.is_some())
             .finish_non_exhaustive()
     }
 }

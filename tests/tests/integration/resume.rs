@@ -16,7 +16,7 @@ use ferry_adapters::s3::{S3Storage, S3StorageConfig};
 use ferry_adapters::{FilesystemStorage, SourceRouter};
 use ferry_application::{ProcessFile, ProcessFileConfig, chunk_size_for};
 use ferry_domain::ports::{
-    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort,
+    CheckpointStorePort, FileStoragePort, ProcessFileCommand, ProcessFilePort, StartGate,
 };
 use ferry_domain::{ObjectKey, TransferId};
 use ferry_tests::garage::{garage, service, unique_prefix};
@@ -396,6 +396,7 @@ async fn a_stalled_source_is_resumed_from_the_exact_offset() {
 #[derive(Debug)]
 struct Counting {
     inner: Arc<CheckpointFiles>,
+    loads: std::sync::atomic::AtomicUsize,
     saves: std::sync::atomic::AtomicUsize,
     removes: std::sync::atomic::AtomicUsize,
 }
@@ -406,6 +407,7 @@ impl CheckpointStorePort for Counting {
         &self,
         id: &TransferId,
     ) -> Result<Option<ferry_domain::Checkpoint>, ferry_domain::ports::CheckpointError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.load(id).await
     }
     async fn save(
@@ -429,26 +431,36 @@ impl CheckpointStorePort for Counting {
     }
 }
 
+impl Bench {
+    /// ProcessFile (with in-flight resumes) on a checkpoint store that
+    /// counts what it is asked.
+    fn counted(&self) -> (Arc<Counting>, ProcessFile) {
+        let counting = Arc::new(Counting {
+            inner: self.checkpoints.clone(),
+            loads: 0.into(),
+            saves: 0.into(),
+            removes: 0.into(),
+        });
+        let http = ferry_tests::test_http_client(Duration::from_secs(2));
+        let use_case = ProcessFile::new(
+            Arc::new(SourceRouter::new(Arc::new(http), None)),
+            self.storage.clone(),
+            ProcessFileConfig {
+                checkpoints: Some(counting.clone()),
+                ..ProcessFileConfig::default()
+            },
+        );
+        (counting, use_case)
+    }
+}
+
 /// A file smaller than one checkpoint interval (or part) never reaches a
 /// checkpoint: it costs the checkpoint store nothing, not even a removal;
 /// a large one is checkpointed and its checkpoint removed at the end.
 async fn small_files_cost_the_checkpoint_store_nothing(s3: bool) {
     use std::sync::atomic::Ordering::SeqCst;
     let b = Bench::new(s3).await;
-    let counting = Arc::new(Counting {
-        inner: b.checkpoints.clone(),
-        saves: 0.into(),
-        removes: 0.into(),
-    });
-    let http = ferry_tests::test_http_client(Duration::from_secs(2));
-    let use_case = ProcessFile::new(
-        Arc::new(SourceRouter::new(Arc::new(http), None)),
-        b.storage.clone(),
-        ProcessFileConfig {
-            checkpoints: Some(counting.clone()),
-            ..ProcessFileConfig::default()
-        },
-    );
+    let (counting, use_case) = b.counted();
     let small = generate(100 * 1024, 68);
     b.origin
         .serve("/small.bin", small.clone(), Behavior::Normal);
@@ -482,4 +494,88 @@ async fn directory_small_files_cost_the_checkpoint_store_nothing() {
 #[tokio::test]
 async fn s3_small_files_cost_the_checkpoint_store_nothing() {
     small_files_cost_the_checkpoint_store_nothing(true).await;
+}
+
+/// A start gate that answers `durable` once opened, counting the askers.
+struct Gate {
+    asked: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+#[async_trait::async_trait]
+impl StartGate for Gate {
+    async fn durable(&self) -> bool {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut rx = self.open.subscribe();
+        let answer = *rx.wait_for(Option::is_some).await.unwrap();
+        answer.unwrap()
+    }
+}
+
+/// A transfer that never started (`fresh_start`) looks up no checkpoint;
+/// its first checkpoint waits for the gate (the start's commit), and none
+/// is saved if the gate says the start was never recorded.
+async fn a_fresh_start_checkpoints_only_after_its_start_is_durable(s3: bool) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let b = Bench::new(s3).await;
+    let (counting, use_case) = b.counted();
+    let use_case = Arc::new(use_case);
+    let data = generate(LEN, 70);
+    b.origin.serve("/fresh.bin", data.clone(), Behavior::Normal);
+    let gate = |answer: Option<bool>| {
+        Arc::new(Gate {
+            asked: 0.into(),
+            open: tokio::sync::watch::channel(answer).0,
+        })
+    };
+
+    // The start's commit failed: the copy goes on, with no checkpoint.
+    let refused = gate(Some(false));
+    let mut cmd = b.command("/fresh.bin", "t-fresh-1");
+    cmd.fresh_start = Some(refused.clone());
+    let result = use_case.process(cmd).await.unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert!(refused.asked.load(SeqCst) >= 1, "the gate was asked");
+    assert_eq!(counting.loads.load(SeqCst), 0, "no lookup");
+    assert_eq!(counting.saves.load(SeqCst), 0, "no checkpoint saved");
+    assert_eq!(counting.removes.load(SeqCst), 0);
+
+    // The start commits late: nothing is saved until it has.
+    let late = gate(None);
+    let mut cmd = b.command("/fresh.bin", "t-fresh-2");
+    cmd.fresh_start = Some(late.clone());
+    let run = tokio::spawn({
+        let use_case = use_case.clone();
+        async move { use_case.process(cmd).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while late.asked.load(SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first checkpoint asks the gate");
+    assert_eq!(
+        counting.saves.load(SeqCst),
+        0,
+        "not before the start is durable"
+    );
+    late.open.send_replace(Some(true));
+    let result = run.await.unwrap().unwrap();
+    assert_eq!(result.sha256.hex(), sha256_hex(&data));
+    assert_eq!(counting.loads.load(SeqCst), 0, "no lookup");
+    assert!(counting.saves.load(SeqCst) >= 1, "checkpointed once it was");
+    assert_eq!(counting.removes.load(SeqCst), 1, "and cleared at the end");
+    assert_eq!(b.state_files(), 0);
+    assert_eq!(b.leftovers().await, 0);
+}
+
+#[tokio::test]
+async fn directory_fresh_start_checkpoints_only_after_its_start_is_durable() {
+    a_fresh_start_checkpoints_only_after_its_start_is_durable(false).await;
+}
+
+#[tokio::test]
+async fn s3_fresh_start_checkpoints_only_after_its_start_is_durable() {
+    a_fresh_start_checkpoints_only_after_its_start_is_durable(true).await;
 }
