@@ -578,7 +578,8 @@ async fn upsert_tasks(
     id: &JobId,
     tasks: &[FileTask],
 ) -> Result<(), JobStoreError> {
-    let chunks = statement_chunks(is_sqlite(tx), tasks, 17, |t| {
+    let sqlite = is_sqlite(tx);
+    let chunks = statement_chunks(sqlite, tasks, 17, |t| {
         t.spec.source.expose().len() + t.spec.key.as_str().len() + 256
     });
     for chunk in chunks {
@@ -587,7 +588,7 @@ async fn upsert_tasks(
                 expected_md5, status, attempts, bytes_done, sha256, md5, error_class, error_code,
                 error_message, headers, attributes) VALUES ",
         );
-        push_placeholders(&mut sql, tx, chunk.len(), 17);
+        push_placeholders(&mut sql, sqlite, chunk.len(), 17);
         sql.push_str(
             " ON CONFLICT (job_id, idx) DO UPDATE SET status = excluded.status,
                attempts = excluded.attempts, bytes_done = excluded.bytes_done,
@@ -668,7 +669,8 @@ async fn update_task_states(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     states: &[(&JobId, &FileTask)],
 ) -> Result<(), JobStoreError> {
-    for chunk in statement_chunks(is_sqlite(tx), states, 10, |_| 160) {
+    let sqlite = is_sqlite(tx);
+    for chunk in statement_chunks(sqlite, states, 10, |_| 160) {
         if let [(job, task)] = chunk {
             update_or_insert_task(tx, job, task).await?;
             continue;
@@ -681,7 +683,7 @@ async fn update_task_states(
                error_class = v.column8, error_code = v.column9, error_message = v.column10
              FROM (VALUES ",
         );
-        push_placeholders(&mut sql, tx, chunk.len(), 10);
+        push_placeholders(&mut sql, sqlite, chunk.len(), 10);
         sql.push_str(") AS v WHERE ferry_tasks.job_id = v.column1 AND ferry_tasks.idx = v.column2");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= 16);
         for (job, task) in chunk {
@@ -710,11 +712,12 @@ async fn insert_events(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     events: &[(&JobEvent, u64)],
 ) -> Result<(), JobStoreError> {
-    for chunk in statement_chunks(is_sqlite(tx), events, 6, |_| 320) {
+    let sqlite = is_sqlite(tx);
+    for chunk in statement_chunks(sqlite, events, 6, |_| 320) {
         let mut sql = String::from(
             "INSERT INTO ferry_events (job_id, seq, at_ms, kind, payload, task_idx) VALUES ",
         );
-        push_placeholders(&mut sql, tx, chunk.len(), 6);
+        push_placeholders(&mut sql, sqlite, chunk.len(), 6);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= 16);
         for (event, seq) in chunk {
             query = bind_event(query, event, *seq);
@@ -783,17 +786,17 @@ fn is_sqlite(conn: &sqlx::AnyConnection) -> bool {
     conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME
 }
 
-/// `rows` tuples of `columns` placeholders for `conn`'s database, bound in
-/// order: `($1, $2), ($3, $4)` on PostgreSQL, `(?, ?), (?, ?)` on SQLite.
+/// `rows` tuples of `columns` placeholders for the database (`sqlite` or
+/// PostgreSQL), bound in order: `($1, $2), ($3, $4)` on PostgreSQL,
+/// `(?, ?), (?, ?)` on SQLite.
 /// SQLite keeps a numbered or named parameter (`$1`, `?1`) in a list that
 /// it scans to parse each one and again to bind each one (sqlx asks every
 /// parameter's name), which is quadratic in a statement's parameters: a
 /// 20,000-file submission in statements of 128 rows took 4.6-5.0 s with
 /// `$N` and 2.0 s with `?N` (`perf`: 59 % in `sqlite3VListNumToName`),
 /// against 1.1 s one row a statement. A plain `?` is not in that list.
-fn push_placeholders(sql: &mut String, conn: &sqlx::AnyConnection, rows: usize, columns: usize) {
+fn push_placeholders(sql: &mut String, sqlite: bool, rows: usize, columns: usize) {
     use std::fmt::Write as _;
-    let sqlite = is_sqlite(conn);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..columns {

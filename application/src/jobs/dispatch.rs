@@ -409,6 +409,9 @@ impl JobService {
     /// mode), run, and the job completed if this was its last file.
     async fn run_delivered(&self, task: TaskRef) -> Result<(), JobStoreError> {
         let dispatch = self.dispatch();
+        // Early, so a stopping node neither reads nor claims the task; the
+        // check that makes the hand-over exact is the one under the runs'
+        // lock below, where the run registers.
         if dispatch.handing_over.load(Ordering::SeqCst) {
             return self.put_back(task).await;
         }

@@ -142,22 +142,11 @@ impl Runner {
                     },
                 };
                 let Some(note) = note else { break };
-                if let Note::Due = note {
-                    timer = Some(Box::pin(tokio::time::sleep(self.progress_interval)));
-                    continue;
-                }
-                let _turn = gate.lock().await;
-                let running = {
-                    let mut task = lock(shared);
-                    match note {
-                        Note::Progress(bytes_done, _) => task.progress(bytes_done).is_ok(),
-                        _ => task.status() == TaskStatus::Running,
-                    }
-                };
-                if !running {
-                    continue;
-                }
                 let kind = match note {
+                    Note::Due => {
+                        timer = Some(Box::pin(tokio::time::sleep(self.progress_interval)));
+                        continue;
+                    }
                     Note::Progress(bytes_done, total) => JobEventKind::FileProgress {
                         index,
                         bytes_done,
@@ -165,8 +154,20 @@ impl Runner {
                     },
                     Note::Resumed(offset) => JobEventKind::FileResumed { index, offset },
                     Note::Restarted(reason) => JobEventKind::FileRestarted { index, reason },
-                    Note::Due => continue,
                 };
+                let _turn = gate.lock().await;
+                let running = {
+                    let mut task = lock(shared);
+                    match &kind {
+                        JobEventKind::FileProgress { bytes_done, .. } => {
+                            task.progress(*bytes_done).is_ok()
+                        }
+                        _ => task.status() == TaskStatus::Running,
+                    }
+                };
+                if !running {
+                    continue;
+                }
                 recorder.emit(&id, kind).await;
             }
         };
