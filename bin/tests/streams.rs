@@ -107,16 +107,21 @@ fn seqs(events: &[Value]) -> Vec<u64> {
 /// What the store keeps of a finished job: a fresh stream replays it
 /// with after=0 (its progress compacted to the last of each file).
 async fn stored_events(server: &ServeProcess, id: &str) -> Vec<Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/v1/jobs/{id}/events?after=0", server.url))
-        .send()
-        .await
-        .unwrap();
-    ndjson(resp)
+    job_events(server, id, "after=0")
         .await
         .into_iter()
         .filter(|e| e["type"] != "snapshot")
         .collect()
+}
+
+/// A job's event stream with `query`, read to its end (NDJSON).
+async fn job_events(server: &ServeProcess, id: &str, query: &str) -> Vec<Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{id}/events?{query}", server.url))
+        .send()
+        .await
+        .unwrap();
+    ndjson(resp).await
 }
 
 /// The sequence number of a finished job's `job_completed`, once stored.
@@ -124,25 +129,10 @@ async fn stored_events(server: &ServeProcess, id: &str) -> Vec<Value> {
 /// client that saw the status may still find the event missing for a
 /// moment; asks only for the last events, so a lag limit never applies.
 async fn completed_seq(server: &ServeProcess, id: &str) -> u64 {
-    let client = reqwest::Client::new();
     for _ in 0..500 {
-        let resp = client
-            .get(format!("{}/v1/jobs/{id}/events", server.url))
-            .send()
-            .await
-            .unwrap();
-        let snapshot = ndjson(resp).await;
+        let snapshot = job_events(server, id, "").await;
         let seq = snapshot[0]["seq"].as_u64().unwrap();
-        let resp = client
-            .get(format!(
-                "{}/v1/jobs/{id}/events?after={}",
-                server.url,
-                seq - 1
-            ))
-            .send()
-            .await
-            .unwrap();
-        let last = ndjson(resp).await;
+        let last = job_events(server, id, &format!("after={}", seq - 1)).await;
         if let Some(e) = last.last().filter(|e| e["type"] == "job_completed") {
             return e["seq"].as_u64().unwrap();
         }

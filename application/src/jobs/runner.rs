@@ -4,7 +4,7 @@
 //! `dispatch`).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -323,14 +323,14 @@ struct TaskAttempts<'a> {
 #[derive(Default)]
 pub(super) struct StartCommit {
     /// The queued start, until someone waits for it.
-    pending: tokio::sync::Mutex<Option<Committing>>,
+    pending: Mutex<Option<Committing>>,
     /// Whether it was committed, once known.
-    known: OnceLock<bool>,
+    known: tokio::sync::OnceCell<bool>,
 }
 
 impl StartCommit {
-    async fn hold(&self, committing: Committing) {
-        *self.pending.lock().await = Some(committing);
+    fn hold(&self, committing: Committing) {
+        *lock(&self.pending) = Some(committing);
     }
 
     fn settle(&self, committed: bool) {
@@ -341,20 +341,17 @@ impl StartCommit {
 #[async_trait]
 impl StartGate for StartCommit {
     async fn durable(&self) -> bool {
-        if let Some(known) = self.known.get() {
-            return *known;
-        }
-        let mut pending = self.pending.lock().await;
-        if let Some(known) = self.known.get() {
-            return *known;
-        }
-        // No start held: the attempt never got one.
-        let committed = match pending.take() {
-            Some(committing) => committing.committed().await,
-            None => false,
-        };
-        self.settle(committed);
-        committed
+        *self
+            .known
+            .get_or_init(|| async {
+                // No start held: the attempt never got one.
+                let pending = lock(&self.pending).take();
+                match pending {
+                    Some(committing) => committing.committed().await,
+                    None => false,
+                }
+            })
+            .await
     }
 }
 
@@ -389,7 +386,7 @@ impl AttemptObserver for TaskAttempts<'_> {
                     .queue_task_and_emit(self.id, &task, kind)
                     .await;
                 if let Some(start) = self.start.filter(|_| attempt == 1) {
-                    start.hold(committing).await;
+                    start.hold(committing);
                 }
             }
             // Under a lease, a start that cannot be written is refused.
