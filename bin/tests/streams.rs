@@ -124,21 +124,18 @@ async fn job_events(server: &ServeProcess, id: &str, query: &str) -> Vec<Value> 
     ndjson(resp).await
 }
 
-/// The sequence number of a finished job's `job_completed`, once stored.
-/// A job's status is saved just before that event is (two commits), so a
-/// client that saw the status may still find the event missing for a
-/// moment; asks only for the last events, so a lag limit never applies.
+/// The sequence number of an ended job's `job_completed`: stored in the
+/// commit that ended the job, so there as soon as the status reads ended
+/// (asks only for the last events, so a lag limit never applies).
 async fn completed_seq(server: &ServeProcess, id: &str) -> u64 {
-    for _ in 0..500 {
-        let snapshot = job_events(server, id, "").await;
-        let seq = snapshot[0]["seq"].as_u64().unwrap();
-        let last = job_events(server, id, &format!("after={}", seq - 1)).await;
-        if let Some(e) = last.last().filter(|e| e["type"] == "job_completed") {
-            return e["seq"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("job {id}: no job_completed stored within 10 s");
+    let snapshot = job_events(server, id, "").await;
+    let seq = snapshot[0]["seq"].as_u64().unwrap();
+    let last = job_events(server, id, &format!("after={}", seq - 1)).await;
+    let completed = last
+        .last()
+        .filter(|e| e["type"] == "job_completed")
+        .unwrap_or_else(|| panic!("job {id} ended without its job_completed stored: {last:?}"));
+    completed["seq"].as_u64().unwrap()
 }
 
 /// The last sequence number of a finished job.

@@ -812,7 +812,8 @@ async fn task_reads(store: &dyn JobStorePort, ns: &str) {
 /// Cluster leases: a claim takes a task under a new epoch (only while it is
 /// queued or running); a write fenced with an older epoch fails
 /// `LeaseLost` and writes nothing (nor the rest of its batch); a task over
-/// cannot be claimed or written; `save_job_if` moves a job once.
+/// cannot be claimed or written; a conditional job write (`JobWrite::Job`
+/// with `from`) moves a job once, with its event.
 async fn leases(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-leases"), 2, 20_000);
     rec.job.start_downloading().unwrap();
@@ -875,25 +876,51 @@ async fn leases(store: &dyn JobStorePort, ns: &str) {
         TaskStatus::Succeeded
     );
 
-    // A job completes once.
+    // A job ends once, its status and closing event in one commit: the
+    // second conditional write fails `StatusChanged` and writes nothing,
+    // not even the event beside it.
     let mut ended = store.get(&id).await.unwrap().unwrap();
     ended.job.cancel().unwrap();
-    assert!(
-        store
-            .save_job_if(&ended, JobStatus::Downloading)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .save_job_if(&ended, JobStatus::Downloading)
-            .await
-            .unwrap()
-    );
+    let closing = || {
+        [
+            JobWrite::Job {
+                record: Box::new(ended.clone()),
+                from: Some(JobStatus::Downloading),
+            },
+            JobWrite::Event(ferry_domain::ports::JobEvent {
+                job_id: id.clone(),
+                seq: 0,
+                at_ms: 20_002,
+                kind: ferry_domain::ports::JobEventKind::JobCancelled,
+            }),
+        ]
+    };
+    let seqs = store.write_batch(&closing()).await.unwrap();
+    assert_eq!(seqs.len(), 2);
+    assert_eq!(seqs[0], None);
+    let closed = seqs[1].expect("the closing event's sequence number");
+    let events = store.events_after(&id, 0, 100).await.unwrap();
+    assert_eq!(events.last().map(|e| e.seq), Some(closed));
+    assert!(matches!(
+        store.write_batch(&closing()).await,
+        Err(JobStoreError::StatusChanged {
+            expected: JobStatus::Downloading,
+            ..
+        })
+    ));
+    assert_eq!(store.events_after(&id, 0, 100).await.unwrap(), events);
     assert_eq!(
         store.get(&id).await.unwrap().unwrap().job.status(),
         JobStatus::Cancelled
     );
+    assert_eq!(
+        store.head(&id).await.unwrap().unwrap().last_event_seq,
+        closed
+    );
+    // Ended through the batch, it keeps no full URL either.
+    for task in store.get(&id).await.unwrap().unwrap().job.tasks() {
+        assert_eq!(task.spec.source.expose(), task.spec.source.redacted());
+    }
 }
 
 /// Idempotency keys: one job per (owner, key) within the time to live;

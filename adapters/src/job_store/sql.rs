@@ -706,6 +706,105 @@ async fn update_task_states(
     Ok(())
 }
 
+/// What `save_job` writes: the job's row and, once it has ended, the
+/// secrets it no longer needs dropped (its export's URLs redacted, its
+/// task token once the callback is settled, its files' headers and full
+/// URLs; sources keep their redacted form). With `from`, only if the
+/// stored status is still `from` (`StatusChanged` otherwise).
+async fn update_job_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    record: &JobRecord,
+    from: Option<JobStatus>,
+) -> Result<(), JobStoreError> {
+    let id = &record.job.id;
+    let ended = record.job.status().is_terminal();
+    let export = if ended {
+        record
+            .export
+            .as_ref()
+            .map(|e| codec::export_json(&redacted_export(e)).to_string())
+    } else {
+        export_text(record)
+    };
+    let query = match from {
+        None => sqlx::query(
+            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
+                export = $5,
+                task_token = CASE WHEN $6 = 1 THEN NULL ELSE task_token END
+             WHERE id = $7",
+        ),
+        Some(_) => sqlx::query(
+            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
+                export = $5,
+                task_token = CASE WHEN $6 = 1 THEN NULL ELSE task_token END
+             WHERE id = $7 AND status = $8",
+        ),
+    };
+    let query = query
+        .bind(record.job.status().as_str())
+        .bind(record.job.failure().map(str::to_owned))
+        .bind(record.callback.as_ref().map(ToString::to_string))
+        .bind(record.updated_at_ms)
+        .bind(export)
+        .bind(i64::from(ended && record.callback.is_some()))
+        .bind(id.as_str());
+    let query = match from {
+        Some(from) => query.bind(from.as_str()),
+        None => query,
+    };
+    let done = query.execute(&mut **tx).await.map_err(unavailable)?;
+    if done.rows_affected() == 0 {
+        return Err(match from {
+            Some(expected) => JobStoreError::StatusChanged {
+                job: id.clone(),
+                expected,
+            },
+            None => JobStoreError::NotFound(id.clone()),
+        });
+    }
+    if ended {
+        forget_task_secrets(tx, record).await?;
+    }
+    Ok(())
+}
+
+/// An ended job's files need their headers and full URLs no longer:
+/// headers go, and each source with a secret keeps its redacted form (a
+/// statement per [`ROWS_PER_STATEMENT`] such files).
+async fn forget_task_secrets(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    record: &JobRecord,
+) -> Result<(), JobStoreError> {
+    let id = record.job.id.as_str();
+    sqlx::query("UPDATE ferry_tasks SET headers = NULL WHERE job_id = $1 AND headers IS NOT NULL")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    let redacted: Vec<(i64, String)> = record
+        .job
+        .tasks()
+        .iter()
+        .filter_map(|task| {
+            let redacted = task.spec.source.redacted();
+            (redacted != task.spec.source.expose())
+                .then(|| (i64::try_from(task.index).unwrap_or(i64::MAX), redacted))
+        })
+        .collect();
+    let sqlite = is_sqlite(tx);
+    for chunk in statement_chunks(sqlite, &redacted, 3, |(_, source)| source.len()) {
+        let mut sql = String::from("UPDATE ferry_tasks SET source = v.column3 FROM (VALUES ");
+        push_placeholders(&mut sql, sqlite, chunk.len(), 3);
+        sql.push_str(") AS v WHERE ferry_tasks.job_id = v.column1 AND ferry_tasks.idx = v.column2");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for (index, source) in chunk {
+            query = query.bind(id).bind(*index).bind(source.as_str());
+        }
+        query.execute(&mut **tx).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 /// Stores events under their sequence numbers (from [`allocate_seqs`]), a
 /// statement per [`ROWS_PER_STATEMENT`].
 async fn insert_events(
@@ -1229,63 +1328,9 @@ impl JobStorePort for SqlJobStore {
     }
 
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
-        let ended = record.job.status().is_terminal();
-        // An ended job keeps no secret it no longer needs: its export's
-        // URLs redacted, and its task token once the callback is settled.
-        let export = if ended {
-            record
-                .export
-                .as_ref()
-                .map(|e| codec::export_json(&redacted_export(e)).to_string())
-        } else {
-            export_text(record)
-        };
-        let done = sqlx::query(
-            "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
-                export = $5,
-                task_token = CASE WHEN $6 = 1 THEN NULL ELSE task_token END
-             WHERE id = $7",
-        )
-        .bind(record.job.status().as_str())
-        .bind(record.job.failure().map(str::to_owned))
-        .bind(record.callback.as_ref().map(ToString::to_string))
-        .bind(record.updated_at_ms)
-        .bind(export)
-        .bind(i64::from(ended && record.callback.is_some()))
-        .bind(record.job.id.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
-            return Err(JobStoreError::NotFound(record.job.id.clone()));
-        }
-        if ended {
-            // The job needs its files' headers and full URLs no longer:
-            // they go (sources keep their redacted form).
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
-            sqlx::query(
-                "UPDATE ferry_tasks SET headers = NULL WHERE job_id = $1 AND headers IS NOT NULL",
-            )
-            .bind(record.job.id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            for task in record.job.tasks() {
-                let redacted = task.spec.source.redacted();
-                if redacted == task.spec.source.expose() {
-                    continue;
-                }
-                sqlx::query("UPDATE ferry_tasks SET source = $1 WHERE job_id = $2 AND idx = $3")
-                    .bind(redacted)
-                    .bind(record.job.id.as_str())
-                    .bind(i64::try_from(task.index).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            tx.commit().await.map_err(unavailable)?;
-        }
-        Ok(())
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        update_job_row(&mut tx, record, None).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError> {
@@ -1353,6 +1398,10 @@ impl JobStorePort for SqlJobStore {
                     fence: Some(epoch),
                 } => {
                     update_task_fenced(&mut tx, job, task, *epoch).await?;
+                    None
+                }
+                JobWrite::Job { record, from } => {
+                    update_job_row(&mut tx, record, *from).await?;
                     None
                 }
                 JobWrite::Event(event) => {
@@ -1442,28 +1491,6 @@ impl JobStorePort for SqlJobStore {
         .await
         .map_err(unavailable)?;
         lease_epoch_of(row)
-    }
-
-    async fn save_job_if(
-        &self,
-        record: &JobRecord,
-        from: JobStatus,
-    ) -> Result<bool, JobStoreError> {
-        // Claims the transition first; the rest of the row (and the
-        // secrets an ended job drops) follow through save_job.
-        let claimed =
-            sqlx::query("UPDATE ferry_jobs SET status = $1 WHERE id = $2 AND status = $3")
-                .bind(record.job.status().as_str())
-                .bind(record.job.id.as_str())
-                .bind(from.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        if claimed.rows_affected() == 0 {
-            return Ok(false);
-        }
-        self.save_job(record).await?;
-        Ok(true)
     }
 
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError> {

@@ -170,11 +170,10 @@ impl ExportPhase {
                 .job
                 .export_ready(files)
                 .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
-            recorder.save_job_and_tasks(record).await?;
-            info!(job = %id, files = count, "export ready");
             recorder
-                .emit(&id, JobEventKind::ExportReady { files: count })
-                .await;
+                .save_job_and_tasks_and_emit(record, JobEventKind::ExportReady { files: count })
+                .await?;
+            info!(job = %id, files = count, "export ready");
             return Ok(ExportOutcome::Ready);
         }
     }

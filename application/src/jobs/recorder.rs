@@ -18,7 +18,7 @@ use tracing::warn;
 use ferry_domain::ports::{
     Clock, JobEvent, JobEventKind, JobEventsPort, JobRecord, JobStoreError, JobStorePort, JobWrite,
 };
-use ferry_domain::{FileTask, JobId};
+use ferry_domain::{FileTask, JobId, JobStatus};
 
 /// The most callers' writes committed together.
 const MAX_GROUP: usize = 512;
@@ -43,14 +43,36 @@ pub(super) struct Recorder {
 struct Pending {
     writes: Vec<JobWrite>,
     /// Told whether the writes were committed.
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Outcome>,
 }
 
-/// Writes handed over: the writer's answer to come, or already committed
-/// (true) or not.
+/// What became of one caller's writes.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Committed,
+    /// A fenced or conditional write found its precondition gone
+    /// ([`JobStoreError::is_stale`]): nothing of the group was written,
+    /// and its events were not published.
+    Stale,
+    /// The store failed (its message).
+    Failed(String),
+}
+
+/// Writes handed over: the writer's answer to come, or already given.
 enum Queued {
-    Waiting(oneshot::Receiver<bool>),
-    Done(bool),
+    Waiting(oneshot::Receiver<Outcome>),
+    Done(Outcome),
+}
+
+impl Queued {
+    async fn outcome(self) -> Outcome {
+        match self {
+            Queued::Waiting(answer) => answer
+                .await
+                .unwrap_or_else(|_| Outcome::Failed("the group-commit writer stopped".into())),
+            Queued::Done(outcome) => outcome,
+        }
+    }
 }
 
 /// Writes queued without waiting: [`Committing::committed`] waits.
@@ -59,10 +81,7 @@ pub(super) struct Committing(Queued);
 impl Committing {
     /// Waits for the commit: whether the writes are in.
     pub(super) async fn committed(self) -> bool {
-        match self.0 {
-            Queued::Waiting(committed) => committed.await.unwrap_or(false),
-            Queued::Done(ok) => ok,
-        }
+        self.0.outcome().await == Outcome::Committed
     }
 }
 
@@ -77,66 +96,89 @@ struct Outlet {
 impl Outlet {
     /// Commits the groups' writes in one transaction (or, if that fails,
     /// each group alone, so that one bad write cannot sink the others),
-    /// then publishes their events in order. Returns, per group, whether
-    /// its writes were committed.
-    async fn commit(&self, groups: Vec<Vec<JobWrite>>) -> Vec<bool> {
+    /// then publishes their events in order. Returns what became of each
+    /// group. A stale group's events are not published (a stale node's,
+    /// or a job's closing event another worker already wrote), nor are
+    /// those of a failed group that writes its job's row (an event about
+    /// a status the store does not hold); a failed group's other events
+    /// are (their tasks' next saves, or the job's completion, write them
+    /// again).
+    async fn commit(&self, groups: Vec<Vec<JobWrite>>) -> Vec<Outcome> {
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let guarded: Vec<bool> = groups
+            .iter()
+            .map(|g| g.iter().any(|w| matches!(w, JobWrite::Job { .. })))
+            .collect();
         let all: Vec<JobWrite> = groups.into_iter().flatten().collect();
-        // An error: its text, and whether it was a lost lease (whose
-        // events are a stale node's and are not published).
-        let failed =
-            |e: &JobStoreError| (e.to_string(), matches!(e, JobStoreError::LeaseLost { .. }));
-        let results: Vec<Result<Option<u64>, (String, bool)>> =
+        let failed = |e: &JobStoreError| {
+            if e.is_stale() {
+                Outcome::Stale
+            } else {
+                Outcome::Failed(e.to_string())
+            }
+        };
+        // Per group: its sequence numbers, or what stopped it.
+        let results: Vec<Result<Vec<Option<u64>>, Outcome>> =
             match self.store.write_batch(&all).await {
-                Ok(seqs) => seqs.into_iter().map(Ok).collect(),
-                Err(error) if sizes.len() == 1 => all.iter().map(|_| Err(failed(&error))).collect(),
+                Ok(mut seqs) => sizes
+                    .iter()
+                    .map(|&size| Ok(seqs.drain(..size.min(seqs.len())).collect()))
+                    .collect(),
+                Err(error) if sizes.len() == 1 => vec![Err(failed(&error))],
                 Err(_) => {
-                    let mut results = Vec::with_capacity(all.len());
+                    let mut results = Vec::with_capacity(sizes.len());
                     let mut rest = all.as_slice();
                     for &size in &sizes {
                         let (group, next) = rest.split_at(size);
                         rest = next;
-                        match self.store.write_batch(group).await {
-                            Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
-                            Err(e) => results.extend(group.iter().map(|_| Err(failed(&e)))),
-                        }
+                        results.push(self.store.write_batch(group).await.map_err(|e| failed(&e)));
                     }
                     results
                 }
             };
-        let mut oks = Vec::with_capacity(all.len());
-        for (write, result) in all.into_iter().zip(results) {
-            oks.push(result.is_ok());
-            match write {
-                JobWrite::Task { job, task, .. } => {
-                    if let Err((error, _)) = result {
-                        warn!(job = %job, index = task.index, %error, "could not save a task");
-                    }
-                }
-                JobWrite::Event(mut event) => {
-                    match result {
-                        Ok(Some(seq)) => event.seq = seq,
-                        Ok(None) => {}
-                        Err((_, true)) => continue,
-                        Err((error, false)) => {
-                            warn!(job = %event.job_id, %error, "could not store an event");
+        let mut writes = all.into_iter();
+        let mut outcomes = Vec::with_capacity(sizes.len());
+        for ((size, guarded), result) in sizes.into_iter().zip(guarded).zip(results) {
+            let group: Vec<JobWrite> = writes.by_ref().take(size).collect();
+            let (seqs, outcome) = match result {
+                Ok(seqs) => (seqs, Outcome::Committed),
+                Err(outcome) => (Vec::new(), outcome),
+            };
+            let publish = match &outcome {
+                Outcome::Committed => true,
+                Outcome::Stale => false,
+                Outcome::Failed(_) => !guarded,
+            };
+            for (i, write) in group.into_iter().enumerate() {
+                match write {
+                    JobWrite::Task { job, task, .. } => {
+                        if let Outcome::Failed(error) = &outcome {
+                            warn!(job = %job, index = task.index, %error, "could not save a task");
                         }
                     }
-                    // No receiver is fine: nobody is watching.
-                    let _ = self.live.send(event.clone());
-                    self.events.publish(&event).await;
+                    JobWrite::Job { record, .. } => {
+                        if let Outcome::Failed(error) = &outcome {
+                            warn!(job = %record.job.id, %error, "could not save a job");
+                        }
+                    }
+                    JobWrite::Event(mut event) => {
+                        if let Some(Some(seq)) = seqs.get(i) {
+                            event.seq = *seq;
+                        } else if let Outcome::Failed(error) = &outcome {
+                            warn!(job = %event.job_id, %error, "could not store an event");
+                        }
+                        if !publish {
+                            continue;
+                        }
+                        // No receiver is fine: nobody is watching.
+                        let _ = self.live.send(event.clone());
+                        self.events.publish(&event).await;
+                    }
                 }
             }
+            outcomes.push(outcome);
         }
-        let mut rest = oks.as_slice();
-        sizes
-            .into_iter()
-            .map(|size| {
-                let (group, next) = rest.split_at(size.min(rest.len()));
-                rest = next;
-                group.iter().all(|ok| *ok)
-            })
-            .collect()
+        outcomes
     }
 }
 
@@ -147,10 +189,10 @@ async fn group_commits(outlet: Outlet, mut queue: mpsc::Receiver<Pending>) {
     while queue.recv_many(&mut taken, MAX_GROUP).await > 0 {
         let (groups, replies): (Vec<_>, Vec<_>) =
             taken.drain(..).map(|p| (p.writes, p.done)).unzip();
-        let committed = outlet.commit(groups).await;
-        for (reply, ok) in replies.into_iter().zip(committed) {
+        let outcomes = outlet.commit(groups).await;
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that stopped waiting is fine: its writes are in.
-            let _ = reply.send(ok);
+            let _ = reply.send(outcome);
         }
     }
 }
@@ -185,7 +227,7 @@ impl Recorder {
     /// returns once they are durable and their events published: true if
     /// they were committed.
     async fn write(&self, writes: Vec<JobWrite>) -> bool {
-        Committing(self.queue(writes).await).committed().await
+        self.queue(writes).await.outcome().await == Outcome::Committed
     }
 
     /// Hands `writes` to the group-commit writer and returns once they are
@@ -217,9 +259,8 @@ impl Recorder {
             self.outlet()
                 .commit(vec![writes])
                 .await
-                .first()
-                .copied()
-                .unwrap_or(false),
+                .pop()
+                .unwrap_or_else(|| Outcome::Failed("nothing was written".into())),
         )
     }
 
@@ -246,18 +287,46 @@ impl Recorder {
         self.store.save_job(record).await
     }
 
-    /// Saves all the job's tasks, then stamps and saves the job: tasks
-    /// first, so a stored job's status never runs ahead of its tasks (a
-    /// crash between the two repeats the step instead of, say, finding a
-    /// downloading job without its manifest's tasks).
-    pub(super) async fn save_job_and_tasks(
+    /// Saves all the job's tasks, then stamps and saves the job with an
+    /// event about it (one commit): tasks first, so a stored job's status
+    /// never runs ahead of its tasks (a crash between the two repeats the
+    /// step instead of, say, finding a downloading job without its
+    /// manifest's tasks).
+    pub(super) async fn save_job_and_tasks_and_emit(
         &self,
         record: &mut JobRecord,
+        kind: JobEventKind,
     ) -> Result<(), JobStoreError> {
         self.store
             .replace_tasks(&record.job.id, record.job.tasks())
             .await?;
-        self.save_job(record).await
+        self.save_job_and_emit(record, None, kind).await?;
+        Ok(())
+    }
+
+    /// Stamps the record's `updated_at_ms` and saves the job (not its
+    /// tasks) and an event about it in one commit, the event published
+    /// after it. With `from`, only if the stored status is still `from`:
+    /// `Ok(false)` if another worker moved it first (nothing written,
+    /// nothing published). So a job's stored status never runs ahead of
+    /// the event that announces it.
+    pub(super) async fn save_job_and_emit(
+        &self,
+        record: &mut JobRecord,
+        from: Option<JobStatus>,
+        kind: JobEventKind,
+    ) -> Result<bool, JobStoreError> {
+        record.updated_at_ms = self.now_ms();
+        let job = JobWrite::Job {
+            record: Box::new(record.clone()),
+            from,
+        };
+        let event = self.event_write(&record.job.id, kind);
+        match self.queue(vec![job, event]).await.outcome().await {
+            Outcome::Committed => Ok(true),
+            Outcome::Stale => Ok(false),
+            Outcome::Failed(error) => Err(JobStoreError::Unavailable(error)),
+        }
     }
 
     /// Stores an event (assigning its sequence number) and publishes it.

@@ -609,17 +609,14 @@ impl JobService {
             return Ok(());
         }
         warn!(job = %id, reason = record.job.failure().unwrap_or(""), "job failed");
-        self.recorder.save_job_and_tasks(record).await?;
         let summary = record.job.summary();
+        let kind = JobEventKind::JobCompleted {
+            status: JobStatus::Failed,
+            summary,
+        };
         self.recorder
-            .emit(
-                &id,
-                JobEventKind::JobCompleted {
-                    status: JobStatus::Failed,
-                    summary,
-                },
-            )
-            .await;
+            .save_job_and_tasks_and_emit(record, kind)
+            .await?;
         self.workflow.notify(&self.recorder, record).await;
         self.compact_progress(&id).await;
         Ok(())
@@ -647,20 +644,19 @@ impl JobService {
                 return Ok(());
             }
         };
-        record.updated_at_ms = self.recorder.now_ms();
+        // The status and its closing event in one commit, only if the job
+        // is still downloading: a client that reads the status ended finds
+        // the event stored.
+        let summary = record.job.summary();
+        let kind = JobEventKind::JobCompleted { status, summary };
         if !self
             .recorder
-            .store()
-            .save_job_if(&record, JobStatus::Downloading)
+            .save_job_and_emit(&mut record, Some(JobStatus::Downloading), kind)
             .await?
         {
             return Ok(());
         }
         info!(job = %id, status = status.as_str(), "job finished");
-        let summary = record.job.summary();
-        self.recorder
-            .emit(&id, JobEventKind::JobCompleted { status, summary })
-            .await;
         self.workflow.notify(&self.recorder, &mut record).await;
         self.compact_progress(&id).await;
         Ok(())
@@ -701,8 +697,9 @@ impl JobService {
                 status,
             });
         }
-        self.recorder.save_job_and_tasks(&mut record).await?;
-        self.recorder.emit(id, JobEventKind::JobCancelled).await;
+        self.recorder
+            .save_job_and_tasks_and_emit(&mut record, JobEventKind::JobCancelled)
+            .await?;
         self.workflow.notify(&self.recorder, &mut record).await;
         self.discard_checkpoints(Some(id), Duration::ZERO).await;
         self.compact_progress(id).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use ferry_domain::ports::JobWrite;
+use ferry_domain::ports::{JobStoreError, JobWrite};
 use ferry_domain::ports::events::MockJobEventsPort;
 use ferry_domain::ports::job_store::MockJobStorePort;
 use ferry_domain::ports::storage::MockFileStoragePort;
@@ -174,15 +174,6 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         *s.lock().unwrap() = Some(r.clone());
         Ok(())
     });
-    let s = stored.clone();
-    store.expect_save_job_if().returning(move |r, from| {
-        let mut stored = s.lock().unwrap();
-        if stored.as_ref().map(|r| r.job.status()) != Some(from) {
-            return Ok(false);
-        }
-        *stored = Some(r.clone());
-        Ok(true)
-    });
     store.expect_replace_tasks().returning(|_, _| Ok(()));
     let s = stored.clone();
     store
@@ -228,6 +219,23 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
     store.expect_write_batch().returning(move |writes| {
         let mut n = seq.lock().unwrap();
         let mut stored = s.lock().unwrap();
+        // All or nothing: a conditional job write whose status moved
+        // (before the batch, or by an earlier write of it) fails the whole
+        // batch, as the SQL store's does.
+        let mut status = stored.as_ref().map(|r| r.job.status());
+        for w in writes {
+            if let JobWrite::Job { record, from } = w {
+                if let Some(from) = from
+                    && status != Some(*from)
+                {
+                    return Err(JobStoreError::StatusChanged {
+                        job: record.job.id.clone(),
+                        expected: *from,
+                    });
+                }
+                status = Some(record.job.status());
+            }
+        }
         Ok(writes
             .iter()
             .map(|w| match w {
@@ -247,6 +255,10 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
                             r.job.failure().map(str::to_owned),
                         );
                     }
+                    None
+                }
+                JobWrite::Job { record, .. } => {
+                    *stored = Some((**record).clone());
                     None
                 }
             })

@@ -152,7 +152,9 @@ impl From<JobStoreError> for ApiError {
                 err.field = Some("cursor".into());
                 err
             }
-            JobStoreError::AlreadyExists(_) | JobStoreError::LeaseLost { .. } => {
+            JobStoreError::AlreadyExists(_)
+            | JobStoreError::LeaseLost { .. }
+            | JobStoreError::StatusChanged { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             JobStoreError::Unavailable(_) => {

@@ -155,17 +155,33 @@ pub enum JobStoreError {
     /// (another node claimed it, or it was cancelled): nothing was written.
     #[error("task {index} of job {job} is no longer this node's to write")]
     LeaseLost { job: JobId, index: usize },
+    /// A conditional write of a job whose stored status is no longer the
+    /// one expected (another worker or node moved it first): nothing was
+    /// written.
+    #[error("job {job} is no longer {}: another worker moved it first", expected.as_str())]
+    StatusChanged { job: JobId, expected: JobStatus },
     #[error("unexpected job store error: {0}")]
     Unexpected(#[source] BoxError),
 }
 
 impl JobStoreError {
+    /// A fenced or conditional write that found its precondition gone
+    /// (`LeaseLost`, `StatusChanged`): the writer's view is stale, and
+    /// the events written with it must not be published.
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            JobStoreError::LeaseLost { .. } | JobStoreError::StatusChanged { .. }
+        )
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             JobStoreError::NotFound(_)
             | JobStoreError::AlreadyExists(_)
             | JobStoreError::BadCursor
-            | JobStoreError::LeaseLost { .. } => ErrorClass::Client,
+            | JobStoreError::LeaseLost { .. }
+            | JobStoreError::StatusChanged { .. } => ErrorClass::Client,
             JobStoreError::Unavailable(_) => ErrorClass::Transient,
             JobStoreError::Unexpected(_) => ErrorClass::Internal,
         }
@@ -226,9 +242,19 @@ pub enum Keyed {
     Existing { job: JobId, same_request: bool },
 }
 
-/// One write of a group commit: a task's state or an event.
+/// One write of a group commit: a task's state, the job's own row, or an
+/// event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobWrite {
+    /// What [`JobStorePort::save_job`] writes (not the tasks). With
+    /// `from`, written only if the stored status is still `from`;
+    /// otherwise the whole batch fails with `StatusChanged`. So a job's
+    /// final status and its closing event are stored in one commit, once,
+    /// whichever worker (or node) gets there first.
+    Job {
+        record: Box<JobRecord>,
+        from: Option<JobStatus>,
+    },
     Task {
         job: JobId,
         task: Box<FileTask>,
@@ -281,10 +307,10 @@ pub trait JobStorePort: Send + Sync + 'static {
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
     /// Replaces all tasks (after an export's manifest arrives).
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError>;
-    /// Saves task states and appends events, in order, all in one
+    /// Saves task states, job rows and appends events, in order, all in one
     /// transaction: durable, all or nothing, when it returns. An event gets
     /// its job's next sequence number (from 1); the result gives each
-    /// write's (`None` for a task). Many files' writes committed together
+    /// write's (`None` for a task or a job). Many files' writes committed together
     /// cost one commit (one fsync) instead of one each.
     async fn write_batch(&self, writes: &[JobWrite]) -> Result<Vec<Option<u64>>, JobStoreError>;
     /// Events of a job with a sequence number above `after`, in order.
@@ -307,11 +333,6 @@ pub trait JobStorePort: Send + Sync + 'static {
     /// Cluster mode: the lease epoch task `index` of job `id` is under, if
     /// the task is not over (`None` if it is, or is missing).
     async fn task_lease(&self, id: &JobId, index: usize) -> Result<Option<u64>, JobStoreError>;
-    /// [`Self::save_job`] only if the stored job's status is still
-    /// `from`: true if it was saved. Whichever node finishes a job's last
-    /// file completes it, once.
-    async fn save_job_if(&self, record: &JobRecord, from: JobStatus)
-    -> Result<bool, JobStoreError>;
     /// Ids of jobs not in a terminal state (to resume after a restart).
     async fn unfinished(&self) -> Result<Vec<JobId>, JobStoreError>;
     /// What `owner` (`None`: jobs submitted without one) has unfinished.
