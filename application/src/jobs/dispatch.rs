@@ -54,6 +54,10 @@ struct LocalRun {
     suspend: SuspendOnDrop,
 }
 
+/// How many of a job's unfinished tasks past its window the embedded
+/// default reads with the window, per window slot.
+const AHEAD_PER_SLOT: usize = 4;
+
 /// How a service's file tasks are queued and run.
 pub(super) struct Dispatch {
     /// Cluster mode: this node's id (its runs are fenced by lease
@@ -75,6 +79,14 @@ pub(super) struct Dispatch {
     /// Told when a job's last file is over, for each job whose phase waits
     /// for it here (the embedded default's).
     settled: Mutex<HashMap<JobId, Arc<Settle>>>,
+    /// The embedded default: each job's next unfinished tasks past its
+    /// window, read with it (`AHEAD_PER_SLOT` per slot), so that a file's
+    /// end tops the window up without reading the store (one read per
+    /// few dozen files, not one per file). The in-process queue counts
+    /// each job's tasks in it, so a top-up never fills a window past
+    /// `per_job_concurrency`, whoever calls it; an entry that went stale
+    /// (its task ended meanwhile) is turned away at delivery.
+    ahead: Mutex<HashMap<JobId, Vec<usize>>>,
 }
 
 impl Dispatch {
@@ -102,6 +114,7 @@ impl Dispatch {
             handing_over: AtomicBool::new(false),
             transfers: Mutex::new(HashMap::new()),
             settled: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(HashMap::new()),
         }
     }
 
@@ -113,6 +126,7 @@ impl Dispatch {
             run.abort.abort();
         }
         lock(&self.transfers).remove(job);
+        lock(&self.ahead).remove(job);
         running.len()
     }
 
@@ -202,22 +216,31 @@ impl JobService {
         }
     }
 
-    /// The job's window of unfinished tasks onto the queue (at the end of
-    /// its job phase, and after each of its files). A failure is left to
+    /// The job's window of unfinished tasks (`open`, its first unfinished
+    /// ones in order) onto the queue (at the end of its job phase, after
+    /// each of its files, by the reconciler). The embedded default tops
+    /// the window up to `per_job_concurrency` tasks in its queue; a
+    /// cluster enqueues the window (the queue skips tasks it holds).
+    /// Returns how many of `open` it went through; a failure is left to
     /// the reconciler.
-    async fn enqueue_window(&self, id: &JobId, open: &[usize]) {
+    async fn enqueue_window(&self, id: &JobId, open: &[usize]) -> usize {
         let dispatch = self.dispatch();
-        let tasks = task_refs(id, open);
-        match dispatch.queue.enqueue(&tasks).await {
-            Ok(()) => {
-                if let Some(node) = &dispatch.node {
+        let window = self.config().per_job_concurrency.max(1);
+        let result = match &dispatch.local_queue {
+            Some(queue) => queue.top_up(id, open, window),
+            None => {
+                let tasks = task_refs(id, &open[..window.min(open.len())]);
+                let result = dispatch.queue.enqueue(&tasks).await.map(|()| tasks.len());
+                if let (Ok(_), Some(node)) = (&result, &dispatch.node) {
                     info!(job = %id, tasks = tasks.len(), %node, "file tasks enqueued");
                 }
+                result
             }
-            Err(e) => {
-                warn!(job = %id, error = %e, "could not enqueue file tasks; the reconciler will")
-            }
-        }
+        };
+        result.unwrap_or_else(|e| {
+            warn!(job = %id, error = %e, "could not enqueue file tasks; the reconciler will");
+            0
+        })
     }
 
     /// The end of a job phase: the job's Transfer kept for its files, its
@@ -233,7 +256,7 @@ impl JobService {
         let dispatch = self.dispatch();
         dispatch.keep_transfer(id, transfer);
         if dispatch.node.is_some() {
-            return self.after_task(id).await;
+            return self.after_task(id, None).await;
         }
         let settle = lock(&dispatch.settled)
             .entry(id.clone())
@@ -242,7 +265,7 @@ impl JobService {
         let _waiting = Waiting { dispatch, id };
         let mut settled = pin!(settle.notify.notified());
         settled.as_mut().enable();
-        self.after_task(id).await?;
+        self.after_task(id, None).await?;
         loop {
             let over = {
                 let _turn = settle.finishing.lock().await;
@@ -297,14 +320,12 @@ impl JobService {
             if open.open.is_empty() {
                 // Its last file ended but the job did not complete (the
                 // worker died in between).
-                if let Err(e) = self.after_task(&id).await {
+                if let Err(e) = self.after_task(&id, None).await {
                     warn!(job = %id, error = %e, "reconciler: could not complete the job");
                 }
                 continue;
             }
-            if let Err(e) = dispatch.queue.enqueue(&task_refs(&id, &open.open)).await {
-                warn!(job = %id, error = %e, "reconciler: could not enqueue");
-            }
+            self.enqueue_window(&id, &open.open).await;
         }
         Ok(Some(seen))
     }
@@ -425,14 +446,16 @@ impl JobService {
             return Ok(());
         }
         let epoch = match &dispatch.node {
-            None if found.task.status().is_terminal() => return self.after_task(&task.job).await,
+            None if found.task.status().is_terminal() => {
+                return self.after_task(&task.job, Some(&task)).await;
+            }
             None => None,
             Some(node) => match store
                 .claim_task(&task.job, task.index, node.as_str())
                 .await?
             {
                 Some(epoch) => Some(epoch),
-                None => return self.after_task(&task.job).await,
+                None => return self.after_task(&task.job, None).await,
             },
         };
         let mut file = found.task;
@@ -533,23 +556,65 @@ impl JobService {
             }
             Some(Ended::TaskOver) => {
                 info!(job = %task.job, index = task.index, "task stopped: its job was cancelled, or the task ended elsewhere");
+                // Its delivery holds its place in the queue until it
+                // returns: the stopped run's task is not delivered again
+                // meanwhile.
+                return self.after_task(&task.job, None).await;
             }
         }
-        self.after_task(&task.job).await
+        self.after_task(&task.job, Some(&task)).await
     }
 
-    /// After a file of the job: completes the job if every task is over
-    /// (CompleteJob, once), else moves its window on.
-    pub(super) async fn after_task(&self, id: &JobId) -> Result<(), JobStoreError> {
+    /// After a file of the job (`finished`: the delivery that ran it to
+    /// its end, or turned it away as over): completes the job if every task is over
+    /// (CompleteJob, once), else moves its window on: in the embedded
+    /// default, from the tasks read ahead while there are any, else (and
+    /// in a cluster) from a read of the job's open tasks.
+    pub(super) async fn after_task(
+        &self,
+        id: &JobId,
+        finished: Option<&TaskRef>,
+    ) -> Result<(), JobStoreError> {
+        let dispatch = self.dispatch();
         let window = self.config().per_job_concurrency.max(1);
-        let open = self.recorder().store().open_tasks(id, window).await?;
+        if let Some(queue) = &dispatch.local_queue
+            && let Some(task) = finished
+        {
+            // Its slot is free from now on (its end is stored: delivered
+            // again, it would be turned away).
+            queue.done(task);
+            let mut ahead = lock(&dispatch.ahead);
+            if let Some(next) = ahead.get_mut(id).filter(|next| !next.is_empty()) {
+                match queue.top_up(id, next, window) {
+                    Ok(went) => {
+                        next.drain(..went);
+                        return Ok(());
+                    }
+                    Err(e) => warn!(job = %id, error = %e, "could not enqueue file tasks"),
+                }
+            }
+        }
+        let ahead = match dispatch.local_queue {
+            Some(_) => window.saturating_mul(AHEAD_PER_SLOT),
+            None => 0,
+        };
+        let open = self
+            .recorder()
+            .store()
+            .open_tasks(id, window.saturating_add(ahead))
+            .await?;
         if let Some(open) = &open
             && open.status == JobStatus::Downloading
             && !open.open.is_empty()
         {
-            self.enqueue_window(id, &open.open).await;
+            let went = self.enqueue_window(id, &open.open).await;
+            if ahead > 0 {
+                let later = open.open.get(went..).unwrap_or_default().to_vec();
+                lock(&dispatch.ahead).insert(id.clone(), later);
+            }
             return Ok(());
         }
+        lock(&dispatch.ahead).remove(id);
         // Its files are over: completed here unless another worker did,
         // in the job's finishing turn when a phase here waits for it.
         let settle = lock(&self.dispatch().settled).get(id).cloned();

@@ -393,3 +393,163 @@ fn task_write(id: &JobId, task: &FileTask, fence: Option<u64>) -> JobWrite {
         fence,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ferry_domain::ports::events::MockJobEventsPort;
+    use ferry_domain::ports::job_store::MockJobStorePort;
+    use ferry_domain::{Destination, Job, JobOptions};
+
+    use super::*;
+    use crate::checkpointing::SystemClock;
+
+    fn record(id: &str) -> JobRecord {
+        let mut job = Job::new(JobId::parse(id).unwrap(), Vec::new());
+        job.start_downloading().unwrap();
+        JobRecord {
+            job,
+            destination: Destination::Directory {
+                prefix: String::new(),
+            },
+            options: JobOptions::default(),
+            task_token: None,
+            owner: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            callback: None,
+            export: None,
+            last_event_seq: 0,
+        }
+    }
+
+    fn ended(id: &str) -> JobRecord {
+        let mut record = record(id);
+        record.job.cancel().unwrap();
+        record
+    }
+
+    /// A recorder over `store` whose published events land in the vector.
+    fn recorder(store: MockJobStorePort) -> (Recorder, Arc<Mutex<Vec<JobEvent>>>) {
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let mut events = MockJobEventsPort::new();
+        let p = published.clone();
+        events
+            .expect_publish()
+            .returning(move |e| p.lock().unwrap().push(e.clone()));
+        let recorder = Recorder::new(Arc::new(store), Arc::new(events), Arc::new(SystemClock), 16);
+        (recorder, published)
+    }
+
+    fn jobs_in(writes: &[JobWrite]) -> usize {
+        writes
+            .iter()
+            .filter(|w| matches!(w, JobWrite::Job { .. }))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_job_write_that_lost_its_race_or_failed_publishes_nothing() {
+        let mut store = MockJobStorePort::new();
+        let calls = Arc::new(Mutex::new(0));
+        let c = calls.clone();
+        store.expect_write_batch().returning(move |writes| {
+            *c.lock().unwrap() += 1;
+            let job = match &writes[0] {
+                JobWrite::Job { record, .. } => record.job.id.clone(),
+                other => panic!("{other:?}"),
+            };
+            if job.as_str() == "lost" {
+                Err(JobStoreError::StatusChanged {
+                    job,
+                    expected: JobStatus::Downloading,
+                })
+            } else {
+                Err(JobStoreError::Unavailable("disk gone".into()))
+            }
+        });
+        let (recorder, published) = recorder(store);
+        let mut lost = ended("lost");
+        assert!(
+            !recorder
+                .save_job_and_emit(
+                    &mut lost,
+                    Some(JobStatus::Downloading),
+                    JobEventKind::JobCancelled
+                )
+                .await
+                .unwrap()
+        );
+        let mut failed = ended("failed");
+        assert!(matches!(
+            recorder
+                .save_job_and_emit(&mut failed, None, JobEventKind::JobCancelled)
+                .await,
+            Err(JobStoreError::Unavailable(e)) if e.contains("disk gone")
+        ));
+        assert_eq!(*calls.lock().unwrap(), 2);
+        assert!(published.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_one_group_commit_the_first_conditional_write_wins_and_only_its_event_is_published()
+    {
+        let mut store = MockJobStorePort::new();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let b = batches.clone();
+        store.expect_write_batch().returning(move |writes| {
+            b.lock().unwrap().push(writes.len());
+            // The store moves the job once: a batch with two conditional
+            // writes of it fails whole; alone, the second finds it moved.
+            let seen = b.lock().unwrap().len();
+            match (jobs_in(writes), seen) {
+                (2, _) => Err(JobStoreError::StatusChanged {
+                    job: JobId::parse("race").unwrap(),
+                    expected: JobStatus::Downloading,
+                }),
+                (1, 2) => Ok(vec![None, Some(7)]),
+                _ => Err(JobStoreError::StatusChanged {
+                    job: JobId::parse("race").unwrap(),
+                    expected: JobStatus::Downloading,
+                }),
+            }
+        });
+        let (recorder, published) = recorder(store);
+        let write = |record: JobRecord| {
+            vec![
+                JobWrite::Job {
+                    record: Box::new(record),
+                    from: Some(JobStatus::Downloading),
+                },
+                recorder.event_write(&JobId::parse("race").unwrap(), JobEventKind::JobCancelled),
+            ]
+        };
+        // Both queued before the writer runs: one group commit.
+        let first = recorder.queue(write(ended("race"))).await;
+        let second = recorder.queue(write(ended("race"))).await;
+        assert_eq!(first.outcome().await, Outcome::Committed);
+        assert_eq!(second.outcome().await, Outcome::Stale);
+        assert_eq!(*batches.lock().unwrap(), vec![4, 2, 2]);
+        let published = published.lock().unwrap();
+        assert_eq!(published.len(), 1, "{published:?}");
+        assert_eq!(published[0].seq, 7);
+        assert_eq!(published[0].kind, JobEventKind::JobCancelled);
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_of_task_states_still_publishes_its_events() {
+        let mut store = MockJobStorePort::new();
+        store
+            .expect_write_batch()
+            .returning(|_| Err(JobStoreError::Unavailable("disk gone".into())));
+        let (recorder, published) = recorder(store);
+        let id = JobId::parse("tasks").unwrap();
+        assert!(
+            !recorder
+                .write(vec![recorder.event_write(&id, JobEventKind::JobCancelled)])
+                .await
+        );
+        assert_eq!(published.lock().unwrap().len(), 1);
+    }
+}

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use ferry_domain::ports::{JobStoreError, JobWrite};
 use ferry_domain::ports::events::MockJobEventsPort;
 use ferry_domain::ports::job_store::MockJobStorePort;
 use ferry_domain::ports::storage::MockFileStoragePort;
@@ -21,6 +20,7 @@ use ferry_domain::ports::{
     DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, OpenTasks, ProcessFileCommand,
     ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
 };
+use ferry_domain::ports::{JobStoreError, JobWrite};
 use ferry_domain::{
     Checksum, ChecksumAlgorithm, JobId, JobStatus, ObjectKey, RetryPolicy, TaskStatus, TransferId,
 };
@@ -39,6 +39,8 @@ enum Step {
     Skip,
     /// The key exists and overwriting is refused (no_clobber).
     Exists,
+    /// Succeeds after a few milliseconds (files that overlap).
+    Slow,
 }
 
 /// A ProcessFile that follows a script and counts abandons.
@@ -49,6 +51,8 @@ struct Scripted {
     /// What it was asked: (skip_existing, no_clobber, attributes). Not the
     /// command itself: its progress sender must drop when the call ends.
     seen: StdMutex<Vec<(bool, bool, ferry_domain::ObjectAttributes)>>,
+    /// Calls in progress now, and the most at once.
+    running: StdMutex<(usize, usize)>,
 }
 
 impl Scripted {
@@ -58,6 +62,7 @@ impl Scripted {
             calls: StdMutex::new(0),
             abandoned: StdMutex::new(0),
             seen: StdMutex::new(Vec::new()),
+            running: StdMutex::new((0, 0)),
         })
     }
 }
@@ -79,6 +84,15 @@ impl ProcessFilePort for Scripted {
             command.attributes.clone(),
         ));
         let step = self.steps.lock().unwrap().pop_front().unwrap_or(Step::Ok);
+        if let Step::Slow = step {
+            {
+                let mut running = self.running.lock().unwrap();
+                running.0 += 1;
+                running.1 = running.1.max(running.0);
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            self.running.lock().unwrap().0 -= 1;
+        }
         let done = ProcessFileResult {
             key: command.key.clone(),
             location: command.key.to_string(),
@@ -91,7 +105,7 @@ impl ProcessFilePort for Scripted {
             skipped: false,
         };
         match step {
-            Step::Ok => Ok(done),
+            Step::Ok | Step::Slow => Ok(done),
             Step::Skip => Ok(ProcessFileResult {
                 skipped: true,
                 ..done
@@ -124,6 +138,8 @@ struct World {
     process: Arc<Scripted>,
     /// `prior_attempts` the service passed to each transfer run.
     priors: Arc<StdMutex<Vec<u32>>>,
+    /// How many times a job's open tasks were read.
+    open_reads: Arc<StdMutex<usize>>,
 }
 
 /// A TransferPort that records `prior_attempts`, then runs the real
@@ -202,7 +218,10 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         }))
     });
     let s = stored.clone();
+    let open_reads = Arc::new(StdMutex::new(0));
+    let reads = open_reads.clone();
     store.expect_open_tasks().returning(move |_, limit| {
+        *reads.lock().unwrap() += 1;
         Ok(s.lock().unwrap().as_ref().map(|r| OpenTasks {
             status: r.job.status(),
             open: r
@@ -307,6 +326,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         published,
         process,
         priors,
+        open_reads,
     }
 }
 
@@ -670,4 +690,34 @@ async fn records_and_events_take_the_injected_clock() {
         .collect();
     assert_eq!(stamps.first(), Some(&1_000));
     assert!(stamps[1..].iter().all(|&t| t == 5_000), "{stamps:?}");
+}
+
+/// The embedded default reads a job's next tasks with its window: a file's
+/// end enqueues the next one without reading the store, and the job's
+/// per-job concurrency (4 by default) still holds, with the window kept
+/// full.
+#[tokio::test]
+async fn files_read_ahead_keep_the_window_full_and_never_wider() {
+    let w = world((0..100).map(|_| Step::Slow).collect(), 3);
+    let mut request = one_file();
+    request.files = (0..100)
+        .map(|i| FileRequest {
+            key: format!("f{i}.bin"),
+            source: format!("http://origin.test/f{i}.bin"),
+            ..request.files[0].clone()
+        })
+        .collect();
+    let rec = w.service.submit(request).await.unwrap();
+    w.service.clone().run_abortable(rec.job.id.clone()).await;
+    let done = w.record();
+    assert_eq!(done.job.status(), JobStatus::Completed);
+    assert_eq!(*w.process.calls.lock().unwrap(), 100, "each file once");
+    let (now, most) = *w.process.running.lock().unwrap();
+    assert_eq!(now, 0);
+    assert_eq!(most, 4, "the window of 4 was full, and never wider");
+    let reads = *w.open_reads.lock().unwrap();
+    assert!(
+        reads < 20,
+        "{reads} reads of the open tasks for 100 files (one per file before)"
+    );
 }
