@@ -884,7 +884,7 @@ async fn leases(store: &dyn JobStorePort, ns: &str) {
     let closing = || {
         [
             JobWrite::Job {
-                record: Box::new(ended.clone()),
+                record: std::sync::Arc::new(ended.clone()),
                 from: Some(JobStatus::Downloading),
             },
             JobWrite::Event(ferry_domain::ports::JobEvent {

@@ -294,14 +294,18 @@ impl Recorder {
     /// manifest's tasks).
     pub(super) async fn save_job_and_tasks_and_emit(
         &self,
-        record: &mut JobRecord,
+        record: JobRecord,
         kind: JobEventKind,
-    ) -> Result<(), JobStoreError> {
-        self.store
+    ) -> (JobRecord, Result<(), JobStoreError>) {
+        if let Err(e) = self
+            .store
             .replace_tasks(&record.job.id, record.job.tasks())
-            .await?;
-        self.save_job_and_emit(record, None, kind).await?;
-        Ok(())
+            .await
+        {
+            return (record, Err(e));
+        }
+        let (record, saved) = self.save_job_and_emit(record, None, kind).await;
+        (record, saved.map(|_| ()))
     }
 
     /// Stamps the record's `updated_at_ms` and saves the job (not its
@@ -309,24 +313,30 @@ impl Recorder {
     /// after it. With `from`, only if the stored status is still `from`:
     /// `Ok(false)` if another worker moved it first (nothing written,
     /// nothing published). So a job's stored status never runs ahead of
-    /// the event that announces it.
+    /// the event that announces it. The record is lent to the writer, not
+    /// copied (it holds all the job's tasks), and given back.
     pub(super) async fn save_job_and_emit(
         &self,
-        record: &mut JobRecord,
+        mut record: JobRecord,
         from: Option<JobStatus>,
         kind: JobEventKind,
-    ) -> Result<bool, JobStoreError> {
+    ) -> (JobRecord, Result<bool, JobStoreError>) {
         record.updated_at_ms = self.now_ms();
+        let event = self.event_write(&record.job.id, kind);
+        let record = Arc::new(record);
         let job = JobWrite::Job {
-            record: Box::new(record.clone()),
+            record: record.clone(),
             from,
         };
-        let event = self.event_write(&record.job.id, kind);
-        match self.queue(vec![job, event]).await.outcome().await {
+        let outcome = self.queue(vec![job, event]).await.outcome().await;
+        // The writer dropped its share before answering.
+        let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
+        let saved = match outcome {
             Outcome::Committed => Ok(true),
             Outcome::Stale => Ok(false),
             Outcome::Failed(error) => Err(JobStoreError::Unavailable(error)),
-        }
+        };
+        (record, saved)
     }
 
     /// Stores an event (assigning its sequence number) and publishes it.
@@ -470,22 +480,20 @@ mod tests {
             }
         });
         let (recorder, published) = recorder(store);
-        let mut lost = ended("lost");
-        assert!(
-            !recorder
-                .save_job_and_emit(
-                    &mut lost,
-                    Some(JobStatus::Downloading),
-                    JobEventKind::JobCancelled
-                )
-                .await
-                .unwrap()
-        );
-        let mut failed = ended("failed");
+        let (back, saved) = recorder
+            .save_job_and_emit(
+                ended("lost"),
+                Some(JobStatus::Downloading),
+                JobEventKind::JobCancelled,
+            )
+            .await;
+        assert!(!saved.unwrap());
+        assert_eq!(back.job.id.as_str(), "lost", "the record comes back");
+        let (_, saved) = recorder
+            .save_job_and_emit(ended("failed"), None, JobEventKind::JobCancelled)
+            .await;
         assert!(matches!(
-            recorder
-                .save_job_and_emit(&mut failed, None, JobEventKind::JobCancelled)
-                .await,
+            saved,
             Err(JobStoreError::Unavailable(e)) if e.contains("disk gone")
         ));
         assert_eq!(*calls.lock().unwrap(), 2);
@@ -519,7 +527,7 @@ mod tests {
         let write = |record: JobRecord| {
             vec![
                 JobWrite::Job {
-                    record: Box::new(record),
+                    record: Arc::new(record),
                     from: Some(JobStatus::Downloading),
                 },
                 recorder.event_write(&JobId::parse("race").unwrap(), JobEventKind::JobCancelled),

@@ -579,7 +579,7 @@ impl JobService {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("the destination cannot be used: {e}");
-                return self.fail_job(&mut record, reason).await;
+                return self.fail_job(record, reason).await;
             }
         };
         if record.export.is_some()
@@ -589,7 +589,7 @@ impl JobService {
             )
             && let ExportOutcome::Failed(reason) = self.exports.run(recorder, &mut record).await?
         {
-            return self.fail_job(&mut record, reason).await;
+            return self.fail_job(record, reason).await;
         }
         if record.job.status() == JobStatus::Pending {
             record
@@ -603,7 +603,7 @@ impl JobService {
     }
 
     /// Fails the job for `reason` (stored, announced, told to the workflow).
-    async fn fail_job(&self, record: &mut JobRecord, reason: String) -> Result<(), JobStoreError> {
+    async fn fail_job(&self, mut record: JobRecord, reason: String) -> Result<(), JobStoreError> {
         let id = record.job.id.clone();
         if record.job.fail(reason).is_err() {
             return Ok(());
@@ -614,10 +614,12 @@ impl JobService {
             status: JobStatus::Failed,
             summary,
         };
-        self.recorder
+        let (mut record, saved) = self
+            .recorder
             .save_job_and_tasks_and_emit(record, kind)
-            .await?;
-        self.workflow.notify(&self.recorder, record).await;
+            .await;
+        saved?;
+        self.workflow.notify(&self.recorder, &mut record).await;
         self.compact_progress(&id).await;
         Ok(())
     }
@@ -649,11 +651,11 @@ impl JobService {
         // the event stored.
         let summary = record.job.summary();
         let kind = JobEventKind::JobCompleted { status, summary };
-        if !self
+        let (mut record, saved) = self
             .recorder
-            .save_job_and_emit(&mut record, Some(JobStatus::Downloading), kind)
-            .await?
-        {
+            .save_job_and_emit(record, Some(JobStatus::Downloading), kind)
+            .await;
+        if !saved? {
             return Ok(());
         }
         info!(job = %id, status = status.as_str(), "job finished");
@@ -697,9 +699,11 @@ impl JobService {
                 status,
             });
         }
-        self.recorder
-            .save_job_and_tasks_and_emit(&mut record, JobEventKind::JobCancelled)
-            .await?;
+        let (mut record, saved) = self
+            .recorder
+            .save_job_and_tasks_and_emit(record, JobEventKind::JobCancelled)
+            .await;
+        saved?;
         self.workflow.notify(&self.recorder, &mut record).await;
         self.discard_checkpoints(Some(id), Duration::ZERO).await;
         self.compact_progress(id).await;

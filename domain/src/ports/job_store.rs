@@ -252,7 +252,8 @@ pub enum JobWrite {
     /// final status and its closing event are stored in one commit, once,
     /// whichever worker (or node) gets there first.
     Job {
-        record: Box<JobRecord>,
+        /// Shared, not copied: a record holds all the job's tasks.
+        record: std::sync::Arc<JobRecord>,
         from: Option<JobStatus>,
     },
     Task {
