@@ -5,6 +5,7 @@
 use std::sync::Once;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use tracing::info;
@@ -1311,7 +1312,7 @@ impl JobStorePort for SqlJobStore {
         let after = filter
             .after
             .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
-        let rows = sqlx::query(concat!(
+        let mut rows = sqlx::query(concat!(
             "SELECT ",
             task_columns!(),
             " FROM ferry_tasks WHERE job_id = $1 AND idx > $2 AND ($3 IS NULL OR status = $3)
@@ -1321,10 +1322,14 @@ impl JobStorePort for SqlJobStore {
         .bind(after)
         .bind(filter.status.map(|s| s.as_str().to_owned()))
         .bind(i64::from(filter.limit.max(1)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(task_from_row).collect()
+        .fetch(&self.pool);
+        // Each row decoded as it comes: a job's whole list (20,000 tasks)
+        // never sits in memory twice, as driver rows and as tasks.
+        let mut tasks = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+            tasks.push(task_from_row(&row)?);
+        }
+        Ok(tasks)
     }
 
     async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
