@@ -227,7 +227,7 @@ impl Recorder {
     /// returns once they are durable and their events published: true if
     /// they were committed.
     async fn write(&self, writes: Vec<JobWrite>) -> bool {
-        self.queue(writes).await.outcome().await == Outcome::Committed
+        Committing(self.queue(writes).await).committed().await
     }
 
     /// Hands `writes` to the group-commit writer and returns once they are
