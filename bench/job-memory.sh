@@ -24,12 +24,8 @@ source bench/nginx.sh
 start_nginx "$port" 2
 trap 'kill "$(cat "$scratch/nginx.pid")" 2>/dev/null || true' EXIT
 
+make_set "mem-$n" "$n" 10
 set_dir="$scratch/srv/mem-$n"
-if [ ! -f "$set_dir/.done" ]; then
-  mkdir -p "$set_dir"
-  for i in $(seq 1 "$n"); do head -c 10240 /dev/urandom > "$set_dir/f$i.bin"; done
-  touch "$set_dir/.done"
-fi
 list="$scratch/mem-list.txt"
 ls "$set_dir" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/mem-$n/|" > "$list"
 
@@ -40,7 +36,7 @@ measure() {
     --concurrency 16 --per-job-concurrency 16 --max-files-per-job 1000000 --max-body 256MiB \
     --allow-source 127.0.0.1 > "$scratch/mem-serve.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null && break; sleep 0.1; done
+  wait_healthy "$api_port"
   local samples="$scratch/mem-rss.txt"
   : > "$samples"
   ( while kill -0 "$pid" 2>/dev/null; do

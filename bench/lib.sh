@@ -86,12 +86,3 @@ peers_concurrent() {
   rm -f "$scratch"/times/"$tool"-c*.log
 }
 
-# wait_healthy PORT: waits (up to 20 s) until the `ferry serve` on PORT
-# answers /healthz; fails otherwise.
-wait_healthy() {
-  for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$1/healthz" > /dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}

@@ -41,21 +41,6 @@ source bench/lib.sh
 api_port=18093
 tick=$(getconf CLK_TCK)
 
-# make_set COUNT KIB: srv/small-COUNTxKIB/f000001.bin ... of random bytes.
-make_set() {
-  local dir="$scratch/srv/small-$1x$2"
-  [ -f "$dir/.done" ] && return
-  mkdir -p "$dir"
-  python3 - "$dir" "$1" "$2" <<'PY'
-import os, sys
-d, n, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for i in range(1, n + 1):
-    with open(os.path.join(d, "f%06d.bin" % i), "wb") as f:
-        f.write(os.urandom(kib * 1024))
-PY
-  touch "$dir/.done"
-}
-
 # count DEST: files now at DEST (s3://bucket/prefix/ or a directory).
 count() {
   case $1 in
@@ -202,7 +187,7 @@ run_one() {
 echo "| set (files x KiB) | dest | tool | seconds | files/s | CPU-s / 1,000 files | peak RSS MiB | Garage CPU-s / 1,000 | nginx CPU-s / 1,000 | machine busy % |"
 echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for set in "${sets[@]}"; do
-  make_set "${set%x*}" "${set#*x}"
+  make_set "small-$set" "${set%x*}" "${set#*x}"
   ls "$scratch/srv/small-$set" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/small-$set/|" > "$scratch/list-$set.txt"
   for kind in $dests; do
     for tool in $runs; do

@@ -16,12 +16,8 @@ tools=""
 source bench/lib.sh
 api_port=18095
 
+make_set "st-${n}x100" "$n" 100
 set_dir="$scratch/srv/st-${n}x100"
-if [ ! -f "$set_dir/.done" ]; then
-  mkdir -p "$set_dir"
-  for i in $(seq -w 1 "$n"); do head -c 102400 /dev/urandom > "$set_dir/f$i.bin"; done
-  touch "$set_dir/.done"
-fi
 list="$scratch/st-list.txt"
 ls "$set_dir" | grep '\.bin$' | sed "s|^|http://127.0.0.1:$port/st-${n}x100/|" > "$list"
 
@@ -32,7 +28,7 @@ count() {
     --data-dir "$data" --concurrency 16 --per-job-concurrency 16 \
     --allow-source 127.0.0.1 > "$scratch/st-$label.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api_port/healthz" >/dev/null && break; sleep 0.1; done
+  wait_healthy "$api_port"
   "$bin" job submit --server "http://127.0.0.1:$api_port" --files-from "$list" \
     --destination out/ --wait > /dev/null 2> "$scratch/st-err.log" || {
     cat "$scratch/st-err.log" >&2; kill "$pid"; exit 1; }

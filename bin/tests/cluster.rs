@@ -879,7 +879,7 @@ async fn a_job_committed_but_never_enqueued_is_found_by_the_reconciler() {
         .await
         .unwrap();
     store.create(&record).await.unwrap();
-    store.save_job(&record).await.unwrap();
+    store.save_job(&record.update()).await.unwrap();
     store.close().await;
 
     let a = node(&db, dir.path(), "node-a", &[]);

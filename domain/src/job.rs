@@ -419,6 +419,30 @@ pub struct JobSummary {
     pub bytes_done: u64,
 }
 
+impl JobSummary {
+    /// How a downloading job with these counts ends, once every task is
+    /// terminal: every file done (succeeded or skipped): `completed`; none
+    /// done: `failed`, with its failure; some: `completed_with_errors`.
+    /// The one rule, whether the job's tasks or only their counts (a job
+    /// head) are at hand.
+    pub fn outcome(&self) -> Result<(JobStatus, Option<String>), TransitionError> {
+        let pending = self.queued + self.running;
+        if pending > 0 {
+            return Err(TransitionError::TasksNotTerminal { pending });
+        }
+        Ok(if self.failed + self.cancelled == 0 {
+            (JobStatus::Completed, None)
+        } else if self.succeeded + self.skipped == 0 && self.total > 0 {
+            (
+                JobStatus::Failed,
+                Some(format!("all {} file(s) failed", self.total)),
+            )
+        } else {
+            (JobStatus::CompletedWithErrors, None)
+        })
+    }
+}
+
 /// A batch of file tasks into one destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -521,25 +545,17 @@ impl Job {
     }
 
     /// downloading -> completed | completed_with_errors | failed, once every
-    /// task is terminal. Every task failed: `failed`; some: `completed_with_errors`.
+    /// task is terminal (see [`JobSummary::outcome`]).
     pub fn complete(&mut self) -> Result<JobStatus, TransitionError> {
         if self.status != JobStatus::Downloading {
             return Err(self.illegal(JobStatus::Completed));
         }
-        let summary = self.summary();
-        let pending = summary.queued + summary.running;
-        if pending > 0 {
-            return Err(TransitionError::TasksNotTerminal { pending });
+        let (status, failure) = self.summary().outcome()?;
+        self.status = status;
+        if failure.is_some() {
+            self.failure = failure;
         }
-        self.status = if summary.failed + summary.cancelled == 0 {
-            JobStatus::Completed
-        } else if summary.succeeded + summary.skipped == 0 && summary.total > 0 {
-            self.failure = Some(format!("all {} file(s) failed", summary.total));
-            JobStatus::Failed
-        } else {
-            JobStatus::CompletedWithErrors
-        };
-        Ok(self.status)
+        Ok(status)
     }
 
     /// Any non-terminal state -> failed (e.g. the export failed).

@@ -220,3 +220,62 @@ fn a_task_expires_whether_running_or_waiting_but_not_once_over() {
     assert!(t.expire(failure()).is_err());
     assert_eq!(t.status(), TaskStatus::Succeeded);
 }
+
+/// A job ends the same whether its tasks are at hand or only their counts
+/// (a head, as the store sums them): the one rule, `JobSummary::outcome`.
+#[test]
+fn a_head_completes_as_its_job_does() {
+    use crate::ports::JobRecord;
+    // Per file: 0 succeeds, 1 fails, 2 is cancelled, 3 is skipped.
+    let mixes: [&[u8]; 7] = [&[0, 0], &[0, 1], &[1, 1], &[2], &[3, 3], &[3, 1], &[]];
+    for mix in mixes {
+        let mut j = job(mix.len());
+        j.start_downloading().unwrap();
+        for (i, end) in mix.iter().enumerate() {
+            let t = j.task_mut(i).unwrap();
+            match end {
+                0 => {
+                    t.start().unwrap();
+                    t.succeed(5, sha(), None).unwrap();
+                }
+                1 => {
+                    t.start().unwrap();
+                    t.fail(failure()).unwrap();
+                }
+                2 => t.cancel().unwrap(),
+                _ => {
+                    t.start().unwrap();
+                    t.skip(0, sha()).unwrap();
+                }
+            }
+        }
+        let record = JobRecord {
+            job: j.clone(),
+            destination: crate::Destination::parse("s3://bucket/p").unwrap(),
+            options: JobOptions::default(),
+            task_token: None,
+            owner: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            callback: None,
+            export: None,
+            last_event_seq: 0,
+        };
+        let mut head = record.head();
+        let by_head = head.complete();
+        let by_job = j.complete();
+        assert_eq!(by_head, by_job, "{mix:?}");
+        assert_eq!(head.status, j.status(), "{mix:?}");
+        assert_eq!(head.failure.as_deref(), j.failure(), "{mix:?}");
+        assert!(head.complete().is_err(), "a head completes once");
+    }
+    // Not every file over: neither completes.
+    let mut j = job(2);
+    j.start_downloading().unwrap();
+    j.task_mut(0).unwrap().start().unwrap();
+    let summary = j.summary();
+    assert_eq!(
+        summary.outcome(),
+        Err(TransitionError::TasksNotTerminal { pending: 2 })
+    );
+}

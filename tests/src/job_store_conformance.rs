@@ -133,7 +133,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     }
     rec.job.task_mut(2).unwrap().start().unwrap();
     rec.updated_at_ms = 2_000;
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     let tasks: Vec<JobWrite> = rec
         .job
         .tasks()
@@ -255,7 +255,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
             Some(SourceUrl::parse("https://provider.example/exports/7?sig=x").unwrap());
         e.progress.started_at_ms = Some(1_234);
     }
-    store.save_job(&exp).await.unwrap();
+    store.save_job(&exp.update()).await.unwrap();
     assert_eq!(store.get(&exp.job.id).await.unwrap().unwrap(), exp);
     assert!(store.unfinished().await.unwrap().contains(&exp.job.id));
     exp.job.export_ready((0..2).map(spec).collect()).unwrap();
@@ -263,7 +263,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
         .replace_tasks(&exp.job.id, exp.job.tasks())
         .await
         .unwrap();
-    store.save_job(&exp).await.unwrap();
+    store.save_job(&exp.update()).await.unwrap();
     let got_exp = store.get(&exp.job.id).await.unwrap().unwrap();
     assert_eq!(got_exp, exp);
     assert_eq!(got_exp.job.status(), JobStatus::Downloading);
@@ -371,7 +371,7 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     assert_eq!(got.job.tasks()[0].spec.headers, secret);
     assert!(got.job.tasks()[1].spec.headers.is_empty());
     with_headers.job.cancel().unwrap();
-    store.save_job(&with_headers).await.unwrap();
+    store.save_job(&with_headers.update()).await.unwrap();
     let got = store.get(&with_headers.job.id).await.unwrap().unwrap();
     assert_eq!(got.job.status(), JobStatus::Cancelled);
     assert!(
@@ -389,14 +389,14 @@ pub async fn run(store: &dyn JobStorePort, ns: &str) {
     with_headers.callback = Some(ferry_domain::ports::CallbackOutcome::Sent(
         ferry_domain::ports::CallbackSent::TaskFailure,
     ));
-    store.save_job(&with_headers).await.unwrap();
+    store.save_job(&with_headers.update()).await.unwrap();
     let got = store.get(&with_headers.job.id).await.unwrap().unwrap();
     assert_eq!(got.task_token, None, "the token outlived its callback");
     // An ended export job keeps its provider URLs redacted.
     let mut exported = export_record(&id("export-ended"), 9_500);
     store.create(&exported).await.unwrap();
     exported.job.fail("provider gone".into()).unwrap();
-    store.save_job(&exported).await.unwrap();
+    store.save_job(&exported.update()).await.unwrap();
     let got = store.get(&exported.job.id).await.unwrap().unwrap();
     let start = got.export.unwrap().spec.start_url.expose().to_owned();
     assert!(!start.contains("s3cret"), "{start}");
@@ -418,7 +418,7 @@ async fn heads_and_file_pages(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-heads"), 7, 40_000);
     rec.job.start_downloading().unwrap();
     store.create(&rec).await.unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     let id = rec.job.id.clone();
     for i in [0, 3, 5] {
         let t = rec.job.task_mut(i).unwrap();
@@ -546,7 +546,7 @@ async fn progress_compaction(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-compact"), 2, 50_000);
     rec.job.start_downloading().unwrap();
     store.create(&rec).await.unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     let id = rec.job.id.clone();
     let event = |kind: JobEventKind| {
         JobWrite::Event(JobEvent {
@@ -585,7 +585,7 @@ async fn progress_compaction(store: &dyn JobStorePort, ns: &str) {
     assert_eq!(store.events_after(&id, 0, 1000).await.unwrap(), all);
 
     rec.job.cancel().unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     store
         .write_batch(&[event(JobEventKind::JobCancelled)])
         .await
@@ -636,7 +636,7 @@ async fn batched_writes(store: &dyn JobStorePort, ns: &str) {
     for r in [&mut a, &mut b] {
         r.job.start_downloading().unwrap();
         store.create(r).await.unwrap();
-        store.save_job(r).await.unwrap();
+        store.save_job(&r.update()).await.unwrap();
     }
     let task = |job: &JobId, t: &FileTask| JobWrite::Task {
         job: job.clone(),
@@ -757,13 +757,57 @@ async fn many_tasks(store: &dyn JobStorePort, ns: &str) {
     );
     assert_eq!(got.job.tasks()[5].status(), TaskStatus::Succeeded);
     assert_eq!(got.job.tasks()[4].status(), TaskStatus::Running);
+
+    // A job of more tasks than the store rewrites a page at a time ends
+    // from its row alone (no task in the write): every source with a
+    // secret keeps its redacted form, one without keeps itself, and the
+    // task token is read alone.
+    let mut big = record(&format!("{ns}-many-end"), 1, 43_000);
+    let files: Vec<FileSpec> = (0..1_300)
+        .map(|i| {
+            let mut file = spec(i);
+            if i % 5 == 0 {
+                file.source = SourceUrl::parse(&format!("https://origin.test/plain/{i}")).unwrap();
+            }
+            file
+        })
+        .collect();
+    big.job = Job::new(big.job.id.clone(), files);
+    store.create(&big).await.unwrap();
+    assert_eq!(
+        store.task_token(&big.job.id).await.unwrap().as_deref(),
+        Some("token-1")
+    );
+    let missing = JobId::parse(&format!("{ns}-no-such-job")).unwrap();
+    assert_eq!(store.task_token(&missing).await.unwrap(), None);
+    big.job.start_downloading().unwrap();
+    store.save_job(&big.update()).await.unwrap();
+    let mut head = store.head(&big.job.id).await.unwrap().unwrap();
+    head.status = JobStatus::Cancelled;
+    store.save_job(&head.update()).await.unwrap();
+    let got = store.get(&big.job.id).await.unwrap().unwrap();
+    assert_eq!(got.job.status(), JobStatus::Cancelled);
+    assert_eq!(got.job.tasks().len(), 1_300);
+    for task in got.job.tasks() {
+        let kept = task.spec.source.expose();
+        if task.index % 5 == 0 {
+            assert_eq!(kept, format!("https://origin.test/plain/{}", task.index));
+        } else {
+            assert_eq!(
+                kept,
+                format!("https://origin.test/{}.bin?sig=REDACTED", task.index),
+                "task {}",
+                task.index
+            );
+        }
+    }
 }
 
 async fn task_reads(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-reads"), 5, 30_000);
     rec.job.start_downloading().unwrap();
     store.create(&rec).await.unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     let id = rec.job.id.clone();
     for i in [0, 2] {
         let t = rec.job.task_mut(i).unwrap();
@@ -802,7 +846,7 @@ async fn task_reads(store: &dyn JobStorePort, ns: &str) {
     );
     assert!(store.open_tasks(&missing, 1).await.unwrap().is_none());
     rec.job.cancel().unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     store.replace_tasks(&id, rec.job.tasks()).await.unwrap();
     let over = store.open_tasks(&id, 10).await.unwrap().unwrap();
     assert_eq!(over.status, JobStatus::Cancelled);
@@ -818,7 +862,7 @@ async fn leases(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-leases"), 2, 20_000);
     rec.job.start_downloading().unwrap();
     store.create(&rec).await.unwrap();
-    store.save_job(&rec).await.unwrap();
+    store.save_job(&rec.update()).await.unwrap();
     let id = rec.job.id.clone();
     let first = store.claim_task(&id, 0, "node-a").await.unwrap().unwrap();
     assert_eq!(store.task_lease(&id, 0).await.unwrap(), Some(first));
@@ -884,7 +928,7 @@ async fn leases(store: &dyn JobStorePort, ns: &str) {
     let closing = || {
         [
             JobWrite::Job {
-                record: std::sync::Arc::new(ended.clone()),
+                job: Box::new(ended.update()),
                 from: Some(JobStatus::Downloading),
             },
             JobWrite::Event(ferry_domain::ports::JobEvent {
@@ -1034,11 +1078,11 @@ pub async fn retention<S: JobStorePort + ferry_domain::ports::CheckpointStorePor
     for (r, at) in [(&mut ended, t0 + 10), (&mut newer, t0 + 20)] {
         r.job.cancel().unwrap();
         r.updated_at_ms = at;
-        store.save_job(r).await.unwrap();
+        store.save_job(&r.update()).await.unwrap();
     }
     running.job.start_downloading().unwrap();
     running.updated_at_ms = t0 + 5;
-    store.save_job(&running).await.unwrap();
+    store.save_job(&running.update()).await.unwrap();
     for r in [&ended, &running] {
         let event = JobEvent {
             job_id: r.job.id.clone(),
@@ -1137,13 +1181,13 @@ pub async fn owner_loads(store: &dyn JobStorePort, ns: &str) {
     t.succeed(10, Checksum::sha256(&"e".repeat(64)).unwrap(), None)
         .unwrap();
     running.job.task_mut(1).unwrap().start().unwrap();
-    store.save_job(&running).await.unwrap();
+    store.save_job(&running.update()).await.unwrap();
     store
         .replace_tasks(&running.job.id, running.job.tasks())
         .await
         .unwrap();
     ended.job.cancel().unwrap();
-    store.save_job(&ended).await.unwrap();
+    store.save_job(&ended.update()).await.unwrap();
     store
         .replace_tasks(&ended.job.id, ended.job.tasks())
         .await

@@ -12,8 +12,8 @@ use tracing::info;
 
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
-    JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobWrite, Keyed,
-    ListedCheckpoint, NodeId, OpenTasks, OwnerLoad, TaskFilter,
+    JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobUpdate,
+    JobWrite, Keyed, ListedCheckpoint, NodeId, OpenTasks, OwnerLoad, TaskFilter,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -714,19 +714,15 @@ async fn update_task_states(
 /// stored status is still `from` (`StatusChanged` otherwise).
 async fn update_job_row(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    record: &JobRecord,
+    job: &JobUpdate,
     from: Option<JobStatus>,
 ) -> Result<(), JobStoreError> {
-    let id = &record.job.id;
-    let ended = record.job.status().is_terminal();
-    let export = if ended {
-        record
-            .export
-            .as_ref()
-            .map(|e| codec::export_json(&redacted_export(e)).to_string())
-    } else {
-        export_text(record)
-    };
+    let id = &job.id;
+    let ended = job.status.is_terminal();
+    let export = job.export.as_ref().map(|e| {
+        let kept = if ended { redacted_export(e) } else { e.clone() };
+        codec::export_json(&kept).to_string()
+    });
     let query = match from {
         None => sqlx::query(
             "UPDATE ferry_jobs SET status = $1, failure = $2, callback = $3, updated_at_ms = $4,
@@ -742,12 +738,12 @@ async fn update_job_row(
         ),
     };
     let query = query
-        .bind(record.job.status().as_str())
-        .bind(record.job.failure().map(str::to_owned))
-        .bind(record.callback.as_ref().map(ToString::to_string))
-        .bind(record.updated_at_ms)
+        .bind(job.status.as_str())
+        .bind(job.failure.clone())
+        .bind(job.callback.as_ref().map(ToString::to_string))
+        .bind(job.updated_at_ms)
         .bind(export)
-        .bind(i64::from(ended && record.callback.is_some()))
+        .bind(i64::from(ended && job.callback.is_some()))
         .bind(id.as_str());
     let query = match from {
         Some(from) => query.bind(from.as_str()),
@@ -764,46 +760,74 @@ async fn update_job_row(
         });
     }
     if ended {
-        forget_task_secrets(tx, record).await?;
+        forget_task_secrets(tx, id).await?;
     }
     Ok(())
 }
 
+/// Sources read per page when an ended job's are redacted.
+const REDACT_PAGE: i64 = 512;
+
 /// An ended job's files need their headers and full URLs no longer:
-/// headers go, and each source with a secret keeps its redacted form (a
-/// statement per [`ROWS_PER_STATEMENT`] such files).
+/// headers go, and each source with a secret keeps its redacted form. The
+/// sources that may hold one (userinfo, a query or a fragment) are read
+/// a page at a time and rewritten a statement per [`ROWS_PER_STATEMENT`]
+/// such files, so a job of any size ends in bounded memory.
 async fn forget_task_secrets(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    record: &JobRecord,
+    id: &JobId,
 ) -> Result<(), JobStoreError> {
-    let id = record.job.id.as_str();
+    let id = id.as_str();
     sqlx::query("UPDATE ferry_tasks SET headers = NULL WHERE job_id = $1 AND headers IS NOT NULL")
         .bind(id)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
-    let redacted: Vec<(i64, String)> = record
-        .job
-        .tasks()
-        .iter()
-        .filter_map(|task| {
-            let redacted = task.spec.source.redacted();
-            (redacted != task.spec.source.expose())
-                .then(|| (i64::try_from(task.index).unwrap_or(i64::MAX), redacted))
-        })
-        .collect();
     let sqlite = is_sqlite(tx);
-    for chunk in statement_chunks(sqlite, &redacted, 3, |(_, source)| source.len()) {
-        let mut sql = String::from("UPDATE ferry_tasks SET source = v.column3 FROM (VALUES ");
-        push_placeholders(&mut sql, sqlite, chunk.len(), 3);
-        sql.push_str(") AS v WHERE ferry_tasks.job_id = v.column1 AND ferry_tasks.idx = v.column2");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for (index, source) in chunk {
-            query = query.bind(id).bind(*index).bind(source.as_str());
+    let mut after = -1_i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT idx, source FROM ferry_tasks
+             WHERE job_id = $1 AND idx > $2
+               AND (source LIKE '%?%' OR source LIKE '%@%' OR source LIKE '%#%')
+             ORDER BY idx LIMIT $3",
+        )
+        .bind(id)
+        .bind(after)
+        .bind(REDACT_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.try_get("idx").map_err(unavailable)?;
+        let full = rows.len() == usize::try_from(REDACT_PAGE).unwrap_or(usize::MAX);
+        let mut redacted: Vec<(i64, String)> = Vec::new();
+        for row in &rows {
+            let stored: String = row.try_get("source").map_err(unavailable)?;
+            let source = SourceUrl::parse(&stored).map_err(|e| corrupt(e.to_string()))?;
+            let kept = source.redacted();
+            if kept != stored {
+                redacted.push((row.try_get("idx").map_err(unavailable)?, kept));
+            }
         }
-        query.execute(&mut **tx).await.map_err(unavailable)?;
+        for chunk in statement_chunks(sqlite, &redacted, 3, |(_, source)| source.len()) {
+            let mut sql = String::from("UPDATE ferry_tasks SET source = v.column3 FROM (VALUES ");
+            push_placeholders(&mut sql, sqlite, chunk.len(), 3);
+            sql.push_str(
+                ") AS v WHERE ferry_tasks.job_id = v.column1 AND ferry_tasks.idx = v.column2",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for (index, source) in chunk {
+                query = query.bind(id).bind(*index).bind(source.as_str());
+            }
+            query.execute(&mut **tx).await.map_err(unavailable)?;
+        }
+        if !full {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Stores events under their sequence numbers (from [`allocate_seqs`]), a
@@ -1332,10 +1356,22 @@ impl JobStorePort for SqlJobStore {
         Ok(tasks)
     }
 
-    async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError> {
+    async fn save_job(&self, job: &JobUpdate) -> Result<(), JobStoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        update_job_row(&mut tx, record, None).await?;
+        update_job_row(&mut tx, job, None).await?;
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, JobStoreError> {
+        let row = sqlx::query("SELECT task_token FROM ferry_jobs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(row) => row.try_get("task_token").map_err(unavailable),
+            None => Ok(None),
+        }
     }
 
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError> {
@@ -1405,8 +1441,8 @@ impl JobStorePort for SqlJobStore {
                     update_task_fenced(&mut tx, job, task, *epoch).await?;
                     None
                 }
-                JobWrite::Job { record, from } => {
-                    update_job_row(&mut tx, record, *from).await?;
+                JobWrite::Job { job, from } => {
+                    update_job_row(&mut tx, job, *from).await?;
                     None
                 }
                 JobWrite::Event(event) => {

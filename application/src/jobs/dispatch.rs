@@ -624,12 +624,14 @@ impl JobService {
         };
         let result = match open {
             Some(open) if open.status == JobStatus::Downloading => {
-                match self.recorder().store().get(id).await? {
-                    Some(record)
-                        if record.job.status() == JobStatus::Downloading
-                            && record.job.tasks().iter().all(|t| t.status().is_terminal()) =>
+                // The head: the tasks' counts summed by the store, not
+                // the job's tasks read.
+                match self.recorder().store().head(id).await? {
+                    Some(head)
+                        if head.status == JobStatus::Downloading
+                            && head.summary.queued + head.summary.running == 0 =>
                     {
-                        self.complete(record).await
+                        self.complete(head).await
                     }
                     _ => Ok(()),
                 }

@@ -170,16 +170,9 @@ impl ExportPhase {
                 .job
                 .export_ready(files)
                 .map_err(|e| JobStoreError::Unexpected(Box::new(e)))?;
-            // The caller keeps its record; the writer gets a copy (once per
-            // export).
-            let (saved, result) = recorder
-                .save_job_and_tasks_and_emit(
-                    record.clone(),
-                    JobEventKind::ExportReady { files: count },
-                )
-                .await;
-            *record = saved;
-            result?;
+            recorder
+                .save_job_and_tasks_and_emit(record, JobEventKind::ExportReady { files: count })
+                .await?;
             info!(job = %id, files = count, "export ready");
             return Ok(ExportOutcome::Ready);
         }

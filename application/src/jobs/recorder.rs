@@ -16,7 +16,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::warn;
 
 use ferry_domain::ports::{
-    Clock, JobEvent, JobEventKind, JobEventsPort, JobRecord, JobStoreError, JobStorePort, JobWrite,
+    Clock, JobEvent, JobEventKind, JobEventsPort, JobHead, JobRecord, JobStoreError, JobStorePort,
+    JobUpdate, JobWrite,
 };
 use ferry_domain::{FileTask, JobId, JobStatus};
 
@@ -82,6 +83,31 @@ impl Committing {
     /// Waits for the commit: whether the writes are in.
     pub(super) async fn committed(self) -> bool {
         self.0.outcome().await == Outcome::Committed
+    }
+}
+
+/// A job as a use case holds it, whole ([`JobRecord`]) or without its
+/// tasks ([`JobHead`]): stamped and saved the same way.
+pub(super) trait JobRow {
+    fn stamp(&mut self, now_ms: i64);
+    fn update(&self) -> JobUpdate;
+}
+
+impl JobRow for JobRecord {
+    fn stamp(&mut self, now_ms: i64) {
+        self.updated_at_ms = now_ms;
+    }
+    fn update(&self) -> JobUpdate {
+        JobRecord::update(self)
+    }
+}
+
+impl JobRow for JobHead {
+    fn stamp(&mut self, now_ms: i64) {
+        self.updated_at_ms = now_ms;
+    }
+    fn update(&self) -> JobUpdate {
+        JobHead::update(self)
     }
 }
 
@@ -156,9 +182,9 @@ impl Outlet {
                             warn!(job = %job, index = task.index, %error, "could not save a task");
                         }
                     }
-                    JobWrite::Job { record, .. } => {
+                    JobWrite::Job { job, .. } => {
                         if let Outcome::Failed(error) = &outcome {
-                            warn!(job = %record.job.id, %error, "could not save a job");
+                            warn!(job = %job.id, %error, "could not save a job");
                         }
                     }
                     JobWrite::Event(mut event) => {
@@ -281,10 +307,10 @@ impl Recorder {
         self.live.subscribe()
     }
 
-    /// Stamps the record's `updated_at_ms` and saves the job (not its tasks).
-    pub(super) async fn save_job(&self, record: &mut JobRecord) -> Result<(), JobStoreError> {
-        record.updated_at_ms = self.now_ms();
-        self.store.save_job(record).await
+    /// Stamps the job's `updated_at_ms` and saves it (not its tasks).
+    pub(super) async fn save_job(&self, job: &mut impl JobRow) -> Result<(), JobStoreError> {
+        job.stamp(self.now_ms());
+        self.store.save_job(&job.update()).await
     }
 
     /// Saves all the job's tasks, then stamps and saves the job with an
@@ -294,49 +320,39 @@ impl Recorder {
     /// manifest's tasks).
     pub(super) async fn save_job_and_tasks_and_emit(
         &self,
-        record: JobRecord,
+        record: &mut JobRecord,
         kind: JobEventKind,
-    ) -> (JobRecord, Result<(), JobStoreError>) {
-        if let Err(e) = self
-            .store
+    ) -> Result<(), JobStoreError> {
+        self.store
             .replace_tasks(&record.job.id, record.job.tasks())
-            .await
-        {
-            return (record, Err(e));
-        }
-        let (record, saved) = self.save_job_and_emit(record, None, kind).await;
-        (record, saved.map(|_| ()))
+            .await?;
+        self.save_job_and_emit(record, None, kind).await.map(|_| ())
     }
 
-    /// Stamps the record's `updated_at_ms` and saves the job (not its
-    /// tasks) and an event about it in one commit, the event published
-    /// after it. With `from`, only if the stored status is still `from`:
-    /// `Ok(false)` if another worker moved it first (nothing written,
-    /// nothing published). So a job's stored status never runs ahead of
-    /// the event that announces it. The record is lent to the writer, not
-    /// copied (it holds all the job's tasks), and given back.
+    /// Stamps the job's `updated_at_ms` and saves it (not its tasks) and
+    /// an event about it in one commit, the event published after it.
+    /// With `from`, only if the stored status is still `from`: `Ok(false)`
+    /// if another worker moved it first (nothing written, nothing
+    /// published). So a job's stored status never runs ahead of the event
+    /// that announces it.
     pub(super) async fn save_job_and_emit(
         &self,
-        mut record: JobRecord,
+        job: &mut impl JobRow,
         from: Option<JobStatus>,
         kind: JobEventKind,
-    ) -> (JobRecord, Result<bool, JobStoreError>) {
-        record.updated_at_ms = self.now_ms();
-        let event = self.event_write(&record.job.id, kind);
-        let record = Arc::new(record);
-        let job = JobWrite::Job {
-            record: record.clone(),
+    ) -> Result<bool, JobStoreError> {
+        job.stamp(self.now_ms());
+        let update = job.update();
+        let event = self.event_write(&update.id, kind);
+        let write = JobWrite::Job {
+            job: Box::new(update),
             from,
         };
-        let outcome = self.queue(vec![job, event]).await.outcome().await;
-        // The writer dropped its share before answering.
-        let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
-        let saved = match outcome {
+        match self.queue(vec![write, event]).await.outcome().await {
             Outcome::Committed => Ok(true),
             Outcome::Stale => Ok(false),
             Outcome::Failed(error) => Err(JobStoreError::Unavailable(error)),
-        };
-        (record, saved)
+        }
     }
 
     /// Stores an event (assigning its sequence number) and publishes it.
@@ -467,7 +483,7 @@ mod tests {
         store.expect_write_batch().returning(move |writes| {
             *c.lock().unwrap() += 1;
             let job = match &writes[0] {
-                JobWrite::Job { record, .. } => record.job.id.clone(),
+                JobWrite::Job { job, .. } => job.id.clone(),
                 other => panic!("{other:?}"),
             };
             if job.as_str() == "lost" {
@@ -480,17 +496,18 @@ mod tests {
             }
         });
         let (recorder, published) = recorder(store);
-        let (back, saved) = recorder
+        let mut lost = ended("lost");
+        let saved = recorder
             .save_job_and_emit(
-                ended("lost"),
+                &mut lost,
                 Some(JobStatus::Downloading),
                 JobEventKind::JobCancelled,
             )
             .await;
         assert!(!saved.unwrap());
-        assert_eq!(back.job.id.as_str(), "lost", "the record comes back");
-        let (_, saved) = recorder
-            .save_job_and_emit(ended("failed"), None, JobEventKind::JobCancelled)
+        assert!(lost.updated_at_ms > 1, "the record is stamped");
+        let saved = recorder
+            .save_job_and_emit(&mut ended("failed"), None, JobEventKind::JobCancelled)
             .await;
         assert!(matches!(
             saved,
@@ -527,7 +544,7 @@ mod tests {
         let write = |record: JobRecord| {
             vec![
                 JobWrite::Job {
-                    record: Arc::new(record),
+                    job: Box::new(record.update()),
                     from: Some(JobStatus::Downloading),
                 },
                 recorder.event_write(&JobId::parse("race").unwrap(), JobEventKind::JobCancelled),

@@ -614,12 +614,12 @@ impl JobService {
             status: JobStatus::Failed,
             summary,
         };
-        let (mut record, saved) = self
-            .recorder
-            .save_job_and_tasks_and_emit(record, kind)
+        self.recorder
+            .save_job_and_tasks_and_emit(&mut record, kind)
+            .await?;
+        self.workflow
+            .notify_record(&self.recorder, &mut record)
             .await;
-        saved?;
-        self.workflow.notify(&self.recorder, &mut record).await;
         self.compact_progress(&id).await;
         Ok(())
     }
@@ -634,12 +634,14 @@ impl JobService {
         }
     }
 
-    /// CompleteJob: final status and summary, stored and announced. The
-    /// save is conditional (the job still downloading), so the job
-    /// completes once whichever workers (or nodes) try.
-    pub(super) async fn complete(&self, mut record: JobRecord) -> Result<(), JobStoreError> {
-        let id = record.job.id.clone();
-        let status = match record.job.complete() {
+    /// CompleteJob: final status and summary, stored and announced, from
+    /// the job's head (its tasks' counts summed by the store: a job of any
+    /// size ends without its tasks being read). The save is conditional
+    /// (the job still downloading), so the job completes once whichever
+    /// workers (or nodes) try.
+    pub(super) async fn complete(&self, mut head: JobHead) -> Result<(), JobStoreError> {
+        let id = head.id.clone();
+        let status = match head.complete() {
             Ok(status) => status,
             Err(e) => {
                 warn!(job = %id, error = %e, "job not completed");
@@ -649,17 +651,19 @@ impl JobService {
         // The status and its closing event in one commit, only if the job
         // is still downloading: a client that reads the status ended finds
         // the event stored.
-        let summary = record.job.summary();
-        let kind = JobEventKind::JobCompleted { status, summary };
-        let (mut record, saved) = self
+        let kind = JobEventKind::JobCompleted {
+            status,
+            summary: head.summary,
+        };
+        let saved = self
             .recorder
-            .save_job_and_emit(record, Some(JobStatus::Downloading), kind)
-            .await;
-        if !saved? {
+            .save_job_and_emit(&mut head, Some(JobStatus::Downloading), kind)
+            .await?;
+        if !saved {
             return Ok(());
         }
         info!(job = %id, status = status.as_str(), "job finished");
-        self.workflow.notify(&self.recorder, &mut record).await;
+        self.workflow.notify(&self.recorder, &mut head).await;
         self.compact_progress(&id).await;
         Ok(())
     }
@@ -699,12 +703,12 @@ impl JobService {
                 status,
             });
         }
-        let (mut record, saved) = self
-            .recorder
-            .save_job_and_tasks_and_emit(record, JobEventKind::JobCancelled)
+        self.recorder
+            .save_job_and_tasks_and_emit(&mut record, JobEventKind::JobCancelled)
+            .await?;
+        self.workflow
+            .notify_record(&self.recorder, &mut record)
             .await;
-        saved?;
-        self.workflow.notify(&self.recorder, &mut record).await;
         self.discard_checkpoints(Some(id), Duration::ZERO).await;
         self.compact_progress(id).await;
         Ok(record)

@@ -17,8 +17,8 @@ use ferry_domain::ports::storage::MockFileStoragePort;
 use ferry_domain::ports::storage_resolver::MockStorageResolverPort;
 use ferry_domain::ports::transfer::MockTransferFactoryPort;
 use ferry_domain::ports::{
-    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, OpenTasks, ProcessFileCommand,
-    ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
+    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, JobUpdate, OpenTasks,
+    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
 };
 use ferry_domain::ports::{JobStoreError, JobWrite};
 use ferry_domain::{
@@ -140,6 +140,8 @@ struct World {
     priors: Arc<StdMutex<Vec<u32>>>,
     /// How many times a job's open tasks were read.
     open_reads: Arc<StdMutex<usize>>,
+    /// How many times a job was read whole (with all its tasks).
+    whole_reads: Arc<StdMutex<usize>>,
 }
 
 /// A TransferPort that records `prior_attempts`, then runs the real
@@ -170,6 +172,23 @@ impl TransferPort for Recording {
     }
 }
 
+/// A job row's save, as the SQL store does it (an ended job with its
+/// callback recorded keeps no task token).
+fn apply(r: &mut JobRecord, u: &JobUpdate) {
+    r.job = ferry_domain::Job::restore(
+        r.job.id.clone(),
+        u.status,
+        r.job.tasks().to_vec(),
+        u.failure.clone(),
+    );
+    r.callback = u.callback.clone();
+    r.export = u.export.clone();
+    r.updated_at_ms = u.updated_at_ms;
+    if u.status.is_terminal() && u.callback.is_some() {
+        r.task_token = None;
+    }
+}
+
 fn world(steps: Vec<Step>, attempts: u32) -> World {
     let stored: Arc<StdMutex<Option<JobRecord>>> = Arc::new(StdMutex::new(None));
     let published = Arc::new(StdMutex::new(Vec::new()));
@@ -182,15 +201,38 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         Ok(())
     });
     let s = stored.clone();
-    store
-        .expect_get()
-        .returning(move |_| Ok(s.lock().unwrap().clone()));
+    let whole_reads = Arc::new(StdMutex::new(0));
+    let reads = whole_reads.clone();
+    store.expect_get().returning(move |_| {
+        *reads.lock().unwrap() += 1;
+        Ok(s.lock().unwrap().clone())
+    });
     let s = stored.clone();
-    store.expect_save_job().returning(move |r| {
-        *s.lock().unwrap() = Some(r.clone());
+    store.expect_save_job().returning(move |u| {
+        if let Some(r) = s.lock().unwrap().as_mut() {
+            apply(r, u);
+        }
         Ok(())
     });
-    store.expect_replace_tasks().returning(|_, _| Ok(()));
+    let s = stored.clone();
+    store.expect_task_token().returning(move |_| {
+        Ok(s.lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|r| r.task_token.clone()))
+    });
+    let s = stored.clone();
+    store.expect_replace_tasks().returning(move |_, tasks| {
+        if let Some(r) = s.lock().unwrap().as_mut() {
+            r.job = ferry_domain::Job::restore(
+                r.job.id.clone(),
+                r.job.status(),
+                tasks.to_vec(),
+                r.job.failure().map(str::to_owned),
+            );
+        }
+        Ok(())
+    });
     let s = stored.clone();
     store
         .expect_head()
@@ -243,16 +285,16 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         // batch, as the SQL store's does.
         let mut status = stored.as_ref().map(|r| r.job.status());
         for w in writes {
-            if let JobWrite::Job { record, from } = w {
+            if let JobWrite::Job { job, from } = w {
                 if let Some(from) = from
                     && status != Some(*from)
                 {
                     return Err(JobStoreError::StatusChanged {
-                        job: record.job.id.clone(),
+                        job: job.id.clone(),
                         expected: *from,
                     });
                 }
-                status = Some(record.job.status());
+                status = Some(job.status);
             }
         }
         Ok(writes
@@ -276,8 +318,10 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
                     }
                     None
                 }
-                JobWrite::Job { record, .. } => {
-                    *stored = Some((**record).clone());
+                JobWrite::Job { job, .. } => {
+                    if let Some(r) = stored.as_mut() {
+                        apply(r, job);
+                    }
                     None
                 }
             })
@@ -327,6 +371,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         process,
         priors,
         open_reads,
+        whole_reads,
     }
 }
 
@@ -719,5 +764,10 @@ async fn files_read_ahead_keep_the_window_full_and_never_wider() {
     assert!(
         reads < 20,
         "{reads} reads of the open tasks for 100 files (one per file before)"
+    );
+    assert_eq!(
+        *w.whole_reads.lock().unwrap(),
+        1,
+        "the job is read whole once, when its phase starts; it completes from its head"
     );
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tracing::warn;
 
 use ferry_domain::JobStatus;
-use ferry_domain::ports::{CallbackOutcome, CallbackSent, JobRecord, WorkflowCallbackPort};
+use ferry_domain::ports::{
+    CallbackOutcome, CallbackSent, JobHead, JobRecord, WorkflowCallbackPort,
+};
 
 use super::recorder::Recorder;
 
@@ -19,20 +21,32 @@ pub(super) struct WorkflowNotifier {
 
 impl WorkflowNotifier {
     /// Tells the workflow how the job ended, if it carries a task token, and
-    /// records the outcome on the job. A failed callback never changes the
+    /// records the outcome on the job (its head: the job's tasks are not
+    /// read; the token is, alone). A failed callback never changes the
     /// job's own result.
-    pub(super) async fn notify(&self, recorder: &Recorder, record: &mut JobRecord) {
-        let (Some(callback), Some(token)) = (&self.callback, record.task_token.clone()) else {
+    pub(super) async fn notify(&self, recorder: &Recorder, job: &mut JobHead) {
+        let Some(callback) = &self.callback else {
             return;
         };
-        let summary = record.job.summary();
-        let status = record.job.status();
+        if !job.has_task_token {
+            return;
+        }
+        let token = match recorder.store().task_token(&job.id).await {
+            Ok(Some(token)) => token,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "could not read the job's task token; the workflow is not told");
+                return;
+            }
+        };
+        let summary = job.summary;
+        let status = job.status;
         let outcome = match status {
             JobStatus::Completed | JobStatus::CompletedWithErrors => {
                 let output = serde_json::json!({
-                    "job_id": record.job.id.as_str(),
+                    "job_id": job.id.as_str(),
                     "status": status.as_str(),
-                    "destination": record.destination.to_string(),
+                    "destination": job.destination.to_string(),
                     "files": { "total": summary.total, "succeeded": summary.succeeded, "skipped": summary.skipped, "failed": summary.failed },
                     "bytes": summary.bytes_done,
                 });
@@ -46,22 +60,41 @@ impl WorkflowNotifier {
                 .await
                 .map(|()| CallbackSent::TaskFailure),
             _ => {
-                let cause = record.job.failure().unwrap_or("the job failed").to_owned();
+                let cause = job
+                    .failure
+                    .as_deref()
+                    .unwrap_or("the job failed")
+                    .to_owned();
                 callback
                     .fail(&token, "ferry.JobFailed", &cause)
                     .await
                     .map(|()| CallbackSent::TaskFailure)
             }
         };
-        record.callback = Some(match outcome {
+        job.callback = Some(match outcome {
             Ok(sent) => CallbackOutcome::Sent(sent),
             Err(e) => {
-                warn!(job = %record.job.id, error = %e, "workflow callback failed");
+                warn!(job = %job.id, error = %e, "workflow callback failed");
                 CallbackOutcome::Failed(e.to_string())
             }
         });
-        if let Err(e) = recorder.save_job(record).await {
-            warn!(job = %record.job.id, error = %e, "could not record the callback outcome");
+        if let Err(e) = recorder.save_job(job).await {
+            warn!(job = %job.id, error = %e, "could not record the callback outcome");
+        }
+    }
+
+    /// [`Self::notify`] for a job held whole: the outcome lands on the
+    /// record too.
+    pub(super) async fn notify_record(&self, recorder: &Recorder, record: &mut JobRecord) {
+        if self.callback.is_none() || record.task_token.is_none() {
+            return;
+        }
+        let mut head = record.head();
+        self.notify(recorder, &mut head).await;
+        if head.callback.is_some() {
+            record.callback = head.callback;
+            record.updated_at_ms = head.updated_at_ms;
+            record.task_token = None;
         }
     }
 }

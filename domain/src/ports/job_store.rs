@@ -56,6 +56,64 @@ impl JobRecord {
     }
 }
 
+/// What a save of a job's own row writes (its tasks are written apart):
+/// built from a whole record or from a head, so a job ends without its
+/// tasks being read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub failure: Option<String>,
+    pub callback: Option<CallbackOutcome>,
+    pub export: Option<Export>,
+    /// Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+impl JobRecord {
+    pub fn update(&self) -> JobUpdate {
+        JobUpdate {
+            id: self.job.id.clone(),
+            status: self.job.status(),
+            failure: self.job.failure().map(str::to_owned),
+            callback: self.callback.clone(),
+            export: self.export.clone(),
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+impl JobHead {
+    pub fn update(&self) -> JobUpdate {
+        JobUpdate {
+            id: self.id.clone(),
+            status: self.status,
+            failure: self.failure.clone(),
+            callback: self.callback.clone(),
+            export: self.export.clone(),
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+
+    /// downloading -> completed | completed_with_errors | failed from the
+    /// summed counts alone ([`JobSummary::outcome`], the rule
+    /// [`crate::job::Job::complete`] follows).
+    pub fn complete(&mut self) -> Result<JobStatus, crate::job::TransitionError> {
+        if self.status != JobStatus::Downloading {
+            return Err(crate::job::TransitionError::Job {
+                from: self.status.as_str(),
+                to: JobStatus::Completed.as_str(),
+            });
+        }
+        let (status, failure) = self.summary.outcome()?;
+        self.status = status;
+        if failure.is_some() {
+            self.failure = failure;
+        }
+        Ok(status)
+    }
+}
+
 /// A stored job without its tasks: what listings, snapshots and watchers
 /// read, whatever the job's size (the store sums the tasks' counts and
 /// bytes instead of reading them).
@@ -252,8 +310,7 @@ pub enum JobWrite {
     /// final status and its closing event are stored in one commit, once,
     /// whichever worker (or node) gets there first.
     Job {
-        /// Shared, not copied: a record holds all the job's tasks.
-        record: std::sync::Arc<JobRecord>,
+        job: Box<JobUpdate>,
         from: Option<JobStatus>,
     },
     Task {
@@ -304,8 +361,15 @@ pub trait JobStorePort: Send + Sync + 'static {
         id: &JobId,
         limit: usize,
     ) -> Result<Option<OpenTasks>, JobStoreError>;
-    /// Saves the job's status, failure, callback and export (not its tasks).
-    async fn save_job(&self, record: &JobRecord) -> Result<(), JobStoreError>;
+    /// Saves the job's status, failure, callback and export (not its
+    /// tasks). An ended job's secrets go in the same transaction: its
+    /// task token once the callback is recorded, its tasks' headers, and
+    /// their sources' query strings and userinfo (each keeps its redacted
+    /// form), read and rewritten by the store a page at a time.
+    async fn save_job(&self, job: &JobUpdate) -> Result<(), JobStoreError>;
+    /// The Step Functions task token job `id` answers when it ends, if it
+    /// has one still (`None` if the job is missing).
+    async fn task_token(&self, id: &JobId) -> Result<Option<String>, JobStoreError>;
     /// Replaces all tasks (after an export's manifest arrives).
     async fn replace_tasks(&self, id: &JobId, tasks: &[FileTask]) -> Result<(), JobStoreError>;
     /// Saves task states, job rows and appends events, in order, all in one

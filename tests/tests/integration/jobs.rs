@@ -466,7 +466,7 @@ async fn a_restart_resumes_unfinished_jobs() {
     let mut crashed = rec.clone();
     crashed.job.start_downloading().unwrap();
     crashed.job.task_mut(0).unwrap().start().unwrap();
-    h.store.save_job(&crashed).await.unwrap();
+    h.store.save_job(&crashed.update()).await.unwrap();
     h.store
         .replace_tasks(&crashed.job.id, crashed.job.tasks())
         .await

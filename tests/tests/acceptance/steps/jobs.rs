@@ -436,7 +436,7 @@ async fn dies(world: &mut FerryWorld, i: usize) {
     record.job.start_downloading().unwrap();
     record.job.task_mut(i).unwrap().start().unwrap();
     let j = jw(world);
-    j.store.save_job(&record).await.unwrap();
+    j.store.save_job(&record.update()).await.unwrap();
     j.store
         .replace_tasks(&record.job.id, record.job.tasks())
         .await
