@@ -174,6 +174,29 @@ async fn bad_requests_get_json_errors_naming_the_field_and_nothing_is_stored() {
         resp.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_json"
     );
+    // JSON of the wrong shape: 422, saying where.
+    let resp = post(r#"{"files": [{"source": "http://h/a", "key": 7}]}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_json");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid type"), "{message}");
+    assert!(message.contains("column"), "{message}");
+    // Not JSON at all: 415.
+    let resp = client
+        .post(format!("{}/v1/jobs", server.url))
+        .header("content-type", "text/plain")
+        .body(json!({"files": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
     let list = server.get_json("/v1/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
     let missing = client

@@ -425,16 +425,18 @@ async fn submit_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<Box<serde_json::value::RawValue>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobDto>), ApiError> {
     state.limits.submit(&caller)?;
-    let Json(value) = body.map_err(|r| json_rejection(&r))?;
+    // The body's text, checked as JSON (its content type, size and
+    // syntax); parsed into its DTO below, without a `Value` in between.
+    let Json(text) = body.map_err(|r| json_rejection(&r))?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(raw) => Some(
             raw.to_str()
                 .ok()
-                .and_then(|k| IdempotencyKey::new(caller.name.clone(), k, fingerprint(&value)).ok())
+                .and_then(|k| IdempotencyKey::new(caller.name.clone(), k, fingerprint(&text)).ok())
                 .ok_or_else(|| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
@@ -445,13 +447,14 @@ async fn submit_job(
                 })?,
         ),
     };
-    let request: JobRequestDto = serde_json::from_value(value).map_err(|e| {
+    let request: JobRequestDto = serde_json::from_str(text.get()).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_json",
             format!("Failed to deserialize the JSON body into the target type: {e}"),
         )
     })?;
+    drop(text);
     let mut request = dto::into_request(request);
     request.owner = caller.name.clone();
     request.scopes = caller.scopes.clone();
@@ -506,9 +509,13 @@ async fn submit_job(
 const QUOTA_RETRY_AFTER_S: u64 = 30;
 
 /// What identifies a request for its idempotency key: the SHA-256 of its
-/// JSON (objects' keys in a fixed order).
-fn fingerprint(value: &serde_json::Value) -> String {
-    hex::encode(auth::sha256(&serde_json::to_vec(value).unwrap_or_default()))
+/// JSON (objects' keys in a fixed order, whatever the body's spacing and
+/// key order).
+fn fingerprint(text: &serde_json::value::RawValue) -> String {
+    let value: serde_json::Value = serde_json::from_str(text.get()).unwrap_or_default();
+    hex::encode(auth::sha256(
+        &serde_json::to_vec(&value).unwrap_or_default(),
+    ))
 }
 
 /// A job with its files.
