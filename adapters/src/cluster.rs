@@ -34,6 +34,11 @@ const LEAD_KEY: i64 = 0x0066_6572_7279;
 const PHASE_KEY: i32 = 0x6665_7272;
 /// How often an idle worker asks for tasks (new and re-enqueued ones).
 const POLL: Duration = Duration::from_millis(250);
+/// How often a worker tells the queue it is alive. apalis-postgres 1.0
+/// also fetches again after an empty fetch only when its heartbeat wakes
+/// it, so this bounds how long an idle node leaves a new or handed-over
+/// task waiting (it was lease_timeout / 5: 6 s at a 30 s lease).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A queued file task, as stored in the queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +69,7 @@ impl std::fmt::Debug for PgTaskQueue {
 impl PgTaskQueue {
     /// Connects and installs (migrates) the queue's schema. A worker whose
     /// heartbeat is older than `lease_timeout` is dead: its tasks go to
-    /// other nodes (heartbeats every fifth of it).
+    /// other nodes (heartbeats every [`HEARTBEAT`]).
     pub async fn connect(url: &str, lease_timeout: Duration) -> Result<Self, TaskQueueError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -74,7 +79,7 @@ impl PgTaskQueue {
         PostgresStorage::setup(&pool)
             .await
             .map_err(|e| unavailable(format!("cannot install the queue's schema: {e}")))?;
-        let heartbeat = (lease_timeout / 5).max(Duration::from_secs(1));
+        let heartbeat = HEARTBEAT;
         let missed = usize::try_from(lease_timeout.as_secs() / heartbeat.as_secs().max(1))
             .unwrap_or(5)
             .max(2);
