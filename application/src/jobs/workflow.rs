@@ -25,16 +25,47 @@ impl WorkflowNotifier {
     /// read; the token is, alone). A failed callback never changes the
     /// job's own result.
     pub(super) async fn notify(&self, recorder: &Recorder, job: &mut JobHead) {
+        if self.callback.is_none() || !job.has_task_token {
+            return;
+        }
+        let token = match recorder.store().task_token(&job.id).await {
+            Ok(Some(token)) => Ok(token),
+            Ok(None) => return,
+            Err(e) => Err(format!("could not read the job's task token: {e}")),
+        };
+        self.answer_and_record(recorder, job, token).await;
+    }
+
+    /// [`Self::notify`] for a job held whole (its token at hand, not read
+    /// again): the outcome lands on the record too.
+    pub(super) async fn notify_record(&self, recorder: &Recorder, record: &mut JobRecord) {
+        let Some(token) = record.task_token.clone() else {
+            return;
+        };
+        if self.callback.is_none() {
+            return;
+        }
+        let mut head = record.head();
+        self.answer_and_record(recorder, &mut head, Ok(token)).await;
+        record.callback = head.callback;
+        record.updated_at_ms = head.updated_at_ms;
+        record.task_token = None;
+    }
+
+    /// Answers `token` (or records why it could not be read) and stores
+    /// the outcome on the job.
+    async fn answer_and_record(
+        &self,
+        recorder: &Recorder,
+        job: &mut JobHead,
+        token: Result<String, String>,
+    ) {
         let Some(callback) = &self.callback else {
             return;
         };
-        if !job.has_task_token {
-            return;
-        }
-        let outcome = match recorder.store().task_token(&job.id).await {
-            Ok(Some(token)) => answer(callback.as_ref(), job, &token).await,
-            Ok(None) => return,
-            Err(e) => Err(format!("could not read the job's task token: {e}")),
+        let outcome = match token {
+            Ok(token) => answer(callback.as_ref(), job, &token).await,
+            Err(e) => Err(e),
         };
         job.callback = Some(match outcome {
             Ok(sent) => CallbackOutcome::Sent(sent),
@@ -45,21 +76,6 @@ impl WorkflowNotifier {
         });
         if let Err(e) = recorder.save_job(job).await {
             warn!(job = %job.id, error = %e, "could not record the callback outcome");
-        }
-    }
-
-    /// [`Self::notify`] for a job held whole: the outcome lands on the
-    /// record too.
-    pub(super) async fn notify_record(&self, recorder: &Recorder, record: &mut JobRecord) {
-        if self.callback.is_none() || record.task_token.is_none() {
-            return;
-        }
-        let mut head = record.head();
-        self.notify(recorder, &mut head).await;
-        if head.callback.is_some() {
-            record.callback = head.callback;
-            record.updated_at_ms = head.updated_at_ms;
-            record.task_token = None;
         }
     }
 }
