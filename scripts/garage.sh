@@ -2,6 +2,7 @@
 # A single-node Garage (S3-compatible server) on loopback for ferry's tests,
 # CI and benchmarks.
 #
+#   scripts/garage.sh install install Garage if missing (nothing else)
 #   scripts/garage.sh start   install Garage if missing, start it (idempotent),
 #                             apply a layout, create the key and buckets,
 #                             print the environment to use (eval-able)
@@ -125,8 +126,9 @@ stop() {
 }
 
 case "${1:-start}" in
+  install) ensure_installed ;;
   start) start ;;
   env) print_env ;;
   stop) stop ;;
-  *) echo "usage: $0 start|env|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|env|stop" >&2; exit 2 ;;
 esac

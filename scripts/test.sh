@@ -10,16 +10,30 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 
+# Garage, if missing, builds (10-20 minutes on 2 cores) while ferry's
+# lints and tests build: a machine with nothing built spends the two
+# builds' serial stretches (linking, single large crates) on each other.
+garage_log="$(mktemp)"
+bash scripts/garage.sh install > "$garage_log" 2>&1 &
+garage_pid=$!
+
 bash scripts/deps-check.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-
-eval "$(scripts/garage.sh start)"
 
 # The crash harness's build: the same program with kill points compiled in.
 # `ferry` itself (what ships, and what every other test runs) has none.
 cargo build --locked -p ferry --bin ferry-crashtest --features failpoints
 export FERRY_CRASHTEST_BIN="$target/debug/ferry-crashtest"
+cargo test --workspace --locked --no-run
+
+if ! wait "$garage_pid"; then
+  cat "$garage_log" >&2
+  echo "test.sh: installing Garage failed" >&2
+  exit 1
+fi
+rm -f "$garage_log"
+eval "$(scripts/garage.sh start)"
 
 # The crash harness's figures (its seeds, and what the origin counted)
 # are shown once the tests pass.
