@@ -29,7 +29,6 @@ use ferry_domain::ports::{
 use ferry_domain::stream::ByteStream;
 use ferry_domain::{ObjectKey, StagedState};
 
-use crate::direct_write::{self, DirectWriter};
 use crate::killpoint::kill_point;
 
 /// Marker in temp file names.
@@ -144,8 +143,6 @@ impl FilesystemStorage {
             pending: None,
             checkpointed: false,
             direct: None,
-            aligned: None,
-            aligned_tried: false,
             in_flight: None,
         }
     }
@@ -334,22 +331,11 @@ struct FsStagedWrite {
     /// `tokio::fs::File`'s copy of every chunk into its own buffer; made
     /// at the first large chunk.
     direct: Option<Arc<std::fs::File>>,
-    /// Past the first MiB, large writes go past the page cache (see
-    /// `direct_write`): from then on every chunk goes through it. `None`
-    /// before, where the filesystem refuses `O_DIRECT`, and while a chunk
-    /// is on its way (the blocking task holds it).
-    aligned: Option<Box<DirectWriter>>,
-    /// Whether `O_DIRECT` was tried for this write.
-    aligned_tried: bool,
-    /// The chunk being written from a blocking thread, if any (and the
-    /// aligned writer it holds): waited for before any other use of the
-    /// file (one write in flight, as with `tokio::fs::File`).
-    in_flight: Option<tokio::task::JoinHandle<InFlight>>,
+    /// The large chunk being written through `direct`, if any: waited for
+    /// before any other use of the file (one write in flight, as with
+    /// `tokio::fs::File`).
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
-
-/// What a chunk's blocking write gives back: the aligned writer it took
-/// (if any) and how the write went.
-type InFlight = (Option<Box<DirectWriter>>, std::io::Result<()>);
 
 /// Chunks at least this long are written from the `Bytes` itself on a
 /// blocking thread (no copy); shorter ones through `tokio::fs::File`.
@@ -496,102 +482,20 @@ impl FsStagedWrite {
         .to_staged()
     }
 
-    /// Waits for the chunk in flight, if any: every byte written so far is
-    /// then in the file or held by the aligned writer (or its error is
-    /// reported).
+    /// Waits for the large chunk in flight, if any: every byte written so
+    /// far is then in the file (or its error is reported).
     async fn settle(&mut self, location: &str) -> Result<(), StorageError> {
         let Some(handle) = self.in_flight.take() else {
             return Ok(());
         };
         match handle.await {
-            Ok((aligned, result)) => {
-                self.aligned = aligned;
-                result.map_err(|e| io_error(location, e))
-            }
-            Err(e) => {
-                // The writer (and where the file ends) is lost with it:
-                // nothing more may be written.
-                self.file = None;
-                Err(StorageError::Unexpected {
-                    location: location.to_owned(),
-                    source: Box::new(e),
-                })
-            }
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_error(location, e)),
+            Err(e) => Err(StorageError::Unexpected {
+                location: location.to_owned(),
+                source: Box::new(e),
+            }),
         }
-    }
-
-    /// The `std` duplicate of the temp file's descriptor, made once.
-    async fn std_file(&mut self, location: &str) -> Result<Arc<std::fs::File>, StorageError> {
-        if let Some(direct) = &self.direct {
-            return Ok(direct.clone());
-        }
-        let file = self.file.as_ref().ok_or_else(|| closed(location, "write"))?;
-        let dup = std_duplicate(file, location).await?;
-        Ok(self.direct.insert(Arc::new(dup)).clone())
-    }
-
-    /// Runs `f` on the aligned writer (with the buffered `std` descriptor)
-    /// on a blocking thread; `Ok(None)` without an aligned writer.
-    async fn on_aligned<R: Send + 'static>(
-        &mut self,
-        location: &str,
-        f: impl FnOnce(&mut DirectWriter, &std::fs::File) -> std::io::Result<R> + Send + 'static,
-    ) -> Result<Option<R>, StorageError> {
-        self.settle(location).await?;
-        let Some(mut aligned) = self.aligned.take() else {
-            return Ok(None);
-        };
-        let buffered = self.std_file(location).await?;
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = f(&mut aligned, &buffered);
-            (aligned, result)
-        })
-        .await;
-        match joined {
-            Ok((aligned, result)) => {
-                self.aligned = Some(aligned);
-                result.map(Some).map_err(|e| io_error(location, e))
-            }
-            Err(e) => {
-                self.file = None;
-                Err(StorageError::Unexpected {
-                    location: location.to_owned(),
-                    source: Box::new(e),
-                })
-            }
-        }
-    }
-
-    /// Past the first MiB of a large write: tries `O_DIRECT` (once).
-    async fn try_aligned(&mut self, location: &str) -> Result<(), StorageError> {
-        self.aligned_tried = true;
-        let file = self.file.as_mut().ok_or_else(|| closed(location, "write"))?;
-        file.flush().await.map_err(|e| io_error(location, e))?;
-        let buffered = self.std_file(location).await?;
-        let (temp, length) = (self.temp.clone(), self.written);
-        let opened =
-            tokio::task::spawn_blocking(move || DirectWriter::open(&temp, &buffered, length)).await;
-        match opened {
-            Ok(Ok(aligned)) => self.aligned = Some(Box::new(aligned)),
-            Ok(Err(e)) => {
-                debug!(path = %self.temp.display(), error = %e, "O_DIRECT refused; writing through the page cache")
-            }
-            Err(e) => {
-                return Err(StorageError::Unexpected {
-                    location: location.to_owned(),
-                    source: Box::new(e),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes certainly in the file now (the chunk in flight settled): an
-    /// aligned writer's held bytes are not.
-    fn in_file(&self) -> u64 {
-        self.aligned
-            .as_ref()
-            .map_or(self.written, |aligned| aligned.on_disk())
     }
 
     /// The temp file with every byte written so far in it (the large
@@ -602,8 +506,7 @@ impl FsStagedWrite {
         location: &str,
         doing: &str,
     ) -> Result<&mut tokio::fs::File, StorageError> {
-        self.on_aligned(location, |aligned, buffered| aligned.write_tail(buffered))
-            .await?;
+        self.settle(location).await?;
         let file = self.file.as_mut().ok_or_else(|| closed(location, doing))?;
         file.flush().await.map_err(|e| io_error(location, e))?;
         Ok(file)
@@ -652,36 +555,27 @@ impl StagedWrite for FsStagedWrite {
         let location = self.location();
         self.settle(&location).await?;
         let len = chunk.len() as u64;
-        if !self.aligned_tried
-            && chunk.len() >= DIRECT_AT
-            && self.written >= direct_write::BLOCK as u64
-        {
-            self.try_aligned(&location).await?;
-        }
-        if let Some(mut aligned) = self.aligned.take() {
-            self.in_flight = Some(tokio::task::spawn_blocking(move || {
-                let result = aligned.push(&chunk);
-                (Some(aligned), result)
-            }));
-        } else if chunk.len() < DIRECT_AT {
-            let file = self
-                .file
-                .as_mut()
-                .ok_or_else(|| closed(&location, "write"))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| closed(&location, "write"))?;
+        if chunk.len() < DIRECT_AT {
             file.write_all(&chunk)
                 .await
                 .map_err(|e| io_error(&location, e))?;
         } else {
             // Whatever `file` still has in flight lands first.
-            let file = self
-                .file
-                .as_mut()
-                .ok_or_else(|| closed(&location, "write"))?;
             file.flush().await.map_err(|e| io_error(&location, e))?;
-            let direct = self.std_file(&location).await?;
+            let direct = match &self.direct {
+                Some(direct) => direct.clone(),
+                None => {
+                    let dup = std_duplicate(file, &location).await?;
+                    self.direct.insert(Arc::new(dup)).clone()
+                }
+            };
             self.in_flight = Some(tokio::task::spawn_blocking(move || {
                 use std::io::Write as _;
-                (None, (&*direct).write_all(&chunk))
+                (&*direct).write_all(&chunk)
             }));
         }
         self.written += len;
@@ -711,20 +605,13 @@ impl StagedWrite for FsStagedWrite {
                 .into(),
             });
         }
-        let moved = self
-            .on_aligned(&location, move |aligned, buffered| {
-                aligned.rewind(buffered, offset)
-            })
-            .await?;
-        if moved.is_none() {
-            let file = self.settled_file(&location, "rewind").await?;
-            file.set_len(offset)
-                .await
-                .map_err(|e| io_error(&location, e))?;
-            file.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| io_error(&location, e))?;
-        }
+        let file = self.settled_file(&location, "rewind").await?;
+        file.set_len(offset)
+            .await
+            .map_err(|e| io_error(&location, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_error(&location, e))?;
         self.written = offset;
         self.pending = None;
         self.synced = self.synced.min(offset);
@@ -821,16 +708,9 @@ impl StagedWrite for FsStagedWrite {
             if let Some(len) = self.collect_sync(&location).await? {
                 ready = Some(len);
             }
-            // What is in the file (an aligned writer's held bytes are
-            // not: they are written with the next block, or at the end).
-            self.settle(&location).await?;
-            let length = self.in_file();
-            let file = self
-                .file
-                .as_mut()
-                .ok_or_else(|| closed(&location, "checkpoint"))?;
-            file.flush().await.map_err(|e| io_error(&location, e))?;
+            let file = self.settled_file(&location, "checkpoint").await?;
             let handle = std_duplicate(file, &location).await?;
+            let length = self.written;
             self.pending = Some((
                 length,
                 tokio::task::spawn_blocking(move || handle.sync_data()),
@@ -1149,80 +1029,5 @@ mod tests {
         };
         write.commit(info).await.unwrap();
         assert_eq!(std::fs::read(root.path().join("mixed.bin")).unwrap(), kept);
-    }
-
-    /// Past its first MiB a large write goes past the page cache
-    /// (`direct_write`, where the filesystem allows it: the root is on the
-    /// disk the workspace is on, not a tmpfs /tmp): checkpoints name only
-    /// bytes in the file, a rewind and a resume land mid-block, and the
-    /// file published has every byte.
-    #[tokio::test]
-    async fn past_the_first_mib_a_write_keeps_every_byte_through_checkpoints_rewind_and_resume() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-        std::fs::create_dir_all(&base).unwrap();
-        let root = tempfile::tempdir_in(&base).unwrap();
-        let storage = FilesystemStorage::new(root.path())
-            .unwrap()
-            .with_checkpoint_interval(1, 1024 * 1024);
-        let data: Vec<u8> = (0..5 * 1024 * 1024 + 12_345)
-            .map(|i: usize| (i.wrapping_mul(7) ^ (i >> 13)) as u8)
-            .collect();
-        // Unaligned chunks, as a network read leaves them.
-        let chunk = 256 * 1024 + 1;
-        let key = ObjectKey::parse("large.bin").unwrap();
-        let mut write = storage
-            .begin_write(WriteRequest::new(key.clone(), None))
-            .await
-            .unwrap();
-        let mut named = None;
-        let mut at = 0;
-        while at < 3_500_000 {
-            let end = (at + chunk).min(data.len());
-            write.write(Bytes::copy_from_slice(&data[at..end])).await.unwrap();
-            at = end;
-            if let Some(state) = write.checkpoint(false).await.unwrap() {
-                named = Some(state);
-            }
-        }
-        // A checkpoint named what an fsync confirmed in the file.
-        let state = named.expect("a checkpoint every MiB");
-        let temp = TempFileState::from_staged(&state).unwrap();
-        let on_disk = std::fs::read(&temp.path).unwrap();
-        assert!(temp.length > 0 && temp.length <= at as u64);
-        assert!(on_disk.len() as u64 >= temp.length);
-        assert_eq!(&on_disk[..temp.length as usize], &data[..temp.length as usize]);
-        // Back to an unaligned offset inside the file, then on.
-        let back = 1024 * 1024 + 4096 * 5 + 99;
-        write.rewind(back as u64).await.unwrap();
-        at = back;
-        while at < 4_000_000 {
-            let end = (at + chunk).min(data.len());
-            write.write(Bytes::copy_from_slice(&data[at..end])).await.unwrap();
-            at = end;
-        }
-        let state = write.checkpoint(true).await.unwrap().unwrap();
-        assert_eq!(state.committed(), at as u64);
-        let temp = TempFileState::from_staged(&state).unwrap();
-        assert_eq!(std::fs::read(&temp.path).unwrap(), &data[..at]);
-        // Suspended, then resumed from that checkpoint (mid-block).
-        write.suspend();
-        let mut write = storage
-            .resume_write(WriteRequest::new(key, None), &state)
-            .await
-            .unwrap();
-        while at < data.len() {
-            let end = (at + chunk).min(data.len());
-            write.write(Bytes::copy_from_slice(&data[at..end])).await.unwrap();
-            at = end;
-        }
-        let info = CommitInfo {
-            size: data.len() as u64,
-            sha256_hex: "a".repeat(64),
-            md5_hex: None,
-        };
-        write.commit(info).await.unwrap();
-        assert_eq!(std::fs::read(root.path().join("large.bin")).unwrap(), data);
-        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "no temp file left");
     }
 }

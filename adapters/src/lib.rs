@@ -20,7 +20,6 @@
 pub mod aws;
 pub mod checkpoint;
 pub mod cluster;
-mod direct_write;
 pub mod egress;
 pub mod error_text;
 pub mod events;
