@@ -845,12 +845,39 @@ async fn task_reads(store: &dyn JobStorePort, ns: &str) {
             .is_empty()
     );
     assert!(store.open_tasks(&missing, 1).await.unwrap().is_none());
+
+    // The same window, whole, with what the runs need of the job.
+    let batch = store.open_task_batch(&id, 10).await.unwrap().unwrap();
+    assert_eq!(batch.status, JobStatus::Downloading);
+    assert_eq!(batch.destination, rec.destination);
+    assert_eq!(batch.options, rec.options);
+    assert_eq!(batch.owner, rec.owner);
+    let tasks = rec.job.tasks();
+    assert_eq!(
+        batch.tasks,
+        vec![tasks[1].clone(), tasks[3].clone(), tasks[4].clone()]
+    );
+    let two = store.open_task_batch(&id, 2).await.unwrap().unwrap();
+    assert_eq!(two.tasks, vec![tasks[1].clone(), tasks[3].clone()]);
+    assert!(
+        store
+            .open_task_batch(&id, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    assert!(store.open_task_batch(&missing, 1).await.unwrap().is_none());
     rec.job.cancel().unwrap();
     store.save_job(&rec.update()).await.unwrap();
     store.replace_tasks(&id, rec.job.tasks()).await.unwrap();
     let over = store.open_tasks(&id, 10).await.unwrap().unwrap();
     assert_eq!(over.status, JobStatus::Cancelled);
     assert!(over.open.is_empty(), "{:?}", over.open);
+    let over = store.open_task_batch(&id, 10).await.unwrap().unwrap();
+    assert_eq!(over.status, JobStatus::Cancelled);
+    assert!(over.tasks.is_empty(), "{:?}", over.tasks);
 }
 
 /// Cluster leases: a claim takes a task under a new epoch (only while it is

@@ -13,7 +13,7 @@ use tracing::info;
 use ferry_domain::ports::{
     CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
     JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobUpdate,
-    JobWrite, Keyed, ListedCheckpoint, NodeId, OpenTasks, OwnerLoad, TaskFilter,
+    JobWrite, Keyed, ListedCheckpoint, NodeId, OpenTaskBatch, OpenTasks, OwnerLoad, TaskFilter,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -1217,6 +1217,51 @@ impl JobStorePort for SqlJobStore {
             options: options_of(&row)?,
             task: task_from_row(&row)?,
         }))
+    }
+
+    async fn open_task_batch(
+        &self,
+        id: &JobId,
+        limit: usize,
+    ) -> Result<Option<OpenTaskBatch>, JobStoreError> {
+        let row = sqlx::query(
+            "SELECT status AS job_status, destination, options, owner FROM ferry_jobs WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut batch = OpenTaskBatch {
+            status: job_status_in(&row, "job_status")?,
+            owner: row.try_get("owner").map_err(unavailable)?,
+            destination: destination_of(&row)?,
+            options: options_of(&row)?,
+            tasks: Vec::new(),
+        };
+        if limit == 0 {
+            return Ok(Some(batch));
+        }
+        // The limit (the same on every call) written into the statement,
+        // not bound: see `open_tasks`. The rows are decoded as they come.
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM ferry_tasks WHERE job_id = $1 AND status IN ('queued', 'running')
+                 ORDER BY idx LIMIT {}"
+            ),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+            batch.tasks.push(task_from_row(&row)?);
+        }
+        Ok(Some(batch))
     }
 
     async fn open_tasks(

@@ -5,8 +5,10 @@
 //! A job's phase (export, then downloading) runs on the node that received
 //! it (under the job's phase lock), which enqueues its window of file tasks:
 //! its first `per_job_concurrency` unfinished ones, so a job never has more
-//! in flight. Whichever worker gets a task reads that one task from the
-//! store, runs it through the job's Transfer, then moves the window on or,
+//! in flight. Whichever worker gets a task takes it from the tasks read
+//! ahead with the window (the embedded default) or reads that one task
+//! from the store, runs it through the job's Transfer, then moves the
+//! window on or,
 //! if it finished the job's last file, completes the job by a conditional
 //! update (once, whichever worker gets there).
 //!
@@ -32,11 +34,12 @@ use futures::future::{AbortHandle, Abortable};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use ferry_domain::job::JobOptions;
 use ferry_domain::ports::{
-    ClusterNote, JobStoreError, NodeId, SuspendOnDrop, TaskHandlerPort, TaskQueuePort, TaskRef,
-    TransferPort,
+    ClusterNote, JobStoreError, NodeId, OpenTasks, SuspendOnDrop, TaskHandlerPort, TaskQueuePort,
+    TaskRef, TransferPort,
 };
-use ferry_domain::{Destination, JobId, JobStatus, TaskStatus};
+use ferry_domain::{Destination, FileTask, JobId, JobStatus, TaskStatus};
 
 use super::local_queue::LocalTaskQueue;
 use super::runner::{Lease, TaskContext, lock};
@@ -79,14 +82,71 @@ pub(super) struct Dispatch {
     /// Told when a job's last file is over, for each job whose phase waits
     /// for it here (the embedded default's).
     settled: Mutex<HashMap<JobId, Arc<Settle>>>,
-    /// The embedded default: each job's next unfinished tasks past its
-    /// window, read with it (`AHEAD_PER_SLOT` per slot), so that a file's
-    /// end tops the window up without reading the store (one read per
-    /// few dozen files, not one per file). The in-process queue counts
-    /// each job's tasks in it, so a top-up never fills a window past
-    /// `per_job_concurrency`, whoever calls it; an entry that went stale
-    /// (its task ended meanwhile) is turned away at delivery.
-    ahead: Mutex<HashMap<JobId, Vec<usize>>>,
+    /// The embedded default: each job's tasks read ahead (see [`Ahead`]).
+    ahead: Mutex<HashMap<JobId, Ahead>>,
+}
+
+/// The embedded default's read-ahead of one job: its window and its next
+/// unfinished tasks past it (`AHEAD_PER_SLOT` per slot), read whole with
+/// what their runs need of the job, so that a file's end tops the window
+/// up and a delivery runs its task without reading the store (one read
+/// per few dozen files, not two per file). The in-process queue counts
+/// each job's tasks in it, so a top-up never fills a window past
+/// `per_job_concurrency`, whoever calls it.
+///
+/// A copy is taken once, at its task's delivery. It cannot be stale: in
+/// the embedded default only this process changes a downloading job's
+/// tasks, a task's end is recorded here (`ended`) before its delivery
+/// returns, and a copy of a task that ended here is never run (nor kept);
+/// a cancel marks the job `stopped` (under the runs' lock, so a delivery
+/// registering its run either is stopped with the others or sees the mark
+/// and does not run).
+#[derive(Default)]
+struct Ahead {
+    /// What the job's file runs need of it, as read with the tasks.
+    job: Option<Arc<JobContext>>,
+    /// Indexes past the window, in order, for the next top-ups.
+    next: Vec<usize>,
+    /// The tasks read, whole, until their delivery takes them.
+    tasks: HashMap<usize, FileTask>,
+    /// The tasks whose run ended here, a bit each.
+    ended: Vec<u64>,
+    /// The job's files were stopped here (cancelled).
+    stopped: bool,
+}
+
+impl Ahead {
+    fn ended(&self, index: usize) -> bool {
+        self.ended
+            .get(index / 64)
+            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
+
+    fn end(&mut self, index: usize) {
+        let word = index / 64;
+        if self.ended.len() <= word {
+            self.ended.resize(word + 1, 0);
+        }
+        self.ended[word] |= 1 << (index % 64);
+        self.tasks.remove(&index);
+    }
+}
+
+/// What a job's file runs need of it.
+struct JobContext {
+    owner: Option<String>,
+    destination: Destination,
+    options: JobOptions,
+}
+
+/// A delivered task as the read-ahead has it.
+enum ReadAhead {
+    /// Its copy, and its job.
+    Copy(Box<FileTask>, Arc<JobContext>),
+    /// It ended here: turned away, as the store would say.
+    Ended,
+    /// Its job was stopped here: not run.
+    Stopped,
 }
 
 impl Dispatch {
@@ -121,13 +181,61 @@ impl Dispatch {
     /// Stops this node's transfers of `job` (dropped: their temp files go,
     /// their uploads are aborted). Returns how many were running.
     pub(super) fn stop_local(&self, job: &JobId) -> usize {
-        let running = lock(&self.local).remove(job).unwrap_or_default();
+        let running = {
+            let mut local = lock(&self.local);
+            // Under the runs' lock: a delivery registering its run from a
+            // copy sees the mark, or is among the runs stopped here.
+            let mut ahead = lock(&self.ahead);
+            if self.local_queue.is_some() {
+                let entry = ahead.entry(job.clone()).or_default();
+                entry.stopped = true;
+                entry.next.clear();
+                entry.tasks.clear();
+            }
+            local.remove(job).unwrap_or_default()
+        };
         for run in running.values() {
             run.abort.abort();
         }
         lock(&self.transfers).remove(job);
-        lock(&self.ahead).remove(job);
         running.len()
+    }
+
+    /// Takes `task`'s read-ahead copy, if any.
+    fn take_read_ahead(&self, task: &TaskRef) -> Option<ReadAhead> {
+        let mut ahead = lock(&self.ahead);
+        let entry = ahead.get_mut(&task.job)?;
+        if entry.stopped {
+            return Some(ReadAhead::Stopped);
+        }
+        if entry.ended(task.index) {
+            entry.tasks.remove(&task.index);
+            return Some(ReadAhead::Ended);
+        }
+        let copy = entry.tasks.remove(&task.index)?;
+        let job = entry.job.clone()?;
+        Some(ReadAhead::Copy(Box::new(copy), job))
+    }
+
+    /// Whether `job`'s files may still run from copies (under the runs'
+    /// lock: see [`Ahead`]).
+    fn read_ahead_live(&self, job: &JobId) -> bool {
+        lock(&self.ahead)
+            .get(job)
+            .is_some_and(|entry| !entry.stopped)
+    }
+
+    /// Drops `job`'s read-ahead once its cancel is stored (or could not
+    /// be): its deliveries read the store again from then on.
+    pub(super) fn forget_read_ahead(&self, job: &JobId) {
+        lock(&self.ahead).remove(job);
+    }
+
+    /// Records that `task`'s run ended here, over.
+    fn read_ahead_ended(&self, task: &TaskRef) {
+        if let Some(entry) = lock(&self.ahead).get_mut(&task.job) {
+            entry.end(task.index);
+        }
     }
 
     /// Stops every transfer running on this node, keeping their staged
@@ -437,16 +545,35 @@ impl JobService {
             return self.put_back(task).await;
         }
         let store = self.recorder().store();
-        let Some(found) = store.task(&task.job, task.index).await? else {
-            return Ok(());
+        // The embedded default: the task as read ahead with its window,
+        // if it was; else (and in a cluster) read now.
+        let copied = match &dispatch.local_queue {
+            Some(_) => dispatch.take_read_ahead(&task),
+            None => None,
         };
-        // A task picked up after its job ended (cancelled, failed) does
-        // nothing.
-        if found.status != JobStatus::Downloading {
-            return Ok(());
-        }
+        let (file, job, from_copy) = match copied {
+            Some(ReadAhead::Copy(file, job)) => (*file, job, true),
+            Some(ReadAhead::Ended) => return self.after_task(&task.job, Some(&task)).await,
+            Some(ReadAhead::Stopped) => return Ok(()),
+            None => {
+                let Some(found) = store.task(&task.job, task.index).await? else {
+                    return Ok(());
+                };
+                // A task picked up after its job ended (cancelled, failed)
+                // does nothing.
+                if found.status != JobStatus::Downloading {
+                    return Ok(());
+                }
+                let job = Arc::new(JobContext {
+                    owner: found.owner,
+                    destination: found.destination,
+                    options: found.options,
+                });
+                (found.task, job, false)
+            }
+        };
         let epoch = match &dispatch.node {
-            None if found.task.status().is_terminal() => {
+            None if file.status().is_terminal() => {
                 return self.after_task(&task.job, Some(&task)).await;
             }
             None => None,
@@ -458,13 +585,13 @@ impl JobService {
                 None => return self.after_task(&task.job, None).await,
             },
         };
-        let mut file = found.task;
+        let mut file = file;
         // Left running by a process (or node) that died: resumed here from
         // its checkpoint.
         if file.status() == TaskStatus::Running {
             let _ = file.requeue();
         }
-        let Some(transfer) = self.transfer_for(&task.job, &found.destination).await else {
+        let Some(transfer) = self.transfer_for(&task.job, &job.destination).await else {
             return Ok(());
         };
         let (abort, registration) = AbortHandle::new_pair();
@@ -474,6 +601,10 @@ impl JobService {
             if dispatch.handing_over.load(Ordering::SeqCst) {
                 drop(local);
                 return self.put_back(task).await;
+            }
+            // Cancelled since its copy was taken: not run.
+            if from_copy && !dispatch.read_ahead_live(&task.job) {
+                return Ok(());
             }
             local.entry(task.job.clone()).or_default().insert(
                 task.index,
@@ -489,8 +620,8 @@ impl JobService {
         });
         let context = TaskContext {
             job: task.job.clone(),
-            owner: found.owner.clone().unwrap_or_default(),
-            if_exists: found.options.if_exists,
+            owner: job.owner.clone().unwrap_or_default(),
+            if_exists: job.options.if_exists,
         };
         let shared = Mutex::new(file);
         let run = Abortable::new(
@@ -549,7 +680,13 @@ impl JobService {
             }
         }
         match ended {
-            None => {}
+            None => {
+                // Its end is stored (its last write was waited for): a
+                // copy read before it is never run.
+                if dispatch.local_queue.is_some() && lock(&shared).status().is_terminal() {
+                    dispatch.read_ahead_ended(&task);
+                }
+            }
             Some(Ended::LeaseLost) => {
                 warn!(job = %task.job, index = task.index, "task stopped and suspended: handed over, or another node holds its lease now");
                 return Ok(());
@@ -584,34 +721,33 @@ impl JobService {
             // again, it would be turned away).
             queue.done(task);
             let mut ahead = lock(&dispatch.ahead);
-            if let Some(next) = ahead.get_mut(id).filter(|next| !next.is_empty()) {
-                match queue.top_up(id, next, window) {
-                    Ok(went) => {
-                        next.drain(..went);
-                        return Ok(());
+            if let Some(entry) = ahead.get_mut(id) {
+                if entry.stopped {
+                    return Ok(());
+                }
+                if !entry.next.is_empty() {
+                    match queue.top_up(id, &entry.next, window) {
+                        Ok(went) => {
+                            entry.next.drain(..went);
+                            return Ok(());
+                        }
+                        Err(e) => warn!(job = %id, error = %e, "could not enqueue file tasks"),
                     }
-                    Err(e) => warn!(job = %id, error = %e, "could not enqueue file tasks"),
                 }
             }
         }
-        let ahead = match dispatch.local_queue {
-            Some(_) => window.saturating_mul(AHEAD_PER_SLOT),
-            None => 0,
+        let open = match dispatch.local_queue {
+            Some(_) => match self.read_ahead(id, window).await? {
+                ReadWindow::Enqueued => return Ok(()),
+                ReadWindow::Over(open) => open,
+            },
+            None => self.recorder().store().open_tasks(id, window).await?,
         };
-        let open = self
-            .recorder()
-            .store()
-            .open_tasks(id, window.saturating_add(ahead))
-            .await?;
         if let Some(open) = &open
             && open.status == JobStatus::Downloading
             && !open.open.is_empty()
         {
-            let went = self.enqueue_window(id, &open.open).await;
-            if ahead > 0 {
-                let later = open.open.get(went..).unwrap_or_default().to_vec();
-                lock(&dispatch.ahead).insert(id.clone(), later);
-            }
+            self.enqueue_window(id, &open.open).await;
             return Ok(());
         }
         lock(&dispatch.ahead).remove(id);
@@ -646,6 +782,59 @@ impl JobService {
             settle.notify.notify_waiters();
         }
         result
+    }
+}
+
+/// What a read of a job's window found.
+enum ReadWindow {
+    /// Unfinished tasks, now in the queue (and read ahead).
+    Enqueued,
+    /// None left to run here (or the job is not downloading, or missing).
+    Over(Option<OpenTasks>),
+}
+
+impl JobService {
+    /// The embedded default: reads job `id`'s window and the tasks past
+    /// it whole (see [`Ahead`]), keeps them, and enqueues the window.
+    async fn read_ahead(&self, id: &JobId, window: usize) -> Result<ReadWindow, JobStoreError> {
+        let dispatch = self.dispatch();
+        let limit = window.saturating_add(window.saturating_mul(AHEAD_PER_SLOT));
+        let Some(batch) = self.recorder().store().open_task_batch(id, limit).await? else {
+            return Ok(ReadWindow::Over(None));
+        };
+        if batch.status != JobStatus::Downloading || batch.tasks.is_empty() {
+            return Ok(ReadWindow::Over(Some(OpenTasks {
+                status: batch.status,
+                open: Vec::new(),
+            })));
+        }
+        let open: Vec<usize> = batch.tasks.iter().map(|t| t.index).collect();
+        {
+            // Kept before they are enqueued: a delivery may start at once.
+            let mut ahead = lock(&dispatch.ahead);
+            let entry = ahead.entry(id.clone()).or_default();
+            if entry.stopped {
+                return Ok(ReadWindow::Enqueued);
+            }
+            entry.job = Some(Arc::new(JobContext {
+                owner: batch.owner,
+                destination: batch.destination,
+                options: batch.options,
+            }));
+            for task in batch.tasks {
+                if !entry.ended(task.index) {
+                    entry.tasks.insert(task.index, task);
+                }
+            }
+        }
+        let went = self.enqueue_window(id, &open).await;
+        let later = open.get(went..).unwrap_or_default().to_vec();
+        if let Some(entry) = lock(&dispatch.ahead).get_mut(id)
+            && !entry.stopped
+        {
+            entry.next = later;
+        }
+        Ok(ReadWindow::Enqueued)
     }
 }
 

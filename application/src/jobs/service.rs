@@ -703,9 +703,12 @@ impl JobService {
                 status,
             });
         }
-        self.recorder
+        let saved = self
+            .recorder
             .save_job_and_tasks_and_emit(&mut record, JobEventKind::JobCancelled)
-            .await?;
+            .await;
+        self.dispatch.forget_read_ahead(id);
+        saved?;
         self.workflow
             .notify_record(&self.recorder, &mut record)
             .await;

@@ -17,7 +17,7 @@ use ferry_domain::ports::storage::MockFileStoragePort;
 use ferry_domain::ports::storage_resolver::MockStorageResolverPort;
 use ferry_domain::ports::transfer::MockTransferFactoryPort;
 use ferry_domain::ports::{
-    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, JobUpdate, OpenTasks,
+    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, JobUpdate, OpenTaskBatch, OpenTasks,
     ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
 };
 use ferry_domain::ports::{JobStoreError, JobWrite};
@@ -142,6 +142,8 @@ struct World {
     open_reads: Arc<StdMutex<usize>>,
     /// How many times a job was read whole (with all its tasks).
     whole_reads: Arc<StdMutex<usize>>,
+    /// How many times one task was read (at its delivery).
+    task_reads: Arc<StdMutex<usize>>,
 }
 
 /// A TransferPort that records `prior_attempts`, then runs the real
@@ -248,7 +250,10 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
             .collect())
     });
     let s = stored.clone();
+    let task_reads = Arc::new(StdMutex::new(0));
+    let reads = task_reads.clone();
     store.expect_task().returning(move |_, index| {
+        *reads.lock().unwrap() += 1;
         Ok(s.lock().unwrap().as_ref().and_then(|r| {
             r.job.tasks().get(index).map(|t| JobTask {
                 status: r.job.status(),
@@ -273,6 +278,25 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
                 .filter(|t| !t.status().is_terminal())
                 .map(|t| t.index)
                 .take(limit)
+                .collect(),
+        }))
+    });
+    let s = stored.clone();
+    let reads = open_reads.clone();
+    store.expect_open_task_batch().returning(move |_, limit| {
+        *reads.lock().unwrap() += 1;
+        Ok(s.lock().unwrap().as_ref().map(|r| OpenTaskBatch {
+            status: r.job.status(),
+            owner: r.owner.clone(),
+            destination: r.destination.clone(),
+            options: r.options.clone(),
+            tasks: r
+                .job
+                .tasks()
+                .iter()
+                .filter(|t| !t.status().is_terminal())
+                .take(limit)
+                .cloned()
                 .collect(),
         }))
     });
@@ -372,6 +396,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         priors,
         open_reads,
         whole_reads,
+        task_reads,
     }
 }
 
@@ -769,5 +794,10 @@ async fn files_read_ahead_keep_the_window_full_and_never_wider() {
         *w.whole_reads.lock().unwrap(),
         1,
         "the job is read whole once, when its phase starts; it completes from its head"
+    );
+    assert_eq!(
+        *w.task_reads.lock().unwrap(),
+        0,
+        "every file ran from its read-ahead copy, none read again at its delivery"
     );
 }

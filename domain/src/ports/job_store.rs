@@ -169,6 +169,21 @@ pub struct OpenTasks {
     pub open: Vec<usize>,
 }
 
+/// A job's status and what its files' runs need of it, with its first
+/// unfinished (queued or running) tasks whole: the embedded default reads
+/// a job's window and the tasks past it this way, once per few dozen
+/// files, instead of reading each task when it is delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenTaskBatch {
+    pub status: JobStatus,
+    /// Who submitted the job (the token's name).
+    pub owner: Option<String>,
+    pub destination: Destination,
+    pub options: crate::job::JobOptions,
+    /// In index order, at most the limit asked for.
+    pub tasks: Vec<FileTask>,
+}
+
 /// What one owner has unfinished now (its quotas are checked against it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnerLoad {
@@ -354,6 +369,13 @@ pub trait JobStorePort: Send + Sync + 'static {
     /// options (`None` if either is missing): one file's run reads one
     /// task, not the job's thousands.
     async fn task(&self, id: &JobId, index: usize) -> Result<Option<JobTask>, JobStoreError>;
+    /// Job `id`'s status, destination, options and owner, and its first
+    /// `limit` unfinished tasks, whole (`None` if the job is missing).
+    async fn open_task_batch(
+        &self,
+        id: &JobId,
+        limit: usize,
+    ) -> Result<Option<OpenTaskBatch>, JobStoreError>;
     /// Job `id`'s status and its first `limit` unfinished tasks' indexes
     /// (`None` if the job is missing).
     async fn open_tasks(

@@ -27,7 +27,8 @@ pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{
     IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobHead, JobPage, JobRecord, JobStoreError,
-    JobStorePort, JobTask, JobUpdate, JobWrite, Keyed, OpenTasks, OwnerLoad, TaskFilter,
+    JobStorePort, JobTask, JobUpdate, JobWrite, Keyed, OpenTaskBatch, OpenTasks, OwnerLoad,
+    TaskFilter,
 };
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{
