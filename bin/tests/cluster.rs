@@ -511,13 +511,30 @@ impl HandOver {
     /// `within` after `since` (`what` says what was awaited), and checks
     /// that it resumes from a part boundary past the two checkpointed
     /// parts. Returns the offset.
-    async fn resumed(&self, since: Instant, within: Duration, what: &str) -> u64 {
+    /// On a timeout it fails with every node's log (`gone`: the node
+    /// that left, if any).
+    async fn resumed(
+        &self,
+        since: Instant,
+        within: Duration,
+        what: &str,
+        gone: Option<&Server>,
+    ) -> u64 {
         assert_eq!(self.origin.requests().len(), 1);
         let resumed = loop {
             if let Some(r) = self.origin.requests().get(1) {
                 break r.clone();
             }
-            assert!(since.elapsed() < within, "{what}");
+            if since.elapsed() >= within {
+                let mut logs = String::new();
+                for (name, node) in &self.nodes {
+                    logs.push_str(&format!("\n== {name} ==\n{}", node.log()));
+                }
+                if let Some(gone) = gone {
+                    logs.push_str(&format!("\n== the node that left ==\n{}", gone.log()));
+                }
+                panic!("{what}{logs}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let offset = range_start(&resumed);
@@ -597,6 +614,7 @@ async fn a_killed_nodes_file_resumes_on_another_node_from_its_checkpoint() {
         killed,
         Duration::from_secs(5 + 5),
         "not resumed within the lease timeout + 5 s",
+        None,
     )
     .await;
     run.completes_whole().await;
@@ -708,13 +726,16 @@ async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
     // The leaving node releases the file at once; the other node's idle
     // queue worker takes it at its next heartbeat (every second; it was a
     // fifth of the lease timeout, 6 s here, and the hand-over took up to
-    // 4.6 s on a quiet machine, over 10 s on a loaded one). Within 10 s,
-    // well before the lease timeout (30 s), after which any node would
-    // take it.
+    // 4.6 s on a quiet machine, over 10 s on a loaded one). Alone it takes
+    // 0.1-0.3 s; within the whole suite on 2 cores it missed a 10 s window
+    // twice (2026-12-02, without the nodes' logs; they are printed now).
+    // Within 20 s: still before the lease timeout (30 s), after which any
+    // node would take it.
     run.resumed(
         stopped,
-        Duration::from_secs(10),
-        "not handed over within 10 s (lease timeout 30 s)",
+        Duration::from_secs(20),
+        "not handed over within 20 s (lease timeout 30 s)",
+        Some(&leaving),
     )
     .await;
     run.completes_whole().await;
