@@ -805,6 +805,7 @@ async fn many_tasks(store: &dyn JobStorePort, ns: &str) {
 
 async fn task_reads(store: &dyn JobStorePort, ns: &str) {
     let mut rec = record(&format!("{ns}-reads"), 5, 30_000);
+    rec.owner = Some(format!("{ns}-reads-owner"));
     rec.job.start_downloading().unwrap();
     store.create(&rec).await.unwrap();
     store.save_job(&rec.update()).await.unwrap();
@@ -820,8 +821,9 @@ async fn task_reads(store: &dyn JobStorePort, ns: &str) {
 
     let one = store.task(&id, 3).await.unwrap().unwrap();
     assert_eq!(one.status, JobStatus::Downloading);
-    assert_eq!(one.destination, rec.destination);
-    assert_eq!(one.options, rec.options);
+    assert_eq!(one.job.destination, rec.destination);
+    assert_eq!(one.job.options, rec.options);
+    assert_eq!(one.job.owner, rec.owner);
     assert_eq!(one.task, rec.job.tasks()[3]);
     assert_eq!(one.task.status(), TaskStatus::Running);
     assert!(store.task(&id, 5).await.unwrap().is_none());
@@ -849,9 +851,7 @@ async fn task_reads(store: &dyn JobStorePort, ns: &str) {
     // The same window, whole, with what the runs need of the job.
     let batch = store.open_task_batch(&id, 10).await.unwrap().unwrap();
     assert_eq!(batch.status, JobStatus::Downloading);
-    assert_eq!(batch.destination, rec.destination);
-    assert_eq!(batch.options, rec.options);
-    assert_eq!(batch.owner, rec.owner);
+    assert_eq!(batch.job, one.job);
     let tasks = rec.job.tasks();
     assert_eq!(
         batch.tasks,

@@ -11,9 +11,10 @@ use sqlx::{AnyPool, Row};
 use tracing::info;
 
 use ferry_domain::ports::{
-    CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, IdempotencyKey, JobEvent,
-    JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort, JobTask, JobUpdate,
-    JobWrite, Keyed, ListedCheckpoint, NodeId, OpenTaskBatch, OpenTasks, OwnerLoad, TaskFilter,
+    CallbackOutcome, CheckpointError, CheckpointStorePort, ClusterNote, FileRunContext,
+    IdempotencyKey, JobEvent, JobFilter, JobHead, JobPage, JobRecord, JobStoreError, JobStorePort,
+    JobTask, JobUpdate, JobWrite, Keyed, ListedCheckpoint, NodeId, OpenTaskBatch, OpenTasks,
+    OwnerLoad, TaskFilter,
 };
 use ferry_domain::{
     Checkpoint, Checksum, Destination, ErrorClass, ErrorCode, FileSpec, FileTask, Job, JobId,
@@ -468,6 +469,16 @@ fn options_of(row: &AnyRow) -> Result<JobOptions, JobStoreError> {
             codec::options_from(&value).ok_or_else(|| corrupt("job options".into()))
         }
     }
+}
+
+/// What a file's run needs of its job, from a row with the job's
+/// `owner`, `destination` and `options`.
+fn run_context_of(row: &AnyRow) -> Result<FileRunContext, JobStoreError> {
+    Ok(FileRunContext {
+        owner: row.try_get("owner").map_err(unavailable)?,
+        destination: destination_of(row)?,
+        options: options_of(row)?,
+    })
 }
 
 fn export_text(record: &JobRecord) -> Option<String> {
@@ -1212,9 +1223,7 @@ impl JobStorePort for SqlJobStore {
         };
         Ok(Some(JobTask {
             status: job_status_in(&row, "job_status")?,
-            owner: row.try_get("owner").map_err(unavailable)?,
-            destination: destination_of(&row)?,
-            options: options_of(&row)?,
+            job: run_context_of(&row)?,
             task: task_from_row(&row)?,
         }))
     }
@@ -1236,9 +1245,7 @@ impl JobStorePort for SqlJobStore {
         };
         let mut batch = OpenTaskBatch {
             status: job_status_in(&row, "job_status")?,
-            owner: row.try_get("owner").map_err(unavailable)?,
-            destination: destination_of(&row)?,
-            options: options_of(&row)?,
+            job: run_context_of(&row)?,
             tasks: Vec::new(),
         };
         if limit == 0 {

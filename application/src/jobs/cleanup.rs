@@ -70,20 +70,22 @@ impl JobService {
             }
             match (&checkpoint, &record) {
                 (Ok(c), _) if now_ms().saturating_sub(c.saved_at_ms) < grace_ms => continue,
-                (Ok(c), Some(record)) => match self.storages().resolve(&record.destination).await {
-                    Ok(storage) => {
-                        if let Err(e) = storage.discard(&c.key, &c.staged).await {
-                            warn!(transfer = %id, error = %e, "checkpoint cleanup: could not discard staged bytes; will retry");
+                (Ok(c), Some(record)) => {
+                    match self.storages().resolve(&record.job.destination).await {
+                        Ok(storage) => {
+                            if let Err(e) = storage.discard(&c.key, &c.staged).await {
+                                warn!(transfer = %id, error = %e, "checkpoint cleanup: could not discard staged bytes; will retry");
+                                kept.insert(job_id);
+                                continue;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(transfer = %id, error = %e, "checkpoint cleanup: destination unusable; will retry");
                             kept.insert(job_id);
                             continue;
                         }
                     }
-                    Err(e) => {
-                        warn!(transfer = %id, error = %e, "checkpoint cleanup: destination unusable; will retry");
-                        kept.insert(job_id);
-                        continue;
-                    }
-                },
+                }
                 (Ok(_), None) => {
                     warn!(transfer = %id, "checkpoint cleanup: its job or task is gone; removing the checkpoint only");
                 }

@@ -34,10 +34,9 @@ use futures::future::{AbortHandle, Abortable};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use ferry_domain::job::JobOptions;
 use ferry_domain::ports::{
-    ClusterNote, JobStoreError, NodeId, OpenTasks, SuspendOnDrop, TaskHandlerPort, TaskQueuePort,
-    TaskRef, TransferPort,
+    ClusterNote, FileRunContext, JobStoreError, NodeId, OpenTasks, SuspendOnDrop, TaskHandlerPort,
+    TaskQueuePort, TaskRef, TransferPort,
 };
 use ferry_domain::{Destination, FileTask, JobId, JobStatus, TaskStatus};
 
@@ -104,7 +103,7 @@ pub(super) struct Dispatch {
 #[derive(Default)]
 struct Ahead {
     /// What the job's file runs need of it, as read with the tasks.
-    job: Option<Arc<JobContext>>,
+    job: Option<Arc<FileRunContext>>,
     /// Indexes past the window, in order, for the next top-ups.
     next: Vec<usize>,
     /// The tasks read, whole, until their delivery takes them.
@@ -132,17 +131,10 @@ impl Ahead {
     }
 }
 
-/// What a job's file runs need of it.
-struct JobContext {
-    owner: Option<String>,
-    destination: Destination,
-    options: JobOptions,
-}
-
 /// A delivered task as the read-ahead has it.
 enum ReadAhead {
     /// Its copy, and its job.
-    Copy(Box<FileTask>, Arc<JobContext>),
+    Copy(Box<FileTask>, Arc<FileRunContext>),
     /// It ended here: turned away, as the store would say.
     Ended,
     /// Its job was stopped here: not run.
@@ -551,7 +543,7 @@ impl JobService {
             Some(_) => dispatch.take_read_ahead(&task),
             None => None,
         };
-        let (file, job, from_copy) = match copied {
+        let (mut file, job, from_copy) = match copied {
             Some(ReadAhead::Copy(file, job)) => (*file, job, true),
             Some(ReadAhead::Ended) => return self.after_task(&task.job, Some(&task)).await,
             Some(ReadAhead::Stopped) => return Ok(()),
@@ -564,12 +556,7 @@ impl JobService {
                 if found.status != JobStatus::Downloading {
                     return Ok(());
                 }
-                let job = Arc::new(JobContext {
-                    owner: found.owner,
-                    destination: found.destination,
-                    options: found.options,
-                });
-                (found.task, job, false)
+                (found.task, Arc::new(found.job), false)
             }
         };
         let epoch = match &dispatch.node {
@@ -585,7 +572,6 @@ impl JobService {
                 None => return self.after_task(&task.job, None).await,
             },
         };
-        let mut file = file;
         // Left running by a process (or node) that died: resumed here from
         // its checkpoint.
         if file.status() == TaskStatus::Running {
@@ -816,11 +802,7 @@ impl JobService {
             if entry.stopped {
                 return Ok(ReadWindow::Enqueued);
             }
-            entry.job = Some(Arc::new(JobContext {
-                owner: batch.owner,
-                destination: batch.destination,
-                options: batch.options,
-            }));
+            entry.job = Some(Arc::new(batch.job));
             for task in batch.tasks {
                 if !entry.ended(task.index) {
                     entry.tasks.insert(task.index, task);

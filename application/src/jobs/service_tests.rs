@@ -17,8 +17,9 @@ use ferry_domain::ports::storage::MockFileStoragePort;
 use ferry_domain::ports::storage_resolver::MockStorageResolverPort;
 use ferry_domain::ports::transfer::MockTransferFactoryPort;
 use ferry_domain::ports::{
-    DownloadError, JobEvent, JobEventKind, JobRecord, JobTask, JobUpdate, OpenTaskBatch, OpenTasks,
-    ProcessFileCommand, ProcessFileError, ProcessFilePort, ProcessFileResult, TransferPort,
+    DownloadError, FileRunContext, JobEvent, JobEventKind, JobRecord, JobTask, JobUpdate,
+    OpenTaskBatch, OpenTasks, ProcessFileCommand, ProcessFileError, ProcessFilePort,
+    ProcessFileResult, TransferPort,
 };
 use ferry_domain::ports::{JobStoreError, JobWrite};
 use ferry_domain::{
@@ -191,6 +192,15 @@ fn apply(r: &mut JobRecord, u: &JobUpdate) {
     }
 }
 
+/// What a file's run needs of the stored job, as the store reads it.
+fn run_context(r: &JobRecord) -> FileRunContext {
+    FileRunContext {
+        owner: r.owner.clone(),
+        destination: r.destination.clone(),
+        options: r.options.clone(),
+    }
+}
+
 fn world(steps: Vec<Step>, attempts: u32) -> World {
     let stored: Arc<StdMutex<Option<JobRecord>>> = Arc::new(StdMutex::new(None));
     let published = Arc::new(StdMutex::new(Vec::new()));
@@ -257,9 +267,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         Ok(s.lock().unwrap().as_ref().and_then(|r| {
             r.job.tasks().get(index).map(|t| JobTask {
                 status: r.job.status(),
-                owner: r.owner.clone(),
-                destination: r.destination.clone(),
-                options: r.options.clone(),
+                job: run_context(r),
                 task: t.clone(),
             })
         }))
@@ -287,9 +295,7 @@ fn world(steps: Vec<Step>, attempts: u32) -> World {
         *reads.lock().unwrap() += 1;
         Ok(s.lock().unwrap().as_ref().map(|r| OpenTaskBatch {
             status: r.job.status(),
-            owner: r.owner.clone(),
-            destination: r.destination.clone(),
-            options: r.options.clone(),
+            job: run_context(r),
             tasks: r
                 .job
                 .tasks()

@@ -148,15 +148,23 @@ pub struct TaskFilter {
     pub limit: u32,
 }
 
-/// One task of a job with what running it needs of its job (read without
-/// the job's other tasks).
+/// What running one of a job's files needs of its job: who submitted it,
+/// where its files go, and how. Read with the file's task (or a batch of
+/// them), never with the job's other tasks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobTask {
-    pub status: JobStatus,
+pub struct FileRunContext {
     /// Who submitted the job (the token's name).
     pub owner: Option<String>,
     pub destination: Destination,
     pub options: crate::job::JobOptions,
+}
+
+/// One task of a job with its job's status and what running it needs of
+/// its job (read without the job's other tasks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobTask {
+    pub status: JobStatus,
+    pub job: FileRunContext,
     pub task: FileTask,
 }
 
@@ -176,10 +184,7 @@ pub struct OpenTasks {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenTaskBatch {
     pub status: JobStatus,
-    /// Who submitted the job (the token's name).
-    pub owner: Option<String>,
-    pub destination: Destination,
-    pub options: crate::job::JobOptions,
+    pub job: FileRunContext,
     /// In index order, at most the limit asked for.
     pub tasks: Vec<FileTask>,
 }

@@ -26,9 +26,9 @@ pub use download::{
 pub use events::{JobEvent, JobEventKind, JobEventsPort};
 pub use export::{ExportPoll, ExportProviderError, ExportProviderPort, ManifestEntry};
 pub use job_store::{
-    IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobHead, JobPage, JobRecord, JobStoreError,
-    JobStorePort, JobTask, JobUpdate, JobWrite, Keyed, OpenTaskBatch, OpenTasks, OwnerLoad,
-    TaskFilter,
+    FileRunContext, IdempotencyKey, InvalidIdempotencyKey, JobFilter, JobHead, JobPage, JobRecord,
+    JobStoreError, JobStorePort, JobTask, JobUpdate, JobWrite, Keyed, OpenTaskBatch, OpenTasks,
+    OwnerLoad, TaskFilter,
 };
 pub use memory::{MemoryBudgetPort, MemoryGaugePort, MemoryReservation};
 pub use process::{
