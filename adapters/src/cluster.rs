@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, Strategy, TaskBuilder, WorkerBuilder, WorkerBuilderExt,
+    BackendExt, BoxDynError, Data, DeferredError, Strategy, TaskBuilder, WorkerBuilder,
+    WorkerBuilderExt,
 };
 use apalis_postgres::{Config, PgPool, PostgresStorage};
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Acquire;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use ferry_domain::JobId;
 use ferry_domain::ports::{
@@ -112,7 +113,10 @@ impl PgTaskQueue {
                 .poll_with_strategy(Strategy::new().interval(POLL));
             let worker = WorkerBuilder::new(format!("{node}.{generation}"))
                 .backend(backend)
-                .data(Handler(handler.clone()))
+                .data(Handler {
+                    port: handler.clone(),
+                    stopping: stop.clone(),
+                })
                 .concurrency(concurrency.max(1))
                 .build(handle);
             let stopping = stop.clone();
@@ -137,23 +141,40 @@ impl PgTaskQueue {
     }
 }
 
-/// The handler a worker hands deliveries to.
+/// The handler a worker hands deliveries to, and its node's stop.
 #[derive(Clone)]
-struct Handler(Arc<dyn TaskHandlerPort>);
+struct Handler {
+    port: Arc<dyn TaskHandlerPort>,
+    stopping: CancellationToken,
+}
 
 /// One delivery: the task to the handler, whose outcome is in the job
-/// store (the delivery itself always succeeds). It runs as its own tokio
-/// task, so a worker's transfers use all the runtime's threads.
+/// store. It runs as its own tokio task, so a worker's transfers use all
+/// the runtime's threads.
+///
+/// A delivery that ends while its node stops (the node suspended its run
+/// to hand it over) is acknowledged as deferred, which puts the task back
+/// in the queue (`Pending`): it is then runnable by any node whatever the
+/// order of this acknowledgement and the node's `release`. Acknowledged
+/// as done, a handed-over task was seen left out of the queue (its row
+/// `Done` after the release; an idle node never took the file, about one
+/// cluster-suite run in four on 2 cores) until the reconciler noticed;
+/// how the `Done` outlived the release is not known. A task that did finish just as
+/// its node stopped is delivered once more and ends at once (the store
+/// says it is over).
 async fn handle(message: FileTaskMessage, handler: Data<Handler>) -> Result<(), BoxDynError> {
     match JobId::parse(&message.job) {
         Ok(job) => {
-            let Handler(handler) = (*handler).clone();
+            let Handler { port, stopping } = (*handler).clone();
             let task = TaskRef {
                 job,
                 index: message.index,
             };
-            if let Err(e) = tokio::spawn(async move { handler.run_task(task).await }).await {
+            if let Err(e) = tokio::spawn(async move { port.run_task(task).await }).await {
                 warn!(error = %e, "a task run panicked or was cancelled");
+            }
+            if stopping.is_cancelled() {
+                return Err(DeferredError::new("its node stopped: handed over").into());
             }
         }
         Err(e) => {
@@ -225,7 +246,7 @@ impl TaskQueuePort for PgTaskQueue {
         let keys: Vec<String> = tasks.iter().map(TaskRef::idempotency_key).collect();
         // Unlocked, its delivery's acknowledgement (which names the worker
         // that held it) no longer matches the row.
-        sqlx::query(
+        let released = sqlx::query(
             "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
                 done_at = NULL, run_at = NOW()
              WHERE job_type = $1 AND idempotency_key = ANY($2)",
@@ -235,6 +256,11 @@ impl TaskQueuePort for PgTaskQueue {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        debug!(
+            asked = keys.len(),
+            released = released.rows_affected(),
+            "file tasks released to the queue"
+        );
         Ok(())
     }
 

@@ -10,3 +10,4 @@ mod pipeline_s3;
 mod resume;
 mod storage_fs;
 mod storage_s3;
+mod task_queue;
