@@ -157,9 +157,10 @@ struct Handler {
 /// in the queue (`Pending`): it is then runnable by any node whatever the
 /// order of this acknowledgement and the node's `release`. Acknowledged
 /// as done, a handed-over task was seen left out of the queue (its row
-/// `Done` after the release; an idle node never took the file, about one
-/// cluster-suite run in four on 2 cores) until the reconciler noticed;
-/// how the `Done` outlived the release is not known. A task that did finish just as
+/// `Done`; an idle node never took the file, about one cluster-suite run
+/// in four on 2 cores) until the reconciler noticed: the release that
+/// followed had run on a pooled connection left inside a transaction (see
+/// `release`) and was never committed. A task that did finish just as
 /// its node stopped is delivered once more and ends at once (the store
 /// says it is over).
 async fn handle(message: FileTaskMessage, handler: Data<Handler>) -> Result<(), BoxDynError> {
@@ -245,7 +246,15 @@ impl TaskQueuePort for PgTaskQueue {
     async fn release(&self, tasks: &[TaskRef]) -> Result<(), TaskQueueError> {
         let keys: Vec<String> = tasks.iter().map(TaskRef::idempotency_key).collect();
         // Unlocked, its delivery's acknowledgement (which names the worker
-        // that held it) no longer matches the row.
+        // that held it) no longer matches the row. In an explicit
+        // transaction, never as a lone statement: apalis drops a fetch in
+        // flight when its worker stops, and sqlx 0.9.0 then returns to the
+        // pool a connection whose `BEGIN` had reached the server without
+        // knowing it is in a transaction, where a lone statement is never
+        // committed (reproduced: of 100 `begin()`s cancelled 0-100 µs in,
+        // one left its connection so); a `BEGIN`/`COMMIT` of our own
+        // commits it.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let released = sqlx::query(
             "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
                 done_at = NULL, run_at = NOW()
@@ -253,9 +262,10 @@ impl TaskQueuePort for PgTaskQueue {
         )
         .bind(QUEUE)
         .bind(&keys)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         debug!(
             asked = keys.len(),
             released = released.rows_affected(),
