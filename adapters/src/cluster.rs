@@ -158,9 +158,10 @@ struct Handler {
 /// order of this acknowledgement and the node's `release`. Acknowledged
 /// as done, a handed-over task was seen left out of the queue (its row
 /// `Done`; an idle node never took the file, about one cluster-suite run
-/// in four on 2 cores) until the reconciler noticed: the release that
-/// followed had run on a pooled connection left inside a transaction (see
-/// `release`) and was never committed. A task that did finish just as
+/// in four on 2 cores) until the reconciler noticed: most likely the
+/// release that followed ran on a pooled connection left inside a
+/// transaction (see `release`; the mechanism is reproduced, its part in
+/// those runs inferred) and was never committed. A task that did finish just as
 /// its node stopped is delivered once more and ends at once (the store
 /// says it is over).
 async fn handle(message: FileTaskMessage, handler: Data<Handler>) -> Result<(), BoxDynError> {

@@ -731,8 +731,8 @@ async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
     // The leaving node releases the file at once; the other node's idle
     // queue worker takes it at its next poll (0.1-0.4 s). It once missed
     // the window about one run in four inside the whole suite: the queue
-    // row ended `Done` (the delivery acknowledged as done, the release
-    // after it never committed: adapters/src/cluster.rs `release`), so no
+    // row ended `Done` (the delivery acknowledged as done, most likely the
+    // release after it never committed: adapters/src/cluster.rs `release`), so no
     // node took it; such a delivery is now acknowledged as deferred and
     // the release runs in its own transaction. A miss prints
     // the queue's rows and every node's log. Within 20 s: still before
