@@ -161,9 +161,9 @@ struct Handler {
 /// in four on 2 cores) until the reconciler noticed: most likely the
 /// release that followed ran on a pooled connection left inside a
 /// transaction (see `release`; the mechanism is reproduced, its part in
-/// those runs inferred) and was never committed. A task that did finish just as
-/// its node stopped is delivered once more and ends at once (the store
-/// says it is over).
+/// those runs inferred) and was never committed. A task that did finish
+/// just as its node stopped is delivered once more and ends at once (the
+/// store says it is over).
 async fn handle(message: FileTaskMessage, handler: Data<Handler>) -> Result<(), BoxDynError> {
     match JobId::parse(&message.job) {
         Ok(job) => {

@@ -729,18 +729,18 @@ async fn a_node_stopped_with_sigterm_hands_its_file_over_at_once() {
     leaving.sigterm();
     let stopped = Instant::now();
     // The leaving node releases the file at once; the other node's idle
-    // queue worker takes it at its next poll (0.1-0.4 s). It once missed
-    // the window about one run in four inside the whole suite: the queue
-    // row ended `Done` (the delivery acknowledged as done, most likely the
-    // release after it never committed: adapters/src/cluster.rs `release`), so no
-    // node took it; such a delivery is now acknowledged as deferred and
-    // the release runs in its own transaction. A miss prints
-    // the queue's rows and every node's log. Within 20 s: still before
-    // the lease timeout (30 s), after which any node would take it.
+    // queue worker takes it at its next poll (0.1-0.8 s). It once missed
+    // even a 20 s window about one run in four inside the whole suite:
+    // the queue row ended `Done` (the delivery acknowledged as done, most
+    // likely the release after it never committed: adapters/src/cluster.rs
+    // `release`), so no node took it; such a delivery is now acknowledged
+    // as deferred and the release runs in its own transaction. A miss
+    // prints the queue's rows and every node's log. Within 10 s, well
+    // before the lease timeout (30 s), after which any node would take it.
     run.resumed(
         stopped,
-        Duration::from_secs(20),
-        "not handed over within 20 s (lease timeout 30 s)",
+        Duration::from_secs(10),
+        "not handed over within 10 s (lease timeout 30 s)",
         Some(&leaving),
     )
     .await;

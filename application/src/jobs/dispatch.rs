@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use ferry_domain::ports::{
-    ClusterNote, FileRunContext, JobStoreError, NodeId, OpenTasks, SuspendOnDrop, TaskHandlerPort,
+    ClusterNote, FileRunContext, JobStoreError, NodeId, SuspendOnDrop, TaskHandlerPort,
     TaskQueuePort, TaskRef, TransferPort,
 };
 use ferry_domain::{Destination, FileTask, JobId, JobStatus, TaskStatus};
@@ -722,20 +722,21 @@ impl JobService {
                 }
             }
         }
-        let open = match dispatch.local_queue {
+        // The job's status once none of its tasks is left to enqueue
+        // (`None`: the job is missing).
+        let status = match dispatch.local_queue {
             Some(_) => match self.read_ahead(id, window).await? {
                 ReadWindow::Enqueued => return Ok(()),
-                ReadWindow::Over(open) => open,
+                ReadWindow::Over(status) => status,
             },
-            None => self.recorder().store().open_tasks(id, window).await?,
+            None => match self.recorder().store().open_tasks(id, window).await? {
+                Some(open) if open.status == JobStatus::Downloading && !open.open.is_empty() => {
+                    self.enqueue_window(id, &open.open).await;
+                    return Ok(());
+                }
+                open => open.map(|open| open.status),
+            },
         };
-        if let Some(open) = &open
-            && open.status == JobStatus::Downloading
-            && !open.open.is_empty()
-        {
-            self.enqueue_window(id, &open.open).await;
-            return Ok(());
-        }
         lock(&dispatch.ahead).remove(id);
         // Its files are over: completed here unless another worker did,
         // in the job's finishing turn when a phase here waits for it.
@@ -744,8 +745,8 @@ impl JobService {
             Some(settle) => Some(settle.finishing.lock().await),
             None => None,
         };
-        let result = match open {
-            Some(open) if open.status == JobStatus::Downloading => {
+        let result = match status {
+            Some(JobStatus::Downloading) => {
                 // The head: the tasks' counts summed by the store, not
                 // the job's tasks read.
                 match self.recorder().store().head(id).await? {
@@ -775,8 +776,9 @@ impl JobService {
 enum ReadWindow {
     /// Unfinished tasks, now in the queue (and read ahead).
     Enqueued,
-    /// None left to run here (or the job is not downloading, or missing).
-    Over(Option<OpenTasks>),
+    /// None left to run here, or the job is not downloading: its status
+    /// (`None`: the job is missing).
+    Over(Option<JobStatus>),
 }
 
 impl JobService {
@@ -789,10 +791,7 @@ impl JobService {
             return Ok(ReadWindow::Over(None));
         };
         if batch.status != JobStatus::Downloading || batch.tasks.is_empty() {
-            return Ok(ReadWindow::Over(Some(OpenTasks {
-                status: batch.status,
-                open: Vec::new(),
-            })));
+            return Ok(ReadWindow::Over(Some(batch.status)));
         }
         let open: Vec<usize> = batch.tasks.iter().map(|t| t.index).collect();
         {
